@@ -1,0 +1,61 @@
+#pragma once
+/// @file
+/// ember's exception hierarchy. Every error ember throws derives from ember::error, and its
+/// message names the thing at fault (file, key, shape, offset) and what was expected.
+
+#include <stdexcept>
+#include <string>
+
+namespace ember
+{
+
+/// @brief Base of every exception ember throws.
+class error : public std::runtime_error
+{
+public:
+    using std::runtime_error::runtime_error;
+};
+
+/// @brief A tensor had the wrong rank or shape for the operation.
+class shape_error : public error
+{
+public:
+    using error::error;
+};
+
+/// @brief A tensor had the wrong element type.
+class dtype_error : public error
+{
+public:
+    using error::error;
+};
+
+/// @brief A state_dict or mapping lacked a key, or had one it should not.
+class key_error : public error
+{
+public:
+    using error::error;
+};
+
+/// @brief An argument was out of its valid range (a negative learning rate, p outside [0, 1]).
+class value_error : public error
+{
+public:
+    using error::error;
+};
+
+/// @brief The operating system refused a file operation (missing file, permission, disk full).
+class io_error : public error
+{
+public:
+    using error::error;
+};
+
+/// @brief A file's bytes are not what its format promises (wrong magic, truncated, corrupt).
+class format_error : public error
+{
+public:
+    using error::error;
+};
+
+} // namespace ember

@@ -1,0 +1,177 @@
+#pragma once
+/// @file
+/// host_tensor: a device-neutral tensor (dtype, shape, bytes) — what state_dicts and files hold.
+/// Parameters live on whatever device their module uses; state_dicts always hold host_tensors,
+/// so saving, loading and moving between devices all go through this one type.
+
+#include "ember/core/dtype.hpp"
+#include "ember/core/error.hpp"
+#include "ember/core/tensor.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace ember
+{
+
+/// @brief A contiguous row-major tensor in host memory, of any dtype and rank.
+class host_tensor
+{
+public:
+    host_tensor() = default;
+
+    /// @brief A zero-filled tensor; throws value_error if the shape is negative or its byte
+    /// size overflows.
+    host_tensor(ember::dtype type, std::vector<std::int64_t> shape);
+
+    /// @brief Copies an xtensor into a new host tensor.
+    template <class T, std::size_t N>
+    static host_tensor from(const tensor<T, N>& t);
+
+    ember::dtype dtype() const noexcept { return m_dtype; }
+    const std::vector<std::int64_t>& shape() const noexcept { return m_shape; }
+    std::size_t dim() const noexcept { return m_shape.size(); }
+    std::size_t numel() const noexcept { return m_bytes.size() / dtype_size(m_dtype); }
+    std::size_t nbytes() const noexcept { return m_bytes.size(); }
+
+    std::span<const std::byte> bytes() const noexcept { return m_bytes; }
+    std::span<std::byte> bytes() noexcept { return m_bytes; }
+
+    /// @brief The elements as T; throws dtype_error unless T is this tensor's dtype.
+    template <class T>
+    std::span<const T> data() const;
+    template <class T>
+    std::span<T> data();
+
+    /// @brief The single element of a one-element tensor (PyTorch's `.item()`).
+    template <class T>
+    T item() const;
+
+    /// @brief Copies into `out`, which must already have this dtype and shape (no allocation);
+    /// throws dtype_error or shape_error naming `what` otherwise.
+    template <class T, std::size_t N>
+    void copy_to(tensor<T, N>& out, std::string_view what = "tensor") const;
+
+    /// @brief A new xtensor with this tensor's data; the dtype and rank must match.
+    template <class T, std::size_t N>
+    tensor<T, N> to_tensor() const;
+
+    /// @brief Number of elements of `shape`, or throws value_error on a negative extent or an
+    /// element count whose byte size would overflow size_t.
+    static std::size_t checked_numel(const std::vector<std::int64_t>& shape,
+                                     std::size_t element_size);
+
+    friend bool operator==(const host_tensor& a, const host_tensor& b)
+    {
+        return a.m_dtype == b.m_dtype && a.m_shape == b.m_shape && a.m_bytes == b.m_bytes;
+    }
+
+private:
+    template <class T>
+    void check_dtype() const;
+
+    ember::dtype m_dtype = ember::dtype::float32;
+    std::vector<std::int64_t> m_shape;
+    std::vector<std::byte> m_bytes;
+};
+
+/*******************
+ * implementation  *
+ *******************/
+
+inline std::size_t host_tensor::checked_numel(const std::vector<std::int64_t>& shape,
+                                              std::size_t element_size)
+{
+    std::size_t n = 1;
+    const std::size_t limit = std::numeric_limits<std::size_t>::max() / element_size;
+    for (auto d : shape)
+    {
+        if (d < 0)
+            throw value_error("tensor shape " + shape_string(shape) + " has a negative extent");
+        if (d != 0 && n > limit / static_cast<std::size_t>(d))
+            throw value_error("tensor shape " + shape_string(shape) + " is too large");
+        n *= static_cast<std::size_t>(d);
+    }
+    return n;
+}
+
+inline host_tensor::host_tensor(ember::dtype type, std::vector<std::int64_t> shape)
+    : m_dtype(type), m_shape(std::move(shape))
+{
+    m_bytes.resize(checked_numel(m_shape, dtype_size(type)) * dtype_size(type));
+}
+
+template <class T, std::size_t N>
+host_tensor host_tensor::from(const tensor<T, N>& t)
+{
+    std::vector<std::int64_t> shape(t.shape().begin(), t.shape().end());
+    host_tensor h(dtype_of<T>(), std::move(shape));
+    if (t.size() != 0)
+        std::memcpy(h.m_bytes.data(), t.data(), t.size() * sizeof(T));
+    return h;
+}
+
+template <class T>
+void host_tensor::check_dtype() const
+{
+    if (dtype_of<T>() != m_dtype)
+        throw dtype_error("tensor holds " + std::string(dtype_name(m_dtype)) + ", not " +
+                          std::string(dtype_name(dtype_of<T>())));
+}
+
+template <class T>
+std::span<const T> host_tensor::data() const
+{
+    check_dtype<T>();
+    return {reinterpret_cast<const T*>(m_bytes.data()), numel()};
+}
+
+template <class T>
+std::span<T> host_tensor::data()
+{
+    check_dtype<T>();
+    return {reinterpret_cast<T*>(m_bytes.data()), numel()};
+}
+
+template <class T>
+T host_tensor::item() const
+{
+    auto d = data<T>();
+    if (d.size() != 1)
+        throw shape_error("item(): tensor of shape " + shape_string(m_shape) +
+                          " has " + std::to_string(d.size()) + " elements, expected 1");
+    return d[0];
+}
+
+template <class T, std::size_t N>
+void host_tensor::copy_to(tensor<T, N>& out, std::string_view what) const
+{
+    if (dtype_of<T>() != m_dtype)
+        throw dtype_error(std::string(what) + ": expected dtype " +
+                          std::string(dtype_name(dtype_of<T>())) + ", got " +
+                          std::string(dtype_name(m_dtype)));
+    check_shape(m_shape, out.shape(), what);
+    if (out.size() != 0)
+        std::memcpy(out.data(), m_bytes.data(), out.size() * sizeof(T));
+}
+
+template <class T, std::size_t N>
+tensor<T, N> host_tensor::to_tensor() const
+{
+    if (m_shape.size() != N)
+        throw shape_error("tensor of shape " + shape_string(m_shape) + " has rank " +
+                          std::to_string(m_shape.size()) + ", expected rank " + std::to_string(N));
+    std::array<std::size_t, N> s{};
+    for (std::size_t i = 0; i < N; ++i)
+        s[i] = static_cast<std::size_t>(m_shape[i]);
+    tensor<T, N> t(s);
+    copy_to(t);
+    return t;
+}
+
+} // namespace ember

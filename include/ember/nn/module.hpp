@@ -1,0 +1,308 @@
+#pragma once
+/// @file
+/// The module base. A module names its parameters, buffers and submodules in one member
+/// template, the way a cereal type names its members:
+///
+/// @code
+/// template <class V> void visit(V&& v) { v("weight", weight); v("bias", bias); v("fc1", fc1); }
+/// @endcode
+///
+/// That single list drives state_dict(), load_state_dict(), parameters(), train()/eval() and
+/// zero_grad(). Names nest PyTorch's way: a submodule `fc1` contributes `fc1.weight`.
+/// Forward and backward are the derived module's own `forward(x)` and `backward(dy)`: forward
+/// caches what backward needs unless a no_grad guard is alive; backward accumulates parameter
+/// gradients and returns the gradient with respect to the input.
+
+#include "ember/core/error.hpp"
+#include "ember/core/grad_mode.hpp"
+#include "ember/core/state_dict.hpp"
+#include "ember/device/cpu.hpp"
+#include "ember/nn/parameter.hpp"
+
+#include <algorithm>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace ember::nn
+{
+
+/// @brief Tag base of every module, so visitors can tell submodules from tensors.
+struct module_tag
+{
+};
+
+template <class X>
+inline constexpr bool is_module_v = std::is_base_of_v<module_tag, std::remove_cvref_t<X>>;
+
+namespace detail
+{
+template <class M>
+struct module_value
+{
+    using type = float;
+};
+template <class M>
+    requires requires { typename M::value_type; }
+struct module_value<M>
+{
+    using type = typename M::value_type;
+};
+
+template <class X>
+inline constexpr bool always_false = false;
+
+// Walks a module tree. With Named, `f(full_name, member)` gets PyTorch's dotted names; without,
+// it gets an empty name and no string is built, so per-step walks (zero_grad) allocate nothing.
+template <bool Named, class M, class F>
+void walk(M& m, const std::string& prefix, F& f)
+{
+    m.visit([&](std::string_view name, auto& member) {
+        using X = std::remove_cvref_t<decltype(member)>;
+        static_assert(is_parameter_v<X> || is_buffer_v<X> || is_module_v<X>,
+                      "ember: visit() may only name parameters, buffers and modules");
+        if constexpr (Named)
+        {
+            std::string full = prefix;
+            full += name;
+            f(std::string_view(full), member);
+            if constexpr (is_module_v<X>)
+                walk<true>(member, full + ".", f);
+        }
+        else
+        {
+            f(std::string_view{}, member);
+            if constexpr (is_module_v<X>)
+                walk<false>(member, prefix, f);
+        }
+    });
+}
+} // namespace detail
+
+/// @brief Element type a module's parameters use: its `value_type` if it declares one, else
+/// float.
+template <class M>
+using module_value_t = typename detail::module_value<M>::type;
+
+/// @brief What load_state_dict(sd, false) found: keys the module has that `sd` lacks, and keys
+/// of `sd` the module does not have (PyTorch's `_IncompatibleKeys`).
+struct load_result
+{
+    std::vector<std::string> missing_keys;
+    std::vector<std::string> unexpected_keys;
+};
+
+/// @brief CRTP base of every module. `Derived` provides `visit(v)`, `forward` and `backward`.
+template <class Derived, class Device = cpu>
+class module : public module_tag
+{
+public:
+    using device_type = Device;
+
+    /// @brief Training mode on (or off) for this module and every submodule.
+    void train(bool mode = true);
+    /// @brief Evaluation mode: Dropout passes through, BatchNorm uses its running statistics.
+    void eval() { train(false); }
+    bool is_training() const noexcept { return m_training; }
+
+    /// @brief Sets every parameter's gradient to zero.
+    void zero_grad();
+
+    /// @brief Parameters and buffers by name, as host tensors, in declaration order.
+    ember::state_dict state_dict() const;
+
+    /// @brief Copies `sd` into the parameters and buffers. Nothing changes unless everything
+    /// fits: a shape or dtype mismatch throws, naming the key and both shapes; with `strict`,
+    /// missing or unexpected keys throw key_error listing them; without, they are returned.
+    load_result load_state_dict(const ember::state_dict& sd, bool strict = true);
+
+    /// @brief Handles on every parameter of element type T, in state_dict order (for optimizers).
+    template <class T = module_value_t<Derived>>
+    std::vector<param_ref<T>> parameters();
+
+    /// @brief (name, handle) pairs, like named_parameters() in PyTorch.
+    template <class T = module_value_t<Derived>>
+    std::vector<std::pair<std::string, param_ref<T>>> named_parameters();
+
+    /// @brief Number of learned scalars.
+    std::size_t num_parameters();
+
+    /// @brief `model(x)` is `model.forward(x)`.
+    template <class... Args>
+    decltype(auto) operator()(Args&&... args)
+    {
+        return derived().forward(std::forward<Args>(args)...);
+    }
+
+protected:
+    Derived& derived() noexcept { return static_cast<Derived&>(*this); }
+    const Derived& derived() const noexcept { return static_cast<const Derived&>(*this); }
+
+    /// @brief True when forward should keep what backward needs: training or not, but only
+    /// while gradients are enabled on this thread.
+    static bool caching() noexcept { return is_grad_enabled(); }
+
+    bool m_training = true;
+
+    template <class, class>
+    friend class module;
+};
+
+/*******************
+ * implementation  *
+ *******************/
+
+template <class Derived, class Device>
+void module<Derived, Device>::train(bool mode)
+{
+    m_training = mode;
+    auto f = [mode](std::string_view, auto& member) {
+        if constexpr (is_module_v<decltype(member)>)
+            member.m_training = mode;
+    };
+    detail::walk<false>(derived(), std::string(), f);
+}
+
+template <class Derived, class Device>
+void module<Derived, Device>::zero_grad()
+{
+    auto f = [](std::string_view, auto& member) {
+        if constexpr (is_parameter_v<decltype(member)>)
+            member.grad.fill(0);
+    };
+    detail::walk<false>(derived(), std::string(), f);
+}
+
+template <class Derived, class Device>
+ember::state_dict module<Derived, Device>::state_dict() const
+{
+    ember::state_dict sd;
+    auto f = [&sd](std::string_view name, auto& member) {
+        using X = std::remove_cvref_t<decltype(member)>;
+        if constexpr (is_parameter_v<X> || is_buffer_v<X>)
+            sd.insert(std::string(name), X::device_type::to_host(member.value));
+    };
+    // visit() is not const (it hands out references for writing too); here it is only read.
+    detail::walk<true>(const_cast<Derived&>(derived()), std::string(), f);
+    return sd;
+}
+
+template <class Derived, class Device>
+load_result module<Derived, Device>::load_state_dict(const ember::state_dict& sd, bool strict)
+{
+    load_result result;
+    std::vector<std::string> matched;
+    // First pass: check everything, change nothing.
+    auto check = [&](std::string_view name, auto& member) {
+        using X = std::remove_cvref_t<decltype(member)>;
+        if constexpr (is_parameter_v<X> || is_buffer_v<X>)
+        {
+            const host_tensor* src = sd.find(name);
+            if (!src)
+            {
+                result.missing_keys.emplace_back(name);
+                return;
+            }
+            using T = typename X::value_type;
+            if (src->dtype() != dtype_of<T>())
+                throw dtype_error("load_state_dict: dtype mismatch for '" + std::string(name) +
+                                  "': the state_dict holds " +
+                                  std::string(dtype_name(src->dtype())) +
+                                  ", the model expects " + std::string(dtype_name(dtype_of<T>())));
+            const auto& shape = member.value.shape();
+            std::vector<std::int64_t> mine(shape.begin(), shape.end());
+            if (src->shape() != mine)
+                throw shape_error("load_state_dict: size mismatch for '" + std::string(name) +
+                                  "': copying a tensor of shape " + shape_string(src->shape()) +
+                                  " from the state_dict, the shape in the current model is " +
+                                  shape_string(mine));
+            matched.emplace_back(name);
+        }
+    };
+    detail::walk<true>(derived(), std::string(), check);
+    for (const auto& [key, value] : sd)
+        if (std::find(matched.begin(), matched.end(), key) == matched.end())
+            result.unexpected_keys.push_back(key);
+    if (strict && (!result.missing_keys.empty() || !result.unexpected_keys.empty()))
+    {
+        std::string msg = "load_state_dict: error(s) in loading state_dict:";
+        if (!result.missing_keys.empty())
+        {
+            msg += " missing key(s):";
+            for (const auto& k : result.missing_keys)
+                msg += " '" + k + "'";
+            msg += ".";
+        }
+        if (!result.unexpected_keys.empty())
+        {
+            msg += " unexpected key(s):";
+            for (const auto& k : result.unexpected_keys)
+                msg += " '" + k + "'";
+            msg += ".";
+        }
+        throw key_error(msg);
+    }
+    // Second pass: everything fits, copy.
+    auto copy = [&](std::string_view name, auto& member) {
+        using X = std::remove_cvref_t<decltype(member)>;
+        if constexpr (is_parameter_v<X> || is_buffer_v<X>)
+        {
+            if (const host_tensor* src = sd.find(name))
+                X::device_type::copy_from_host(*src, member.value, name);
+        }
+    };
+    detail::walk<true>(derived(), std::string(), copy);
+    return result;
+}
+
+template <class Derived, class Device>
+template <class T>
+std::vector<std::pair<std::string, param_ref<T>>> module<Derived, Device>::named_parameters()
+{
+    std::vector<std::pair<std::string, param_ref<T>>> out;
+    auto f = [&out](std::string_view name, auto& member) {
+        using X = std::remove_cvref_t<decltype(member)>;
+        if constexpr (is_parameter_v<X>)
+        {
+            static_assert(std::is_same_v<typename X::value_type, T>,
+                          "ember: parameters<T>(): the module has a parameter of another type");
+            out.emplace_back(std::string(name), param_ref<T>(member));
+        }
+    };
+    detail::walk<true>(derived(), std::string(), f);
+    return out;
+}
+
+template <class Derived, class Device>
+template <class T>
+std::vector<param_ref<T>> module<Derived, Device>::parameters()
+{
+    std::vector<param_ref<T>> out;
+    auto f = [&out](std::string_view, auto& member) {
+        using X = std::remove_cvref_t<decltype(member)>;
+        if constexpr (is_parameter_v<X>)
+        {
+            static_assert(std::is_same_v<typename X::value_type, T>,
+                          "ember: parameters<T>(): the module has a parameter of another type");
+            out.emplace_back(member);
+        }
+    };
+    detail::walk<false>(derived(), std::string(), f);
+    return out;
+}
+
+template <class Derived, class Device>
+std::size_t module<Derived, Device>::num_parameters()
+{
+    std::size_t n = 0;
+    auto f = [&n](std::string_view, auto& member) {
+        if constexpr (is_parameter_v<decltype(member)>)
+            n += member.value.size();
+    };
+    detail::walk<false>(derived(), std::string(), f);
+    return n;
+}
+
+} // namespace ember::nn

@@ -1,0 +1,137 @@
+#pragma once
+/// @file
+/// parameter (a learned tensor with its gradient), buffer (state that is saved but not learned,
+/// like BatchNorm's running mean), and param_ref, the rank-erased handle optimizers hold.
+
+#include "ember/core/tensor.hpp"
+#include "ember/device/cpu.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <type_traits>
+#include <vector>
+
+namespace ember::nn
+{
+
+/// @brief A learned tensor (`value`) and the gradient that backward accumulates into it
+/// (`grad`, same shape, starts at zero), like torch.nn.Parameter with its `.grad`.
+template <class T, std::size_t N, class Device = cpu>
+struct parameter
+{
+    using value_type = T;
+    using device_type = Device;
+    using tensor_type = typename Device::template tensor_type<T, N>;
+    static constexpr std::size_t rank = N;
+
+    tensor_type value;
+    tensor_type grad;
+    bool requires_grad = true;
+
+    parameter() = default;
+    /// @brief Takes the initial value; the gradient starts as zeros of the same shape.
+    explicit parameter(tensor_type initial)
+        : value(std::move(initial)), grad(tensor_type::from_shape(value.shape()))
+    {
+        grad.fill(T(0));
+    }
+
+    /// @brief The only element of a one-element parameter (PyTorch's `.item()`).
+    T item() const
+    {
+        if (value.size() != 1)
+            throw shape_error("parameter::item(): shape " + shape_string(value.shape()) +
+                              " has " + std::to_string(value.size()) + " elements, expected 1");
+        return value.data()[0];
+    }
+};
+
+/// @brief Saved, not learned: appears in state_dict, never in parameters().
+template <class T, std::size_t N, class Device = cpu>
+struct buffer
+{
+    using value_type = T;
+    using device_type = Device;
+    using tensor_type = typename Device::template tensor_type<T, N>;
+    static constexpr std::size_t rank = N;
+
+    tensor_type value;
+
+    buffer() = default;
+    explicit buffer(tensor_type initial) : value(std::move(initial)) {}
+};
+
+template <class X>
+struct is_parameter : std::false_type
+{
+};
+template <class T, std::size_t N, class D>
+struct is_parameter<parameter<T, N, D>> : std::true_type
+{
+};
+template <class X>
+inline constexpr bool is_parameter_v = is_parameter<std::remove_cvref_t<X>>::value;
+
+template <class X>
+struct is_buffer : std::false_type
+{
+};
+template <class T, std::size_t N, class D>
+struct is_buffer<buffer<T, N, D>> : std::true_type
+{
+};
+template <class X>
+inline constexpr bool is_buffer_v = is_buffer<std::remove_cvref_t<X>>::value;
+
+/// @brief A handle on one parameter of element type T and any rank, held by optimizers.
+/// It points at the parameter object, not its buffer, so it stays valid when the parameter's
+/// tensor is reassigned; it must not outlive the module.
+template <class T>
+class param_ref
+{
+public:
+    template <std::size_t N, class D>
+    explicit param_ref(parameter<T, N, D>& p) noexcept
+        : m_param(&p), m_value(&value_of<N, D>), m_grad(&grad_of<N, D>), m_shape(&shape_of<N, D>)
+    {
+    }
+
+    std::span<T> value() const noexcept { return m_value(m_param); }
+    std::span<T> grad() const noexcept { return m_grad(m_param); }
+    std::vector<std::int64_t> shape() const { return m_shape(m_param); }
+    std::size_t size() const noexcept { return value().size(); }
+    const void* address() const noexcept { return m_param; }
+
+    friend bool operator==(const param_ref& a, const param_ref& b) noexcept
+    {
+        return a.m_param == b.m_param;
+    }
+
+private:
+    template <std::size_t N, class D>
+    static std::span<T> value_of(void* p) noexcept
+    {
+        auto& v = static_cast<parameter<T, N, D>*>(p)->value;
+        return {v.data(), v.size()};
+    }
+    template <std::size_t N, class D>
+    static std::span<T> grad_of(void* p) noexcept
+    {
+        auto& g = static_cast<parameter<T, N, D>*>(p)->grad;
+        return {g.data(), g.size()};
+    }
+    template <std::size_t N, class D>
+    static std::vector<std::int64_t> shape_of(void* p)
+    {
+        const auto& s = static_cast<parameter<T, N, D>*>(p)->value.shape();
+        return {s.begin(), s.end()};
+    }
+
+    void* m_param;
+    std::span<T> (*m_value)(void*) noexcept;
+    std::span<T> (*m_grad)(void*) noexcept;
+    std::vector<std::int64_t> (*m_shape)(void*);
+};
+
+} // namespace ember::nn

@@ -1,0 +1,75 @@
+#pragma once
+/// @file
+/// Row-major matrix products through OpenBLAS's CBLAS, called directly: xtensor-blas would
+/// cost compile time and build temporaries for transposed operands, and the layers only ever
+/// need C = alpha op(A) op(B) + beta C on raw contiguous buffers.
+
+#include "ember/core/error.hpp"
+
+#include <cblas.h>
+
+#include <climits>
+#include <cstddef>
+#include <string>
+
+namespace ember::detail
+{
+
+/// @brief C = alpha * op(A) * op(B) + beta * C for row-major matrices, where op(X) is X, or X
+/// transposed when its flag is set; op(A) is M x K, op(B) is K x N, C is M x N, and lda, ldb,
+/// ldc are the row strides of A, B and C as stored. With beta == 0, C may hold anything.
+void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k, float alpha,
+          const float* a, std::size_t lda, const float* b, std::size_t ldb, float beta, float* c,
+          std::size_t ldc);
+
+/// @brief The double-precision overload of gemm().
+void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k, double alpha,
+          const double* a, std::size_t lda, const double* b, std::size_t ldb, double beta,
+          double* c, std::size_t ldc);
+
+/*******************
+ * implementation  *
+ *******************/
+
+namespace blas
+{
+// CBLAS takes int extents (blasint is 32-bit in Debian's OpenBLAS): refuse rather than wrap.
+inline int to_int(std::size_t v, const char* what)
+{
+    if (v > static_cast<std::size_t>(INT_MAX))
+        throw value_error(std::string("gemm: ") + what + " = " + std::to_string(v) +
+                          " exceeds the BLAS limit of " + std::to_string(INT_MAX));
+    return static_cast<int>(v);
+}
+
+// BLAS rejects a leading dimension below 1 even for empty matrices, and handles K == 0 itself
+// (C = beta C); empty outputs are returned early so no pointer is ever read.
+template <class T, class F>
+void gemm(F cblas, bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k,
+          T alpha, const T* a, std::size_t lda, const T* b, std::size_t ldb, T beta, T* c,
+          std::size_t ldc)
+{
+    if (m == 0 || n == 0)
+        return;
+    auto ld = [](std::size_t v, const char* what) { return to_int(v == 0 ? 1 : v, what); };
+    cblas(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+          to_int(m, "M"), to_int(n, "N"), to_int(k, "K"), alpha, a, ld(lda, "lda"), b,
+          ld(ldb, "ldb"), beta, c, ld(ldc, "ldc"));
+}
+} // namespace blas
+
+inline void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k,
+                 float alpha, const float* a, std::size_t lda, const float* b, std::size_t ldb,
+                 float beta, float* c, std::size_t ldc)
+{
+    blas::gemm(&cblas_sgemm, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+inline void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k,
+                 double alpha, const double* a, std::size_t lda, const double* b, std::size_t ldb,
+                 double beta, double* c, std::size_t ldc)
+{
+    blas::gemm(&cblas_dgemm, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+} // namespace ember::detail

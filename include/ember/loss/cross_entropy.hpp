@@ -1,0 +1,240 @@
+#pragma once
+/// @file
+/// Classification losses over class indices: `torch.nn.CrossEntropyLoss` on logits and
+/// `torch.nn.NLLLoss` on log-probabilities, for an input of shape [batch, C] and a target of
+/// batch class indices (int64, like torch.long).
+
+#include "ember/core/error.hpp"
+#include "ember/loss/loss_base.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace ember::nn
+{
+
+/// @brief Options of cross_entropy_loss. A target equal to `ignore_index` contributes no loss
+/// and no gradient, and the mean is over the other samples. `label_smoothing` in [0, 1] mixes
+/// the one-hot target with the uniform distribution over the C classes.
+struct cross_entropy_options
+{
+    std::int64_t ignore_index = -100;
+    double label_smoothing = 0.0;
+};
+
+/// @brief Options of nll_loss: as cross_entropy_options, without smoothing.
+struct nll_options
+{
+    std::int64_t ignore_index = -100;
+};
+
+namespace detail
+{
+/// @brief Base of the class-index losses: checks targets, skips ignored samples, reduces.
+/// `Derived` provides `T row(const T* x, std::size_t classes, std::size_t target, T* dx,
+/// T scale)` returning one sample's loss and, when `dx` is not null, writing `scale` times the
+/// derivative of that loss with respect to the row's C inputs.
+template <class Derived, class T>
+class class_index_loss : public loss_base<Derived, T, 2, 1>
+{
+    using base_type = loss_base<Derived, T, 2, 1>;
+
+public:
+    using typename base_type::input_type;
+    using target_type = tensor<std::int64_t, 1>;
+
+    /// @brief The loss of scores `input` [batch, C] against class indices `target` [batch],
+    /// reduced (mean: over the samples not ignored); records what backward() needs unless a
+    /// no_grad guard is alive.
+    /// @throws shape_error when target's length is not batch; value_error for a target outside
+    /// [0, C) that is not ignore_index, naming it and its position.
+    T forward(const input_type& input, const target_type& target);
+
+    /// @brief `loss(input, target)` is `loss.forward(input, target)`.
+    T operator()(const input_type& input, const target_type& target)
+    {
+        return forward(input, target);
+    }
+
+protected:
+    class_index_loss(nn::reduction r, std::int64_t ignore_index) noexcept
+        : base_type(r), m_ignore_index(ignore_index)
+    {
+    }
+
+    std::int64_t m_ignore_index;
+};
+} // namespace detail
+
+/// @brief `torch.nn.CrossEntropyLoss` for logits [batch, C] and class indices [batch]:
+/// per sample, (1 - s) (-log p_target) + (s / C) sum_c (-log p_c), p = softmax(row), s the
+/// label smoothing; 0 for ignored samples.
+///
+/// forward(input, target) returns the mean over the samples not ignored (or the sum); with
+/// reduction::none it returns the sum and losses() holds one loss per sample. backward() is
+/// the gradient of what forward() returned; backward(grad_output) (reduction::none) weights
+/// each sample.
+/// @code
+/// ember::nn::cross_entropy_loss<> loss_fn({.label_smoothing = 0.1});
+/// float loss = loss_fn(logits, labels);
+/// model.backward(loss_fn.backward());
+/// @endcode
+template <class T = float>
+class cross_entropy_loss : public detail::class_index_loss<cross_entropy_loss<T>, T>
+{
+    using base_type = detail::class_index_loss<cross_entropy_loss<T>, T>;
+    friend base_type;
+
+public:
+    static constexpr std::string_view name = "cross_entropy_loss";
+
+    /// @throws value_error unless 0 <= label_smoothing <= 1.
+    explicit cross_entropy_loss(nn::reduction r = nn::reduction::mean,
+                                cross_entropy_options options = {});
+    explicit cross_entropy_loss(cross_entropy_options options)
+        : cross_entropy_loss(nn::reduction::mean, options)
+    {
+    }
+
+    const cross_entropy_options& options() const noexcept { return m_options; }
+
+private:
+    T row(const T* x, std::size_t classes, std::size_t target, T* dx, T scale) const;
+
+    cross_entropy_options m_options;
+};
+
+/// @brief `torch.nn.NLLLoss` for log-probabilities [batch, C] (log_softmax's output) and class
+/// indices [batch]: -input[i, target[i]] per sample, 0 for ignored ones. forward(), losses()
+/// and backward() behave as for cross_entropy_loss.
+template <class T = float>
+class nll_loss : public detail::class_index_loss<nll_loss<T>, T>
+{
+    using base_type = detail::class_index_loss<nll_loss<T>, T>;
+    friend base_type;
+
+public:
+    static constexpr std::string_view name = "nll_loss";
+
+    explicit nll_loss(nn::reduction r = nn::reduction::mean, nll_options options = {}) noexcept
+        : base_type(r, options.ignore_index), m_options(options)
+    {
+    }
+    explicit nll_loss(nll_options options) noexcept : nll_loss(nn::reduction::mean, options) {}
+
+    const nll_options& options() const noexcept { return m_options; }
+
+private:
+    static T row(const T* x, std::size_t classes, std::size_t target, T* dx, T scale) noexcept
+    {
+        if (dx)
+        {
+            std::fill(dx, dx + classes, T(0));
+            dx[target] = -scale;
+        }
+        return -x[target];
+    }
+
+    nll_options m_options;
+};
+
+/*******************
+ * implementation  *
+ *******************/
+
+namespace detail
+{
+template <class Derived, class T>
+T class_index_loss<Derived, T>::forward(const input_type& input, const target_type& target)
+{
+    const bool caching = this->begin_forward();
+    const std::size_t batch = input.shape()[0];
+    const std::size_t classes = input.shape()[1];
+    if (target.size() != batch)
+        throw shape_error(this->loss_name() + ": target of shape " +
+                          shape_string(target.shape()) + " does not match input of shape " +
+                          shape_string(input.shape()) + ": expected [" + std::to_string(batch) +
+                          "]");
+    // Validate every target before computing anything, and count what the mean divides by.
+    const std::int64_t* t = target.data();
+    std::size_t count = 0;
+    for (std::size_t i = 0; i < batch; ++i)
+    {
+        if (t[i] == m_ignore_index)
+            continue;
+        if (t[i] < 0 || static_cast<std::uint64_t>(t[i]) >= classes)
+            throw value_error(this->loss_name() + ": target " + std::to_string(t[i]) +
+                              " at position " + std::to_string(i) + " is out of range for " +
+                              std::to_string(classes) + " classes: expected 0 <= target < " +
+                              std::to_string(classes) + " or ignore_index (" +
+                              std::to_string(m_ignore_index) + ")");
+        ++count;
+    }
+    resize_if_needed(this->m_losses, target.shape());
+    if (caching)
+        resize_if_needed(this->m_local, input.shape());
+    const T scale = this->gradient_scale(count);
+    const Derived& self = static_cast<const Derived&>(*this);
+    loss_accumulator_t<T> sum = 0;
+    for (std::size_t i = 0; i < batch; ++i)
+    {
+        T* dx = caching ? this->m_local.data() + i * classes : nullptr;
+        if (t[i] == m_ignore_index)
+        {
+            this->m_losses.data()[i] = 0;
+            if (dx)
+                std::fill(dx, dx + classes, T(0));
+            continue;
+        }
+        const T l = self.row(input.data() + i * classes, classes, static_cast<std::size_t>(t[i]),
+                             dx, scale);
+        this->m_losses.data()[i] = l;
+        sum += l;
+    }
+    return this->end_forward(sum, count, caching);
+}
+} // namespace detail
+
+template <class T>
+cross_entropy_loss<T>::cross_entropy_loss(nn::reduction r, cross_entropy_options options)
+    : base_type(r, options.ignore_index), m_options(options)
+{
+    if (!(options.label_smoothing >= 0 && options.label_smoothing <= 1))
+        throw value_error("cross_entropy_loss: label_smoothing must be in [0, 1], got " +
+                          std::to_string(options.label_smoothing));
+}
+
+template <class T>
+T cross_entropy_loss<T>::row(const T* x, std::size_t classes, std::size_t target, T* dx,
+                             T scale) const
+{
+    using acc = detail::loss_accumulator_t<T>;
+    // log p_c = x_c - lse, lse = log sum_c e^x_c, taken about the row's maximum.
+    const T top = *std::max_element(x, x + classes);
+    acc sum_exp = 0;
+    acc sum_x = 0;
+    for (std::size_t c = 0; c < classes; ++c)
+    {
+        sum_exp += std::exp(static_cast<acc>(x[c]) - top);
+        sum_x += x[c];
+    }
+    const acc lse = top + std::log(sum_exp);
+    const acc s = m_options.label_smoothing;
+    const acc k = static_cast<acc>(classes);
+    acc loss = lse - x[target];
+    if (s > 0) // PyTorch's smoothed branch; without it, exactly nll of log_softmax
+        loss = (1 - s) * loss + (s / k) * (k * lse - sum_x);
+    if (dx)
+        // d loss / d x_c = p_c - q_c, q the smoothed target distribution.
+        for (std::size_t c = 0; c < classes; ++c)
+        {
+            const acc q = (c == target ? 1 - s : 0) + s / k;
+            dx[c] = static_cast<T>(scale * (std::exp(x[c] - lse) - q));
+        }
+    return static_cast<T>(loss);
+}
+
+} // namespace ember::nn

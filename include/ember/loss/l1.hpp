@@ -1,0 +1,35 @@
+#pragma once
+/// @file
+/// Mean absolute error, `torch.nn.L1Loss`: loss = |input - target| per element.
+
+#include "ember/loss/loss_base.hpp"
+
+#include <cmath>
+#include <string_view>
+
+namespace ember::nn
+{
+
+/// @brief `torch.nn.L1Loss` over rank-N tensors. The gradient where input equals target is
+/// 0, as in PyTorch. forward(), losses() and backward() behave as for mse_loss.
+template <class T = float, std::size_t N = 2>
+class l1_loss : public detail::elementwise_loss<l1_loss<T, N>, T, N>
+{
+    using base_type = detail::elementwise_loss<l1_loss<T, N>, T, N>;
+    friend base_type;
+
+public:
+    static constexpr std::string_view name = "l1_loss";
+
+    explicit l1_loss(nn::reduction r = nn::reduction::mean) noexcept : base_type(r) {}
+
+private:
+    static T element(T x, T y, std::size_t, T& dx) noexcept
+    {
+        const T d = x - y;
+        dx = static_cast<T>((d > 0) - (d < 0));
+        return std::abs(d);
+    }
+};
+
+} // namespace ember::nn

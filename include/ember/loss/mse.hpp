@@ -1,0 +1,42 @@
+#pragma once
+/// @file
+/// Mean squared error, `torch.nn.MSELoss`: loss = (input - target)^2 per element.
+
+#include "ember/loss/loss_base.hpp"
+
+#include <string_view>
+
+namespace ember::nn
+{
+
+/// @brief `torch.nn.MSELoss` over rank-N tensors.
+///
+/// forward(input, target) returns the mean (or sum) of the per-element losses; with
+/// reduction::none it returns their sum and losses() holds them. backward() is the gradient of
+/// what forward() returned; backward(grad_output) (reduction::none) weights each element.
+/// @code
+/// ember::nn::mse_loss<> loss_fn;
+/// float loss = loss_fn(y_pred, y_train);
+/// model.backward(loss_fn.backward());
+/// @endcode
+template <class T = float, std::size_t N = 2>
+class mse_loss : public detail::elementwise_loss<mse_loss<T, N>, T, N>
+{
+    using base_type = detail::elementwise_loss<mse_loss<T, N>, T, N>;
+    friend base_type;
+
+public:
+    static constexpr std::string_view name = "mse_loss";
+
+    explicit mse_loss(nn::reduction r = nn::reduction::mean) noexcept : base_type(r) {}
+
+private:
+    static T element(T x, T y, std::size_t, T& dx) noexcept
+    {
+        const T d = x - y;
+        dx = 2 * d;
+        return d * d;
+    }
+};
+
+} // namespace ember::nn

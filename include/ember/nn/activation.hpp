@@ -1,0 +1,412 @@
+#pragma once
+/// @file
+/// Activation modules: relu, leaky_relu, sigmoid, tanh, gelu (elementwise, any rank) and
+/// softmax, log_softmax (over the last axis). Each computes what PyTorch's module of the same
+/// name computes, with PyTorch's gradient formulas.
+///
+/// `nn::tanh` and `nn::sigmoid` are classes, named after torch.nn.Tanh and torch.nn.Sigmoid.
+/// Inside namespace ember::nn an unqualified call `tanh(x)` therefore finds the class, not the
+/// function (and suppresses argument-dependent lookup): write `std::tanh` or `xt::tanh` there.
+
+#include "ember/core/error.hpp"
+#include "ember/core/tensor.hpp"
+#include "ember/nn/module.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <numbers>
+#include <string>
+#include <string_view>
+
+namespace ember::nn
+{
+
+namespace detail
+{
+/// Shared plumbing of the elementwise activations: output and gradient buffers, the shape check
+/// and the no_grad rule. `Derived` provides `T apply(T x) const`, `T derivative(T x, T y) const`
+/// (x the input, y the output) and `static constexpr bool needs_input`: when false, backward
+/// reads only the output, which forward keeps anyway, so nothing extra is cached.
+template <class Derived, class T, std::size_t N>
+class elementwise : public module<Derived>
+{
+public:
+    using value_type = T;
+    using tensor_type = tensor<T, N>;
+
+    template <class V>
+    void visit(V&&)
+    {
+    }
+
+    const tensor_type& forward(const tensor_type& x);
+    const tensor_type& backward(const tensor_type& dy);
+
+private:
+    bool m_cached = false;
+    tensor_type m_input;
+    tensor_type m_output;
+    tensor_type m_input_grad;
+};
+} // namespace detail
+
+/// @brief max(0, x) (torch.nn.ReLU).
+template <class T = float, std::size_t N = 2>
+class relu : public detail::elementwise<relu<T, N>, T, N>
+{
+public:
+    static constexpr std::string_view name = "relu";
+    static constexpr bool needs_input = false;
+    // `x < 0 ? 0 : x` lets NaN through, as torch.relu does.
+    T apply(T x) const noexcept { return x < T(0) ? T(0) : x; }
+    T derivative(T, T y) const noexcept { return y > T(0) ? T(1) : T(0); }
+};
+
+/// @brief x for x > 0, negative_slope * x otherwise (torch.nn.LeakyReLU).
+template <class T = float, std::size_t N = 2>
+class leaky_relu : public detail::elementwise<leaky_relu<T, N>, T, N>
+{
+public:
+    static constexpr std::string_view name = "leaky_relu";
+    static constexpr bool needs_input = true;
+
+    explicit leaky_relu(double negative_slope = 0.01) noexcept
+        : m_slope(static_cast<T>(negative_slope))
+    {
+    }
+    T negative_slope() const noexcept { return m_slope; }
+
+    T apply(T x) const noexcept { return x > T(0) ? x : x * m_slope; }
+    T derivative(T x, T) const noexcept { return x > T(0) ? T(1) : m_slope; }
+
+private:
+    T m_slope;
+};
+
+/// @brief 1 / (1 + exp(-x)) (torch.nn.Sigmoid).
+template <class T = float, std::size_t N = 2>
+class sigmoid : public detail::elementwise<sigmoid<T, N>, T, N>
+{
+public:
+    static constexpr std::string_view name = "sigmoid";
+    static constexpr bool needs_input = false;
+    T apply(T x) const noexcept { return T(1) / (T(1) + std::exp(-x)); }
+    T derivative(T, T y) const noexcept { return (T(1) - y) * y; }
+};
+
+/// @brief Hyperbolic tangent (torch.nn.Tanh). See the file comment about the name.
+template <class T = float, std::size_t N = 2>
+class tanh : public detail::elementwise<tanh<T, N>, T, N>
+{
+public:
+    static constexpr std::string_view name = "tanh";
+    static constexpr bool needs_input = false;
+    T apply(T x) const noexcept { return std::tanh(x); }
+    T derivative(T, T y) const noexcept { return T(1) - y * y; }
+};
+
+/// @brief How gelu evaluates the Gaussian CDF: exactly with erf, or by PyTorch's tanh formula.
+enum class gelu_approximation
+{
+    none,
+    tanh
+};
+
+/// @brief x * Phi(x) (torch.nn.GELU), exact by default; `gelu("tanh")` or
+/// `gelu(gelu_approximation::tanh)` uses 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+template <class T = float, std::size_t N = 2>
+class gelu : public detail::elementwise<gelu<T, N>, T, N>
+{
+public:
+    static constexpr std::string_view name = "gelu";
+    static constexpr bool needs_input = true;
+
+    explicit gelu(gelu_approximation approximate = gelu_approximation::none) noexcept
+        : m_approximate(approximate)
+    {
+    }
+    /// @brief PyTorch's spelling: "none" or "tanh"; anything else throws value_error.
+    explicit gelu(std::string_view approximate);
+
+    gelu_approximation approximate() const noexcept { return m_approximate; }
+
+    T apply(T x) const noexcept;
+    T derivative(T x, T y) const noexcept;
+
+private:
+    gelu_approximation m_approximate;
+};
+
+/// @brief exp(x_i) / sum_j exp(x_j) along the last axis (torch.nn.Softmax(dim=-1)), computed
+/// after subtracting each row's maximum so large inputs do not overflow.
+template <class T = float, std::size_t N = 2>
+class softmax : public module<softmax<T, N>>
+{
+    static_assert(N >= 1, "ember::nn::softmax: the input needs at least one axis");
+
+public:
+    using value_type = T;
+    using tensor_type = tensor<T, N>;
+
+    template <class V>
+    void visit(V&&)
+    {
+    }
+    const tensor_type& forward(const tensor_type& x);
+    /// @brief dx = y * (dy - sum(dy * y)) per row.
+    const tensor_type& backward(const tensor_type& dy);
+
+private:
+    bool m_cached = false;
+    tensor_type m_output;
+    tensor_type m_input_grad;
+};
+
+/// @brief x_i - log(sum_j exp(x_j)) along the last axis (torch.nn.LogSoftmax(dim=-1)),
+/// numerically stable.
+template <class T = float, std::size_t N = 2>
+class log_softmax : public module<log_softmax<T, N>>
+{
+    static_assert(N >= 1, "ember::nn::log_softmax: the input needs at least one axis");
+
+public:
+    using value_type = T;
+    using tensor_type = tensor<T, N>;
+
+    template <class V>
+    void visit(V&&)
+    {
+    }
+    const tensor_type& forward(const tensor_type& x);
+    /// @brief dx = dy - exp(y) * sum(dy) per row.
+    const tensor_type& backward(const tensor_type& dy);
+
+private:
+    bool m_cached = false;
+    tensor_type m_output;
+    tensor_type m_input_grad;
+};
+
+/*******************
+ * implementation  *
+ *******************/
+
+namespace detail
+{
+inline void throw_backward_without_forward(std::string_view name)
+{
+    throw error(std::string(name) +
+                ": backward() needs a forward() run with gradients enabled; the last forward "
+                "ran under no_grad or never ran");
+}
+
+template <class Derived, class T, std::size_t N>
+auto elementwise<Derived, T, N>::forward(const tensor_type& x) -> const tensor_type&
+{
+    const Derived& self = this->derived();
+    resize_if_needed(m_output, x.shape());
+    const T* in = x.data();
+    T* out = m_output.data();
+    const std::size_t n = x.size();
+    for (std::size_t i = 0; i < n; ++i)
+        out[i] = self.apply(in[i]);
+    m_cached = this->caching();
+    if constexpr (Derived::needs_input)
+        if (m_cached)
+            xt::noalias(m_input) = x;
+    return m_output;
+}
+
+template <class Derived, class T, std::size_t N>
+auto elementwise<Derived, T, N>::backward(const tensor_type& dy) -> const tensor_type&
+{
+    const Derived& self = this->derived();
+    if (!m_cached)
+        throw_backward_without_forward(Derived::name);
+    check_shape(dy.shape(), m_output.shape(), std::string(Derived::name) + ": backward gradient");
+    resize_if_needed(m_input_grad, dy.shape());
+    const T* g = dy.data();
+    const T* y = m_output.data();
+    T* dx = m_input_grad.data();
+    const std::size_t n = dy.size();
+    if constexpr (Derived::needs_input)
+    {
+        const T* x = m_input.data();
+        for (std::size_t i = 0; i < n; ++i)
+            dx[i] = g[i] * self.derivative(x[i], y[i]);
+    }
+    else
+    {
+        for (std::size_t i = 0; i < n; ++i)
+            dx[i] = g[i] * self.derivative(T(0), y[i]);
+    }
+    return m_input_grad;
+}
+
+// Rows of the last axis: a tensor of shape [..., d] is size / d rows of d contiguous values.
+template <class S>
+std::size_t last_extent(const S& shape) noexcept
+{
+    return shape[shape.size() - 1];
+}
+} // namespace detail
+
+template <class T, std::size_t N>
+gelu<T, N>::gelu(std::string_view approximate)
+{
+    if (approximate == "none")
+        m_approximate = gelu_approximation::none;
+    else if (approximate == "tanh")
+        m_approximate = gelu_approximation::tanh;
+    else
+        throw value_error("gelu: approximate must be \"none\" or \"tanh\", got \"" +
+                          std::string(approximate) + "\"");
+}
+
+namespace detail
+{
+// PyTorch's GeluKernel constants, formed from correctly rounded values exactly as its M_SQRT2,
+// M_2_SQRTPI and M_SQRT1_2 macros are (2 / sqrt(pi) and sqrt(2) / 2 are exact scalings).
+inline constexpr double gelu_sqrt1_2 = std::numbers::sqrt2 / 2;
+inline constexpr double gelu_2_sqrtpi = 2 * std::numbers::inv_sqrtpi;
+inline constexpr double gelu_beta = std::numbers::sqrt2 * gelu_2_sqrtpi * 0.5;
+inline constexpr double gelu_alpha = gelu_2_sqrtpi * gelu_sqrt1_2 * 0.5;
+inline constexpr double gelu_kappa = 0.044715;
+} // namespace detail
+
+// The formulas are PyTorch's GeluKernel, so results agree to rounding.
+template <class T, std::size_t N>
+T gelu<T, N>::apply(T x) const noexcept
+{
+    if (m_approximate == gelu_approximation::tanh)
+    {
+        const T beta = static_cast<T>(detail::gelu_beta);
+        const T kappa = static_cast<T>(detail::gelu_kappa);
+        const T x_cube = x * x * x;
+        const T inner = beta * (x + kappa * x_cube);
+        return T(0.5) * x * (T(1) + std::tanh(inner));
+    }
+    return x * T(0.5) * (T(1) + std::erf(x * static_cast<T>(detail::gelu_sqrt1_2)));
+}
+
+template <class T, std::size_t N>
+T gelu<T, N>::derivative(T x, T) const noexcept
+{
+    if (m_approximate == gelu_approximation::tanh)
+    {
+        const T beta = static_cast<T>(detail::gelu_beta);
+        const T kappa = static_cast<T>(detail::gelu_kappa);
+        const T x_sq = x * x;
+        const T x_cube = x_sq * x;
+        const T inner = beta * (x + kappa * x_cube);
+        const T tanh_inner = std::tanh(inner);
+        const T left = T(0.5) * x;
+        const T right = T(1) + tanh_inner;
+        const T left_derivative = T(0.5) * right;
+        const T tanh_derivative = T(1) - tanh_inner * tanh_inner;
+        const T inner_derivative = beta * (T(1) + T(3) * kappa * x_sq);
+        const T right_derivative = left * tanh_derivative * inner_derivative;
+        return left_derivative + right_derivative;
+    }
+    const T cdf = T(0.5) * (T(1) + std::erf(x * static_cast<T>(detail::gelu_sqrt1_2)));
+    const T pdf = static_cast<T>(detail::gelu_alpha) * std::exp(T(-0.5) * x * x);
+    return cdf + x * pdf;
+}
+
+template <class T, std::size_t N>
+auto softmax<T, N>::forward(const tensor_type& x) -> const tensor_type&
+{
+    resize_if_needed(m_output, x.shape());
+    const std::size_t d = detail::last_extent(x.shape());
+    const std::size_t rows = d == 0 ? 0 : x.size() / d;
+    const T* in = x.data();
+    T* out = m_output.data();
+    for (std::size_t r = 0; r < rows; ++r)
+    {
+        const T* xr = in + r * d;
+        T* yr = out + r * d;
+        const T mx = *std::max_element(xr, xr + d);
+        T sum = 0;
+        for (std::size_t j = 0; j < d; ++j)
+        {
+            yr[j] = std::exp(xr[j] - mx);
+            sum += yr[j];
+        }
+        const T inv = T(1) / sum;
+        for (std::size_t j = 0; j < d; ++j)
+            yr[j] *= inv;
+    }
+    m_cached = this->caching();
+    return m_output;
+}
+
+template <class T, std::size_t N>
+auto softmax<T, N>::backward(const tensor_type& dy) -> const tensor_type&
+{
+    if (!m_cached)
+        detail::throw_backward_without_forward("softmax");
+    check_shape(dy.shape(), m_output.shape(), "softmax: backward gradient");
+    resize_if_needed(m_input_grad, dy.shape());
+    const std::size_t d = detail::last_extent(dy.shape());
+    const std::size_t rows = d == 0 ? 0 : dy.size() / d;
+    for (std::size_t r = 0; r < rows; ++r)
+    {
+        const T* g = dy.data() + r * d;
+        const T* y = m_output.data() + r * d;
+        T* dx = m_input_grad.data() + r * d;
+        T dot = 0;
+        for (std::size_t j = 0; j < d; ++j)
+            dot += g[j] * y[j];
+        for (std::size_t j = 0; j < d; ++j)
+            dx[j] = y[j] * (g[j] - dot);
+    }
+    return m_input_grad;
+}
+
+template <class T, std::size_t N>
+auto log_softmax<T, N>::forward(const tensor_type& x) -> const tensor_type&
+{
+    resize_if_needed(m_output, x.shape());
+    const std::size_t d = detail::last_extent(x.shape());
+    const std::size_t rows = d == 0 ? 0 : x.size() / d;
+    for (std::size_t r = 0; r < rows; ++r)
+    {
+        const T* xr = x.data() + r * d;
+        T* yr = m_output.data() + r * d;
+        const T mx = *std::max_element(xr, xr + d);
+        T sum = 0;
+        for (std::size_t j = 0; j < d; ++j)
+            sum += std::exp(xr[j] - mx);
+        const T shift = mx + std::log(sum);
+        for (std::size_t j = 0; j < d; ++j)
+            yr[j] = xr[j] - shift;
+    }
+    m_cached = this->caching();
+    return m_output;
+}
+
+template <class T, std::size_t N>
+auto log_softmax<T, N>::backward(const tensor_type& dy) -> const tensor_type&
+{
+    if (!m_cached)
+        detail::throw_backward_without_forward("log_softmax");
+    check_shape(dy.shape(), m_output.shape(), "log_softmax: backward gradient");
+    resize_if_needed(m_input_grad, dy.shape());
+    const std::size_t d = detail::last_extent(dy.shape());
+    const std::size_t rows = d == 0 ? 0 : dy.size() / d;
+    for (std::size_t r = 0; r < rows; ++r)
+    {
+        const T* g = dy.data() + r * d;
+        const T* y = m_output.data() + r * d;
+        T* dx = m_input_grad.data() + r * d;
+        T sum = 0;
+        for (std::size_t j = 0; j < d; ++j)
+            sum += g[j];
+        for (std::size_t j = 0; j < d; ++j)
+            dx[j] = g[j] - std::exp(y[j]) * sum;
+    }
+    return m_input_grad;
+}
+
+} // namespace ember::nn

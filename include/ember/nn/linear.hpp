@@ -1,0 +1,160 @@
+#pragma once
+/// @file
+/// linear: y = x W^T + b, torch.nn.Linear with its initialisation drawn exactly as PyTorch's, so
+/// that after the same manual_seed both hold the same numbers.
+
+#include "ember/core/error.hpp"
+#include "ember/core/generator.hpp"
+#include "ember/core/tensor.hpp"
+#include "ember/detail/blas.hpp"
+#include "ember/nn/module.hpp"
+#include "ember/nn/parameter.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <string>
+
+namespace ember::nn
+{
+
+/// @brief Fully connected layer (torch.nn.Linear): input [N, in_features] → output
+/// [N, out_features], `weight` [out_features, in_features], `bias` [out_features].
+template <class T = float, class Device = cpu>
+class linear : public module<linear<T, Device>, Device>
+{
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
+                  "ember::nn::linear: T must be float or double (the types BLAS multiplies)");
+
+public:
+    using value_type = T;
+    using device_type = Device;
+    using tensor_type = typename Device::template tensor_type<T, 2>;
+
+    parameter<T, 2, Device> weight;
+    /// Empty and absent from state_dict() and parameters() when built without a bias.
+    parameter<T, 1, Device> bias;
+
+    /// @brief Draws weight and bias from `g` as torch.nn.Linear(in_features, out_features, bias)
+    /// does.
+    linear(std::size_t in_features, std::size_t out_features, bool has_bias = true,
+           generator& g = default_generator());
+
+    std::size_t in_features() const noexcept { return m_in; }
+    std::size_t out_features() const noexcept { return m_out; }
+    bool has_bias() const noexcept { return m_has_bias; }
+
+    /// @brief PyTorch's initialisation: weight by kaiming_uniform_(a = sqrt(5)), that is
+    /// uniform(-1/sqrt(in), 1/sqrt(in)) up to rounding, then bias uniform(-1/sqrt(in), 1/sqrt(in)).
+    void reset_parameters(generator& g = default_generator());
+
+    template <class V>
+    void visit(V&& v)
+    {
+        v("weight", weight);
+        if (m_has_bias)
+            v("bias", bias);
+    }
+
+    /// @brief x W^T + b; throws shape_error unless x is [N, in_features].
+    const tensor_type& forward(const tensor_type& x);
+    /// @brief Adds dy^T x to weight.grad and the batch sum of dy to bias.grad; returns dy W.
+    const tensor_type& backward(const tensor_type& dy);
+
+private:
+    std::size_t m_in;
+    std::size_t m_out;
+    bool m_has_bias;
+    bool m_cached = false;
+    tensor_type m_input;
+    tensor_type m_output;
+    tensor_type m_input_grad;
+};
+
+/*******************
+ * implementation  *
+ *******************/
+
+template <class T, class Device>
+linear<T, Device>::linear(std::size_t in_features, std::size_t out_features, bool has_bias,
+                          generator& g)
+    : weight(tensor_type::from_shape({out_features, in_features})),
+      bias(Device::template tensor_type<T, 1>::from_shape({has_bias ? out_features : 0})),
+      m_in(in_features), m_out(out_features), m_has_bias(has_bias)
+{
+    reset_parameters(g);
+}
+
+template <class T, class Device>
+void linear<T, Device>::reset_parameters(generator& g)
+{
+    // kaiming_uniform_(a = sqrt(5)) step by step in double, as torch.nn.init computes it, so
+    // the bound (and with it every drawn value) rounds the same way.
+    const double fan_in = static_cast<double>(m_in);
+    if (m_in != 0) // with no inputs the weight is empty and PyTorch draws nothing for it
+    {
+        const double a = std::sqrt(5.0);
+        const double gain = std::sqrt(2.0 / (1.0 + a * a));
+        const double stddev = gain / std::sqrt(fan_in);
+        const double bound = std::sqrt(3.0) * stddev;
+        uniform_(weight.value, -bound, bound, g);
+    }
+    if (m_has_bias)
+    {
+        // PyTorch still draws (zeros) when fan_in is 0, which keeps the generator in step.
+        const double bound = m_in != 0 ? 1.0 / std::sqrt(fan_in) : 0.0;
+        uniform_(bias.value, -bound, bound, g);
+    }
+}
+
+template <class T, class Device>
+auto linear<T, Device>::forward(const tensor_type& x) -> const tensor_type&
+{
+    if (x.shape()[1] != m_in)
+        throw shape_error("linear: input of shape " + shape_string(x.shape()) + ", expected [N, " +
+                          std::to_string(m_in) + "]");
+    const std::size_t batch = x.shape()[0];
+    resize_if_needed(m_output, std::array<std::size_t, 2>{batch, m_out});
+    T* y = m_output.data();
+    if (m_has_bias)
+    {
+        // Start from the broadcast bias and let gemm add x W^T onto it (beta = 1), as addmm does.
+        const T* b = bias.value.data();
+        for (std::size_t r = 0; r < batch; ++r)
+            std::copy(b, b + m_out, y + r * m_out);
+    }
+    ember::detail::gemm(false, true, batch, m_out, m_in, T(1), x.data(), m_in,
+                        weight.value.data(), m_in, m_has_bias ? T(1) : T(0), y, m_out);
+    m_cached = this->caching();
+    if (m_cached)
+        xt::noalias(m_input) = x;
+    return m_output;
+}
+
+template <class T, class Device>
+auto linear<T, Device>::backward(const tensor_type& dy) -> const tensor_type&
+{
+    if (!m_cached)
+        throw error("linear: backward() needs a forward() run with gradients enabled; the last "
+                    "forward ran under no_grad or never ran");
+    check_shape(dy.shape(), m_output.shape(), "linear: backward gradient");
+    const std::size_t batch = m_input.shape()[0];
+    const T* g = dy.data();
+    if (weight.requires_grad)
+        ember::detail::gemm(true, false, m_out, m_in, batch, T(1), g, m_out, m_input.data(), m_in,
+                            T(1), weight.grad.data(), m_in);
+    if (m_has_bias && bias.requires_grad)
+    {
+        T* gb = bias.grad.data();
+        for (std::size_t r = 0; r < batch; ++r)
+            for (std::size_t j = 0; j < m_out; ++j)
+                gb[j] += g[r * m_out + j];
+    }
+    resize_if_needed(m_input_grad, std::array<std::size_t, 2>{batch, m_in});
+    ember::detail::gemm(false, false, batch, m_in, m_out, T(1), g, m_out, weight.value.data(), m_in,
+                        T(0), m_input_grad.data(), m_in);
+    return m_input_grad;
+}
+
+} // namespace ember::nn

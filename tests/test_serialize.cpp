@@ -1,0 +1,319 @@
+// state_dict, optimizer state and generator state through every cereal archive, and ember's
+// file container: round trips, and a clear error for every way a file can be wrong.
+#include <ember/core/generator.hpp>
+#include <ember/serialize/cereal.hpp>
+#include <ember/serialize/file.hpp>
+
+#include <cereal/archives/binary.hpp>
+#include <cereal/archives/json.hpp>
+#include <cereal/archives/portable_binary.hpp>
+#include <cereal/archives/xml.hpp>
+
+#include <boost/mpl/list.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+using namespace ember;
+namespace fs = std::filesystem;
+
+namespace
+{
+state_dict sample_state_dict()
+{
+    state_dict sd;
+    sd.insert("fc1.weight", host_tensor::from(tensor<float, 2>{{1.5f, -2.f, 3.25f}, {0.f, 1e-30f, -7.f}}));
+    sd.insert("fc1.bias", host_tensor::from(tensor<double, 1>{0.1, -0.2}));
+    sd.insert("bn.num_batches_tracked", host_tensor::from(tensor<std::int64_t, 0>(42)));
+    sd.insert("0.empty", host_tensor(dtype::float32, {0, 3}));
+    return sd;
+}
+
+optim::optimizer_state sample_optimizer_state()
+{
+    optim::optimizer_state s;
+    s.state[0].insert("momentum_buffer", host_tensor::from(tensor<float, 1>{1.f, 2.f}));
+    s.state[0].insert("step", host_tensor::from(tensor<float, 0>(3.f)));
+    s.state[1].insert("momentum_buffer", optim::state_value{});
+    optim::param_group_state g;
+    g.options.insert("lr", 0.01);
+    g.options.insert("betas", std::vector<double>{0.9, 0.999});
+    g.options.insert("nesterov", false);
+    g.options.insert("foreach", std::monostate{});
+    g.options.insert("count", std::int64_t{7});
+    g.params = {0, 1};
+    s.param_groups.push_back(g);
+    return s;
+}
+
+template <class Out, class In, class T>
+T round_trip(const T& value)
+{
+    std::stringstream ss;
+    {
+        Out ar(ss);
+        ar(cereal::make_nvp("value", value));
+    }
+    T back{};
+    {
+        In ar(ss);
+        ar(cereal::make_nvp("value", back));
+    }
+    return back;
+}
+
+struct temp_dir
+{
+    fs::path path = fs::temp_directory_path() /
+                    ("ember_test_serialize_" + std::to_string(::getpid()));
+    temp_dir() { fs::create_directories(path); }
+    ~temp_dir() { fs::remove_all(path); }
+};
+
+std::vector<char> read_bytes(const fs::path& p)
+{
+    std::ifstream f(p, std::ios::binary);
+    return {std::istreambuf_iterator<char>(f), {}};
+}
+
+void write_bytes(const fs::path& p, const std::vector<char>& b)
+{
+    std::ofstream f(p, std::ios::binary | std::ios::trunc);
+    f.write(b.data(), static_cast<std::streamsize>(b.size()));
+}
+
+struct binary_archives
+{
+    using out = cereal::BinaryOutputArchive;
+    using in = cereal::BinaryInputArchive;
+};
+struct portable_archives
+{
+    using out = cereal::PortableBinaryOutputArchive;
+    using in = cereal::PortableBinaryInputArchive;
+};
+struct json_archives
+{
+    using out = cereal::JSONOutputArchive;
+    using in = cereal::JSONInputArchive;
+};
+struct xml_archives
+{
+    using out = cereal::XMLOutputArchive;
+    using in = cereal::XMLInputArchive;
+};
+using all_archives = boost::mpl::list<binary_archives, portable_archives, json_archives, xml_archives>;
+} // namespace
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(state_dict_round_trips_through_every_archive, A, all_archives)
+{
+    auto sd = sample_state_dict();
+    auto back = round_trip<typename A::out, typename A::in>(sd);
+    BOOST_TEST(back.keys() == sd.keys());
+    BOOST_TEST((back == sd));
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(optimizer_state_round_trips_through_every_archive, A, all_archives)
+{
+    auto s = sample_optimizer_state();
+    auto back = round_trip<typename A::out, typename A::in>(s);
+    BOOST_TEST((back == s));
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(generator_state_round_trips_and_continues, A, all_archives)
+{
+    generator g(5);
+    g.normal();
+    auto back = round_trip<typename A::out, typename A::in>(g.state());
+    BOOST_TEST((back == g.state()));
+    generator h;
+    h.set_state(back);
+    BOOST_TEST(h.normal() == g.normal());
+}
+
+BOOST_AUTO_TEST_CASE(file_round_trip_keeps_every_byte)
+{
+    temp_dir dir;
+    auto sd = sample_state_dict();
+    save(sd, dir.path / "model.ember");
+    auto back = load<state_dict>(dir.path / "model.ember");
+    BOOST_TEST((back == sd));
+    auto s = sample_optimizer_state();
+    save(s, dir.path / "opt.ember");
+    BOOST_TEST((load<optim::optimizer_state>(dir.path / "opt.ember") == s));
+}
+
+BOOST_AUTO_TEST_CASE(missing_file_is_an_io_error_naming_it)
+{
+    try
+    {
+        load<state_dict>("/nonexistent/ember/model.pth");
+        BOOST_FAIL("expected io_error");
+    }
+    catch (const io_error& e)
+    {
+        std::string msg = e.what();
+        BOOST_TEST(msg.find("/nonexistent/ember/model.pth") != std::string::npos);
+        BOOST_TEST(msg.find("No such file") != std::string::npos);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(saving_into_a_missing_folder_is_an_io_error)
+{
+    BOOST_CHECK_THROW(save(sample_state_dict(), "/nonexistent/ember/model.pth"), io_error);
+}
+
+BOOST_AUTO_TEST_CASE(every_truncation_is_a_format_error)
+{
+    temp_dir dir;
+    save(sample_state_dict(), dir.path / "whole.ember");
+    auto bytes = read_bytes(dir.path / "whole.ember");
+    for (std::size_t n = 0; n < bytes.size(); ++n)
+    {
+        write_bytes(dir.path / "cut.ember", {bytes.begin(), bytes.begin() + n});
+        BOOST_CHECK_THROW(load<state_dict>(dir.path / "cut.ember"), format_error);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(every_single_bit_flip_is_caught)
+{
+    temp_dir dir;
+    save(sample_state_dict(), dir.path / "whole.ember");
+    auto bytes = read_bytes(dir.path / "whole.ember");
+    for (std::size_t i = 0; i < bytes.size(); ++i)
+        for (int bit = 0; bit < 8; ++bit)
+        {
+            auto flipped = bytes;
+            flipped[i] = static_cast<char>(flipped[i] ^ (1 << bit));
+            write_bytes(dir.path / "flip.ember", flipped);
+            BOOST_CHECK_THROW(load<state_dict>(dir.path / "flip.ember"), error);
+        }
+}
+
+BOOST_AUTO_TEST_CASE(trailing_bytes_are_reported)
+{
+    temp_dir dir;
+    save(sample_state_dict(), dir.path / "m.ember");
+    auto bytes = read_bytes(dir.path / "m.ember");
+    bytes.push_back('x');
+    write_bytes(dir.path / "m.ember", bytes);
+    try
+    {
+        load<state_dict>(dir.path / "m.ember");
+        BOOST_FAIL("expected format_error");
+    }
+    catch (const format_error& e)
+    {
+        BOOST_TEST(std::string(e.what()).find("trailing bytes") != std::string::npos);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_text_file_is_not_an_ember_file)
+{
+    temp_dir dir;
+    std::string text = "this is a text file that happens to be long enough for a header\n";
+    write_bytes(dir.path / "notes.pth", {text.begin(), text.end()});
+    try
+    {
+        load<state_dict>(dir.path / "notes.pth");
+        BOOST_FAIL("expected format_error");
+    }
+    catch (const format_error& e)
+    {
+        std::string msg = e.what();
+        BOOST_TEST(msg.find("notes.pth") != std::string::npos);
+        BOOST_TEST(msg.find("not an ember file") != std::string::npos);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(loading_the_wrong_content_kind_says_what_is_inside)
+{
+    temp_dir dir;
+    save(sample_optimizer_state(), dir.path / "opt.ember");
+    try
+    {
+        load<state_dict>(dir.path / "opt.ember");
+        BOOST_FAIL("expected format_error");
+    }
+    catch (const format_error& e)
+    {
+        BOOST_TEST(std::string(e.what()).find("not a state_dict") != std::string::npos);
+    }
+}
+
+namespace
+{
+// Rewrites a header field and re-seals the header checksum, as a newer writer would.
+void patch_header(std::vector<char>& b, std::size_t offset, std::uint32_t value)
+{
+    for (int i = 0; i < 4; ++i)
+        b[offset + i] = static_cast<char>((value >> (8 * i)) & 0xff);
+    auto crc = detail::crc32_of({reinterpret_cast<const std::byte*>(b.data()), 36});
+    for (int i = 0; i < 4; ++i)
+        b[36 + i] = static_cast<char>((crc >> (8 * i)) & 0xff);
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(a_newer_container_version_names_both_versions)
+{
+    temp_dir dir;
+    save(sample_state_dict(), dir.path / "m.ember");
+    auto bytes = read_bytes(dir.path / "m.ember");
+    patch_header(bytes, 8, 2);
+    patch_header(bytes, 16, 20300);
+    write_bytes(dir.path / "m.ember", bytes);
+    try
+    {
+        load<state_dict>(dir.path / "m.ember");
+        BOOST_FAIL("expected format_error");
+    }
+    catch (const format_error& e)
+    {
+        std::string msg = e.what();
+        BOOST_TEST(msg.find("version 2") != std::string::npos);
+        BOOST_TEST(msg.find("ember 2.3.0") != std::string::npos);
+        BOOST_TEST(msg.find("reads up to version 1") != std::string::npos);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_huge_declared_tensor_fails_without_allocating)
+{
+    // A portable-binary payload whose tensor claims 2^40 float32 elements in 100 bytes.
+    std::stringstream ss;
+    {
+        cereal::PortableBinaryOutputArchive ar(ss);
+        ar(sample_state_dict());
+    }
+    std::string payload = ss.str();
+    // Find the shape [2, 3] of fc1.weight (two little-endian int64 after a size tag of 2).
+    std::string needle(24, '\0');
+    needle[0] = 2;
+    needle[8] = 2;
+    needle[16] = 3;
+    auto pos = payload.find(needle);
+    BOOST_REQUIRE(pos != std::string::npos);
+    payload[pos + 8 + 5] = 1; // first extent becomes 2 + 2^40
+    detail::span_source src({reinterpret_cast<const std::byte*>(payload.data()), payload.size()});
+    std::istream is(&src);
+    state_dict sd;
+    detail::scoped_load_budget budget(payload.size());
+    cereal::PortableBinaryInputArchive ar(is);
+    BOOST_CHECK_THROW(ar(sd), format_error);
+}
+
+BOOST_AUTO_TEST_CASE(saving_over_an_existing_file_replaces_it_and_leaves_no_temporaries)
+{
+    temp_dir dir;
+    save(sample_state_dict(), dir.path / "m.ember");
+    state_dict other;
+    other.insert("w", host_tensor::from(tensor<float, 1>{9.f}));
+    save(other, dir.path / "m.ember");
+    BOOST_TEST((load<state_dict>(dir.path / "m.ember") == other));
+    std::size_t files = 0;
+    for ([[maybe_unused]] auto& entry : fs::directory_iterator(dir.path))
+        ++files;
+    BOOST_TEST(files == 1u);
+}

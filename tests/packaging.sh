@@ -77,7 +77,7 @@ meson setup "$work/meson/build" "$work/meson"
 begin "consumer via pkg-config: build"
 ninja -C "$work/meson/build"
 begin "consumer via pkg-config: run"
-"$work/meson/build/app"
+"$work/meson/build/app" "$work/meson/state.ember"
 
 begin "consumer via CMake find_package: configure"
 stage_consumer cmake CMakeLists.txt
@@ -92,7 +92,7 @@ fi
 begin "consumer via CMake find_package: build"
 cmake --build "$work/cmake/build"
 begin "consumer via CMake find_package: run"
-"$work/cmake/build/app"
+"$work/cmake/build/app" "$work/cmake/state.ember"
 
 begin "consumer with ember as a Meson subproject: configure"
 stage_consumer subproject meson.build
@@ -103,8 +103,8 @@ PKG_CONFIG_PATH=$caller_pkg_config_path meson setup "$work/subproject/build" "$w
 begin "consumer with ember as a Meson subproject: build"
 ninja -C "$work/subproject/build"
 begin "consumer with ember as a Meson subproject: run"
-"$work/subproject/build/app"
+"$work/subproject/build/app" "$work/subproject/state.ember"
 
-step=done
+step=finished
 echo
 echo "packaging: all three consumers built and ran"

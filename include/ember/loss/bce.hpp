@@ -115,10 +115,12 @@ void bce_with_logits_loss<T, N>::prepare(const typename base_type::input_type& i
 template <class T, std::size_t N>
 T bce_with_logits_loss<T, N>::element(T x, T y, std::size_t i, T& dx) const noexcept
 {
-    // log(1 + e^-x) as m + log(e^-m + e^(-x-m)), m = max(-x, 0): no exponent overflows.
+    // PyTorch's log(1 + e^-x) = m + log(e^-m + e^(-x-m)), m = max(-x, 0): one of the two
+    // exponents is 0, the other -|x|, so nothing overflows and one exp serves the sigmoid too.
     const T m = std::max(-x, T(0));
-    const T log_term = std::log(std::exp(-m) + std::exp(-x - m));
-    const T sigmoid = T(1) / (T(1) + std::exp(-x));
+    const T e = std::exp(-std::abs(x));
+    const T log_term = std::log(T(1) + e);
+    const T sigmoid = x >= 0 ? T(1) / (T(1) + e) : e / (T(1) + e);
     const std::size_t weights = m_options.pos_weight.size();
     if (weights == 0)
     {

@@ -154,10 +154,9 @@ T class_index_loss<Derived, T>::forward(const input_type& input, const target_ty
     const std::size_t batch = input.shape()[0];
     const std::size_t classes = input.shape()[1];
     if (target.size() != batch)
-        throw shape_error(this->loss_name() + ": target of shape " +
-                          shape_string(target.shape()) + " does not match input of shape " +
-                          shape_string(input.shape()) + ": expected [" + std::to_string(batch) +
-                          "]");
+        throw shape_error(this->loss_name() + ": target of shape " + shape_string(target.shape()) +
+                          " does not match input of shape " + shape_string(input.shape()) +
+                          ": expected [" + std::to_string(batch) + "]");
     // Validate every target before computing anything, and count what the mean divides by.
     const std::int64_t* t = target.data();
     std::size_t count = 0;

@@ -123,7 +123,7 @@ T loss_base<Derived, T, I, L>::gradient_scale(std::size_t count) const noexcept
 
 template <class Derived, class T, std::size_t I, std::size_t L>
 T loss_base<Derived, T, I, L>::end_forward(loss_accumulator_t<T> sum, std::size_t count,
-                                            bool cached) noexcept
+                                           bool cached) noexcept
 {
     m_cached = cached;
     if (m_reduction == nn::reduction::mean)
@@ -152,12 +152,14 @@ auto loss_base<Derived, T, I, L>::backward(const loss_type& grad_output) -> cons
 {
     require_forward("backward(grad_output)");
     if (m_reduction != nn::reduction::none)
-        throw error(loss_name() + ": backward(grad_output) takes one gradient per element and needs "
-                             "reduction::none, but this loss reduces by '" +
+        throw error(loss_name() +
+                    ": backward(grad_output) takes one gradient per element and needs "
+                    "reduction::none, but this loss reduces by '" +
                     std::string(reduction_name(m_reduction)) + "'; call backward()");
     if (grad_output.shape() != m_losses.shape())
-        throw shape_error(loss_name() + ": grad_output of shape " + shape_string(grad_output.shape()) +
-                          " does not match the losses' shape " + shape_string(m_losses.shape()));
+        throw shape_error(loss_name() + ": grad_output of shape " +
+                          shape_string(grad_output.shape()) + " does not match the losses' shape " +
+                          shape_string(m_losses.shape()));
     resize_if_needed(m_grad, m_local.shape());
     const T* g = grad_output.data();
     const T* local = m_local.data();

@@ -1,0 +1,448 @@
+// Losses: hand-written gradients against finite differences, values and gradients against
+// PyTorch 1.13 (tests/golden/losses.hpp, written by scripts/golden_losses.py), and the ways
+// users get them wrong.
+#include <ember/core/grad_mode.hpp>
+#include <ember/loss/losses.hpp>
+#include <ember/nn/gradcheck.hpp>
+
+#include "golden/losses.hpp"
+
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+
+using namespace ember;
+namespace gl = golden::losses;
+
+namespace
+{
+constexpr nn::reduction all_reductions[] = {nn::reduction::mean, nn::reduction::sum,
+                                            nn::reduction::none};
+
+template <class T, std::size_t N>
+tensor<T, N> from(std::span<const double> values, const std::array<std::size_t, N>& shape)
+{
+    auto t = tensor<T, N>::from_shape(shape);
+    BOOST_REQUIRE_EQUAL(values.size(), t.size());
+    std::copy(values.begin(), values.end(), t.begin());
+    return t;
+}
+
+template <class T>
+tensor<T, 2> input_of(const gl::loss_case& c)
+{
+    return from<T, 2>(c.input, {c.rows, c.cols});
+}
+
+template <class T>
+tensor<T, 2> target_of(const gl::loss_case& c)
+{
+    return from<T, 2>(c.target, {c.rows, c.cols});
+}
+
+tensor<std::int64_t, 1> classes_of(const gl::loss_case& c)
+{
+    auto t = tensor<std::int64_t, 1>::from_shape({c.classes.size()});
+    std::copy(c.classes.begin(), c.classes.end(), t.begin());
+    return t;
+}
+
+// |actual - expected| <= rtol |expected| + slack, elementwise. In float, `slack` is how far
+// PyTorch's float32 result is from its float64 one: where a result cancels (p - 0.025 in a
+// smoothed cross-entropy gradient), PyTorch's own float32 rounding exceeds 1e-6 of it, and
+// ember, which sums in double, lands nearer the exact value. In double the slack is 0.
+template <class A>
+void check_close(const A& actual, std::span<const double> expected, double rtol,
+                 std::span<const double> exact, const std::string& what)
+{
+    BOOST_REQUIRE_EQUAL(actual.size(), expected.size());
+    for (std::size_t i = 0; i < expected.size(); ++i)
+    {
+        const double a = actual.data()[i];
+        const double slack = std::abs(expected[i] - exact[i]);
+        BOOST_TEST(std::abs(a - expected[i]) <= rtol * std::abs(expected[i]) + slack,
+                   what << " element " << i << ": " << a << " vs PyTorch " << expected[i]);
+    }
+}
+
+void check_close(double actual, double expected, double rtol, double exact, const std::string& what)
+{
+    BOOST_TEST(std::abs(actual - expected) <=
+                   rtol * std::abs(expected) + std::abs(expected - exact),
+               what << ": " << actual << " vs PyTorch " << expected);
+}
+
+// Values, per-element losses and gradients of every reduction against PyTorch in T.
+// `make(r)` builds the loss in T with reduction r.
+template <class T, class Make>
+void check_golden(const gl::loss_case& c, Make make)
+{
+    const double rtol = std::is_same_v<T, float> ? 1e-6 : 1e-12;
+    const gl::expected& e = std::is_same_v<T, float> ? c.f32 : c.f64;
+    const gl::expected& exact = c.f64;
+    const auto x = input_of<T>(c);
+    for (nn::reduction r : all_reductions)
+    {
+        const std::string what = std::string(decltype(make(r))::name) + " reduction " +
+                                 std::string(nn::reduction_name(r));
+        auto loss = make(r);
+        T value;
+        if constexpr (std::is_same_v<typename decltype(loss)::target_type, tensor<T, 2>>)
+            value = loss(x, target_of<T>(c));
+        else
+            value = loss(x, classes_of(c));
+        auto pick = [r](const gl::expected& ex) {
+            return r == nn::reduction::mean  ? ex.mean
+                   : r == nn::reduction::sum ? ex.sum
+                                             : ex.none_sum;
+        };
+        auto grad = [r](const gl::expected& ex)
+        { return r == nn::reduction::mean ? ex.grad_mean : ex.grad_sum; };
+        check_close(value, pick(e), rtol, pick(exact), what + " value");
+        check_close(loss.losses(), e.losses, rtol, exact.losses, what + " losses()");
+        check_close(loss.backward(), grad(e), rtol, grad(exact), what + " backward()");
+        if (r == nn::reduction::none)
+        {
+            using loss_t = typename decltype(loss)::loss_type;
+            auto upstream = loss_t::from_shape(loss.losses().shape());
+            BOOST_REQUIRE_EQUAL(upstream.size(), c.upstream.size());
+            std::copy(c.upstream.begin(), c.upstream.end(), upstream.begin());
+            check_close(loss.backward(upstream), e.grad_none, rtol, exact.grad_none,
+                        what + " backward(grad_output)");
+        }
+    }
+}
+
+// Every golden case, with the loss it was made with, in T.
+template <class T>
+void check_all_golden()
+{
+    using R = nn::reduction;
+    check_golden<T>(gl::mse, [](R r) { return nn::mse_loss<T, 2>(r); });
+    check_golden<T>(gl::l1, [](R r) { return nn::l1_loss<T, 2>(r); });
+    for (const gl::loss_case* c : {&gl::huber_delta_1, &gl::huber_delta_half})
+        check_golden<T>(*c, [c](R r) { return nn::huber_loss<T, 2>(r, {.delta = c->param}); });
+    for (const gl::loss_case* c :
+         {&gl::smooth_l1_beta_1, &gl::smooth_l1_beta_half, &gl::smooth_l1_beta_0})
+        check_golden<T>(*c, [c](R r) { return nn::smooth_l1_loss<T, 2>(r, {.beta = c->param}); });
+    check_golden<T>(gl::bce, [](R r) { return nn::bce_loss<T, 2>(r); });
+    check_golden<T>(gl::bce_with_logits, [](R r) { return nn::bce_with_logits_loss<T, 2>(r); });
+    check_golden<T>(gl::bce_with_logits_pos_weight,
+                    [](R r)
+                    {
+                        const auto& pw = gl::bce_with_logits_pos_weight.pos_weight;
+                        return nn::bce_with_logits_loss<T, 2>(
+                            r, {.pos_weight = from<T, 1>(pw, {pw.size()})});
+                    });
+    for (const gl::loss_case* c :
+         {&gl::cross_entropy, &gl::cross_entropy_ignore, &gl::cross_entropy_smoothing,
+          &gl::cross_entropy_ignore_2_smoothing})
+        check_golden<T>(*c,
+                        [c](R r)
+                        {
+                            return nn::cross_entropy_loss<T>(
+                                r, {.ignore_index = c->ignore_index, .label_smoothing = c->param});
+                        });
+    for (const gl::loss_case* c : {&gl::nll, &gl::nll_ignore_2})
+        check_golden<T>(*c,
+                        [c](R r) { return nn::nll_loss<T>(r, {.ignore_index = c->ignore_index}); });
+}
+
+// For reduction::none: backward(g) against central differences of sum(g * losses()).
+template <class Loss, std::size_t N, class Target>
+void check_weighted_backward(Loss& loss, tensor<double, N> x, const Target& target)
+{
+    loss.forward(x, target);
+    auto g = loss.losses();
+    generator ug(7);
+    normal_(g, 0.0, 1.0, ug);
+    const auto dx = tensor<double, N>(loss.backward(g));
+    auto objective = [&]
+    {
+        loss.forward(x, target);
+        double s = 0;
+        for (std::size_t i = 0; i < g.size(); ++i)
+            s += g.data()[i] * loss.losses().data()[i];
+        return s;
+    };
+    const double eps = 1e-6;
+    for (std::size_t i = 0; i < x.size(); ++i)
+    {
+        const double saved = x.data()[i];
+        x.data()[i] = saved + eps;
+        const double plus = objective();
+        x.data()[i] = saved - eps;
+        const double minus = objective();
+        x.data()[i] = saved;
+        const double numeric = (plus - minus) / (2 * eps);
+        BOOST_TEST(std::abs(dx.data()[i] - numeric) <= 1e-5 + 1e-3 * std::abs(numeric),
+                   Loss::name << " backward(grad_output) element " << i << ": " << dx.data()[i]
+                              << ", finite differences " << numeric);
+    }
+}
+
+// gradcheck_loss for every reduction, and backward(grad_output) for reduction::none.
+template <class Make, std::size_t N, class Target>
+void gradcheck_every_reduction(Make make, const tensor<double, N>& x, const Target& target)
+{
+    for (nn::reduction r : all_reductions)
+    {
+        auto loss = make(r);
+        const auto result = nn::gradcheck_loss(loss, x, target);
+        BOOST_TEST(result.ok, decltype(loss)::name << " reduction " << nn::reduction_name(r) << ": "
+                                                   << result.message);
+        if (r == nn::reduction::none)
+            check_weighted_backward(loss, x, target);
+    }
+}
+
+tensor<double, 1> vec(std::initializer_list<double> v)
+{
+    return from<double, 1>(std::span<const double>(v.begin(), v.size()), {v.size()});
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(regression_losses_pass_gradcheck_for_every_reduction)
+{
+    using R = nn::reduction;
+    // Differences on both sides of every threshold (0.5, 1) and away from 0 and from them.
+    const auto x = input_of<double>(gl::mse);
+    const auto y = target_of<double>(gl::mse);
+    gradcheck_every_reduction([](R r) { return nn::mse_loss<double>(r); }, x, y);
+    gradcheck_every_reduction([](R r) { return nn::l1_loss<double>(r); }, x, y);
+    for (double delta : {1.0, 0.5, 2.0})
+        gradcheck_every_reduction(
+            [delta](R r) { return nn::huber_loss<double>(r, {.delta = delta}); }, x, y);
+    for (double beta : {1.0, 0.5, 0.0})
+        gradcheck_every_reduction(
+            [beta](R r) { return nn::smooth_l1_loss<double>(r, {.beta = beta}); }, x, y);
+}
+
+BOOST_AUTO_TEST_CASE(losses_of_rank_1_and_3_pass_gradcheck)
+{
+    using R = nn::reduction;
+    const auto x1 = from<double, 1>(gl::mse.input, {12});
+    const auto y1 = from<double, 1>(gl::mse.target, {12});
+    const auto x3 = from<double, 3>(gl::mse.input, {2, 2, 3});
+    const auto y3 = from<double, 3>(gl::mse.target, {2, 2, 3});
+    gradcheck_every_reduction([](R r) { return nn::mse_loss<double, 1>(r); }, x1, y1);
+    gradcheck_every_reduction([](R r) { return nn::huber_loss<double, 3>(r, {.delta = 0.5}); }, x3,
+                              y3);
+    const auto p3 = from<double, 3>(gl::bce.input, {2, 2, 3});
+    const auto t3 = from<double, 3>(gl::bce.target, {2, 2, 3});
+    gradcheck_every_reduction([](R r) { return nn::bce_loss<double, 3>(r); }, p3, t3);
+    gradcheck_every_reduction(
+        [](R r) {
+            return nn::bce_with_logits_loss<double, 3>(r, {.pos_weight = vec({0.5, 2.0, 3.0})});
+        },
+        p3, t3);
+}
+
+BOOST_AUTO_TEST_CASE(binary_cross_entropy_losses_pass_gradcheck_for_every_reduction)
+{
+    using R = nn::reduction;
+    // Probabilities in [0.05, 0.95] with soft and hard targets; logits up to +-30.
+    gradcheck_every_reduction([](R r) { return nn::bce_loss<double>(r); },
+                              input_of<double>(gl::bce), target_of<double>(gl::bce));
+    const auto logits = input_of<double>(gl::bce_with_logits);
+    const auto y = target_of<double>(gl::bce_with_logits);
+    gradcheck_every_reduction([](R r) { return nn::bce_with_logits_loss<double>(r); }, logits, y);
+    gradcheck_every_reduction(
+        [](R r) {
+            return nn::bce_with_logits_loss<double>(r, {.pos_weight = vec({2.0, 0.5, 1.25})});
+        },
+        logits, y);
+    gradcheck_every_reduction(
+        [](R r) { return nn::bce_with_logits_loss<double>(r, {.pos_weight = vec({3.0})}); }, logits,
+        y);
+}
+
+BOOST_AUTO_TEST_CASE(class_index_losses_pass_gradcheck_with_ignore_index_and_smoothing)
+{
+    using R = nn::reduction;
+    const auto logits = input_of<double>(gl::cross_entropy);
+    for (const gl::loss_case* c :
+         {&gl::cross_entropy, &gl::cross_entropy_ignore, &gl::cross_entropy_ignore_2_smoothing})
+        for (double smoothing : {0.0, 0.1, 1.0})
+            gradcheck_every_reduction(
+                [&](R r)
+                {
+                    return nn::cross_entropy_loss<double>(
+                        r, {.ignore_index = c->ignore_index, .label_smoothing = smoothing});
+                },
+                logits, classes_of(*c));
+    const auto log_probs = input_of<double>(gl::nll);
+    for (const gl::loss_case* c : {&gl::nll, &gl::cross_entropy_ignore, &gl::nll_ignore_2})
+        gradcheck_every_reduction(
+            [&](R r) { return nn::nll_loss<double>(r, {.ignore_index = c->ignore_index}); },
+            log_probs, classes_of(*c));
+}
+
+BOOST_AUTO_TEST_CASE(values_and_gradients_match_pytorch_in_float32)
+{
+    check_all_golden<float>();
+}
+
+BOOST_AUTO_TEST_CASE(values_and_gradients_match_pytorch_in_float64)
+{
+    check_all_golden<double>();
+}
+
+BOOST_AUTO_TEST_CASE(reduction_none_returns_the_sum_and_keeps_per_element_losses)
+{
+    nn::mse_loss<double, 1> loss(nn::reduction::none);
+    const double value = loss(vec({1, 2, 3}), vec({1, 0, 6}));
+    BOOST_TEST(value == 13.0);
+    BOOST_TEST(loss.losses() == vec({0, 4, 9}));
+    BOOST_TEST(loss.backward() == vec({0, 4, -6})); // d(sum)/dx
+    BOOST_TEST(loss.backward(vec({1, 0.5, 2})) == vec({0, 2, -12}));
+}
+
+BOOST_AUTO_TEST_CASE(cross_entropy_with_every_target_ignored_is_nan_with_zero_gradient)
+{
+    // PyTorch: F.cross_entropy(x, tensor([-100, -100])) is nan, x.grad is zeros.
+    nn::cross_entropy_loss<double> loss;
+    const tensor<double, 2> x = {{1, 2, 3}, {0, -1, 4}};
+    BOOST_TEST(std::isnan(loss(x, tensor<std::int64_t, 1>{-100, -100})));
+    BOOST_TEST(loss.backward() == xt::zeros<double>({2, 3}));
+    BOOST_TEST(loss.losses() == xt::zeros<double>({2}));
+}
+
+BOOST_AUTO_TEST_CASE(bce_clamps_the_log_at_minus_100_like_pytorch)
+{
+    nn::bce_loss<double, 1> loss(nn::reduction::none);
+    loss(vec({0.0, 1.0, 1.0}), vec({1.0, 0.0, 1.0}));
+    BOOST_TEST(loss.losses() == vec({100.0, 100.0, 0.0}));
+}
+
+BOOST_AUTO_TEST_CASE(bce_with_logits_stays_finite_where_sigmoid_saturates)
+{
+    nn::bce_with_logits_loss<float, 1> loss(nn::reduction::none);
+    loss(tensor<float, 1>{200.f, -200.f}, tensor<float, 1>{0.f, 1.f});
+    BOOST_TEST(loss.losses()(0) == 200.f);
+    BOOST_TEST(loss.losses()(1) == 200.f);
+    BOOST_TEST(loss.backward() == (tensor<float, 1>{1.f, -1.f}));
+}
+
+BOOST_AUTO_TEST_CASE(repeated_calls_with_one_shape_reuse_the_buffers)
+{
+    const auto x = input_of<float>(gl::cross_entropy);
+    const auto t = classes_of(gl::cross_entropy);
+    nn::cross_entropy_loss<float> ce(nn::reduction::none);
+    ce(x, t);
+    const float* grad = ce.backward().data();
+    const float* losses = ce.losses().data();
+    const float* weighted = ce.backward(ce.losses()).data();
+    ce(x, t);
+    BOOST_TEST(ce.backward().data() == grad);
+    BOOST_TEST(ce.losses().data() == losses);
+    BOOST_TEST(ce.backward(ce.losses()).data() == weighted);
+
+    nn::mse_loss<float> mse;
+    const auto y = input_of<float>(gl::mse);
+    mse(y, y);
+    const float* mse_grad = mse.backward().data();
+    mse(y, y);
+    BOOST_TEST(mse.backward().data() == mse_grad);
+}
+
+BOOST_AUTO_TEST_CASE(a_new_shape_resizes_the_buffers)
+{
+    nn::smooth_l1_loss<double, 1> loss(nn::reduction::none);
+    loss(vec({1, 2, 3, 4}), vec({0, 0, 0, 0}));
+    loss(vec({0.25, -3}), vec({0, 0}));
+    BOOST_TEST(loss.losses() == vec({0.03125, 2.5}));
+    BOOST_TEST(loss.backward() == vec({0.25, -1}));
+    BOOST_TEST(loss.backward(vec({2, 3})) == vec({0.5, -3}));
+}
+
+BOOST_AUTO_TEST_CASE(mismatched_shapes_throw_shape_error_naming_both)
+{
+    nn::mse_loss<float> mse;
+    const auto a = tensor<float, 2>::from_shape({4, 3});
+    const auto b = tensor<float, 2>::from_shape({4, 2});
+    BOOST_CHECK_EXCEPTION(mse(a, b), shape_error,
+                          [](const shape_error& e)
+                          {
+                              const std::string m = e.what();
+                              return m.find("mse_loss") != std::string::npos &&
+                                     m.find("[4, 3]") != std::string::npos &&
+                                     m.find("[4, 2]") != std::string::npos;
+                          });
+    nn::cross_entropy_loss<float> ce;
+    BOOST_CHECK_EXCEPTION(ce(a, tensor<std::int64_t, 1>{0, 1, 2}), shape_error,
+                          [](const shape_error& e)
+                          {
+                              const std::string m = e.what();
+                              return m.find("[3]") != std::string::npos &&
+                                     m.find("[4, 3]") != std::string::npos;
+                          });
+    nn::bce_with_logits_loss<float> bce(nn::reduction::mean, {.pos_weight = {1.f, 2.f}});
+    BOOST_CHECK_THROW(bce(a, a), shape_error);
+}
+
+BOOST_AUTO_TEST_CASE(class_index_out_of_range_throws_value_error_naming_it_and_its_position)
+{
+    const auto x = tensor<float, 2>::from_shape({3, 4});
+    for (std::int64_t bad : {4, -1, -100})
+    {
+        nn::cross_entropy_loss<float> ce({.ignore_index = 2});
+        BOOST_CHECK_EXCEPTION(ce(x, tensor<std::int64_t, 1>{0, bad, 3}), value_error,
+                              [bad](const value_error& e)
+                              {
+                                  const std::string m = e.what();
+                                  return m.find("target " + std::to_string(bad) +
+                                                " at position 1") != std::string::npos;
+                              });
+    }
+    nn::nll_loss<float> nll;
+    BOOST_CHECK_THROW(nll(x, tensor<std::int64_t, 1>{0, 1, 7}), value_error);
+    BOOST_CHECK_NO_THROW(nll(x, tensor<std::int64_t, 1>{0, -100, 3}));
+}
+
+BOOST_AUTO_TEST_CASE(backward_without_a_recorded_forward_throws)
+{
+    nn::huber_loss<float> huber;
+    BOOST_CHECK_EXCEPTION(huber.backward(), error,
+                          [](const error& e)
+                          {
+                              return std::string(e.what()).find(
+                                         "huber_loss: backward() called without a forward()") !=
+                                     std::string::npos;
+                          });
+    const auto x = input_of<float>(gl::mse);
+    {
+        no_grad guard;
+        huber(x, x); // computes the loss, records nothing
+    }
+    BOOST_CHECK_THROW(huber.backward(), error);
+    huber(x, x);
+    BOOST_CHECK_NO_THROW(huber.backward());
+    nn::nll_loss<float> nll(nn::reduction::none);
+    BOOST_CHECK_THROW(nll.backward(tensor<float, 1>{1.f}), error);
+}
+
+BOOST_AUTO_TEST_CASE(backward_with_grad_output_needs_reduction_none_and_the_losses_shape)
+{
+    const auto x = input_of<double>(gl::mse);
+    nn::l1_loss<double> mean_loss;
+    mean_loss(x, x);
+    BOOST_CHECK_THROW(mean_loss.backward(x), error);
+    nn::l1_loss<double> none_loss(nn::reduction::none);
+    none_loss(x, x);
+    BOOST_CHECK_THROW(none_loss.backward(tensor<double, 2>::from_shape({3, 4})), shape_error);
+}
+
+BOOST_AUTO_TEST_CASE(invalid_options_and_inputs_throw_value_error)
+{
+    BOOST_CHECK_THROW(nn::huber_loss<float>({.delta = 0.0}), value_error);
+    BOOST_CHECK_THROW(nn::smooth_l1_loss<float>({.beta = -1.0}), value_error);
+    BOOST_CHECK_THROW(nn::cross_entropy_loss<float>({.label_smoothing = 1.5}), value_error);
+    nn::bce_loss<float, 1> bce;
+    BOOST_CHECK_THROW(bce(tensor<float, 1>{0.5f, 1.5f}, tensor<float, 1>{0.f, 1.f}), value_error);
+    BOOST_CHECK_THROW(bce(tensor<float, 1>{0.5f, 0.5f}, tensor<float, 1>{0.f, -1.f}), value_error);
+}

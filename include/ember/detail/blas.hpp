@@ -45,9 +45,8 @@ inline int to_int(std::size_t v, const char* what)
 // BLAS rejects a leading dimension below 1 even for empty matrices, and handles K == 0 itself
 // (C = beta C); empty outputs are returned early so no pointer is ever read.
 template <class T, class F>
-void gemm(F cblas, bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k,
-          T alpha, const T* a, std::size_t lda, const T* b, std::size_t ldb, T beta, T* c,
-          std::size_t ldc)
+void gemm(F cblas, bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k, T alpha,
+          const T* a, std::size_t lda, const T* b, std::size_t ldb, T beta, T* c, std::size_t ldc)
 {
     if (m == 0 || n == 0)
         return;

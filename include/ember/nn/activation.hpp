@@ -224,7 +224,9 @@ auto elementwise<Derived, T, N>::backward(const tensor_type& dy) -> const tensor
     const Derived& self = this->derived();
     if (!m_cached)
         throw_backward_without_forward(Derived::name);
-    check_shape(dy.shape(), m_output.shape(), std::string(Derived::name) + ": backward gradient");
+    if (dy.shape() != m_output.shape()) // the message is built only on failure
+        check_shape(dy.shape(), m_output.shape(),
+                    std::string(Derived::name) + ": backward gradient");
     resize_if_needed(m_input_grad, dy.shape());
     const T* g = dy.data();
     const T* y = m_output.data();

@@ -105,17 +105,16 @@ private:
  *******************/
 
 template <class T>
-batch_norm1d<T>::batch_norm1d(std::size_t num_features, double eps,
-                              std::optional<double> momentum, bool affine,
-                              bool track_running_stats)
+batch_norm1d<T>::batch_norm1d(std::size_t num_features, double eps, std::optional<double> momentum,
+                              bool affine, bool track_running_stats)
     : weight(tensor<T, 1>::from_shape({affine ? num_features : 0})),
       bias(tensor<T, 1>::from_shape({affine ? num_features : 0})),
       running_mean(tensor<T, 1>::from_shape({track_running_stats ? num_features : 0})),
       running_var(tensor<T, 1>::from_shape({track_running_stats ? num_features : 0})),
       num_batches_tracked(tensor<std::int64_t, 0>(0)), m_features(num_features), m_eps(eps),
-      m_momentum(momentum), m_affine(affine), m_track(track_running_stats),
-      m_mean(num_features), m_invstd(num_features), m_alpha(num_features),
-      m_beta(num_features), m_sum(num_features), m_sum2(num_features)
+      m_momentum(momentum), m_affine(affine), m_track(track_running_stats), m_mean(num_features),
+      m_invstd(num_features), m_alpha(num_features), m_beta(num_features), m_sum(num_features),
+      m_sum2(num_features)
 {
     reset_parameters();
 }
@@ -152,7 +151,7 @@ auto batch_norm1d<T>::forward(const tensor_type& x) -> const tensor_type&
     const T* in = x.data();
     if (batch_stats)
     {
-        // Two passes in double, like PyTorch's CPU kernel (its accumulate type for float).
+        // Two passes accumulating in double, like PyTorch's CPU kernel.
         std::fill(m_sum.begin(), m_sum.end(), 0.0);
         std::fill(m_sum2.begin(), m_sum2.end(), 0.0);
         for (std::size_t i = 0; i < n; ++i)
@@ -163,7 +162,7 @@ auto batch_norm1d<T>::forward(const tensor_type& x) -> const tensor_type&
         for (std::size_t i = 0; i < n; ++i)
             for (std::size_t j = 0; j < c; ++j)
             {
-                const double d = static_cast<double>(in[i * c + j]) - m_mean[j];
+                const T d = in[i * c + j] - m_mean[j];
                 m_sum2[j] += d * d;
             }
         double factor = 0.0;
@@ -176,14 +175,15 @@ auto batch_norm1d<T>::forward(const tensor_type& x) -> const tensor_type&
         }
         for (std::size_t j = 0; j < c; ++j)
         {
+            // Rounded to T and divided in T where PyTorch's kernel does, so float agrees too.
             const T var_sum = static_cast<T>(m_sum2[j]);
-            m_invstd[j] =
-                static_cast<T>(1.0 / std::sqrt(static_cast<double>(var_sum) / n + m_eps));
+            const T var = var_sum / static_cast<T>(n);
+            m_invstd[j] = static_cast<T>(1.0 / std::sqrt(static_cast<double>(var) + m_eps));
             if (update)
             {
                 T& rm = running_mean.value(j);
                 T& rv = running_var.value(j);
-                const double unbiased = static_cast<double>(var_sum) / static_cast<double>(n - 1);
+                const double unbiased = var_sum / static_cast<T>(n - 1);
                 rm = static_cast<T>(factor * m_mean[j] + (1.0 - factor) * rm);
                 rv = static_cast<T>(factor * unbiased + (1.0 - factor) * rv);
             }

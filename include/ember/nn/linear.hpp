@@ -124,8 +124,8 @@ auto linear<T, Device>::forward(const tensor_type& x) -> const tensor_type&
         for (std::size_t r = 0; r < batch; ++r)
             std::copy(b, b + m_out, y + r * m_out);
     }
-    ember::detail::gemm(false, true, batch, m_out, m_in, T(1), x.data(), m_in,
-                        weight.value.data(), m_in, m_has_bias ? T(1) : T(0), y, m_out);
+    ember::detail::gemm(false, true, batch, m_out, m_in, T(1), x.data(), m_in, weight.value.data(),
+                        m_in, m_has_bias ? T(1) : T(0), y, m_out);
     m_cached = this->caching();
     if (m_cached)
         xt::noalias(m_input) = x;

@@ -86,6 +86,25 @@ void walk(M& m, const std::string& prefix, F& f)
 template <class M>
 using module_value_t = typename detail::module_value<M>::type;
 
+namespace detail
+{
+// parameters<T>() with T left void means the module's value_type, looked up at the call. A
+// default argument naming module_value_t<Derived> would be evaluated when module<Derived> is
+// instantiated, while Derived is still incomplete, and so always give float.
+template <class T, class M>
+struct param_value
+{
+    using type = T;
+};
+template <class M>
+struct param_value<void, M>
+{
+    using type = module_value_t<M>;
+};
+template <class T, class M>
+using param_value_t = typename param_value<T, M>::type;
+} // namespace detail
+
 /// @brief What load_state_dict(sd, false) found: keys the module has that `sd` lacks, and keys
 /// of `sd` the module does not have (PyTorch's `_IncompatibleKeys`).
 struct load_result
@@ -119,12 +138,13 @@ public:
     load_result load_state_dict(const ember::state_dict& sd, bool strict = true);
 
     /// @brief Handles on every parameter of element type T, in state_dict order (for optimizers).
-    template <class T = module_value_t<Derived>>
-    std::vector<param_ref<T>> parameters();
+    template <class T = void>
+    std::vector<param_ref<detail::param_value_t<T, Derived>>> parameters();
 
     /// @brief (name, handle) pairs, like named_parameters() in PyTorch.
-    template <class T = module_value_t<Derived>>
-    std::vector<std::pair<std::string, param_ref<T>>> named_parameters();
+    template <class T = void>
+    std::vector<std::pair<std::string, param_ref<detail::param_value_t<T, Derived>>>>
+    named_parameters();
 
     /// @brief Number of learned scalars.
     std::size_t num_parameters();
@@ -259,16 +279,18 @@ load_result module<Derived, Device>::load_state_dict(const ember::state_dict& sd
 
 template <class Derived, class Device>
 template <class T>
-std::vector<std::pair<std::string, param_ref<T>>> module<Derived, Device>::named_parameters()
+std::vector<std::pair<std::string, param_ref<detail::param_value_t<T, Derived>>>>
+module<Derived, Device>::named_parameters()
 {
-    std::vector<std::pair<std::string, param_ref<T>>> out;
+    using U = detail::param_value_t<T, Derived>;
+    std::vector<std::pair<std::string, param_ref<U>>> out;
     auto f = [&out](std::string_view name, auto& member) {
         using X = std::remove_cvref_t<decltype(member)>;
         if constexpr (is_parameter_v<X>)
         {
-            static_assert(std::is_same_v<typename X::value_type, T>,
+            static_assert(std::is_same_v<typename X::value_type, U>,
                           "ember: parameters<T>(): the module has a parameter of another type");
-            out.emplace_back(std::string(name), param_ref<T>(member));
+            out.emplace_back(std::string(name), param_ref<U>(member));
         }
     };
     detail::walk<true>(derived(), std::string(), f);
@@ -277,14 +299,15 @@ std::vector<std::pair<std::string, param_ref<T>>> module<Derived, Device>::named
 
 template <class Derived, class Device>
 template <class T>
-std::vector<param_ref<T>> module<Derived, Device>::parameters()
+std::vector<param_ref<detail::param_value_t<T, Derived>>> module<Derived, Device>::parameters()
 {
-    std::vector<param_ref<T>> out;
+    using U = detail::param_value_t<T, Derived>;
+    std::vector<param_ref<U>> out;
     auto f = [&out](std::string_view, auto& member) {
         using X = std::remove_cvref_t<decltype(member)>;
         if constexpr (is_parameter_v<X>)
         {
-            static_assert(std::is_same_v<typename X::value_type, T>,
+            static_assert(std::is_same_v<typename X::value_type, U>,
                           "ember: parameters<T>(): the module has a parameter of another type");
             out.emplace_back(member);
         }

@@ -1,0 +1,197 @@
+// The lesson's complete workflow (shared/seed/saving_and_loading_models.md, "Putting It All
+// Together") in C++ with ember: data, a custom model, MSE, SGD, training with validation,
+// saving and loading the state_dict, inference in eval mode without gradients, and the figure.
+//
+//   build/examples/linear_regression      writes linear_model.pth and training.svg here
+#include <ember/ember.hpp>
+
+#include <cstdio>
+#include <vector>
+
+// ============================================
+// 3. Build Model — the lesson's LinearRegressionModel
+// ============================================
+template <class Device = ember::cpu>
+struct LinearRegressionModel : ember::nn::module<LinearRegressionModel<Device>, Device>
+{
+    using tensor = ember::tensor<float, 2>;
+    ember::nn::parameter<float, 1, Device> weight{ember::randn<float>({1})};
+    ember::nn::parameter<float, 1, Device> bias{ember::randn<float>({1})};
+
+    template <class V>
+    void visit(V&& v)
+    {
+        v("weight", weight);
+        v("bias", bias);
+    }
+
+    // forward(x) = weight * x + bias
+    const tensor& forward(const tensor& x)
+    {
+        if (this->caching())
+            m_x = x;
+        m_y.resize(x.shape());
+        xt::noalias(m_y) = weight.value(0) * x + bias.value(0);
+        return m_y;
+    }
+
+    // d/dweight = sum(dy * x), d/dbias = sum(dy), d/dx = weight * dy
+    const tensor& backward(const tensor& dy)
+    {
+        weight.grad(0) += xt::sum(dy * m_x)();
+        bias.grad(0) += xt::sum(dy)();
+        m_dx.resize(dy.shape());
+        xt::noalias(m_dx) = weight.value(0) * dy;
+        return m_dx;
+    }
+
+private:
+    tensor m_x, m_y, m_dx;
+};
+
+template <class Device>
+int run()
+{
+    // ============================================
+    // 1. Setup
+    // ============================================
+    std::printf("Using device: %s\n", std::string(Device::name).c_str());
+    ember::manual_seed(42);
+
+    // ============================================
+    // 2. Prepare Data
+    // ============================================
+    const float weight = 0.7f, bias = 0.3f;
+    // torch.arange(0, 1, 0.02).unsqueeze(dim=1), and y = weight * X + bias, rounded as PyTorch does
+    const std::size_t n = 50;
+    ember::tensor<float, 2> X = ember::tensor<float, 2>::from_shape({n, 1});
+    for (std::size_t i = 0; i < n; ++i)
+        X(i, 0) = static_cast<float>(0.02 * static_cast<double>(i));
+    ember::tensor<float, 2> y = weight * X;
+    y = y + bias;
+
+    const auto train_split = static_cast<std::size_t>(0.7 * n);
+    const auto val_split = static_cast<std::size_t>(0.85 * n);
+    auto rows = [](const ember::tensor<float, 2>& t, std::size_t from, std::size_t to) {
+        return ember::tensor<float, 2>(xt::view(t, xt::range(from, to), xt::all()));
+    };
+    auto X_train = rows(X, 0, train_split), y_train = rows(y, 0, train_split);
+    auto X_val = rows(X, train_split, val_split), y_val = rows(y, train_split, val_split);
+    auto X_test = rows(X, val_split, n), y_test = rows(y, val_split, n);
+    std::printf("Train: %zu, Val: %zu, Test: %zu\n", X_train.shape(0), X_val.shape(0),
+                X_test.shape(0));
+
+    LinearRegressionModel<Device> model;
+    ember::nn::mse_loss<float> criterion;
+    ember::optim::sgd optimizer(model.parameters(), {.lr = 0.01});
+
+    // ============================================
+    // 4. Train Model
+    // ============================================
+    const int epochs = 100;
+    std::vector<double> train_losses, val_losses;
+    std::printf("\nTraining for %d epochs...\n", epochs);
+    for (int epoch = 0; epoch < epochs; ++epoch)
+    {
+        // Training: forward, loss, zero_grad, backward, step
+        model.train();
+        const auto& y_pred = model(X_train);
+        float loss = criterion(y_pred, y_train);
+        optimizer.zero_grad();
+        model.backward(criterion.backward());
+        optimizer.step();
+        train_losses.push_back(loss);
+
+        // Validation
+        model.eval();
+        float val_loss;
+        {
+            ember::no_grad guard;
+            val_loss = criterion(model(X_val), y_val);
+        }
+        val_losses.push_back(val_loss);
+
+        if (epoch % 20 == 0)
+            std::printf("Epoch %3d: Train Loss = %.4f, Val Loss = %.4f\n", epoch, loss, val_loss);
+    }
+
+    // ============================================
+    // 5. Save Model
+    // ============================================
+    ember::save(model.state_dict(), "linear_model.pth");
+    std::printf("\nModel saved!\n");
+
+    // ============================================
+    // 6. Load and Evaluate
+    // ============================================
+    LinearRegressionModel<Device> loaded_model;
+    loaded_model.load_state_dict(ember::load<ember::state_dict>("linear_model.pth"));
+    loaded_model.eval();
+
+    float final_weight, final_bias, test_loss;
+    {
+        ember::no_grad guard;
+        final_weight = loaded_model.weight.item();
+        final_bias = loaded_model.bias.item();
+        test_loss = criterion(loaded_model(X_test), y_test);
+    }
+    std::printf("\nFinal Results:\n");
+    std::printf("  Learned weight: %.4f (true: %g)\n", final_weight, weight);
+    std::printf("  Learned bias: %.4f (true: %g)\n", final_bias, bias);
+    std::printf("  Test loss: %.6f\n", test_loss);
+
+    // Step 7 of the lesson: predictions with the loaded model
+    ember::tensor<float, 2> new_data = {{0.25f}, {0.5f}, {0.75f}};
+    std::printf("\nPredictions for new data:\n");
+    {
+        ember::no_grad guard;
+        const auto& predictions = loaded_model(new_data);
+        for (std::size_t i = 0; i < new_data.shape(0); ++i)
+            std::printf("  X = %.2f -> y = %.4f\n", new_data(i, 0), predictions(i, 0));
+    }
+
+    // ============================================
+    // 7. Visualize Results
+    // ============================================
+    ember::plot::figure fig(12, 5);
+    auto& curves = fig.subplot(1, 2, 1);
+    curves.plot(train_losses, {.label = "Train", .width = 2});
+    curves.plot(val_losses, {.label = "Validation", .width = 2});
+    curves.xlabel("Epoch").ylabel("Loss (MSE)").title("Training Progress").legend().grid(true, 0.3);
+
+    auto column = [](const ember::tensor<float, 2>& t) {
+        return std::vector<double>(t.begin(), t.end());
+    };
+    std::vector<double> y_plot;
+    {
+        ember::no_grad guard;
+        y_plot = column(loaded_model(X));
+    }
+    char learned[64];
+    std::snprintf(learned, sizeof learned, "Learned: y=%.2fX+%.2f", final_weight, final_bias);
+    auto& preds = fig.subplot(1, 2, 2);
+    preds.scatter(column(X_train), column(y_train), {.label = "Train data", .color = "b", .alpha = 0.6});
+    preds.scatter(column(X_val), column(y_val), {.label = "Val data", .color = "g", .alpha = 0.6});
+    preds.scatter(column(X_test), column(y_test), {.label = "Test data", .color = "r", .alpha = 0.6});
+    preds.plot(column(X), y_plot, {.label = learned, .color = "r", .width = 2});
+    preds.plot(column(X), column(y), {.label = "True: y=0.7X+0.3", .color = "g", .width = 2, .dashed = true});
+    preds.xlabel("X").ylabel("y").title("Final Predictions").legend().grid(true, 0.3);
+    fig.save("training.svg");
+    std::printf("\nFigure saved to training.svg\n");
+
+    std::printf("\n\xE2\x9C\x93 Complete workflow finished!\n");
+    return 0;
+}
+
+int main()
+{
+    try
+    {
+        return run<ember::cpu>();
+    }
+    catch (const ember::error& e)
+    {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        return 1;
+    }
+}

@@ -93,7 +93,8 @@ class param_ref
 public:
     template <std::size_t N, class D>
     explicit param_ref(parameter<T, N, D>& p) noexcept
-        : m_param(&p), m_value(&value_of<N, D>), m_grad(&grad_of<N, D>), m_shape(&shape_of<N, D>)
+        : m_param(&p), m_requires_grad(&p.requires_grad), m_value(&value_of<N, D>),
+          m_grad(&grad_of<N, D>), m_shape(&shape_of<N, D>)
     {
     }
 
@@ -101,6 +102,8 @@ public:
     std::span<T> grad() const noexcept { return m_grad(m_param); }
     std::vector<std::int64_t> shape() const { return m_shape(m_param); }
     std::size_t size() const noexcept { return value().size(); }
+    /// @brief False for a frozen parameter, which optimizers skip.
+    bool requires_grad() const noexcept { return *m_requires_grad; }
     const void* address() const noexcept { return m_param; }
 
     friend bool operator==(const param_ref& a, const param_ref& b) noexcept
@@ -129,6 +132,7 @@ private:
     }
 
     void* m_param;
+    const bool* m_requires_grad;
     std::span<T> (*m_value)(void*) noexcept;
     std::span<T> (*m_grad)(void*) noexcept;
     std::vector<std::int64_t> (*m_shape)(void*);

@@ -1,0 +1,384 @@
+#pragma once
+/// @file
+/// Adam and AdamW: torch.optim.Adam's and torch.optim.AdamW's updates (single-tensor path of
+/// PyTorch 1.13), in their order of operations. They differ in weight decay only: Adam adds
+/// `weight_decay * param` to the gradient (an L2 penalty), AdamW shrinks the parameter by
+/// `lr * weight_decay` before the update (decoupled) and defaults to weight_decay 0.01.
+///
+/// @code
+/// ember::optim::adam opt(model.parameters(), {.lr = 1e-3});
+/// ember::optim::adamw opt2(model.parameters(), {.lr = 1e-3, .betas = {0.9, 0.95}});
+/// @endcode
+
+#include "ember/optim/optimizer.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+
+namespace ember::optim
+{
+
+/// @brief torch.optim.Adam's arguments.
+struct adam_options
+{
+    double lr = 1e-3;
+    std::array<double, 2> betas = {0.9, 0.999};
+    double eps = 1e-8;
+    double weight_decay = 0;
+    bool amsgrad = false;
+    bool maximize = false;
+};
+
+/// @brief torch.optim.AdamW's arguments (weight decay is decoupled and defaults to 0.01).
+struct adamw_options
+{
+    double lr = 1e-3;
+    std::array<double, 2> betas = {0.9, 0.999};
+    double eps = 1e-8;
+    double weight_decay = 1e-2;
+    bool amsgrad = false;
+    bool maximize = false;
+};
+
+/// @brief One parameter's Adam/AdamW state. `step` is a float as in PyTorch, whose step is a
+/// float32 tensor.
+template <class T>
+struct adam_state
+{
+    bool initialized = false;
+    bool has_max_exp_avg_sq = false;
+    float step = 0;
+    std::vector<T> exp_avg;
+    std::vector<T> exp_avg_sq;
+    std::vector<T> max_exp_avg_sq;
+};
+
+namespace detail
+{
+// The Adam family's common parts; Decoupled selects AdamW's weight decay.
+template <class T, bool Decoupled, class Options>
+struct adam_impl
+{
+    static void check_options(const Options& o, std::string_view where);
+    static void write_options(const Options& o, ordered_dict<state_value>& out);
+    static Options read_options(dict_reader& in);
+    static void update(std::string_view name, const Options& o, std::span<T> value,
+                       std::span<const T> grad, adam_state<T>& s, std::size_t index);
+    static void write_state(const adam_state<T>& s, const std::vector<std::int64_t>& shape,
+                            ordered_dict<state_value>& out);
+    static adam_state<T> read_state(dict_reader& in, const Options& o,
+                                    const std::vector<std::int64_t>& shape);
+};
+} // namespace detail
+
+/// @brief torch.optim.Adam over parameters of element type T.
+template <class T = float>
+class adam : public optimizer<adam<T>, T, adam_options, adam_state<T>>
+{
+    using base_type = optimizer<adam<T>, T, adam_options, adam_state<T>>;
+    using impl = detail::adam_impl<T, false, adam_options>;
+    friend base_type;
+
+public:
+    using typename base_type::group_type;
+    static constexpr std::string_view name = "adam";
+
+    /// @brief One group holding `params` (what `model.parameters()` returns).
+    explicit adam(std::vector<nn::param_ref<T>> params, const adam_options& options = {})
+        : base_type(detail::single_group(std::move(params), options, name))
+    {
+    }
+    /// @brief Several groups, each with its own options.
+    explicit adam(std::vector<group_type> groups) : base_type(std::move(groups)) {}
+
+private:
+    static void check_options(const adam_options& o, std::string_view where)
+    {
+        impl::check_options(o, where);
+    }
+    static void write_options(const adam_options& o, ordered_dict<state_value>& out)
+    {
+        impl::write_options(o, out);
+    }
+    static adam_options read_options(detail::dict_reader& in) { return impl::read_options(in); }
+    static void update(const adam_options& o, std::span<T> value, std::span<const T> grad,
+                       adam_state<T>& s, std::size_t index)
+    {
+        impl::update(name, o, value, grad, s, index);
+    }
+    static void write_state(const adam_state<T>& s, const std::vector<std::int64_t>& shape,
+                            ordered_dict<state_value>& out)
+    {
+        impl::write_state(s, shape, out);
+    }
+    static adam_state<T> read_state(detail::dict_reader& in, const adam_options& o,
+                                    const std::vector<std::int64_t>& shape)
+    {
+        return impl::read_state(in, o, shape);
+    }
+};
+
+/// @brief torch.optim.AdamW over parameters of element type T.
+template <class T = float>
+class adamw : public optimizer<adamw<T>, T, adamw_options, adam_state<T>>
+{
+    using base_type = optimizer<adamw<T>, T, adamw_options, adam_state<T>>;
+    using impl = detail::adam_impl<T, true, adamw_options>;
+    friend base_type;
+
+public:
+    using typename base_type::group_type;
+    static constexpr std::string_view name = "adamw";
+
+    /// @brief One group holding `params` (what `model.parameters()` returns).
+    explicit adamw(std::vector<nn::param_ref<T>> params, const adamw_options& options = {})
+        : base_type(detail::single_group(std::move(params), options, name))
+    {
+    }
+    /// @brief Several groups, each with its own options.
+    explicit adamw(std::vector<group_type> groups) : base_type(std::move(groups)) {}
+
+private:
+    static void check_options(const adamw_options& o, std::string_view where)
+    {
+        impl::check_options(o, where);
+    }
+    static void write_options(const adamw_options& o, ordered_dict<state_value>& out)
+    {
+        impl::write_options(o, out);
+    }
+    static adamw_options read_options(detail::dict_reader& in) { return impl::read_options(in); }
+    static void update(const adamw_options& o, std::span<T> value, std::span<const T> grad,
+                       adam_state<T>& s, std::size_t index)
+    {
+        impl::update(name, o, value, grad, s, index);
+    }
+    static void write_state(const adam_state<T>& s, const std::vector<std::int64_t>& shape,
+                            ordered_dict<state_value>& out)
+    {
+        impl::write_state(s, shape, out);
+    }
+    static adam_state<T> read_state(detail::dict_reader& in, const adamw_options& o,
+                                    const std::vector<std::int64_t>& shape)
+    {
+        return impl::read_state(in, o, shape);
+    }
+};
+
+template <class T>
+adam(std::vector<nn::param_ref<T>>) -> adam<T>;
+template <class T>
+adam(std::vector<nn::param_ref<T>>, const adam_options&) -> adam<T>;
+template <class T>
+adam(std::vector<param_group<T, adam_options>>) -> adam<T>;
+template <class T>
+adamw(std::vector<nn::param_ref<T>>) -> adamw<T>;
+template <class T>
+adamw(std::vector<nn::param_ref<T>>, const adamw_options&) -> adamw<T>;
+template <class T>
+adamw(std::vector<param_group<T, adamw_options>>) -> adamw<T>;
+
+/*******************
+ * implementation  *
+ *******************/
+
+namespace detail
+{
+
+template <class T>
+struct adam_scalars
+{
+    T sign, weight_decay, shrink, beta1, beta2, one_minus_beta1, one_minus_beta2;
+    T bias_correction2_sqrt, eps, neg_step_size;
+};
+
+// One Adam (or, Decoupled, AdamW) step over n elements, in PyTorch's order of operations,
+// block by block so that the square roots go through sqrt_inplace.
+template <class T, bool Decoupled, bool Decay, bool Amsgrad>
+void adam_kernel(std::size_t n, T* __restrict x, const T* __restrict g, T* __restrict m,
+                 T* __restrict v, T* __restrict vmax, const adam_scalars<T> k)
+{
+    T root[sqrt_block_size];
+    for (std::size_t start = 0; start < n; start += sqrt_block_size)
+    {
+        const std::size_t len = std::min(sqrt_block_size, n - start);
+        for (std::size_t j = 0, i = start; j < len; ++j, ++i)
+        {
+            T gi = k.sign * g[i]; // maximize: -grad
+            if constexpr (Decoupled)
+                x[i] = x[i] * k.shrink; // param.mul_(1 - lr * weight_decay)
+            else if constexpr (Decay)
+                gi = add_scaled(gi, k.weight_decay, x[i]); // grad.add(param, alpha=weight_decay)
+            m[i] = add_scaled(m[i] * k.beta1, k.one_minus_beta1, gi); // mul_().add_(alpha=1-β1)
+            v[i] = v[i] * k.beta2 + k.one_minus_beta2 * gi * gi;      // mul_().addcmul_()
+            if constexpr (Amsgrad)
+            {
+                vmax[i] = maximum(vmax[i], v[i]);
+                root[j] = vmax[i];
+            }
+            else
+                root[j] = v[i];
+        }
+        sqrt_inplace(root, len);
+        for (std::size_t j = 0, i = start; j < len; ++j, ++i)
+        {
+            const T denom =
+                root[j] / k.bias_correction2_sqrt + k.eps; // (sqrt / bc2_sqrt).add_(eps)
+            x[i] = x[i] + k.neg_step_size * m[i] / denom;  // addcdiv_(value=-step_size)
+        }
+    }
+}
+
+template <class T, bool Decoupled, class Options>
+void adam_impl<T, Decoupled, Options>::check_options(const Options& o, std::string_view where)
+{
+    const std::string at = std::string(where) + ": ";
+    if (!(0.0 <= o.lr))
+        throw value_error(at + "Invalid learning rate: " + repr(o.lr));
+    if (!(0.0 <= o.eps))
+        throw value_error(at + "Invalid epsilon value: " + repr(o.eps));
+    for (std::size_t i = 0; i < 2; ++i)
+        if (!(0.0 <= o.betas[i] && o.betas[i] < 1.0))
+            throw value_error(at + "Invalid beta parameter at index " + std::to_string(i) + ": " +
+                              repr(o.betas[i]));
+    if (!(0.0 <= o.weight_decay))
+        throw value_error(at + "Invalid weight_decay value: " + repr(o.weight_decay));
+}
+
+template <class T, bool Decoupled, class Options>
+void adam_impl<T, Decoupled, Options>::write_options(const Options& o,
+                                                     ordered_dict<state_value>& out)
+{
+    // Keys and order as PyTorch 1.13 prints them; Adam and AdamW differ.
+    out.insert("lr", o.lr);
+    out.insert("betas", std::vector<double>{o.betas[0], o.betas[1]});
+    out.insert("eps", o.eps);
+    if constexpr (Decoupled)
+    {
+        out.insert("weight_decay", o.weight_decay);
+        out.insert("amsgrad", o.amsgrad);
+        out.insert("foreach", std::monostate{});
+        out.insert("maximize", o.maximize);
+        out.insert("capturable", false);
+    }
+    else
+    {
+        out.insert("weight_decay", int_if_zero(o.weight_decay));
+        out.insert("amsgrad", o.amsgrad);
+        out.insert("maximize", o.maximize);
+        out.insert("foreach", std::monostate{});
+        out.insert("capturable", false);
+        out.insert("differentiable", false);
+        out.insert("fused", false);
+    }
+}
+
+template <class T, bool Decoupled, class Options>
+Options adam_impl<T, Decoupled, Options>::read_options(dict_reader& in)
+{
+    Options o;
+    o.lr = in.number("lr");
+    o.betas = in.pair("betas");
+    o.eps = in.number("eps");
+    o.weight_decay = in.number("weight_decay");
+    // PyTorch's __setstate__ fills these in for state_dicts saved by older versions.
+    o.amsgrad = in.boolean("amsgrad", false);
+    o.maximize = in.boolean("maximize", false);
+    in.ignored_flag("foreach");
+    in.ignored_flag("capturable");
+    in.ignored_flag("differentiable");
+    in.ignored_flag("fused");
+    return o;
+}
+
+template <class T, bool Decoupled, class Options>
+void adam_impl<T, Decoupled, Options>::update(std::string_view name, const Options& o,
+                                              std::span<T> value, std::span<const T> grad,
+                                              adam_state<T>& s, std::size_t index)
+{
+    const std::size_t n = value.size();
+    if (!s.initialized)
+    {
+        s.exp_avg.assign(n, T(0));
+        s.exp_avg_sq.assign(n, T(0));
+        s.initialized = true;
+    }
+    // PyTorch creates max_exp_avg_sq at the first step when amsgrad is on; this also covers
+    // amsgrad switched on later, where PyTorch would fail.
+    if (o.amsgrad && !s.has_max_exp_avg_sq)
+    {
+        s.max_exp_avg_sq.assign(n, T(0));
+        s.has_max_exp_avg_sq = true;
+    }
+    check_state_size(name, index, "exp_avg", s.exp_avg.size(), n);
+    check_state_size(name, index, "exp_avg_sq", s.exp_avg_sq.size(), n);
+    if (o.amsgrad)
+        check_state_size(name, index, "max_exp_avg_sq", s.max_exp_avg_sq.size(), n);
+
+    s.step += 1.0f;
+    // Scalars in double, as Python computes them, then rounded to T by the tensor ops.
+    const double step = s.step;
+    const double bias_correction1 = 1 - std::pow(o.betas[0], step);
+    const double bias_correction2 = 1 - std::pow(o.betas[1], step);
+    const double step_size = o.lr / bias_correction1;
+    adam_scalars<T> k;
+    k.sign = o.maximize ? T(-1) : T(1);
+    k.weight_decay = static_cast<T>(o.weight_decay);
+    k.shrink = static_cast<T>(1 - o.lr * o.weight_decay);
+    k.beta1 = static_cast<T>(o.betas[0]);
+    k.beta2 = static_cast<T>(o.betas[1]);
+    k.one_minus_beta1 = static_cast<T>(1 - o.betas[0]);
+    k.one_minus_beta2 = static_cast<T>(1 - o.betas[1]);
+    k.bias_correction2_sqrt = static_cast<T>(std::sqrt(bias_correction2));
+    k.eps = static_cast<T>(o.eps);
+    k.neg_step_size = static_cast<T>(-step_size);
+    T* x = value.data();
+    const T* g = grad.data();
+    T* m = s.exp_avg.data();
+    T* v = s.exp_avg_sq.data();
+    T* vmax = s.max_exp_avg_sq.data();
+    with_flags([&]<bool Decay, bool Amsgrad>()
+               { adam_kernel<T, Decoupled, Decay, Amsgrad>(n, x, g, m, v, vmax, k); },
+               o.weight_decay != 0, o.amsgrad);
+}
+
+template <class T, bool Decoupled, class Options>
+void adam_impl<T, Decoupled, Options>::write_state(const adam_state<T>& s,
+                                                   const std::vector<std::int64_t>& shape,
+                                                   ordered_dict<state_value>& out)
+{
+    host_tensor step(dtype::float32, {});
+    step.data<float>()[0] = s.step;
+    out.insert("step", std::move(step));
+    out.insert("exp_avg", to_host(std::span<const T>(s.exp_avg), shape));
+    out.insert("exp_avg_sq", to_host(std::span<const T>(s.exp_avg_sq), shape));
+    if (s.has_max_exp_avg_sq)
+        out.insert("max_exp_avg_sq", to_host(std::span<const T>(s.max_exp_avg_sq), shape));
+}
+
+template <class T, bool Decoupled, class Options>
+adam_state<T> adam_impl<T, Decoupled, Options>::read_state(dict_reader& in, const Options& o,
+                                                           const std::vector<std::int64_t>& shape)
+{
+    adam_state<T> s;
+    s.initialized = true;
+    s.step = static_cast<float>(in.step("step"));
+    auto copy = [](const host_tensor* t, std::vector<T>& out)
+    {
+        auto data = t->data<T>();
+        out.assign(data.begin(), data.end());
+    };
+    copy(in.tensor<T>("exp_avg", shape, true), s.exp_avg);
+    copy(in.tensor<T>("exp_avg_sq", shape, true), s.exp_avg_sq);
+    if (const host_tensor* t = in.tensor<T>("max_exp_avg_sq", shape, o.amsgrad))
+    {
+        copy(t, s.max_exp_avg_sq);
+        s.has_max_exp_avg_sq = true;
+    }
+    return s;
+}
+
+} // namespace detail
+
+} // namespace ember::optim

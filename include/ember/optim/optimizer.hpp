@@ -1,0 +1,664 @@
+#pragma once
+/// @file
+/// The base every optimizer shares: parameter groups, zero_grad(), step(), and
+/// state_dict()/load_state_dict() in PyTorch 1.13's layout. The algorithm itself is a CRTP
+/// derived class (sgd, adam, adamw, rmsprop) that updates one parameter at a time with plain
+/// loops over its value and grad, so there is no virtual call, and once a parameter's state
+/// exists step() allocates nothing.
+///
+/// What a derived class `D` provides (all may be static):
+/// - `static constexpr std::string_view name` for messages;
+/// - `check_options(const Options&, std::string_view where)`: throws value_error on bad values;
+/// - `write_options(const Options&, ordered_dict<state_value>&)`: PyTorch's keys, in order;
+/// - `read_options(detail::dict_reader&) -> Options`;
+/// - `update(const Options&, std::span<T> value, std::span<const T> grad, State&, index)`;
+/// - `write_state(const State&, const std::vector<std::int64_t>& shape, ordered_dict<..>&)`;
+/// - `read_state(detail::dict_reader&, const Options&, const std::vector<std::int64_t>& shape)
+///    -> State`.
+/// `State` has a `bool initialized` (PyTorch's `state[p]` is non-empty).
+
+#include "ember/core/dtype.hpp"
+#include "ember/core/error.hpp"
+#include "ember/core/host_tensor.hpp"
+#include "ember/core/ordered_dict.hpp"
+#include "ember/nn/parameter.hpp"
+#include "ember/optim/optimizer_state.hpp"
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#if defined(__AVX__)
+#include <immintrin.h>
+#elif defined(__SSE2__)
+#include <emmintrin.h>
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
+namespace ember::optim
+{
+
+/// @brief Parameters that share options (PyTorch's param group), e.g. a smaller lr for a
+/// pretrained backbone. Change `options` between steps freely (LR schedulers do); add
+/// parameters only through add_param_group().
+template <class T, class Options>
+struct param_group
+{
+    using value_type = T;
+    using options_type = Options;
+
+    param_group() = default;
+    /// @brief `{model.parameters(), {.lr = 0.1}}`.
+    param_group(std::vector<nn::param_ref<T>> p, const Options& o)
+        : params(std::move(p)), options(o)
+    {
+    }
+
+    std::vector<nn::param_ref<T>> params;
+    Options options;
+    /// @brief Set by LR schedulers; saved as PyTorch's `initial_lr` key when present.
+    std::optional<double> initial_lr;
+};
+
+namespace detail
+{
+
+/// @brief Calls `f.template operator()<b...>()` with each runtime bool as a template argument,
+/// so kernels test their options at compile time and their loop bodies have no branches.
+template <bool... Fixed, class F>
+void with_flags(F&& f)
+{
+    std::forward<F>(f).template operator()<Fixed...>();
+}
+template <bool... Fixed, class F, class... Bools>
+void with_flags(F&& f, bool first, Bools... rest)
+{
+    if (first)
+        with_flags<Fixed..., true>(std::forward<F>(f), rest...);
+    else
+        with_flags<Fixed..., false>(std::forward<F>(f), rest...);
+}
+
+/// @brief A float as Python's repr() writes it (`0.1`, `1e-08`, `2.0`), for messages.
+std::string repr(double v);
+
+/// @brief Python's name for the type a state_value holds (`None`, `float`, `tensor`, ...).
+std::string type_name(const state_value& v);
+
+/// @brief A zero option whose PyTorch default is the int 0 is saved as int, as 1.13 prints it.
+state_value int_if_zero(double v);
+
+/// @brief A host tensor of `shape` holding `data` (the state of one parameter).
+template <class T>
+host_tensor to_host(std::span<const T> data, const std::vector<std::int64_t>& shape);
+
+/// @brief `a + alpha * b`: PyTorch's `add(b, alpha=...)`, an FMA in its AVX2 kernels; ours is
+/// one where the target has FMA and otherwise differs from PyTorch by at most an ulp.
+template <class T>
+T add_scaled(T a, T alpha, T b) noexcept;
+
+/// @brief torch.maximum: NaN in either argument wins.
+template <class T>
+T maximum(T a, T b) noexcept;
+
+/// @brief Kernels that take square roots work in blocks of this many elements.
+inline constexpr std::size_t sqrt_block_size = 256;
+
+/// @brief `t[i] = sqrt(t[i])` for i < n, vectorized. GCC keeps std::sqrt scalar unless
+/// -fno-math-errno (it may have to set errno; PyTorch builds without errno), which made Adam
+/// several times slower, so this one loop uses the (correctly rounded) vector instructions.
+template <class T>
+void sqrt_inplace(T* t, std::size_t n) noexcept;
+
+/// @brief Throws shape_error unless a state buffer still has one element per parameter
+/// element (a parameter resized after its state was created).
+void check_state_size(std::string_view name, std::size_t index, std::string_view key,
+                      std::size_t state_size, std::size_t param_size);
+
+/// @brief Reads one dict of a loaded state_dict (a param group's options or a parameter's
+/// state), checking types and remembering which keys were read, so finish() can reject the
+/// rest. Every message starts with `where` (`sgd: load_state_dict: param_groups[1]`).
+class dict_reader
+{
+public:
+    dict_reader(const ordered_dict<state_value>& dict, std::string where)
+        : m_dict(&dict), m_where(std::move(where))
+    {
+    }
+
+    /// @brief `where['key']`, for messages.
+    std::string where(std::string_view key) const
+    {
+        return m_where + "['" + std::string(key) + "']";
+    }
+    const std::string& where() const noexcept { return m_where; }
+
+    /// @brief The value of `key`, or nullptr; marks it as read.
+    const state_value* find(std::string_view key);
+
+    /// @brief A number (int or float) that must be present.
+    double number(std::string_view key);
+    /// @brief A number, or `fallback` when absent.
+    double number(std::string_view key, double fallback);
+    /// @brief A number, or nullopt when absent.
+    std::optional<double> optional_number(std::string_view key);
+    /// @brief A bool, or `fallback` when absent.
+    bool boolean(std::string_view key, bool fallback);
+    /// @brief A key ember has no use for (`foreach`, `capturable`...): absent, None or a bool.
+    void ignored_flag(std::string_view key);
+    /// @brief A pair of numbers (Adam's `betas`).
+    std::array<double, 2> pair(std::string_view key);
+
+    /// @brief A tensor of dtype T and `shape`, or nullptr when absent (or None, if
+    /// `none_ok`); throws key_error if absent and `required`.
+    template <class T>
+    const host_tensor* tensor(std::string_view key, const std::vector<std::int64_t>& shape,
+                              bool required, bool none_ok = false);
+
+    /// @brief A step count: an int, a float or a one-element tensor, non-negative and finite.
+    double step(std::string_view key);
+
+    /// @brief Throws key_error naming every key nothing read.
+    void finish() const;
+
+private:
+    const state_value& required(std::string_view key);
+
+    const ordered_dict<state_value>* m_dict;
+    std::string m_where;
+    std::vector<std::string> m_read;
+};
+
+/// @brief The parameters of a single-group constructor; PyTorch refuses an empty list.
+template <class T, class Options>
+std::vector<param_group<T, Options>> single_group(std::vector<nn::param_ref<T>> params,
+                                                  const Options& options, std::string_view name)
+{
+    if (params.empty())
+        throw value_error(std::string(name) + ": optimizer got an empty parameter list");
+    std::vector<param_group<T, Options>> groups;
+    groups.emplace_back(std::move(params), options);
+    return groups;
+}
+
+} // namespace detail
+
+/// @brief CRTP base of the optimizers: groups, zero_grad(), step(), state_dict().
+template <class Derived, class T, class Options, class State>
+class optimizer
+{
+public:
+    using value_type = T;
+    using options_type = Options;
+    using group_type = param_group<T, Options>;
+    using param_state_type = State;
+
+    /// @brief Sets the gradient of every parameter in every group to zero.
+    void zero_grad();
+
+    /// @brief One update of every parameter with requires_grad, group by group.
+    void step();
+
+    /// @brief PyTorch's `optimizer.state_dict()`: state by global parameter index (only the
+    /// parameters stepped so far), then each group's options and parameter indices.
+    optimizer_state state_dict() const;
+
+    /// @brief Restores state and per-group options from `sd`. Everything is checked first
+    /// (group count, parameters per group, option keys and values, state keys, dtypes and
+    /// shapes); on any mismatch a typed error names the group, index or key with what was
+    /// expected, and the optimizer is left unchanged.
+    void load_state_dict(const optimizer_state& sd);
+
+    /// @brief Adds a group (PyTorch's add_param_group); a parameter may be in one group only.
+    void add_param_group(group_type group);
+
+    /// @brief The groups, to read or change their options (lr...) between steps.
+    std::span<group_type> param_groups() noexcept { return m_groups; }
+    std::span<const group_type> param_groups() const noexcept { return m_groups; }
+
+protected:
+    /// @brief Validates every group; throws value_error if there is none.
+    explicit optimizer(std::vector<group_type> groups);
+
+private:
+    Derived& derived() noexcept { return static_cast<Derived&>(*this); }
+    static std::string prefix() { return std::string(Derived::name) + ": "; }
+
+    std::vector<group_type> m_groups;
+    // m_state[g][j]: state of m_groups[g].params[j].
+    std::vector<std::vector<State>> m_state;
+};
+
+/*******************
+ * implementation  *
+ *******************/
+
+namespace detail
+{
+
+inline std::string repr(double v)
+{
+    if (std::isnan(v))
+        return "nan";
+    if (std::isinf(v))
+        return v > 0 ? "inf" : "-inf";
+    // Python's repr: the shortest digits that round-trip, in fixed notation for decimal
+    // exponents from -4 to 15 and scientific otherwise.
+    char buf[64];
+    auto sci = std::to_chars(buf, buf + sizeof(buf), v, std::chars_format::scientific);
+    const std::string_view s(buf, static_cast<std::size_t>(sci.ptr - buf));
+    const int exponent = std::stoi(std::string(s.substr(s.find('e') + 1)));
+    if (exponent < -4 || exponent >= 16)
+        return std::string(s);
+    auto fixed = std::to_chars(buf, buf + sizeof(buf), v, std::chars_format::fixed);
+    std::string out(buf, fixed.ptr);
+    if (out.find('.') == std::string::npos)
+        out += ".0";
+    return out;
+}
+
+inline std::string type_name(const state_value& v)
+{
+    switch (v.index())
+    {
+    case 0:
+        return "None";
+    case 1:
+        return "bool";
+    case 2:
+        return "int";
+    case 3:
+        return "float";
+    case 4:
+        return "tuple";
+    default:
+        return "tensor";
+    }
+}
+
+inline state_value int_if_zero(double v)
+{
+    if (v == 0)
+        return std::int64_t{0};
+    return v;
+}
+
+template <class T>
+host_tensor to_host(std::span<const T> data, const std::vector<std::int64_t>& shape)
+{
+    host_tensor h(dtype_of<T>(), shape);
+    if (!data.empty())
+        std::memcpy(h.bytes().data(), data.data(), data.size() * sizeof(T));
+    return h;
+}
+
+template <class T>
+T add_scaled(T a, T alpha, T b) noexcept
+{
+#if defined(__GNUC__) && (defined(__FMA__) || defined(__ARM_FEATURE_FMA))
+    if constexpr (std::is_same_v<T, float>)
+        return __builtin_fmaf(alpha, b, a);
+    else
+        return __builtin_fma(alpha, b, a);
+#else
+    return a + alpha * b;
+#endif
+}
+
+template <class T>
+T maximum(T a, T b) noexcept
+{
+    return (a != a || a > b) ? a : b;
+}
+
+template <class T>
+void sqrt_inplace(T* t, std::size_t n) noexcept
+{
+    std::size_t i = 0;
+#if defined(__AVX__)
+    if constexpr (std::is_same_v<T, float>)
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(t + i, _mm256_sqrt_ps(_mm256_loadu_ps(t + i)));
+    else
+        for (; i + 4 <= n; i += 4)
+            _mm256_storeu_pd(t + i, _mm256_sqrt_pd(_mm256_loadu_pd(t + i)));
+#elif defined(__SSE2__)
+    if constexpr (std::is_same_v<T, float>)
+        for (; i + 4 <= n; i += 4)
+            _mm_storeu_ps(t + i, _mm_sqrt_ps(_mm_loadu_ps(t + i)));
+    else
+        for (; i + 2 <= n; i += 2)
+            _mm_storeu_pd(t + i, _mm_sqrt_pd(_mm_loadu_pd(t + i)));
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+    if constexpr (std::is_same_v<T, float>)
+        for (; i + 4 <= n; i += 4)
+            vst1q_f32(t + i, vsqrtq_f32(vld1q_f32(t + i)));
+    else
+        for (; i + 2 <= n; i += 2)
+            vst1q_f64(t + i, vsqrtq_f64(vld1q_f64(t + i)));
+#endif
+    for (; i < n; ++i)
+        t[i] = std::sqrt(t[i]);
+}
+
+inline void check_state_size(std::string_view name, std::size_t index, std::string_view key,
+                             std::size_t state_size, std::size_t param_size)
+{
+    if (state_size != param_size)
+        throw shape_error(std::string(name) + ": state[" + std::to_string(index) + "]['" +
+                          std::string(key) + "'] has " + std::to_string(state_size) +
+                          " elements, the parameter has " + std::to_string(param_size) +
+                          " (was the parameter resized after the optimizer stepped?)");
+}
+
+inline const state_value* dict_reader::find(std::string_view key)
+{
+    const state_value* v = m_dict->find(key);
+    if (v)
+        m_read.emplace_back(key);
+    return v;
+}
+
+inline const state_value& dict_reader::required(std::string_view key)
+{
+    if (const state_value* v = find(key))
+        return *v;
+    throw key_error(m_where + ": missing key '" + std::string(key) + "'");
+}
+
+inline double dict_reader::number(std::string_view key)
+{
+    const state_value& v = required(key);
+    if (const auto* i = std::get_if<std::int64_t>(&v))
+        return static_cast<double>(*i);
+    if (const auto* d = std::get_if<double>(&v))
+        return *d;
+    throw value_error(where(key) + ": expected a number, got " + type_name(v));
+}
+
+inline double dict_reader::number(std::string_view key, double fallback)
+{
+    return m_dict->contains(key) ? number(key) : fallback;
+}
+
+inline std::optional<double> dict_reader::optional_number(std::string_view key)
+{
+    if (!m_dict->contains(key))
+        return std::nullopt;
+    return number(key);
+}
+
+inline bool dict_reader::boolean(std::string_view key, bool fallback)
+{
+    const state_value* v = find(key);
+    if (!v)
+        return fallback;
+    if (const auto* b = std::get_if<bool>(v))
+        return *b;
+    throw value_error(where(key) + ": expected a bool, got " + type_name(*v));
+}
+
+inline void dict_reader::ignored_flag(std::string_view key)
+{
+    const state_value* v = find(key);
+    if (v && !std::holds_alternative<std::monostate>(*v) && !std::holds_alternative<bool>(*v))
+        throw value_error(where(key) + ": expected None or a bool, got " + type_name(*v));
+}
+
+inline std::array<double, 2> dict_reader::pair(std::string_view key)
+{
+    const state_value& v = required(key);
+    const auto* t = std::get_if<std::vector<double>>(&v);
+    if (!t)
+        throw value_error(where(key) + ": expected a tuple of 2 floats, got " + type_name(v));
+    if (t->size() != 2)
+        throw value_error(where(key) + ": expected a tuple of 2 floats, got " +
+                          std::to_string(t->size()));
+    return {(*t)[0], (*t)[1]};
+}
+
+template <class T>
+const host_tensor* dict_reader::tensor(std::string_view key, const std::vector<std::int64_t>& shape,
+                                       bool required, bool none_ok)
+{
+    const state_value* v = find(key);
+    if (!v)
+    {
+        if (required)
+            throw key_error(m_where + ": missing key '" + std::string(key) + "'");
+        return nullptr;
+    }
+    if (none_ok && std::holds_alternative<std::monostate>(*v))
+        return nullptr;
+    const auto* t = std::get_if<host_tensor>(v);
+    if (!t)
+        throw value_error(where(key) + ": expected a tensor, got " + type_name(*v));
+    if (t->dtype() != dtype_of<T>())
+        throw dtype_error(where(key) + ": expected dtype " +
+                          std::string(dtype_name(dtype_of<T>())) + " (the parameter's), got " +
+                          std::string(dtype_name(t->dtype())));
+    if (t->shape() != shape)
+        throw shape_error(where(key) + ": expected shape " + shape_string(shape) +
+                          " (the parameter's), got " + shape_string(t->shape()));
+    return t;
+}
+
+inline double dict_reader::step(std::string_view key)
+{
+    const state_value& v = required(key);
+    double s = 0;
+    if (const auto* i = std::get_if<std::int64_t>(&v))
+        s = static_cast<double>(*i);
+    else if (const auto* d = std::get_if<double>(&v))
+        s = *d;
+    else if (const auto* t = std::get_if<host_tensor>(&v); t && t->numel() == 1)
+    {
+        switch (t->dtype())
+        {
+        case dtype::float32:
+            s = t->data<float>()[0];
+            break;
+        case dtype::float64:
+            s = t->data<double>()[0];
+            break;
+        case dtype::int64:
+            s = static_cast<double>(t->data<std::int64_t>()[0]);
+            break;
+        default:
+            throw dtype_error(where(key) + ": expected a float32, float64 or int64 tensor, got " +
+                              std::string(dtype_name(t->dtype())));
+        }
+    }
+    else
+        throw value_error(where(key) + ": expected a number or a one-element tensor, got " +
+                          (t ? "a tensor of shape " + shape_string(t->shape()) : type_name(v)));
+    if (!(s >= 0) || std::isinf(s))
+        throw value_error(where(key) + ": expected a non-negative step count, got " + repr(s));
+    return s;
+}
+
+inline void dict_reader::finish() const
+{
+    std::string unknown;
+    for (const auto& [key, value] : *m_dict)
+        if (std::find(m_read.begin(), m_read.end(), key) == m_read.end())
+            unknown += (unknown.empty() ? "'" : ", '") + key + "'";
+    if (!unknown.empty())
+        throw key_error(m_where + ": unexpected key(s) " + unknown);
+}
+
+} // namespace detail
+
+template <class Derived, class T, class Options, class State>
+optimizer<Derived, T, Options, State>::optimizer(std::vector<group_type> groups)
+{
+    if (groups.empty())
+        throw value_error(prefix() + "optimizer got an empty parameter list");
+    m_groups.reserve(groups.size());
+    m_state.reserve(groups.size());
+    for (auto& g : groups)
+        add_param_group(std::move(g));
+}
+
+template <class Derived, class T, class Options, class State>
+void optimizer<Derived, T, Options, State>::add_param_group(group_type group)
+{
+    const std::string where = prefix() + "param group " + std::to_string(m_groups.size());
+    Derived::check_options(group.options, where);
+    std::unordered_set<const void*> seen;
+    for (const auto& g : m_groups)
+        for (const auto& p : g.params)
+            seen.insert(p.address());
+    for (const auto& p : group.params)
+        if (!seen.insert(p.address()).second)
+        {
+            bool within = std::count(group.params.begin(), group.params.end(), p) > 1;
+            throw value_error(where + (within ? ": a parameter appears twice in the group"
+                                              : ": some parameters appear in more than one "
+                                                "parameter group"));
+        }
+    m_state.emplace_back(group.params.size());
+    m_groups.push_back(std::move(group));
+}
+
+template <class Derived, class T, class Options, class State>
+void optimizer<Derived, T, Options, State>::zero_grad()
+{
+    for (auto& g : m_groups)
+        for (const auto& p : g.params)
+        {
+            std::span<T> grad = p.grad();
+            std::fill(grad.begin(), grad.end(), T(0));
+        }
+}
+
+template <class Derived, class T, class Options, class State>
+void optimizer<Derived, T, Options, State>::step()
+{
+    std::size_t index = 0;
+    for (std::size_t g = 0; g < m_groups.size(); ++g)
+    {
+        group_type& group = m_groups[g];
+        std::vector<State>& states = m_state[g];
+        if (group.params.size() != states.size())
+            throw value_error(prefix() + "param group " + std::to_string(g) + " has " +
+                              std::to_string(group.params.size()) + " parameters, it had " +
+                              std::to_string(states.size()) +
+                              " (add parameters with add_param_group, not through param_groups())");
+        for (std::size_t j = 0; j < group.params.size(); ++j, ++index)
+        {
+            const nn::param_ref<T>& p = group.params[j];
+            if (!p.requires_grad())
+                continue;
+            std::span<T> value = p.value();
+            std::span<const T> grad = p.grad();
+            if (grad.size() != value.size())
+                throw shape_error(prefix() + "parameter " + std::to_string(index) + " has " +
+                                  std::to_string(value.size()) + " elements but its grad has " +
+                                  std::to_string(grad.size()));
+            derived().update(group.options, value, grad, states[j], index);
+        }
+    }
+}
+
+template <class Derived, class T, class Options, class State>
+optimizer_state optimizer<Derived, T, Options, State>::state_dict() const
+{
+    optimizer_state sd;
+    std::int64_t index = 0;
+    for (std::size_t g = 0; g < m_groups.size(); ++g)
+    {
+        const group_type& group = m_groups[g];
+        param_group_state packed;
+        Derived::write_options(group.options, packed.options);
+        if (group.initial_lr)
+            packed.options.insert("initial_lr", *group.initial_lr);
+        for (std::size_t j = 0; j < group.params.size(); ++j, ++index)
+        {
+            packed.params.push_back(index);
+            const State& s = m_state[g][j];
+            if (s.initialized)
+                Derived::write_state(s, group.params[j].shape(), sd.state[index]);
+        }
+        sd.param_groups.push_back(std::move(packed));
+    }
+    return sd;
+}
+
+template <class Derived, class T, class Options, class State>
+void optimizer<Derived, T, Options, State>::load_state_dict(const optimizer_state& sd)
+{
+    const std::string where = prefix() + "load_state_dict";
+    if (sd.param_groups.size() != m_groups.size())
+        throw value_error(where +
+                          ": loaded state dict has a different number of parameter groups: "
+                          "expected " +
+                          std::to_string(m_groups.size()) + ", got " +
+                          std::to_string(sd.param_groups.size()));
+
+    // Everything is read into new objects first; the optimizer changes only at the end.
+    std::vector<Options> options;
+    std::vector<std::optional<double>> initial_lrs;
+    std::map<std::int64_t, std::pair<std::size_t, std::size_t>> slot_of; // saved index → (g, j)
+    for (std::size_t g = 0; g < m_groups.size(); ++g)
+    {
+        const param_group_state& saved = sd.param_groups[g];
+        const std::string at = where + ": param_groups[" + std::to_string(g) + "]";
+        if (saved.params.size() != m_groups[g].params.size())
+            throw value_error(at +
+                              ": loaded state dict contains a parameter group that doesn't "
+                              "match the size of optimizer's group: expected " +
+                              std::to_string(m_groups[g].params.size()) + " parameters, got " +
+                              std::to_string(saved.params.size()));
+        detail::dict_reader reader(saved.options, at);
+        initial_lrs.push_back(reader.optional_number("initial_lr"));
+        options.push_back(Derived::read_options(reader));
+        reader.finish();
+        Derived::check_options(options.back(), at);
+        for (std::size_t j = 0; j < saved.params.size(); ++j)
+            if (!slot_of.emplace(saved.params[j], std::pair{g, j}).second)
+                throw value_error(at + ": parameter index " + std::to_string(saved.params[j]) +
+                                  " appears more than once in param_groups");
+    }
+
+    std::vector<std::vector<State>> state;
+    state.reserve(m_groups.size());
+    for (const auto& g : m_groups)
+        state.emplace_back(g.params.size());
+    for (const auto& [index, dict] : sd.state)
+    {
+        const std::string at = where + ": state[" + std::to_string(index) + "]";
+        auto it = slot_of.find(index);
+        if (it == slot_of.end())
+            throw key_error(at + ": no parameter group lists parameter " + std::to_string(index));
+        if (dict.empty())
+            continue;
+        auto [g, j] = it->second;
+        detail::dict_reader reader(dict, at);
+        state[g][j] = Derived::read_state(reader, options[g], m_groups[g].params[j].shape());
+        reader.finish();
+    }
+
+    for (std::size_t g = 0; g < m_groups.size(); ++g)
+    {
+        m_groups[g].options = options[g];
+        m_groups[g].initial_lr = initial_lrs[g];
+    }
+    m_state = std::move(state);
+}
+
+} // namespace ember::optim

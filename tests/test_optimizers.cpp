@@ -1,0 +1,602 @@
+// Optimizers against PyTorch 1.13: trajectories, state_dict layout and values, load_state_dict
+// (from PyTorch's state, round trips, and the ways a load can fail), option checks.
+#include "golden/optimizers.hpp"
+
+#include <ember/nn/module.hpp>
+#include <ember/optim/optimizers.hpp>
+
+#include <boost/test/unit_test.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <new>
+#include <string>
+#include <tuple>
+#include <type_traits>
+
+using namespace ember;
+namespace gold = golden::optimizers;
+
+// Counts every allocation through operator new, to show that step() makes none.
+static std::atomic<std::size_t> allocations{0};
+void* operator new(std::size_t n)
+{
+    ++allocations;
+    if (void* p = std::malloc(n ? n : 1))
+        return p;
+    throw std::bad_alloc();
+}
+// Not inlined, so GCC does not pair the free() with the operator new it came from and warn.
+[[gnu::noinline]] void operator delete(void* p) noexcept
+{
+    std::free(p);
+}
+[[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept
+{
+    std::free(p);
+}
+
+namespace
+{
+
+// The golden toy problem: loss = sum(c * p^2) + sum(d * p), so grad = (2 * c) * p + d.
+template <class T>
+struct toy : nn::module<toy<T>>
+{
+    using value_type = T;
+    nn::parameter<T, 2> p0{tensor<T, 2>::from_shape({2, 3})};
+    nn::parameter<T, 1> p1{tensor<T, 1>::from_shape({4})};
+
+    toy() { set(gold::p0, gold::p1); }
+
+    template <class V>
+    void visit(V&& v)
+    {
+        v("p0", p0);
+        v("p1", p1);
+    }
+
+    void set(const double* v0, const double* v1)
+    {
+        std::copy(v0, v0 + 6, p0.value.data());
+        std::copy(v1, v1 + 4, p1.value.data());
+    }
+
+    // The same operations in the same order and precision as the golden script; p1 gets a
+    // gradient even when frozen, which the optimizer must ignore.
+    void compute_grads()
+    {
+        for (std::size_t i = 0; i < 6; ++i)
+            p0.grad.data()[i] = T(2) * static_cast<T>(gold::c0[i]) * p0.value.data()[i] +
+                                static_cast<T>(gold::d0[i]);
+        for (std::size_t i = 0; i < 4; ++i)
+            p1.grad.data()[i] = T(2) * static_cast<T>(gold::c1[i]) * p1.value.data()[i] +
+                                static_cast<T>(gold::d1[i]);
+    }
+
+    T at(std::size_t k) const { return k < 6 ? p0.value.data()[k] : p1.value.data()[k - 6]; }
+};
+
+template <class Case, class T>
+struct config
+{
+    using case_type = Case;
+    using value_type = T;
+    using optimizer_type = typename Case::template optimizer<T>;
+    static constexpr double rtol = std::is_same_v<T, double> ? 1e-6 : 1e-5;
+
+    static const double (&trajectory())[gold::steps][10]
+    {
+        if constexpr (std::is_same_v<T, double>)
+            return Case::trajectory_f64;
+        else
+            return Case::trajectory_f32;
+    }
+
+    static optimizer_type make(toy<T>& m)
+    {
+        m.p1.requires_grad = !Case::frozen_p1;
+        auto options = Case::groups();
+        if (options.size() == 1)
+            return optimizer_type(m.parameters(), options[0]);
+        std::vector<typename optimizer_type::group_type> groups;
+        for (std::size_t g = 0; g < options.size(); ++g)
+            groups.emplace_back(
+                std::vector{g == 0 ? nn::param_ref<T>(m.p0) : nn::param_ref<T>(m.p1)}, options[g]);
+        return optimizer_type(std::move(groups));
+    }
+};
+
+template <class... Cases>
+using both_dtypes = std::tuple<config<Cases, double>..., config<Cases, float>...>;
+using configs = both_dtypes<EMBER_GOLDEN_OPTIMIZER_CASES>;
+
+// Relative to the expected value, with values under 1 in magnitude compared absolutely (they
+// pass through zero, where a relative error means nothing).
+bool close(double got, double expected, double rtol)
+{
+    return std::abs(got - expected) <= rtol * std::max(1.0, std::abs(expected));
+}
+
+template <class T>
+void run_steps(toy<T>& m, auto& opt, std::size_t n)
+{
+    for (std::size_t s = 0; s < n; ++s)
+    {
+        opt.zero_grad();
+        m.compute_grads();
+        opt.step();
+    }
+}
+
+// Same layout (indices, keys, order, types, every non-tensor value exactly), tensors of the
+// same dtype and shape with values within rtol.
+void check_same_state(const optim::optimizer_state& got, const optim::optimizer_state& expected,
+                      double rtol)
+{
+    BOOST_TEST(got.param_groups.size() == expected.param_groups.size());
+    for (std::size_t g = 0; g < std::min(got.param_groups.size(), expected.param_groups.size());
+         ++g)
+    {
+        BOOST_TEST_CONTEXT("param_groups[" << g << "]")
+        {
+            BOOST_TEST(got.param_groups[g].options.keys() ==
+                           expected.param_groups[g].options.keys(),
+                       boost::test_tools::per_element());
+            BOOST_TEST((got.param_groups[g] == expected.param_groups[g]));
+        }
+    }
+    BOOST_TEST(got.state.size() == expected.state.size());
+    for (const auto& [index, want] : expected.state)
+    {
+        BOOST_TEST_CONTEXT("state[" << index << "]")
+        {
+            auto it = got.state.find(index);
+            BOOST_TEST_REQUIRE((it != got.state.end()));
+            const auto& have = it->second;
+            BOOST_TEST(have.keys() == want.keys(), boost::test_tools::per_element());
+            for (const auto& [key, value] : want)
+            {
+                BOOST_TEST_CONTEXT("key '" << key << "'")
+                {
+                    const optim::state_value* mine = have.find(key);
+                    BOOST_TEST_REQUIRE(mine);
+                    BOOST_TEST_REQUIRE(mine->index() == value.index());
+                    const auto* t = std::get_if<host_tensor>(&value);
+                    if (!t)
+                    {
+                        BOOST_TEST((*mine == value));
+                        continue;
+                    }
+                    const auto& h = std::get<host_tensor>(*mine);
+                    BOOST_TEST_REQUIRE((h.dtype() == t->dtype()));
+                    BOOST_TEST(h.shape() == t->shape(), boost::test_tools::per_element());
+                    auto compare = [&](auto tag)
+                    {
+                        using E = decltype(tag);
+                        auto a = h.data<E>();
+                        auto b = t->data<E>();
+                        for (std::size_t i = 0; i < std::min(a.size(), b.size()); ++i)
+                            BOOST_TEST(close(a[i], b[i], rtol),
+                                       "element " << i << ": " << a[i] << " vs " << b[i]);
+                    };
+                    if (h.dtype() == dtype::float64)
+                        compare(double{});
+                    else
+                        compare(float{});
+                }
+            }
+        }
+    }
+}
+
+template <class T>
+std::vector<T> values_of(const toy<T>& m)
+{
+    std::vector<T> v;
+    for (std::size_t k = 0; k < 10; ++k)
+        v.push_back(m.at(k));
+    return v;
+}
+
+template <class Opt>
+std::string error_of(Opt&& f)
+{
+    try
+    {
+        f();
+    }
+    catch (const std::exception& e)
+    {
+        return e.what();
+    }
+    return "(nothing thrown)";
+}
+
+bool contains(const std::string& s, const std::string& part)
+{
+    return s.find(part) != std::string::npos;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(trajectories_match_pytorch, C, configs)
+{
+    using T = typename C::value_type;
+    toy<T> m;
+    auto opt = C::make(m);
+    const auto& expected = C::trajectory();
+    for (std::size_t s = 0; s < gold::steps; ++s)
+    {
+        run_steps(m, opt, 1);
+        for (std::size_t k = 0; k < 10; ++k)
+            BOOST_TEST(close(m.at(k), expected[s][k], C::rtol),
+                       C::case_type::name << " step " << s + 1 << " element " << k << ": "
+                                          << m.at(k) << " vs torch " << expected[s][k]);
+    }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(state_dict_has_pytorchs_layout_and_values, C, configs)
+{
+    using T = typename C::value_type;
+    toy<T> m;
+    auto opt = C::make(m);
+    run_steps(m, opt, gold::state_step);
+    check_same_state(opt.state_dict(), C::case_type::template state<T>(), C::rtol);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(loading_pytorchs_state_continues_pytorchs_trajectory, C, configs)
+{
+    using T = typename C::value_type;
+    const auto& expected = C::trajectory();
+    toy<T> m;
+    m.set(expected[gold::state_step - 1], expected[gold::state_step - 1] + 6);
+    auto opt = C::make(m);
+    opt.load_state_dict(C::case_type::template state<T>());
+    for (std::size_t s = gold::state_step; s < gold::steps; ++s)
+    {
+        run_steps(m, opt, 1);
+        for (std::size_t k = 0; k < 10; ++k)
+            BOOST_TEST(close(m.at(k), expected[s][k], C::rtol),
+                       C::case_type::name << " step " << s + 1 << " element " << k << ": "
+                                          << m.at(k) << " vs torch " << expected[s][k]);
+    }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(state_dict_round_trip_continues_identically, C, configs)
+{
+    using T = typename C::value_type;
+    toy<T> a;
+    auto opt_a = C::make(a);
+    run_steps(a, opt_a, gold::state_step);
+    const auto saved = opt_a.state_dict();
+
+    toy<T> b;
+    b.p0.value = a.p0.value;
+    b.p1.value = a.p1.value;
+    auto opt_b = C::make(b);
+    for (auto& g : opt_b.param_groups())
+        g.options.lr = 123.0; // load_state_dict restores the saved options
+    opt_b.load_state_dict(saved);
+    BOOST_TEST((opt_b.state_dict() == saved));
+
+    run_steps(a, opt_a, gold::steps - gold::state_step);
+    run_steps(b, opt_b, gold::steps - gold::state_step);
+    BOOST_TEST(values_of(b) == values_of(a), boost::test_tools::per_element());
+    BOOST_TEST((opt_b.state_dict() == opt_a.state_dict()));
+}
+
+BOOST_AUTO_TEST_CASE(frozen_parameters_are_not_stepped_and_have_no_state)
+{
+    toy<double> m;
+    m.p1.requires_grad = false;
+    optim::adam opt(m.parameters(), {.lr = 0.1});
+    const auto p0 = m.p0.value;
+    const auto p1 = m.p1.value;
+    run_steps(m, opt, 3);
+    BOOST_TEST((m.p1.value == p1));
+    BOOST_TEST((m.p0.value != p0));
+    auto sd = opt.state_dict();
+    BOOST_TEST(sd.state.size() == 1u);
+    BOOST_TEST(sd.state.count(0) == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(zero_grad_fills_every_gradient_with_zero)
+{
+    toy<float> m;
+    m.p1.requires_grad = false;
+    optim::sgd opt(m.parameters(), {.lr = 0.1});
+    m.compute_grads();
+    opt.zero_grad();
+    BOOST_TEST(std::all_of(m.p0.grad.begin(), m.p0.grad.end(), [](float g) { return g == 0; }));
+    BOOST_TEST(std::all_of(m.p1.grad.begin(), m.p1.grad.end(), [](float g) { return g == 0; }));
+}
+
+BOOST_AUTO_TEST_CASE(step_allocates_nothing_once_state_exists)
+{
+    toy<float> m;
+    optim::sgd s(m.parameters(), {.lr = 0.01, .momentum = 0.9, .nesterov = true});
+    optim::adam a(m.parameters(), {.amsgrad = true});
+    optim::adamw w(m.parameters());
+    optim::rmsprop r(m.parameters(), {.momentum = 0.5, .centered = true});
+    m.compute_grads();
+    s.step();
+    a.step();
+    w.step();
+    r.step();
+    const std::size_t before = allocations.load();
+    for (int i = 0; i < 5; ++i)
+    {
+        s.zero_grad();
+        m.compute_grads();
+        s.step();
+        a.step();
+        w.step();
+        r.step();
+    }
+    BOOST_TEST(allocations.load() - before == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(class_template_argument_deduction_reads_like_pytorch)
+{
+    toy<float> m;
+    optim::sgd s(m.parameters(), {.lr = 0.01, .momentum = 0.9});
+    optim::adam a(m.parameters());
+    optim::adamw w(m.parameters(), {.lr = 3e-4, .betas = {0.9, 0.95}});
+    optim::rmsprop r(m.parameters(), {.lr = 1e-3});
+    optim::sgd g({{std::vector{nn::param_ref<float>(m.p0)}, {.lr = 0.1}},
+                  {std::vector{nn::param_ref<float>(m.p1)}, {.lr = 0.01}}});
+    toy<double> md;
+    optim::adam ad(md.parameters());
+    static_assert(std::is_same_v<decltype(s), optim::sgd<float>>);
+    static_assert(std::is_same_v<decltype(a), optim::adam<float>>);
+    static_assert(std::is_same_v<decltype(w), optim::adamw<float>>);
+    static_assert(std::is_same_v<decltype(r), optim::rmsprop<float>>);
+    static_assert(std::is_same_v<decltype(g), optim::sgd<float>>);
+    static_assert(std::is_same_v<decltype(ad), optim::adam<double>>);
+    BOOST_TEST(g.param_groups().size() == 2u);
+    BOOST_TEST(w.param_groups()[0].options.weight_decay == 0.01); // AdamW's default
+    BOOST_TEST(a.param_groups()[0].options.weight_decay == 0.0);
+}
+
+BOOST_AUTO_TEST_CASE(learning_rate_changes_between_steps_take_effect)
+{
+    toy<double> m;
+    optim::sgd opt(m.parameters(), {.lr = 0.1});
+    opt.param_groups()[0].options.lr = 0.0;
+    const auto before = values_of(m);
+    run_steps(m, opt, 2);
+    BOOST_TEST(values_of(m) == before, boost::test_tools::per_element());
+    opt.param_groups()[0].options.lr = 0.1;
+    run_steps(m, opt, 1);
+    BOOST_TEST(m.at(0) != before[0]);
+    BOOST_TEST((opt.state_dict().param_groups[0].options.at("lr") == optim::state_value(0.1)));
+}
+
+BOOST_AUTO_TEST_CASE(add_param_group_extends_the_optimizer)
+{
+    toy<double> m;
+    optim::adam opt(std::vector{nn::param_ref<double>(m.p0)}, {.lr = 0.1});
+    opt.add_param_group({std::vector{nn::param_ref<double>(m.p1)}, {.lr = 0.01}});
+    const auto p1 = m.p1.value;
+    run_steps(m, opt, 1);
+    BOOST_TEST((m.p1.value != p1));
+    auto sd = opt.state_dict();
+    BOOST_TEST(sd.param_groups.size() == 2u);
+    BOOST_TEST(sd.param_groups[1].params == std::vector<std::int64_t>{1});
+    BOOST_TEST(sd.state.size() == 2u);
+    // A parameter may be in one group only, as in PyTorch.
+    BOOST_TEST(contains(error_of(
+                            [&] {
+                                opt.add_param_group({std::vector{nn::param_ref<double>(m.p0)}, {}});
+                            }),
+                        "some parameters appear in more than one parameter group"));
+    BOOST_CHECK_THROW(opt.add_param_group({std::vector{nn::param_ref<double>(m.p0)}, {}}),
+                      value_error);
+    BOOST_CHECK_THROW(opt.add_param_group({{}, {.lr = -1}}), value_error);
+    BOOST_TEST(opt.param_groups().size() == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(sgd_with_zero_momentum_saves_none_as_pytorch_does)
+{
+    toy<float> m;
+    optim::sgd opt(m.parameters(), {.lr = 0.1});
+    BOOST_TEST(opt.state_dict().state.empty()); // nothing before the first step
+    run_steps(m, opt, 1);
+    auto sd = opt.state_dict();
+    BOOST_TEST(sd.state.size() == 2u);
+    BOOST_TEST(std::holds_alternative<std::monostate>(sd.state.at(0).at("momentum_buffer")));
+    // Switching momentum on later starts the buffer from the gradient, as PyTorch does.
+    opt.param_groups()[0].options.momentum = 0.9;
+    run_steps(m, opt, 1);
+    sd = opt.state_dict();
+    const auto& buf = std::get<host_tensor>(sd.state.at(0).at("momentum_buffer"));
+    BOOST_TEST(buf.shape() == (std::vector<std::int64_t>{2, 3}), boost::test_tools::per_element());
+}
+
+// --- load_state_dict failures: a typed error naming the place, and nothing changed ---
+
+namespace
+{
+struct stepped_adam
+{
+    toy<float> m;
+    optim::adam<float> opt{m.parameters(), {.lr = 0.05}};
+    stepped_adam() { run_steps(m, opt, 2); }
+};
+
+// Loads `sd` expecting error E; checks the message names `where` and that the optimizer
+// (options and state) is unchanged, then that it still steps as before.
+template <class E>
+void expect_rejected(const optim::optimizer_state& sd, const std::string& where)
+{
+    stepped_adam a;
+    stepped_adam b; // the same run, never given the bad state_dict
+    const auto before = a.opt.state_dict();
+    std::string message;
+    try
+    {
+        a.opt.load_state_dict(sd);
+    }
+    catch (const E& e)
+    {
+        message = e.what();
+    }
+    BOOST_TEST(!message.empty(), "expected an exception of the right type");
+    BOOST_TEST(contains(message, where), message);
+    BOOST_TEST((a.opt.state_dict() == before));
+    run_steps(a.m, a.opt, 1);
+    run_steps(b.m, b.opt, 1);
+    BOOST_TEST(values_of(a.m) == values_of(b.m), boost::test_tools::per_element());
+}
+
+optim::optimizer_state valid_state()
+{
+    stepped_adam a;
+    auto sd = a.opt.state_dict();
+    // A load that applied options before checking the rest would show this lr.
+    sd.param_groups[0].options.insert_or_assign("lr", 0.5);
+    return sd;
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(load_rejects_a_different_number_of_groups)
+{
+    auto sd = valid_state();
+    sd.param_groups.push_back(sd.param_groups[0]);
+    expect_rejected<value_error>(sd, "different number of parameter groups: expected 1, got 2");
+}
+
+BOOST_AUTO_TEST_CASE(load_rejects_a_group_of_another_size)
+{
+    auto sd = valid_state();
+    sd.param_groups[0].params.push_back(2);
+    expect_rejected<value_error>(sd, "param_groups[0]: loaded state dict contains a parameter "
+                                     "group that doesn't match the size of optimizer's group: "
+                                     "expected 2 parameters, got 3");
+}
+
+BOOST_AUTO_TEST_CASE(load_rejects_a_state_tensor_of_another_shape)
+{
+    auto sd = valid_state();
+    sd.state[1].insert_or_assign("exp_avg", host_tensor(dtype::float32, {3}));
+    expect_rejected<shape_error>(sd, "state[1]['exp_avg']: expected shape [4] (the parameter's), "
+                                     "got [3]");
+}
+
+BOOST_AUTO_TEST_CASE(load_rejects_a_state_tensor_of_another_dtype)
+{
+    auto sd = valid_state();
+    sd.state[0].insert_or_assign("exp_avg_sq", host_tensor(dtype::float64, {2, 3}));
+    expect_rejected<dtype_error>(sd, "state[0]['exp_avg_sq']: expected dtype float32 (the "
+                                     "parameter's), got float64");
+}
+
+BOOST_AUTO_TEST_CASE(load_rejects_unknown_and_missing_keys)
+{
+    auto sd = valid_state();
+    sd.state[0].insert("momentum_buffer", host_tensor(dtype::float32, {2, 3}));
+    expect_rejected<key_error>(sd, "state[0]: unexpected key(s) 'momentum_buffer'");
+
+    sd = valid_state();
+    sd.param_groups[0].options.insert("momentum", 0.9);
+    expect_rejected<key_error>(sd, "param_groups[0]: unexpected key(s) 'momentum'");
+
+    sd = valid_state();
+    optim::optimizer_state stripped;
+    stripped.param_groups = sd.param_groups;
+    stripped.state[0] = sd.state[0];
+    stripped.state[1].insert("step", sd.state[1].at("step"));
+    expect_rejected<key_error>(stripped, "state[1]: missing key 'exp_avg'");
+
+    sd = valid_state();
+    sd.state[7] = sd.state[0];
+    expect_rejected<key_error>(sd, "state[7]: no parameter group lists parameter 7");
+}
+
+BOOST_AUTO_TEST_CASE(load_rejects_bad_option_values_and_types)
+{
+    auto sd = valid_state();
+    sd.param_groups[0].options.insert_or_assign("betas", std::vector<double>{0.9, 1.0});
+    expect_rejected<value_error>(sd, "Invalid beta parameter at index 1: 1.0");
+
+    sd = valid_state();
+    sd.param_groups[0].options.insert_or_assign("amsgrad", std::int64_t{1});
+    expect_rejected<value_error>(sd, "param_groups[0]['amsgrad']: expected a bool, got int");
+}
+
+BOOST_AUTO_TEST_CASE(load_accepts_what_pytorch_accepts)
+{
+    stepped_adam a;
+    auto sd = a.opt.state_dict();
+    // Keys older PyTorch versions did not save, an LR scheduler's initial_lr, and a plain
+    // number for step (pre-1.12 Adam).
+    for (const char* key : {"maximize", "foreach", "capturable", "differentiable", "fused"})
+    {
+        optim::param_group_state g;
+        for (const auto& [k, v] : sd.param_groups[0].options)
+            if (k != key)
+                g.options.insert(k, v);
+        g.params = sd.param_groups[0].params;
+        sd.param_groups[0] = g;
+    }
+    sd.param_groups[0].options.insert("initial_lr", 0.05);
+    sd.state[0].insert_or_assign("step", 2.0);
+    stepped_adam b;
+    b.opt.load_state_dict(sd);
+    BOOST_TEST((b.opt.param_groups()[0].initial_lr == std::optional<double>(0.05)));
+    const auto out = b.opt.state_dict();
+    BOOST_TEST(out.param_groups[0].options.keys().back() == "initial_lr");
+    BOOST_TEST(std::get<host_tensor>(out.state.at(0).at("step")).item<float>() == 2.0f);
+}
+
+// --- invalid options: value_error with PyTorch's message ---
+
+BOOST_AUTO_TEST_CASE(invalid_options_throw_value_error_with_pytorchs_message)
+{
+    toy<float> m;
+    auto p = m.parameters();
+    auto message = [](auto f) { return error_of(f); };
+    BOOST_TEST(message([&] { optim::sgd o(p, {.lr = -0.1}); }) ==
+               "sgd: param group 0: Invalid learning rate: -0.1");
+    BOOST_TEST(contains(message([&] { optim::sgd o(p, {}); }), "lr is required"));
+    BOOST_TEST(message([&] { optim::sgd o(p, {.lr = 0.1, .momentum = -1}); }) ==
+               "sgd: param group 0: Invalid momentum value: -1.0");
+    BOOST_TEST(message([&] { optim::sgd o(p, {.lr = 0.1, .weight_decay = -1e-4}); }) ==
+               "sgd: param group 0: Invalid weight_decay value: -0.0001");
+    BOOST_TEST(message([&] { optim::sgd o(p, {.lr = 0.1, .nesterov = true}); }) ==
+               "sgd: param group 0: Nesterov momentum requires a momentum and zero dampening");
+    BOOST_TEST(
+        message(
+            [&] {
+                optim::sgd o(p, {.lr = 0.1, .momentum = 0.9, .dampening = 0.1, .nesterov = true});
+            }) == "sgd: param group 0: Nesterov momentum requires a momentum and zero dampening");
+    BOOST_TEST(message(
+                   [&] {
+                       optim::adam o(p, {.betas = {1.0, 0.999}});
+                   }) == "adam: param group 0: Invalid beta parameter at index 0: 1.0");
+    BOOST_TEST(message(
+                   [&] {
+                       optim::adamw o(p, {.betas = {0.9, -0.1}});
+                   }) == "adamw: param group 0: Invalid beta parameter at index 1: -0.1");
+    BOOST_TEST(message([&] { optim::adam o(p, {.eps = -1e-8}); }) ==
+               "adam: param group 0: Invalid epsilon value: -1e-08");
+    BOOST_TEST(message([&] { optim::adam o(p, {.lr = std::nan("")}); }) ==
+               "adam: param group 0: Invalid learning rate: nan");
+    BOOST_TEST(message([&] { optim::adamw o(p, {.weight_decay = -0.01}); }) ==
+               "adamw: param group 0: Invalid weight_decay value: -0.01");
+    BOOST_TEST(message([&] { optim::rmsprop o(p, {.alpha = -0.5}); }) ==
+               "rmsprop: param group 0: Invalid alpha value: -0.5");
+    BOOST_TEST(message([&] { optim::rmsprop o(p, {.momentum = -0.5}); }) ==
+               "rmsprop: param group 0: Invalid momentum value: -0.5");
+    BOOST_TEST(message([&] { optim::rmsprop<float> o(std::vector<nn::param_ref<float>>{}); }) ==
+               "rmsprop: optimizer got an empty parameter list");
+    BOOST_CHECK_THROW(optim::adam o(p, {.lr = -1}), value_error);
+    BOOST_TEST(contains(message(
+                            [&] {
+                                optim::sgd<float> o({{p, {.lr = 0.1}}, {p, {.lr = 0.2}}});
+                            }),
+                        "some parameters appear in more than one parameter group"));
+}

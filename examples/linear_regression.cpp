@@ -72,9 +72,8 @@ int run()
 
     const auto train_split = static_cast<std::size_t>(0.7 * n);
     const auto val_split = static_cast<std::size_t>(0.85 * n);
-    auto rows = [](const ember::tensor<float, 2>& t, std::size_t from, std::size_t to) {
-        return ember::tensor<float, 2>(xt::view(t, xt::range(from, to), xt::all()));
-    };
+    auto rows = [](const ember::tensor<float, 2>& t, std::size_t from, std::size_t to)
+    { return ember::tensor<float, 2>(xt::view(t, xt::range(from, to), xt::all())); };
     auto X_train = rows(X, 0, train_split), y_train = rows(y, 0, train_split);
     auto X_val = rows(X, train_split, val_split), y_val = rows(y, train_split, val_split);
     auto X_test = rows(X, val_split, n), y_test = rows(y, val_split, n);
@@ -159,9 +158,8 @@ int run()
     curves.plot(val_losses, {.label = "Validation", .width = 2});
     curves.xlabel("Epoch").ylabel("Loss (MSE)").title("Training Progress").legend().grid(true, 0.3);
 
-    auto column = [](const ember::tensor<float, 2>& t) {
-        return std::vector<double>(t.begin(), t.end());
-    };
+    auto column = [](const ember::tensor<float, 2>& t)
+    { return std::vector<double>(t.begin(), t.end()); };
     std::vector<double> y_plot;
     {
         ember::no_grad guard;
@@ -170,11 +168,14 @@ int run()
     char learned[64];
     std::snprintf(learned, sizeof learned, "Learned: y=%.2fX+%.2f", final_weight, final_bias);
     auto& preds = fig.subplot(1, 2, 2);
-    preds.scatter(column(X_train), column(y_train), {.label = "Train data", .color = "b", .alpha = 0.6});
+    preds.scatter(column(X_train), column(y_train),
+                  {.label = "Train data", .color = "b", .alpha = 0.6});
     preds.scatter(column(X_val), column(y_val), {.label = "Val data", .color = "g", .alpha = 0.6});
-    preds.scatter(column(X_test), column(y_test), {.label = "Test data", .color = "r", .alpha = 0.6});
+    preds.scatter(column(X_test), column(y_test),
+                  {.label = "Test data", .color = "r", .alpha = 0.6});
     preds.plot(column(X), y_plot, {.label = learned, .color = "r", .width = 2});
-    preds.plot(column(X), column(y), {.label = "True: y=0.7X+0.3", .color = "g", .width = 2, .dashed = true});
+    preds.plot(column(X), column(y),
+               {.label = "True: y=0.7X+0.3", .color = "g", .width = 2, .dashed = true});
     preds.xlabel("X").ylabel("y").title("Final Predictions").legend().grid(true, 0.3);
     fig.save("training.svg");
     std::printf("\nFigure saved to training.svg\n");

@@ -25,7 +25,8 @@ namespace
 state_dict sample_state_dict()
 {
     state_dict sd;
-    sd.insert("fc1.weight", host_tensor::from(tensor<float, 2>{{1.5f, -2.f, 3.25f}, {0.f, 1e-30f, -7.f}}));
+    sd.insert("fc1.weight",
+              host_tensor::from(tensor<float, 2>{{1.5f, -2.f, 3.25f}, {0.f, 1e-30f, -7.f}}));
     sd.insert("fc1.bias", host_tensor::from(tensor<double, 1>{0.1, -0.2}));
     sd.insert("bn.num_batches_tracked", host_tensor::from(tensor<std::int64_t, 0>(42)));
     sd.insert("0.empty", host_tensor(dtype::float32, {0, 3}));
@@ -67,8 +68,8 @@ T round_trip(const T& value)
 
 struct temp_dir
 {
-    fs::path path = fs::temp_directory_path() /
-                    ("ember_test_serialize_" + std::to_string(::getpid()));
+    fs::path path =
+        fs::temp_directory_path() / ("ember_test_serialize_" + std::to_string(::getpid()));
     temp_dir() { fs::create_directories(path); }
     ~temp_dir() { fs::remove_all(path); }
 };
@@ -105,7 +106,8 @@ struct xml_archives
     using out = cereal::XMLOutputArchive;
     using in = cereal::XMLInputArchive;
 };
-using all_archives = boost::mpl::list<binary_archives, portable_archives, json_archives, xml_archives>;
+using all_archives =
+    boost::mpl::list<binary_archives, portable_archives, json_archives, xml_archives>;
 } // namespace
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(state_dict_round_trips_through_every_archive, A, all_archives)

@@ -30,16 +30,26 @@ constexpr std::string_view dtype_name(dtype d) noexcept
 {
     switch (d)
     {
-    case dtype::float32: return "float32";
-    case dtype::float64: return "float64";
-    case dtype::int64: return "int64";
-    case dtype::int32: return "int32";
-    case dtype::int16: return "int16";
-    case dtype::int8: return "int8";
-    case dtype::uint8: return "uint8";
-    case dtype::boolean: return "bool";
-    case dtype::float16: return "float16";
-    case dtype::bfloat16: return "bfloat16";
+    case dtype::float32:
+        return "float32";
+    case dtype::float64:
+        return "float64";
+    case dtype::int64:
+        return "int64";
+    case dtype::int32:
+        return "int32";
+    case dtype::int16:
+        return "int16";
+    case dtype::int8:
+        return "int8";
+    case dtype::uint8:
+        return "uint8";
+    case dtype::boolean:
+        return "bool";
+    case dtype::float16:
+        return "float16";
+    case dtype::bfloat16:
+        return "bfloat16";
     }
     return "unknown";
 }
@@ -50,15 +60,19 @@ constexpr std::size_t dtype_size(dtype d) noexcept
     switch (d)
     {
     case dtype::float64:
-    case dtype::int64: return 8;
+    case dtype::int64:
+        return 8;
     case dtype::float32:
-    case dtype::int32: return 4;
+    case dtype::int32:
+        return 4;
     case dtype::int16:
     case dtype::float16:
-    case dtype::bfloat16: return 2;
+    case dtype::bfloat16:
+        return 2;
     case dtype::int8:
     case dtype::uint8:
-    case dtype::boolean: return 1;
+    case dtype::boolean:
+        return 1;
     }
     return 0;
 }
@@ -89,9 +103,9 @@ constexpr dtype dtype_of() noexcept
 
 /// @brief True for the C++ types that map to a dtype.
 template <class T>
-concept has_dtype = std::is_same_v<T, float> || std::is_same_v<T, double> ||
-                    std::is_same_v<T, std::int64_t> || std::is_same_v<T, std::int32_t> ||
-                    std::is_same_v<T, std::int16_t> || std::is_same_v<T, std::int8_t> ||
-                    std::is_same_v<T, std::uint8_t> || std::is_same_v<T, bool>;
+concept has_dtype =
+    std::is_same_v<T, float> || std::is_same_v<T, double> || std::is_same_v<T, std::int64_t> ||
+    std::is_same_v<T, std::int32_t> || std::is_same_v<T, std::int16_t> ||
+    std::is_same_v<T, std::int8_t> || std::is_same_v<T, std::uint8_t> || std::is_same_v<T, bool>;
 
 } // namespace ember

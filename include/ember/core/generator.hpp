@@ -70,7 +70,10 @@ private:
 generator& default_generator() noexcept;
 
 /// @brief Seeds the default generator, like torch.manual_seed.
-inline void manual_seed(std::uint64_t seed) noexcept { default_generator().manual_seed(seed); }
+inline void manual_seed(std::uint64_t seed) noexcept
+{
+    default_generator().manual_seed(seed);
+}
 
 /// @brief Fills `t` with uniform samples in [from, to) (torch.Tensor.uniform_).
 template <class T, std::size_t N>
@@ -143,7 +146,8 @@ inline std::uint64_t generator::random64() noexcept
 template <class T>
 T generator::uniform(T from, T to) noexcept
 {
-    static_assert(std::is_floating_point_v<T>, "ember::generator::uniform: T must be float or double");
+    static_assert(std::is_floating_point_v<T>,
+                  "ember::generator::uniform: T must be float or double");
     // PyTorch computes x * (to - from) + from in T, and its CPU kernels (built for AVX2 and
     // AVX-512, where the compiler contracts it) round it once as a fused multiply-add.
     if constexpr (std::is_same_v<T, double>)

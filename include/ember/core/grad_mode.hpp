@@ -15,10 +15,16 @@ inline bool& grad_enabled_flag() noexcept
 } // namespace detail
 
 /// @brief True unless a no_grad guard is alive on this thread.
-inline bool is_grad_enabled() noexcept { return detail::grad_enabled_flag(); }
+inline bool is_grad_enabled() noexcept
+{
+    return detail::grad_enabled_flag();
+}
 
 /// @brief Turns gradient recording on or off for this thread.
-inline void set_grad_enabled(bool enabled) noexcept { detail::grad_enabled_flag() = enabled; }
+inline void set_grad_enabled(bool enabled) noexcept
+{
+    detail::grad_enabled_flag() = enabled;
+}
 
 /// @brief RAII guard like `with torch.no_grad():` — modules cache nothing for backward while it
 /// lives; the previous mode returns when it dies.

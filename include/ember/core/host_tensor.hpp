@@ -143,8 +143,8 @@ T host_tensor::item() const
 {
     auto d = data<T>();
     if (d.size() != 1)
-        throw shape_error("item(): tensor of shape " + shape_string(m_shape) +
-                          " has " + std::to_string(d.size()) + " elements, expected 1");
+        throw shape_error("item(): tensor of shape " + shape_string(m_shape) + " has " +
+                          std::to_string(d.size()) + " elements, expected 1");
     return d[0];
 }
 

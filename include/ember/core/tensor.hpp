@@ -43,8 +43,8 @@ void check_shape(const A& actual, const E& expected, std::string_view what)
 {
     bool same = std::size(actual) == std::size(expected) &&
                 std::equal(std::begin(actual), std::end(actual), std::begin(expected),
-                           [](auto a, auto b) { return static_cast<std::size_t>(a) ==
-                                                       static_cast<std::size_t>(b); });
+                           [](auto a, auto b)
+                           { return static_cast<std::size_t>(a) == static_cast<std::size_t>(b); });
     if (!same)
         throw shape_error(std::string(what) + ": expected shape " + shape_string(expected) +
                           ", got " + shape_string(actual));

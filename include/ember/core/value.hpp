@@ -24,8 +24,8 @@ class value
 public:
     using list = std::vector<value>;
     using dict = ordered_dict<value>;
-    using storage_type =
-        std::variant<std::monostate, bool, std::int64_t, double, std::string, host_tensor, list, dict>;
+    using storage_type = std::variant<std::monostate, bool, std::int64_t, double, std::string,
+                                      host_tensor, list, dict>;
 
     /// @brief None.
     value() = default;
@@ -33,16 +33,13 @@ public:
     value(bool b) : m_data(b) {}
     /// @brief Any integer type becomes an int64 (Python's int).
     template <class I>
-        requires(std::is_integral_v<I> && !std::is_same_v<I, bool>)
-    value(I i) : m_data(static_cast<std::int64_t>(i))
+    requires(std::is_integral_v<I> && !std::is_same_v<I, bool>) value(I i)
+        : m_data(static_cast<std::int64_t>(i))
     {
     }
     /// @brief float and double become a double (Python's float).
     template <class F>
-        requires std::is_floating_point_v<F>
-    value(F f) : m_data(static_cast<double>(f))
-    {
-    }
+    requires std::is_floating_point_v<F> value(F f) : m_data(static_cast<double>(f)) {}
     value(const char* s) : m_data(std::string(s)) {}
     value(std::string s) : m_data(std::move(s)) {}
     value(host_tensor t) : m_data(std::move(t)) {}
@@ -84,7 +81,8 @@ private:
 
 inline const char* value::type_name() const noexcept
 {
-    constexpr const char* names[] = {"None", "bool", "int", "float", "str", "tensor", "list", "dict"};
+    constexpr const char* names[] = {"None", "bool",   "int",  "float",
+                                     "str",  "tensor", "list", "dict"};
     return names[m_data.index()];
 }
 

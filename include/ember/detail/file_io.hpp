@@ -27,7 +27,10 @@
 namespace ember::detail
 {
 
-inline std::string errno_text(int err) { return std::strerror(err); }
+inline std::string errno_text(int err)
+{
+    return std::strerror(err);
+}
 
 /// Writes `bytes` to `path` atomically and durably, or throws io_error and leaves `path` as it
 /// was.
@@ -52,7 +55,8 @@ inline void atomic_write(const std::filesystem::path& path, std::span<const std:
     if (fd < 0)
         throw io_error("cannot save '" + target + "': no free temporary file name");
 
-    auto fail = [&](const std::string& what, int err) {
+    auto fail = [&](const std::string& what, int err)
+    {
         if (fd >= 0)
             ::close(fd);
         ::unlink(temp.c_str());
@@ -90,8 +94,7 @@ inline void atomic_write(const std::filesystem::path& path, std::span<const std:
     int err = errno;
     ::close(dir);
     if (synced != 0)
-        throw io_error("saved '" + target + "' but fsync of its folder failed: " +
-                       errno_text(err));
+        throw io_error("saved '" + target + "' but fsync of its folder failed: " + errno_text(err));
 }
 
 /// The whole content of `path`, or io_error naming the path and the reason.
@@ -101,14 +104,15 @@ inline std::vector<std::byte> read_file(const std::filesystem::path& path)
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         throw io_error("cannot open '" + name + "': " + errno_text(errno));
-    struct stat st{};
+    struct stat st
+    {
+    };
     if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
     {
         int err = errno;
         ::close(fd);
         throw io_error("cannot read '" + name + "': " +
-                       (S_ISDIR(st.st_mode) ? std::string("it is a folder")
-                                            : errno_text(err)));
+                       (S_ISDIR(st.st_mode) ? std::string("it is a folder") : errno_text(err)));
     }
     std::vector<std::byte> bytes(static_cast<std::size_t>(st.st_size));
     std::size_t got = 0;

@@ -6,8 +6,8 @@
 
 #if __has_include(<xtensor/containers/xtensor.hpp>)
 #include <xtensor/containers/xtensor.hpp>
-#include <xtensor/core/xnoalias.hpp>
 #include <xtensor/core/xmath.hpp>
+#include <xtensor/core/xnoalias.hpp>
 #include <xtensor/reducers/xreducer.hpp>
 #include <xtensor/views/xview.hpp>
 #else

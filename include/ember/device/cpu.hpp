@@ -41,10 +41,15 @@ struct cpu
 
 /// @brief What a device policy provides: a tensor type, a name and host conversions.
 template <class D>
-concept device_policy = requires {
+concept device_policy = requires
+{
     typename D::template tensor_type<float, 1>;
-    { D::name } -> std::convertible_to<std::string_view>;
-    { D::is_available() } -> std::convertible_to<bool>;
+    {
+        D::name
+        } -> std::convertible_to<std::string_view>;
+    {
+        D::is_available()
+        } -> std::convertible_to<bool>;
 };
 
 } // namespace ember

@@ -63,8 +63,8 @@ inline void compare(gradcheck_result& r, double analytic, double numeric, const 
     {
         r.ok = false;
         r.message = "gradcheck: " + what + " element " + std::to_string(index) +
-                    ": backward gives " + std::to_string(analytic) +
-                    ", finite differences give " + std::to_string(numeric);
+                    ": backward gives " + std::to_string(analytic) + ", finite differences give " +
+                    std::to_string(numeric);
     }
 }
 } // namespace detail
@@ -84,7 +84,8 @@ gradcheck_result gradcheck(Module& m, const tensor<double, N>& input, const grad
     out_t upstream = out_t::from_shape(y0.shape());
     generator ug(opt.seed);
     normal_(upstream, 0.0, 1.0, ug);
-    auto objective = [&]() {
+    auto objective = [&]()
+    {
         g.set_state(replay);
         const auto& y = m.forward(x);
         double s = 0;

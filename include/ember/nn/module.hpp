@@ -45,7 +45,10 @@ struct module_value
     using type = float;
 };
 template <class M>
-    requires requires { typename M::value_type; }
+requires requires
+{
+    typename M::value_type;
+}
 struct module_value<M>
 {
     using type = typename M::value_type;
@@ -59,25 +62,27 @@ inline constexpr bool always_false = false;
 template <bool Named, class M, class F>
 void walk(M& m, const std::string& prefix, F& f)
 {
-    m.visit([&](std::string_view name, auto& member) {
-        using X = std::remove_cvref_t<decltype(member)>;
-        static_assert(is_parameter_v<X> || is_buffer_v<X> || is_module_v<X>,
-                      "ember: visit() may only name parameters, buffers and modules");
-        if constexpr (Named)
+    m.visit(
+        [&](std::string_view name, auto& member)
         {
-            std::string full = prefix;
-            full += name;
-            f(std::string_view(full), member);
-            if constexpr (is_module_v<X>)
-                walk<true>(member, full + ".", f);
-        }
-        else
-        {
-            f(std::string_view{}, member);
-            if constexpr (is_module_v<X>)
-                walk<false>(member, prefix, f);
-        }
-    });
+            using X = std::remove_cvref_t<decltype(member)>;
+            static_assert(is_parameter_v<X> || is_buffer_v<X> || is_module_v<X>,
+                          "ember: visit() may only name parameters, buffers and modules");
+            if constexpr (Named)
+            {
+                std::string full = prefix;
+                full += name;
+                f(std::string_view(full), member);
+                if constexpr (is_module_v<X>)
+                    walk<true>(member, full + ".", f);
+            }
+            else
+            {
+                f(std::string_view{}, member);
+                if constexpr (is_module_v<X>)
+                    walk<false>(member, prefix, f);
+            }
+        });
 }
 } // namespace detail
 
@@ -178,7 +183,8 @@ template <class Derived, class Device>
 void module<Derived, Device>::train(bool mode)
 {
     m_training = mode;
-    auto f = [mode](std::string_view, auto& member) {
+    auto f = [mode](std::string_view, auto& member)
+    {
         if constexpr (is_module_v<decltype(member)>)
             member.m_training = mode;
     };
@@ -188,7 +194,8 @@ void module<Derived, Device>::train(bool mode)
 template <class Derived, class Device>
 void module<Derived, Device>::zero_grad()
 {
-    auto f = [](std::string_view, auto& member) {
+    auto f = [](std::string_view, auto& member)
+    {
         if constexpr (is_parameter_v<decltype(member)>)
             member.grad.fill(0);
     };
@@ -199,7 +206,8 @@ template <class Derived, class Device>
 ember::state_dict module<Derived, Device>::state_dict() const
 {
     ember::state_dict sd;
-    auto f = [&sd](std::string_view name, auto& member) {
+    auto f = [&sd](std::string_view name, auto& member)
+    {
         using X = std::remove_cvref_t<decltype(member)>;
         if constexpr (is_parameter_v<X> || is_buffer_v<X>)
             sd.insert(std::string(name), X::device_type::to_host(member.value));
@@ -215,7 +223,8 @@ load_result module<Derived, Device>::load_state_dict(const ember::state_dict& sd
     load_result result;
     std::vector<std::string> matched;
     // First pass: check everything, change nothing.
-    auto check = [&](std::string_view name, auto& member) {
+    auto check = [&](std::string_view name, auto& member)
+    {
         using X = std::remove_cvref_t<decltype(member)>;
         if constexpr (is_parameter_v<X> || is_buffer_v<X>)
         {
@@ -229,8 +238,8 @@ load_result module<Derived, Device>::load_state_dict(const ember::state_dict& sd
             if (src->dtype() != dtype_of<T>())
                 throw dtype_error("load_state_dict: dtype mismatch for '" + std::string(name) +
                                   "': the state_dict holds " +
-                                  std::string(dtype_name(src->dtype())) +
-                                  ", the model expects " + std::string(dtype_name(dtype_of<T>())));
+                                  std::string(dtype_name(src->dtype())) + ", the model expects " +
+                                  std::string(dtype_name(dtype_of<T>())));
             const auto& shape = member.value.shape();
             std::vector<std::int64_t> mine(shape.begin(), shape.end());
             if (src->shape() != mine)
@@ -265,7 +274,8 @@ load_result module<Derived, Device>::load_state_dict(const ember::state_dict& sd
         throw key_error(msg);
     }
     // Second pass: everything fits, copy.
-    auto copy = [&](std::string_view name, auto& member) {
+    auto copy = [&](std::string_view name, auto& member)
+    {
         using X = std::remove_cvref_t<decltype(member)>;
         if constexpr (is_parameter_v<X> || is_buffer_v<X>)
         {
@@ -284,7 +294,8 @@ module<Derived, Device>::named_parameters()
 {
     using U = detail::param_value_t<T, Derived>;
     std::vector<std::pair<std::string, param_ref<U>>> out;
-    auto f = [&out](std::string_view name, auto& member) {
+    auto f = [&out](std::string_view name, auto& member)
+    {
         using X = std::remove_cvref_t<decltype(member)>;
         if constexpr (is_parameter_v<X>)
         {
@@ -303,7 +314,8 @@ std::vector<param_ref<detail::param_value_t<T, Derived>>> module<Derived, Device
 {
     using U = detail::param_value_t<T, Derived>;
     std::vector<param_ref<U>> out;
-    auto f = [&out](std::string_view, auto& member) {
+    auto f = [&out](std::string_view, auto& member)
+    {
         using X = std::remove_cvref_t<decltype(member)>;
         if constexpr (is_parameter_v<X>)
         {
@@ -320,7 +332,8 @@ template <class Derived, class Device>
 std::size_t module<Derived, Device>::num_parameters()
 {
     std::size_t n = 0;
-    auto f = [&n](std::string_view, auto& member) {
+    auto f = [&n](std::string_view, auto& member)
+    {
         if constexpr (is_parameter_v<decltype(member)>)
             n += member.value.size();
     };

@@ -41,8 +41,8 @@ struct parameter
     T item() const
     {
         if (value.size() != 1)
-            throw shape_error("parameter::item(): shape " + shape_string(value.shape()) +
-                              " has " + std::to_string(value.size()) + " elements, expected 1");
+            throw shape_error("parameter::item(): shape " + shape_string(value.shape()) + " has " +
+                              std::to_string(value.size()) + " elements, expected 1");
         return value.data()[0];
     }
 };

@@ -50,11 +50,32 @@ public:
     /// @brief Points at (x[i], y[i]).
     axes& scatter(std::span<const double> x, std::span<const double> y, style s = {});
 
-    axes& xlabel(std::string text) { m_xlabel = std::move(text); return *this; }
-    axes& ylabel(std::string text) { m_ylabel = std::move(text); return *this; }
-    axes& title(std::string text) { m_title = std::move(text); return *this; }
-    axes& legend(bool on = true) { m_legend = on; return *this; }
-    axes& grid(bool on = true, double alpha = 0.3) { m_grid = on; m_grid_alpha = alpha; return *this; }
+    axes& xlabel(std::string text)
+    {
+        m_xlabel = std::move(text);
+        return *this;
+    }
+    axes& ylabel(std::string text)
+    {
+        m_ylabel = std::move(text);
+        return *this;
+    }
+    axes& title(std::string text)
+    {
+        m_title = std::move(text);
+        return *this;
+    }
+    axes& legend(bool on = true)
+    {
+        m_legend = on;
+        return *this;
+    }
+    axes& grid(bool on = true, double alpha = 0.3)
+    {
+        m_grid = on;
+        m_grid_alpha = alpha;
+        return *this;
+    }
 
     /// @brief The panel as SVG elements inside the rectangle (x, y, w, h), in pixels.
     std::string render(double x, double y, double w, double h) const;
@@ -119,15 +140,24 @@ inline std::string css_color(const std::string& c)
         return c;
     switch (c[0])
     {
-    case 'b': return "#0000ff";
-    case 'g': return "#008000";
-    case 'r': return "#ff0000";
-    case 'c': return "#00bfbf";
-    case 'm': return "#bf00bf";
-    case 'y': return "#bfbf00";
-    case 'k': return "#000000";
-    case 'w': return "#ffffff";
-    default: return c;
+    case 'b':
+        return "#0000ff";
+    case 'g':
+        return "#008000";
+    case 'r':
+        return "#ff0000";
+    case 'c':
+        return "#00bfbf";
+    case 'm':
+        return "#bf00bf";
+    case 'y':
+        return "#bfbf00";
+    case 'k':
+        return "#000000";
+    case 'w':
+        return "#ffffff";
+    default:
+        return c;
     }
 }
 
@@ -145,11 +175,20 @@ inline std::string escape(const std::string& s)
     {
         switch (c)
         {
-        case '&': out += "&amp;"; break;
-        case '<': out += "&lt;"; break;
-        case '>': out += "&gt;"; break;
-        case '"': out += "&quot;"; break;
-        default: out += c;
+        case '&':
+            out += "&amp;";
+            break;
+        case '<':
+            out += "&lt;";
+            break;
+        case '>':
+            out += "&gt;";
+            break;
+        case '"':
+            out += "&quot;";
+            break;
+        default:
+            out += c;
         }
     }
     return out;
@@ -329,9 +368,10 @@ inline std::string axes::render(double x0, double y0, double w, double h) const
             // matplotlib's loc="best": the corner that covers the fewest data points.
             double lx = right - lw - 10, ly = top + 10;
             std::size_t fewest = std::numeric_limits<std::size_t>::max();
-            for (auto [cx, cy] : {std::pair{right - lw - 10, top + 10}, std::pair{left + 10, top + 10},
-                                  std::pair{left + 10, bottom - lh - 10},
-                                  std::pair{right - lw - 10, bottom - lh - 10}})
+            for (auto [cx, cy] :
+                 {std::pair{right - lw - 10, top + 10}, std::pair{left + 10, top + 10},
+                  std::pair{left + 10, bottom - lh - 10},
+                  std::pair{right - lw - 10, bottom - lh - 10}})
             {
                 std::size_t covered = 0;
                 for (const auto& s : m_series)
@@ -353,15 +393,15 @@ inline std::string axes::render(double x0, double y0, double w, double h) const
                     continue;
                 if (s.points)
                     out += "<circle cx=\"" + num(lx + 18) + "\" cy=\"" + num(row - 4) + "\" r=\"" +
-                           num(s.s.marker_size) + "\" fill=\"" + s.s.color +
-                           "\" fill-opacity=\"" + num(s.s.alpha) + "\"/>\n";
+                           num(s.s.marker_size) + "\" fill=\"" + s.s.color + "\" fill-opacity=\"" +
+                           num(s.s.alpha) + "\"/>\n";
                 else
                     out += "<line x1=\"" + num(lx + 6) + "\" y1=\"" + num(row - 4) + "\" x2=\"" +
                            num(lx + 30) + "\" y2=\"" + num(row - 4) + "\" stroke=\"" + s.s.color +
                            "\" stroke-width=\"" + num(s.s.width) + "\"" +
                            (s.s.dashed ? " stroke-dasharray=\"6,4\"" : "") + "/>\n";
-                out += "<text x=\"" + num(lx + 38) + "\" y=\"" + num(row) +
-                       "\" font-size=\"12\">" + detail::escape(s.s.label) + "</text>\n";
+                out += "<text x=\"" + num(lx + 38) + "\" y=\"" + num(row) + "\" font-size=\"12\">" +
+                       detail::escape(s.s.label) + "</text>\n";
                 row += 20;
             }
         }

@@ -59,7 +59,8 @@ private:
 /// Throws format_error unless `count` elements of `element_size` bytes fit in the budget, and
 /// takes them from it. Every such element must be read from the input, so the sum of all
 /// allocations can never exceed the input's size.
-inline void reserve_from_budget(std::uint64_t count, std::size_t element_size, std::string_view what)
+inline void reserve_from_budget(std::uint64_t count, std::size_t element_size,
+                                std::string_view what)
 {
     std::size_t& budget = load_budget();
     if (element_size != 0 && count > budget / element_size)
@@ -156,7 +157,8 @@ inline dtype parse_dtype(std::string_view name)
 template <class Archive, class Bytes>
 void tensor_elements(Archive& ar, dtype type, Bytes* bytes, std::size_t nbytes)
 {
-    auto as = [&](auto tag) {
+    auto as = [&](auto tag)
+    {
         using U = decltype(tag);
         using P = std::conditional_t<std::is_const_v<Bytes>, const U*, U*>;
         auto* p = reinterpret_cast<P>(bytes);
@@ -171,16 +173,32 @@ void tensor_elements(Archive& ar, dtype type, Bytes* bytes, std::size_t nbytes)
     };
     switch (type)
     {
-    case dtype::float32: as(float{}); break;
-    case dtype::float64: as(double{}); break;
-    case dtype::int64: as(std::int64_t{}); break;
-    case dtype::int32: as(std::int32_t{}); break;
-    case dtype::int16: as(std::int16_t{}); break;
-    case dtype::int8: as(std::int8_t{}); break;
+    case dtype::float32:
+        as(float{});
+        break;
+    case dtype::float64:
+        as(double{});
+        break;
+    case dtype::int64:
+        as(std::int64_t{});
+        break;
+    case dtype::int32:
+        as(std::int32_t{});
+        break;
+    case dtype::int16:
+        as(std::int16_t{});
+        break;
+    case dtype::int8:
+        as(std::int8_t{});
+        break;
     case dtype::uint8:
-    case dtype::boolean: as(std::uint8_t{}); break;
+    case dtype::boolean:
+        as(std::uint8_t{});
+        break;
     case dtype::float16:
-    case dtype::bfloat16: as(std::uint16_t{}); break;
+    case dtype::bfloat16:
+        as(std::uint16_t{});
+        break;
     }
 }
 
@@ -193,14 +211,14 @@ template <class Archive>
 void save(Archive& ar, const host_tensor& t, std::uint32_t /*version*/)
 {
     detail::save_string(ar, "dtype", std::string(dtype_name(t.dtype())));
-    detail::in_node(ar, "shape", [&] {
-        detail::save_vector(ar, t.shape());
-    });
-    detail::in_node(ar, "data", [&] {
-        if constexpr (detail::is_text_archive_v<Archive>)
-            ar(cereal::make_size_tag(static_cast<cereal::size_type>(t.numel())));
-        detail::tensor_elements(ar, t.dtype(), t.bytes().data(), t.nbytes());
-    });
+    detail::in_node(ar, "shape", [&] { detail::save_vector(ar, t.shape()); });
+    detail::in_node(ar, "data",
+                    [&]
+                    {
+                        if constexpr (detail::is_text_archive_v<Archive>)
+                            ar(cereal::make_size_tag(static_cast<cereal::size_type>(t.numel())));
+                        detail::tensor_elements(ar, t.dtype(), t.bytes().data(), t.nbytes());
+                    });
 }
 
 template <class Archive>
@@ -214,22 +232,25 @@ void load(Archive& ar, host_tensor& t, std::uint32_t version)
     dtype type = detail::parse_dtype(name);
 
     std::vector<std::int64_t> shape;
-    detail::in_node(ar, "shape", [&] {
+    detail::in_node(
+        ar, "shape",
+        [&]
         {
-            cereal::size_type rank = 0;
-            ar(cereal::make_size_tag(rank));
-            if (rank > max_tensor_rank)
-                throw format_error("tensor rank " + std::to_string(rank) + " exceeds " +
-                                   std::to_string(max_tensor_rank));
-            detail::reserve_from_budget(rank, sizeof(std::int64_t), "tensor shape");
-            shape.resize(static_cast<std::size_t>(rank));
-            if constexpr (detail::is_text_archive_v<Archive>)
-                for (auto& d : shape)
-                    ar(d);
-            else
-                ar(cereal::binary_data(shape.data(), shape.size() * sizeof(std::int64_t)));
-        }
-    });
+            {
+                cereal::size_type rank = 0;
+                ar(cereal::make_size_tag(rank));
+                if (rank > max_tensor_rank)
+                    throw format_error("tensor rank " + std::to_string(rank) + " exceeds " +
+                                       std::to_string(max_tensor_rank));
+                detail::reserve_from_budget(rank, sizeof(std::int64_t), "tensor shape");
+                shape.resize(static_cast<std::size_t>(rank));
+                if constexpr (detail::is_text_archive_v<Archive>)
+                    for (auto& d : shape)
+                        ar(d);
+                else
+                    ar(cereal::binary_data(shape.data(), shape.size() * sizeof(std::int64_t)));
+            }
+        });
 
     std::size_t numel = 0;
     try
@@ -240,22 +261,25 @@ void load(Archive& ar, host_tensor& t, std::uint32_t version)
     {
         throw format_error(e.what());
     }
-    detail::in_node(ar, "data", [&] {
-        if constexpr (detail::is_text_archive_v<Archive>)
-        {
-            cereal::size_type n = 0;
-            ar(cereal::make_size_tag(n));
-            if (n != numel)
-                throw format_error("tensor of shape " + shape_string(shape) + " holds " +
-                                   std::to_string(n) + " elements, expected " +
-                                   std::to_string(numel));
-        }
-        else
-            detail::reserve_from_budget(numel, dtype_size(type), "tensor of shape " + shape_string(shape));
-        host_tensor loaded(type, std::move(shape));
-        detail::tensor_elements(ar, type, loaded.bytes().data(), loaded.nbytes());
-        t = std::move(loaded);
-    });
+    detail::in_node(ar, "data",
+                    [&]
+                    {
+                        if constexpr (detail::is_text_archive_v<Archive>)
+                        {
+                            cereal::size_type n = 0;
+                            ar(cereal::make_size_tag(n));
+                            if (n != numel)
+                                throw format_error("tensor of shape " + shape_string(shape) +
+                                                   " holds " + std::to_string(n) +
+                                                   " elements, expected " + std::to_string(numel));
+                        }
+                        else
+                            detail::reserve_from_budget(numel, dtype_size(type),
+                                                        "tensor of shape " + shape_string(shape));
+                        host_tensor loaded(type, std::move(shape));
+                        detail::tensor_elements(ar, type, loaded.bytes().data(), loaded.nbytes());
+                        t = std::move(loaded);
+                    });
 }
 
 /// An ordered_dict is a list of (key, value) items, so its order survives every archive. In
@@ -263,14 +287,18 @@ void load(Archive& ar, host_tensor& t, std::uint32_t version)
 template <class Archive, class V>
 void save(Archive& ar, const ordered_dict<V>& d, std::uint32_t /*version*/)
 {
-    detail::in_node(ar, "items", [&] {
-        ar(cereal::make_size_tag(static_cast<cereal::size_type>(d.size())));
-        for (const auto& [key, value] : d)
-            detail::in_node(ar, nullptr, [&] {
-                detail::save_string(ar, "key", key);
-                ar(cereal::make_nvp("value", value));
-            });
-    });
+    detail::in_node(ar, "items",
+                    [&]
+                    {
+                        ar(cereal::make_size_tag(static_cast<cereal::size_type>(d.size())));
+                        for (const auto& [key, value] : d)
+                            detail::in_node(ar, nullptr,
+                                            [&]
+                                            {
+                                                detail::save_string(ar, "key", key);
+                                                ar(cereal::make_nvp("value", value));
+                                            });
+                    });
 }
 
 template <class Archive, class V>
@@ -280,22 +308,27 @@ void load(Archive& ar, ordered_dict<V>& d, std::uint32_t version)
         throw format_error("dictionary record version " + std::to_string(version) +
                            " is newer than this build reads (1)");
     ordered_dict<V> loaded;
-    detail::in_node(ar, "items", [&] {
-        cereal::size_type n = 0;
-        ar(cereal::make_size_tag(n));
-        for (cereal::size_type i = 0; i < n; ++i)
-        {
-            std::string key;
-            V value{};
-            detail::in_node(ar, nullptr, [&] {
-                detail::load_string(ar, "key", key, "dictionary key");
-                ar(cereal::make_nvp("value", value));
-            });
-            if (loaded.contains(key))
-                throw format_error("duplicate key '" + key + "'");
-            loaded.insert(std::move(key), std::move(value));
-        }
-    });
+    detail::in_node(ar, "items",
+                    [&]
+                    {
+                        cereal::size_type n = 0;
+                        ar(cereal::make_size_tag(n));
+                        for (cereal::size_type i = 0; i < n; ++i)
+                        {
+                            std::string key;
+                            V value{};
+                            detail::in_node(ar, nullptr,
+                                            [&]
+                                            {
+                                                detail::load_string(ar, "key", key,
+                                                                    "dictionary key");
+                                                ar(cereal::make_nvp("value", value));
+                                            });
+                            if (loaded.contains(key))
+                                throw format_error("duplicate key '" + key + "'");
+                            loaded.insert(std::move(key), std::move(value));
+                        }
+                    });
     d = std::move(loaded);
 }
 
@@ -322,9 +355,7 @@ template <class Archive>
 void save(Archive& ar, const param_group_state& g, std::uint32_t /*version*/)
 {
     ar(cereal::make_nvp("options", g.options));
-    ember::detail::in_node(ar, "params", [&] {
-        ember::detail::save_vector(ar, g.params);
-    });
+    ember::detail::in_node(ar, "params", [&] { ember::detail::save_vector(ar, g.params); });
 }
 
 template <class Archive>
@@ -334,26 +365,33 @@ void load(Archive& ar, param_group_state& g, std::uint32_t version)
         throw format_error("parameter group version " + std::to_string(version) +
                            " is newer than this build reads (1)");
     ar(cereal::make_nvp("options", g.options));
-    ember::detail::in_node(ar, "params", [&] {
-        ember::detail::load_vector(ar, g.params, "parameter group");
-    });
+    ember::detail::in_node(ar, "params",
+                           [&] { ember::detail::load_vector(ar, g.params, "parameter group"); });
 }
 
 template <class Archive>
 void save(Archive& ar, const optimizer_state& s, std::uint32_t /*version*/)
 {
-    ember::detail::in_node(ar, "state", [&] {
-        ar(cereal::make_size_tag(static_cast<cereal::size_type>(s.state.size())));
-        for (const auto& [index, entries] : s.state)
-            ember::detail::in_node(ar, nullptr, [&] {
-                ar(cereal::make_nvp("index", index), cereal::make_nvp("entries", entries));
-            });
-    });
-    ember::detail::in_node(ar, "param_groups", [&] {
-        ar(cereal::make_size_tag(static_cast<cereal::size_type>(s.param_groups.size())));
-        for (const auto& g : s.param_groups)
-            ar(g);
-    });
+    ember::detail::in_node(
+        ar, "state",
+        [&]
+        {
+            ar(cereal::make_size_tag(static_cast<cereal::size_type>(s.state.size())));
+            for (const auto& [index, entries] : s.state)
+                ember::detail::in_node(ar, nullptr,
+                                       [&] {
+                                           ar(cereal::make_nvp("index", index),
+                                              cereal::make_nvp("entries", entries));
+                                       });
+        });
+    ember::detail::in_node(
+        ar, "param_groups",
+        [&]
+        {
+            ar(cereal::make_size_tag(static_cast<cereal::size_type>(s.param_groups.size())));
+            for (const auto& g : s.param_groups)
+                ar(g);
+        });
 }
 
 template <class Archive>
@@ -363,32 +401,39 @@ void load(Archive& ar, optimizer_state& s, std::uint32_t version)
         throw format_error("optimizer state version " + std::to_string(version) +
                            " is newer than this build reads (1)");
     optimizer_state loaded;
-    ember::detail::in_node(ar, "state", [&] {
-        cereal::size_type n = 0;
-        ar(cereal::make_size_tag(n));
-        for (cereal::size_type i = 0; i < n; ++i)
-        {
-            std::int64_t index = 0;
-            ordered_dict<state_value> entries;
-            ember::detail::in_node(ar, nullptr, [&] {
-                ar(cereal::make_nvp("index", index), cereal::make_nvp("entries", entries));
-            });
-            if (!loaded.state.emplace(index, std::move(entries)).second)
-                throw format_error("optimizer state lists parameter " + std::to_string(index) +
-                                   " twice");
-        }
-    });
-    ember::detail::in_node(ar, "param_groups", [&] {
-        cereal::size_type n = 0;
-        ar(cereal::make_size_tag(n));
-        ember::detail::reserve_from_budget(n, 1, "optimizer param_groups");
-        for (cereal::size_type i = 0; i < n; ++i)
-        {
-            param_group_state g;
-            ar(g);
-            loaded.param_groups.push_back(std::move(g));
-        }
-    });
+    ember::detail::in_node(ar, "state",
+                           [&]
+                           {
+                               cereal::size_type n = 0;
+                               ar(cereal::make_size_tag(n));
+                               for (cereal::size_type i = 0; i < n; ++i)
+                               {
+                                   std::int64_t index = 0;
+                                   ordered_dict<state_value> entries;
+                                   ember::detail::in_node(
+                                       ar, nullptr,
+                                       [&] {
+                                           ar(cereal::make_nvp("index", index),
+                                              cereal::make_nvp("entries", entries));
+                                       });
+                                   if (!loaded.state.emplace(index, std::move(entries)).second)
+                                       throw format_error("optimizer state lists parameter " +
+                                                          std::to_string(index) + " twice");
+                               }
+                           });
+    ember::detail::in_node(ar, "param_groups",
+                           [&]
+                           {
+                               cereal::size_type n = 0;
+                               ar(cereal::make_size_tag(n));
+                               ember::detail::reserve_from_budget(n, 1, "optimizer param_groups");
+                               for (cereal::size_type i = 0; i < n; ++i)
+                               {
+                                   param_group_state g;
+                                   ar(g);
+                                   loaded.param_groups.push_back(std::move(g));
+                               }
+                           });
     s = std::move(loaded);
 }
 
@@ -401,8 +446,8 @@ void load(Archive& ar, optimizer_state& s, std::uint32_t version)
 namespace cereal
 {
 
-inline constexpr const char* ember_state_value_kinds[] = {"none", "bool", "int", "float", "floats",
-                                                    "tensor"};
+inline constexpr const char* ember_state_value_kinds[] = {"none",  "bool",   "int",
+                                                          "float", "floats", "tensor"};
 
 // Constrained to the exact type: an unconstrained `const state_value&` parameter would accept
 // anything convertible to the variant (every integer) and make cereal's lookup ambiguous.
@@ -411,15 +456,14 @@ void save(Archive& ar, const V& v, std::uint32_t /*version*/)
 {
     ar(cereal::make_nvp("kind", std::string(ember_state_value_kinds[v.index()])));
     std::visit(
-        [&](const auto& x) {
+        [&](const auto& x)
+        {
             using X = std::decay_t<decltype(x)>;
             if constexpr (std::is_same_v<X, std::monostate>)
                 return;
             else if constexpr (std::is_same_v<X, std::vector<double>>)
             {
-                ember::detail::in_node(ar, "value", [&] {
-                    ember::detail::save_vector(ar, x);
-                });
+                ember::detail::in_node(ar, "value", [&] { ember::detail::save_vector(ar, x); });
             }
             else
                 ar(cereal::make_nvp("value", x));
@@ -432,10 +476,11 @@ void load(Archive& ar, V& v, std::uint32_t version)
 {
     if (version > 1)
         throw ember::format_error("optimizer value version " + std::to_string(version) +
-                           " is newer than this build reads (1)");
+                                  " is newer than this build reads (1)");
     std::string kind;
     ember::detail::load_string(ar, "kind", kind, "optimizer value kind");
-    auto value = [&](auto x) {
+    auto value = [&](auto x)
+    {
         ar(cereal::make_nvp("value", x));
         v = std::move(x);
     };
@@ -452,9 +497,8 @@ void load(Archive& ar, V& v, std::uint32_t version)
     else if (kind == "floats")
     {
         std::vector<double> x;
-        ember::detail::in_node(ar, "value", [&] {
-            ember::detail::load_vector(ar, x, "optimizer option list");
-        });
+        ember::detail::in_node(ar, "value",
+                               [&] { ember::detail::load_vector(ar, x, "optimizer option list"); });
         v = std::move(x);
     }
     else

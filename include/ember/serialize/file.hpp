@@ -85,7 +85,7 @@ T load(const std::filesystem::path& path);
 namespace detail
 {
 
-inline constexpr std::array<unsigned char, 8> file_magic = {0x89, 'E', 'M', 'B',
+inline constexpr std::array<unsigned char, 8> file_magic = {0x89, 'E', 'M',  'B',
                                                             'E',  'R', '\r', '\n'};
 inline constexpr std::uint32_t container_version = 1;
 inline constexpr std::size_t header_size = 40;
@@ -98,8 +98,8 @@ inline std::uint32_t crc32_of(std::span<const std::byte> bytes)
     for (std::size_t off = 0; off < bytes.size(); off += piece)
     {
         std::size_t n = std::min(piece, bytes.size() - off);
-        crc = ::crc32(crc, reinterpret_cast<const Bytef*>(bytes.data() + off),
-                      static_cast<uInt>(n));
+        crc =
+            ::crc32(crc, reinterpret_cast<const Bytef*>(bytes.data() + off), static_cast<uInt>(n));
     }
     return static_cast<std::uint32_t>(crc);
 }

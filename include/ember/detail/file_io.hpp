@@ -4,19 +4,30 @@
 ///
 /// atomic_write follows the recipe that keeps the previous file whole whatever happens: a
 /// temporary file in the target's folder (O_CREAT|O_EXCL), every write checked, fsync, close,
-/// rename over the target, fsync of the folder. On any failure the temporary is removed, an
-/// io_error names the path and the reason, and the old file is untouched. An fsync that failed
-/// is never retried: after a failed fsync the kernel may have dropped the dirty pages, so a
-/// second fsync can succeed without the data being on disk.
+/// rename over the target, fsync of the folder. On any failure before the rename the temporary
+/// is removed, an io_error names the path and the reason, and the old file is untouched. An
+/// fsync that failed is never retried: after a failed fsync the kernel may have dropped the
+/// dirty pages, so a second fsync can succeed without the data being on disk.
+///
+/// The rename is the commit point. A failure after it (opening or fsyncing the folder) still
+/// throws, because the rename may not survive a power loss, but the target then already holds
+/// the whole new file; there is no old file left to keep.
+///
+/// Every system call goes through detail::file_ops, a table of function pointers that tests
+/// swap (scoped_file_ops) to make a chosen call fail with a chosen errno: disk full on the
+/// third write, an I/O error from fsync, a rename that is refused.
 
 #include "ember/core/error.hpp"
 
 #include <cerrno>
 #include <cstddef>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <new>
 #include <random>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -27,110 +38,204 @@
 namespace ember::detail
 {
 
+/// open(2) with its mode argument spelled out (the real one is variadic, so it has no plain
+/// function pointer of this type).
+inline int system_open(const char* path, int flags, mode_t mode)
+{
+    return ::open(path, flags, mode);
+}
+
+/// The system calls atomic_write and read_file make. Defaults are the real calls; the table
+/// costs one pointer load per call, nothing beside a system call.
+struct file_ops
+{
+    int (*open)(const char* path, int flags, mode_t mode) = &system_open;
+    ssize_t (*write)(int fd, const void* buffer, std::size_t count) = &::write;
+    ssize_t (*read)(int fd, void* buffer, std::size_t count) = &::read;
+    int (*fsync)(int fd) = &::fsync;
+    int (*close)(int fd) = &::close;
+    int (*rename)(const char* from, const char* to) = &::rename;
+    int (*unlink)(const char* path) = &::unlink;
+};
+
+/// The table this thread's file operations use. Per thread, so a test that injects failures
+/// cannot break a save running on another thread.
+inline file_ops& active_file_ops() noexcept
+{
+    thread_local file_ops ops;
+    return ops;
+}
+
+/// Installs `ops` for this thread for its lifetime, then restores the previous table.
+class scoped_file_ops
+{
+public:
+    explicit scoped_file_ops(const file_ops& ops) noexcept : m_previous(active_file_ops())
+    {
+        active_file_ops() = ops;
+    }
+    ~scoped_file_ops() { active_file_ops() = m_previous; }
+    scoped_file_ops(const scoped_file_ops&) = delete;
+    scoped_file_ops& operator=(const scoped_file_ops&) = delete;
+
+private:
+    file_ops m_previous;
+};
+
 inline std::string errno_text(int err)
 {
     return std::strerror(err);
 }
 
 /// Writes `bytes` to `path` atomically and durably, or throws io_error and leaves `path` as it
-/// was.
+/// was (see the file comment for a failure after the rename).
+void atomic_write(const std::filesystem::path& path, std::span<const std::byte> bytes);
+
+/// The whole content of `path`, or io_error naming the path and the reason.
+std::vector<std::byte> read_file(const std::filesystem::path& path);
+
+/*******************
+ * implementation  *
+ *******************/
+
 inline void atomic_write(const std::filesystem::path& path, std::span<const std::byte> bytes)
 {
     namespace fs = std::filesystem;
+    const file_ops& ops = active_file_ops();
     const fs::path folder = path.has_parent_path() ? path.parent_path() : fs::path(".");
     const std::string target = path.string();
 
     // A random suffix keeps concurrent writers apart; O_EXCL makes a clash fail, not share.
     std::random_device rd;
+    const std::string temp_stem = '.' + path.filename().string() + ".tmp-";
     int fd = -1;
     fs::path temp;
     for (int attempt = 0; attempt < 16 && fd < 0; ++attempt)
     {
-        temp = folder / ("." + path.filename().string() + ".tmp-" + std::to_string(rd()));
-        fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        temp = folder / (temp_stem + std::to_string(rd()));
+        fd = ops.open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
         if (fd < 0 && errno != EEXIST)
+        {
+            const int err = errno;
             throw io_error("cannot save '" + target + "': cannot create a temporary file in '" +
-                           folder.string() + "': " + errno_text(errno));
+                           folder.string() + "': " + errno_text(err));
+        }
     }
     if (fd < 0)
         throw io_error("cannot save '" + target + "': no free temporary file name");
 
-    auto fail = [&](const std::string& what, int err)
+    // Removes the temporary (closing it first if still open) and throws; the error of the
+    // failed step is the one reported, whatever the clean-up meets.
+    auto fail = [&](const std::string& what)
     {
         if (fd >= 0)
-            ::close(fd);
-        ::unlink(temp.c_str());
-        throw io_error("cannot save '" + target + "': " + what + ": " + errno_text(err));
+            ops.close(fd);
+        ops.unlink(temp.c_str());
+        throw io_error("cannot save '" + target + "': " + what);
     };
 
     const std::byte* p = bytes.data();
     std::size_t left = bytes.size();
     while (left > 0)
     {
-        ssize_t n = ::write(fd, p, left);
+        const ssize_t n = ops.write(fd, p, left);
         if (n < 0)
         {
-            if (errno == EINTR)
+            const int err = errno;
+            if (err == EINTR)
                 continue;
-            fail("write failed", errno);
+            fail("write failed after " + std::to_string(bytes.size() - left) + " of " +
+                 std::to_string(bytes.size()) + " bytes: " + errno_text(err));
         }
+        if (n == 0) // a regular file never does this; retrying could spin forever
+            fail("write made no progress after " + std::to_string(bytes.size() - left) + " of " +
+                 std::to_string(bytes.size()) + " bytes");
         p += n;
         left -= static_cast<std::size_t>(n);
     }
-    if (::fsync(fd) != 0)
-        fail("fsync failed", errno);
-    int closing = fd;
-    fd = -1;
-    if (::close(closing) != 0)
-        fail("close failed", errno);
-    if (::rename(temp.c_str(), path.c_str()) != 0)
-        fail("rename failed", errno);
+    if (ops.fsync(fd) != 0)
+    {
+        const int err = errno;
+        fail("fsync failed: " + errno_text(err));
+    }
+    const int closing = fd;
+    fd = -1; // close releases the descriptor even when it reports an error
+    if (ops.close(closing) != 0)
+    {
+        const int err = errno;
+        fail("close failed: " + errno_text(err));
+    }
+    if (ops.rename(temp.c_str(), path.c_str()) != 0)
+    {
+        const int err = errno;
+        fail("rename of the temporary file over it failed: " + errno_text(err));
+    }
 
-    int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    const int dir = ops.open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (dir < 0)
+    {
+        const int err = errno;
         throw io_error("saved '" + target + "' but cannot open its folder to make the rename " +
-                       "durable: " + errno_text(errno));
-    int synced = ::fsync(dir);
-    int err = errno;
-    ::close(dir);
+                       "durable: " + errno_text(err));
+    }
+    const int synced = ops.fsync(dir);
+    const int err = errno;
+    ops.close(dir);
     if (synced != 0)
         throw io_error("saved '" + target + "' but fsync of its folder failed: " + errno_text(err));
 }
 
-/// The whole content of `path`, or io_error naming the path and the reason.
 inline std::vector<std::byte> read_file(const std::filesystem::path& path)
 {
+    const file_ops& ops = active_file_ops();
     const std::string name = path.string();
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    const int fd = ops.open(path.c_str(), O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0)
-        throw io_error("cannot open '" + name + "': " + errno_text(errno));
+    {
+        const int err = errno;
+        throw io_error("cannot open '" + name + "': " + errno_text(err));
+    }
     struct stat st
     {
     };
     if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
     {
-        int err = errno;
-        ::close(fd);
+        const int err = errno;
+        ops.close(fd);
         throw io_error("cannot read '" + name + "': " +
-                       (S_ISDIR(st.st_mode) ? std::string("it is a folder") : errno_text(err)));
+                       (S_ISDIR(st.st_mode)   ? std::string("it is a folder")
+                        : S_ISREG(st.st_mode) ? errno_text(err)
+                                              : std::string("it is not a regular file")));
     }
-    std::vector<std::byte> bytes(static_cast<std::size_t>(st.st_size));
+    std::vector<std::byte> bytes;
+    try
+    {
+        bytes.resize(static_cast<std::size_t>(st.st_size));
+    }
+    catch (const std::exception&) // bad_alloc or length_error: the file does not fit in memory
+    {
+        ops.close(fd);
+        throw io_error("cannot read '" + name + "': its " + std::to_string(st.st_size) +
+                       " bytes do not fit in memory");
+    }
     std::size_t got = 0;
     while (got < bytes.size())
     {
-        ssize_t n = ::read(fd, bytes.data() + got, bytes.size() - got);
-        if (n < 0 && errno == EINTR)
+        const ssize_t n = ops.read(fd, bytes.data() + got, bytes.size() - got);
+        const int err = errno;
+        if (n < 0 && err == EINTR)
             continue;
         if (n <= 0)
         {
-            int err = errno;
-            ::close(fd);
+            ops.close(fd);
             throw io_error("cannot read '" + name + "': " +
-                           (n == 0 ? std::string("file shrank while reading") : errno_text(err)));
+                           (n == 0 ? "file shrank while reading (" + std::to_string(got) + " of " +
+                                         std::to_string(bytes.size()) + " bytes)"
+                                   : errno_text(err)));
         }
         got += static_cast<std::size_t>(n);
     }
-    ::close(fd);
+    ops.close(fd);
     return bytes;
 }
 

@@ -1,0 +1,698 @@
+// Saving survives failures and crashes: every failing system call (disk full, I/O error,
+// permission) throws an io_error naming the file and leaves the previous file byte for byte,
+// an fsync is never retried, and a writer killed with SIGKILL at random moments always leaves
+// a file that loads as one whole version.
+#include "crash_versions.hpp"
+
+#include <ember/detail/file_io.hpp>
+#include <ember/serialize/file.hpp>
+
+#include <boost/test/unit_test.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+using namespace ember;
+namespace fs = std::filesystem;
+
+namespace
+{
+
+struct temp_dir
+{
+    fs::path path =
+        fs::temp_directory_path() / ("ember_test_crash_safety_" + std::to_string(::getpid()));
+    temp_dir()
+    {
+        fs::remove_all(path);
+        fs::create_directories(path);
+    }
+    ~temp_dir()
+    {
+        std::error_code ec;
+        fs::permissions(path, fs::perms::owner_all, ec);
+        fs::remove_all(path, ec);
+    }
+};
+
+std::vector<char> read_bytes(const fs::path& p)
+{
+    std::ifstream f(p, std::ios::binary);
+    return {std::istreambuf_iterator<char>(f), {}};
+}
+
+std::vector<std::string> entries(const fs::path& dir)
+{
+    std::vector<std::string> names;
+    for (const auto& e : fs::directory_iterator(dir))
+        names.push_back(e.path().filename().string());
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+state_dict old_state()
+{
+    state_dict sd;
+    sd.insert("weight", host_tensor::from(tensor<float, 1>{1.f, 2.f, 3.f}));
+    return sd;
+}
+
+// About 40 KB, so that with writes cut to 4 KiB a save makes ten write calls.
+state_dict new_state()
+{
+    return crash_test::version_state(7, 10000);
+}
+
+// ---- fault injection through detail::file_ops ---------------------------------------------
+
+enum op
+{
+    op_open,
+    op_write,
+    op_read,
+    op_fsync,
+    op_close,
+    op_rename,
+    op_unlink,
+    op_count
+};
+const char* const op_names[] = {"open", "write", "read", "fsync", "close", "rename", "unlink"};
+
+// What the fake calls do; plain globals because file_ops holds plain function pointers.
+struct plan
+{
+    std::array<int, op_count> calls{};
+    op fail_op = op_count; // op_count: nothing fails
+    int fail_at = 0;       // the 1-based call of fail_op that fails
+    int fail_errno = 0;
+    int fail_result = -1;             // -1, or 0 for a write that makes no progress
+    std::size_t max_write = SIZE_MAX; // cut every write to this many bytes
+    int eintr_every = 0;              // every n-th write is interrupted before writing
+};
+plan g_plan;
+
+bool fails(op o)
+{
+    const int n = ++g_plan.calls[o];
+    if (o == g_plan.fail_op && n == g_plan.fail_at)
+    {
+        errno = g_plan.fail_errno;
+        return true;
+    }
+    return false;
+}
+
+int fake_open(const char* p, int flags, mode_t mode)
+{
+    return fails(op_open) ? -1 : ::open(p, flags, mode);
+}
+ssize_t fake_write(int fd, const void* b, std::size_t n)
+{
+    if (fails(op_write))
+        return g_plan.fail_result;
+    if (g_plan.eintr_every != 0 && g_plan.calls[op_write] % g_plan.eintr_every == 0)
+    {
+        errno = EINTR;
+        return -1;
+    }
+    return ::write(fd, b, std::min(n, g_plan.max_write));
+}
+ssize_t fake_read(int fd, void* b, std::size_t n)
+{
+    return fails(op_read) ? -1 : ::read(fd, b, n);
+}
+int fake_fsync(int fd)
+{
+    return fails(op_fsync) ? -1 : ::fsync(fd);
+}
+int fake_close(int fd)
+{
+    // A failing close still releases the descriptor, as Linux's does.
+    if (fails(op_close))
+    {
+        const int err = errno;
+        ::close(fd);
+        errno = err;
+        return -1;
+    }
+    return ::close(fd);
+}
+int fake_rename(const char* a, const char* b)
+{
+    return fails(op_rename) ? -1 : ::rename(a, b);
+}
+int fake_unlink(const char* p)
+{
+    return fails(op_unlink) ? -1 : ::unlink(p);
+}
+
+/// Routes this thread's file operations through the fakes for its lifetime.
+struct injected
+{
+    detail::scoped_file_ops guard{detail::file_ops{fake_open, fake_write, fake_read, fake_fsync,
+                                                   fake_close, fake_rename, fake_unlink}};
+    explicit injected(plan p) { g_plan = p; }
+    int calls(op o) const { return g_plan.calls[o]; }
+};
+
+plan failing(op o, int at, int err, std::size_t max_write = SIZE_MAX)
+{
+    plan p;
+    p.fail_op = o;
+    p.fail_at = at;
+    p.fail_errno = err;
+    p.max_write = max_write;
+    return p;
+}
+
+bool contains(const std::string& text, const std::string& part)
+{
+    return text.find(part) != std::string::npos;
+}
+
+/// Saves new_state() over old_state() at dir/model.ember with `p` injected, and checks the
+/// save threw an io_error naming the file, the reason and `what`; the old bytes are unchanged
+/// and no temporary is left. Returns the calls made.
+std::array<int, op_count> expect_failed_save(const fs::path& dir, plan p, const std::string& what)
+{
+    const fs::path target = dir / "model.ember";
+    save(old_state(), target);
+    const auto before = read_bytes(target);
+    const int err = p.fail_errno;
+    std::array<int, op_count> calls{};
+    {
+        injected inject(p);
+        try
+        {
+            save(new_state(), target);
+            BOOST_ERROR("save succeeded although " << op_names[p.fail_op] << " call " << p.fail_at
+                                                   << " failed");
+        }
+        catch (const io_error& e)
+        {
+            const std::string msg = e.what();
+            BOOST_TEST_INFO("message: " << msg);
+            BOOST_TEST(contains(msg, target.string()));
+            BOOST_TEST(contains(msg, what));
+            if (err != 0)
+                BOOST_TEST(contains(msg, std::strerror(err)));
+        }
+        calls = g_plan.calls;
+    }
+    BOOST_TEST((read_bytes(target) == before), "the previous file changed");
+    BOOST_TEST((load<state_dict>(target) == old_state()));
+    BOOST_TEST(entries(dir) == std::vector<std::string>{"model.ember"},
+               boost::test_tools::per_element());
+    return calls;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(defaults_are_the_system_calls_and_a_guard_restores_them)
+{
+    const detail::file_ops defaults;
+    BOOST_TEST(detail::active_file_ops().write == defaults.write);
+    {
+        injected inject(plan{});
+        BOOST_TEST(detail::active_file_ops().write == &fake_write);
+        // Another thread keeps the real calls: injection is per thread.
+        bool other_is_real = false;
+        std::thread([&] { other_is_real = detail::active_file_ops().write == defaults.write; })
+            .join();
+        BOOST_TEST(other_is_real);
+    }
+    BOOST_TEST(detail::active_file_ops().write == defaults.write);
+    BOOST_TEST(detail::active_file_ops().fsync == defaults.fsync);
+}
+
+BOOST_AUTO_TEST_CASE(a_failing_write_throws_and_keeps_the_previous_file)
+{
+    temp_dir dir;
+    // Writes cut to 4 KiB: the first, a middle and the last of about ten calls fail.
+    for (int err : {ENOSPC, EIO, EDQUOT, EFBIG})
+        for (int at : {1, 2, 5, 10})
+        {
+            BOOST_TEST_CONTEXT("errno " << err << ", write call " << at)
+            {
+                auto calls =
+                    expect_failed_save(dir.path, failing(op_write, at, err, 4096), "write failed");
+                BOOST_TEST(calls[op_write] == at);
+                BOOST_TEST(calls[op_fsync] == 0);
+                BOOST_TEST(calls[op_rename] == 0);
+            }
+        }
+}
+
+BOOST_AUTO_TEST_CASE(a_write_that_makes_no_progress_fails_instead_of_spinning)
+{
+    temp_dir dir;
+    plan p = failing(op_write, 3, 0, 4096);
+    p.fail_result = 0;
+    auto calls = expect_failed_save(dir.path, p, "write made no progress after 8192 of");
+    BOOST_TEST(calls[op_write] == 3);
+}
+
+BOOST_AUTO_TEST_CASE(short_and_interrupted_writes_are_continued)
+{
+    temp_dir dir;
+    const fs::path target = dir.path / "model.ember";
+    plan p;
+    p.max_write = 1000; // not a divisor of anything in the file
+    p.eintr_every = 3;
+    {
+        injected inject(p);
+        save(new_state(), target);
+        BOOST_TEST(inject.calls(op_write) > 40);
+        BOOST_TEST(inject.calls(op_fsync) == 2); // the file, then its folder
+    }
+    BOOST_TEST((load<state_dict>(target) == new_state()));
+    BOOST_TEST(entries(dir.path) == std::vector<std::string>{"model.ember"},
+               boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(a_failing_fsync_throws_keeps_the_previous_file_and_is_never_retried)
+{
+    temp_dir dir;
+    for (int err : {EIO, ENOSPC, EDQUOT, EINTR})
+    {
+        BOOST_TEST_CONTEXT("errno " << err)
+        {
+            auto calls = expect_failed_save(dir.path, failing(op_fsync, 1, err), "fsync failed");
+            BOOST_TEST(calls[op_fsync] == 1); // not retried, not even after EINTR
+            BOOST_TEST(calls[op_rename] == 0);
+            BOOST_TEST(calls[op_close] == 1);  // the temporary, once
+            BOOST_TEST(calls[op_unlink] == 1); // the temporary removed
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_failing_close_throws_and_keeps_the_previous_file)
+{
+    temp_dir dir;
+    for (int err : {EIO, ENOSPC, EDQUOT})
+    {
+        BOOST_TEST_CONTEXT("errno " << err)
+        {
+            auto calls = expect_failed_save(dir.path, failing(op_close, 1, err), "close failed");
+            BOOST_TEST(calls[op_close] == 1); // the descriptor is gone: no second close
+            BOOST_TEST(calls[op_rename] == 0);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_failing_rename_throws_and_keeps_the_previous_file)
+{
+    temp_dir dir;
+    for (int err : {EIO, ENOSPC, EXDEV, EACCES, EROFS})
+    {
+        BOOST_TEST_CONTEXT("errno " << err)
+        {
+            auto calls = expect_failed_save(dir.path, failing(op_rename, 1, err), "rename");
+            BOOST_TEST(calls[op_fsync] == 1); // the file was synced; the folder never is
+            BOOST_TEST(calls[op_unlink] == 1);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_temporary_that_cannot_be_created_is_an_io_error_naming_the_folder)
+{
+    temp_dir dir;
+    for (int err : {EACCES, ENOSPC, EROFS, EMFILE, EDQUOT})
+    {
+        BOOST_TEST_CONTEXT("errno " << err)
+        {
+            auto calls =
+                expect_failed_save(dir.path, failing(op_open, 1, err),
+                                   "cannot create a temporary file in '" + dir.path.string() + "'");
+            BOOST_TEST(calls[op_write] == 0);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_cleanup_that_fails_still_reports_the_first_error)
+{
+    temp_dir dir;
+    const fs::path target = dir.path / "model.ember";
+    save(old_state(), target);
+    const auto before = read_bytes(target);
+    plan p = failing(op_fsync, 1, EIO);
+    {
+        injected inject(p);
+        g_plan.calls = {};
+        // unlink of the temporary fails too: the fsync error is still the one reported
+        auto unlink_fails = [](const char*) -> int
+        {
+            ++g_plan.calls[op_unlink];
+            errno = EIO;
+            return -1;
+        };
+        detail::file_ops ops = detail::active_file_ops();
+        ops.unlink = unlink_fails;
+        detail::scoped_file_ops inner(ops);
+        try
+        {
+            save(new_state(), target);
+            BOOST_ERROR("save succeeded although fsync failed");
+        }
+        catch (const io_error& e)
+        {
+            BOOST_TEST(contains(e.what(), "fsync failed: " + std::string(std::strerror(EIO))));
+        }
+        BOOST_TEST(g_plan.calls[op_unlink] == 1);
+    }
+    BOOST_TEST((read_bytes(target) == before));
+    // The temporary it could not remove is a hidden .model.ember.tmp-* beside the target, never
+    // the target itself.
+    auto names = entries(dir.path);
+    BOOST_TEST(names.size() == 2u);
+    BOOST_TEST(names[0].rfind(".model.ember.tmp-", 0) == 0u);
+    BOOST_TEST(names[1] == "model.ember");
+}
+
+BOOST_AUTO_TEST_CASE(a_folder_fsync_failure_after_the_rename_throws_and_the_file_is_whole_and_new)
+{
+    // The rename is the commit point: after it the old file is gone. The error still says the
+    // save may not be durable, the new file is whole, and fsync is not retried.
+    temp_dir dir;
+    const fs::path target = dir.path / "model.ember";
+    for (int err : {EIO, ENOSPC})
+    {
+        BOOST_TEST_CONTEXT("errno " << err)
+        {
+            save(old_state(), target);
+            injected inject(failing(op_fsync, 2, err));
+            try
+            {
+                save(new_state(), target);
+                BOOST_ERROR("save succeeded although the folder fsync failed");
+            }
+            catch (const io_error& e)
+            {
+                const std::string msg = e.what();
+                BOOST_TEST(contains(msg, "'" + target.string() + "'"));
+                BOOST_TEST(contains(msg, "fsync of its folder failed"));
+                BOOST_TEST(contains(msg, std::strerror(err)));
+            }
+            BOOST_TEST(inject.calls(op_fsync) == 2);
+            BOOST_TEST(inject.calls(op_close) == 2); // the file and the folder
+        }
+        BOOST_TEST((load<state_dict>(target) == new_state()));
+        BOOST_TEST(entries(dir.path) == std::vector<std::string>{"model.ember"},
+                   boost::test_tools::per_element());
+    }
+    {
+        save(old_state(), target);
+        injected inject(failing(op_open, 2, EMFILE));
+        BOOST_CHECK_EXCEPTION(save(new_state(), target), io_error,
+                              [](const io_error& e)
+                              { return contains(e.what(), "cannot open its folder"); });
+        BOOST_TEST(inject.calls(op_fsync) == 1);
+    }
+    BOOST_TEST((load<state_dict>(target) == new_state()));
+}
+
+BOOST_AUTO_TEST_CASE(a_failure_on_the_first_save_leaves_no_file_at_all)
+{
+    temp_dir dir;
+    for (op o : {op_open, op_write, op_fsync, op_close, op_rename})
+    {
+        BOOST_TEST_CONTEXT(op_names[o])
+        {
+            injected inject(failing(o, 1, EIO));
+            BOOST_CHECK_THROW(save(new_state(), dir.path / "model.ember"), io_error);
+        }
+        BOOST_TEST(entries(dir.path).empty());
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_failing_read_is_an_io_error_naming_the_file)
+{
+    temp_dir dir;
+    const fs::path target = dir.path / "model.ember";
+    save(new_state(), target);
+    for (int err : {EIO, EISDIR})
+    {
+        injected inject(failing(op_read, 1, err));
+        BOOST_CHECK_EXCEPTION(load<state_dict>(target), io_error,
+                              [&](const io_error& e) {
+                                  return contains(e.what(), target.string()) &&
+                                         contains(e.what(), std::strerror(err));
+                              });
+        BOOST_TEST(inject.calls(op_close) == 1); // the descriptor is not leaked
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_folder_the_user_may_not_write_is_an_io_error_and_the_file_stays)
+{
+    // A real EACCES, not an injected one. Root may write anywhere, so as root a child process
+    // drops to the unprivileged user 'nobody' (65534) before it saves; otherwise the folder is
+    // made read-only.
+    temp_dir dir;
+    const fs::path target = dir.path / "model.ember";
+    save(old_state(), target);
+    const auto before = read_bytes(target);
+    const std::string target_name = target.string();
+    auto attempt = [&]() -> int
+    {
+        try
+        {
+            save(new_state(), target);
+            return 10; // saved although not allowed
+        }
+        catch (const io_error& e)
+        {
+            const std::string msg = e.what();
+            if (!contains(msg, target_name) || !contains(msg, std::strerror(EACCES)))
+            {
+                std::fprintf(stderr, "unexpected message: %s\n", msg.c_str());
+                return 11;
+            }
+            return 0;
+        }
+        catch (...)
+        {
+            return 12;
+        }
+    };
+    if (::geteuid() == 0)
+    {
+        const pid_t pid = ::fork();
+        BOOST_REQUIRE(pid >= 0);
+        if (pid == 0)
+        {
+            if (::setgid(65534) != 0 || ::setuid(65534) != 0)
+                ::_exit(20);
+            ::_exit(attempt());
+        }
+        int status = 0;
+        BOOST_REQUIRE(::waitpid(pid, &status, 0) == pid);
+        BOOST_REQUIRE(WIFEXITED(status));
+        if (WEXITSTATUS(status) == 20)
+            BOOST_WARN_MESSAGE(false, "skipped the real permission check: running as root and "
+                                      "cannot drop to uid 65534 (no CAP_SETUID here); the "
+                                      "injected EACCES test still ran");
+        else
+            BOOST_TEST(WEXITSTATUS(status) == 0);
+    }
+    else
+    {
+        fs::permissions(dir.path, fs::perms::owner_read | fs::perms::owner_exec);
+        BOOST_TEST(attempt() == 0);
+        fs::permissions(dir.path, fs::perms::owner_all);
+    }
+    BOOST_TEST((read_bytes(target) == before));
+    BOOST_TEST(entries(dir.path) == std::vector<std::string>{"model.ember"},
+               boost::test_tools::per_element());
+}
+
+// ---- SIGKILL at random moments ------------------------------------------------------------
+
+namespace
+{
+
+fs::path crash_writer_path()
+{
+    if (const char* env = std::getenv("EMBER_CRASH_WRITER"))
+        return env;
+    // Meson builds it next to this test.
+    return fs::read_symlink("/proc/self/exe").parent_path() / "crash_writer";
+}
+
+std::size_t env_size(const char* name, std::size_t fallback)
+{
+    const char* v = std::getenv(name);
+    return v ? static_cast<std::size_t>(std::strtoull(v, nullptr, 10)) : fallback;
+}
+
+struct writer_process
+{
+    pid_t pid = -1;
+    int out = -1; // read end of its stdout
+
+    writer_process(const fs::path& exe, const fs::path& target, std::int64_t first,
+                   std::size_t words)
+    {
+        int fds[2];
+        BOOST_REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+        const std::string a0 = exe.string(), a1 = target.string(), a2 = std::to_string(first),
+                          a3 = std::to_string(words);
+        pid = ::fork();
+        BOOST_REQUIRE(pid >= 0);
+        if (pid == 0)
+        {
+            ::dup2(fds[1], STDOUT_FILENO);
+            char* argv[] = {const_cast<char*>(a0.c_str()), const_cast<char*>(a1.c_str()),
+                            const_cast<char*>(a2.c_str()), const_cast<char*>(a3.c_str()), nullptr};
+            ::execv(argv[0], argv);
+            ::_exit(127);
+        }
+        ::close(fds[1]);
+        out = fds[0];
+    }
+    ~writer_process()
+    {
+        if (pid > 0)
+        {
+            ::kill(pid, SIGKILL);
+            ::waitpid(pid, nullptr, 0);
+        }
+        if (out >= 0)
+            ::close(out);
+    }
+
+    /// Everything it wrote (blocks until it has exited and its pipe is drained).
+    std::vector<unsigned char> drain()
+    {
+        std::vector<unsigned char> all;
+        unsigned char buf[4096];
+        for (;;)
+        {
+            ssize_t n = ::read(out, buf, sizeof buf);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                break;
+            all.insert(all.end(), buf, buf + n);
+        }
+        return all;
+    }
+};
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(a_writer_killed_at_random_moments_always_leaves_a_whole_version)
+{
+    // EMBER_STRESS_TRIALS=500 for the stress run; CI runs the default.
+    const std::size_t trials = env_size("EMBER_STRESS_TRIALS", 30);
+    const std::size_t words = env_size("EMBER_STRESS_WORDS", std::size_t{1} << 20); // 4 MiB
+    const fs::path exe = crash_writer_path();
+    BOOST_REQUIRE_MESSAGE(fs::exists(exe), exe << " is missing: build the crash_writer target");
+
+    temp_dir dir;
+    const fs::path target = dir.path / "state.ember";
+    const std::string temp_prefix = ".state.ember.tmp-";
+
+    // Kill delays spread over a few save durations, so kills land before, in and after saves.
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < 3; ++i)
+        save(crash_test::version_state(-1 - i, words), dir.path / "probe.ember");
+    const auto save_us =
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+            .count() /
+        3;
+    fs::remove(dir.path / "probe.ember");
+    const auto seed = std::random_device{}();
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<long> delay_us(0, 3 * save_us + 1000);
+    BOOST_TEST_MESSAGE("one save of " << words * 4 / 1024 << " KiB takes about " << save_us
+                                      << " us; seed " << seed);
+
+    std::int64_t on_disk = 0; // version in the file; 0: no file yet
+    std::size_t kept_old = 0, took_new = 0, temps_left = 0, no_report = 0;
+    for (std::size_t trial = 0; trial < trials; ++trial)
+    {
+        BOOST_TEST_CONTEXT("trial " << trial << " (seed " << seed << "), file at version "
+                                    << on_disk)
+        {
+            writer_process w(exe, target, on_disk + 1, words);
+            unsigned char ready = 0;
+            pollfd pfd{w.out, POLLIN, 0};
+            BOOST_REQUIRE_MESSAGE(::poll(&pfd, 1, 20000) == 1, "crash_writer did not start");
+            BOOST_REQUIRE(::read(w.out, &ready, 1) == 1);
+            BOOST_REQUIRE(ready == 'R');
+            std::this_thread::sleep_for(std::chrono::microseconds(delay_us(rng)));
+            BOOST_REQUIRE(::kill(w.pid, SIGKILL) == 0);
+            int status = 0;
+            BOOST_REQUIRE(::waitpid(w.pid, &status, 0) == w.pid);
+            w.pid = -1;
+            BOOST_REQUIRE_MESSAGE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+                                  "crash_writer ended by itself (status " << status << ")");
+
+            // Versions whose save returned before the kill.
+            const auto out = w.drain();
+            BOOST_REQUIRE(out.size() % 8 == 0);
+            std::int64_t reported = on_disk;
+            for (std::size_t i = 0; i < out.size(); i += 8)
+                std::memcpy(&reported, out.data() + i, 8);
+            no_report += out.empty();
+
+            // The file is the last reported version or the one being saved, whole.
+            std::int64_t found = 0;
+            if (fs::exists(target))
+            {
+                state_dict sd;
+                try
+                {
+                    sd = load<state_dict>(target);
+                }
+                catch (const error& e)
+                {
+                    BOOST_FAIL("the file does not load after the kill: " << e.what());
+                }
+                BOOST_REQUIRE(sd.contains("version"));
+                found = sd.at("version").item<std::int64_t>();
+                BOOST_REQUIRE((found == reported || found == reported + 1));
+                BOOST_REQUIRE_MESSAGE((sd == crash_test::version_state(found, words)),
+                                      "the file holds a damaged version " << found);
+            }
+            else
+                BOOST_REQUIRE_MESSAGE(reported == 0, "the file vanished");
+            took_new += found > on_disk;
+            kept_old += found == on_disk;
+            on_disk = found;
+
+            // Killed mid-save, the writer leaves its hidden temporary beside the file; it
+            // is never at the target's name. Clear them so each trial counts its own.
+            for (const auto& name : entries(dir.path))
+            {
+                if (name == "state.ember")
+                    continue;
+                BOOST_REQUIRE_MESSAGE(name.rfind(temp_prefix, 0) == 0, "unexpected file " << name);
+                ++temps_left;
+                fs::remove(dir.path / name);
+            }
+        }
+    }
+    BOOST_TEST_MESSAGE(trials << " kills: file unchanged " << kept_old << ", advanced " << took_new
+                              << ", temporaries left by " << temps_left
+                              << ", killed before the first save returned " << no_report
+                              << "; last version " << on_disk);
+    BOOST_TEST(kept_old + took_new == trials);
+}

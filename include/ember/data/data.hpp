@@ -1,0 +1,8 @@
+#pragma once
+/// @file
+/// ember's data pipeline in one include: datasets, splits, randperm and the data_loader.
+
+#include "ember/data/data_loader.hpp"
+#include "ember/data/dataset.hpp"
+#include "ember/data/randperm.hpp"
+#include "ember/data/split.hpp"

@@ -1,0 +1,70 @@
+#pragma once
+/// @file
+/// randperm: a random permutation of 0..n-1 drawn exactly as PyTorch 1.13's CPU torch.randperm,
+/// so that after the same seed ember and PyTorch shuffle, split and batch alike.
+
+#include "ember/core/generator.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <span>
+#include <utility>
+#include <vector>
+
+namespace ember
+{
+
+/// @brief Fills `out` with a random permutation of 0..out.size()-1, as
+/// `torch.randperm(n, generator=g)` does: for i in [0, n-1), swap out[i] with
+/// out[i + random() % (n - i)]. From n = 2^32 / 20 on it draws 64-bit numbers instead, as
+/// PyTorch 2 does (1.13's 32-bit draws are skewed there).
+template <class I>
+void randperm(std::span<I> out, generator& g = default_generator()) noexcept;
+
+/// @brief A new permutation of 0..n-1 (torch.randperm).
+inline std::vector<std::int64_t> randperm(std::size_t n, generator& g = default_generator());
+
+/*******************
+ * implementation  *
+ *******************/
+
+namespace detail
+{
+inline bool randperm_is_small(std::size_t n) noexcept
+{
+    return n < std::numeric_limits<std::uint32_t>::max() / 20;
+}
+
+// Draws what randperm(n, g) draws and throws the permutation away.
+inline void discard_randperm(std::size_t n, generator& g) noexcept
+{
+    const bool small = randperm_is_small(n);
+    for (std::size_t i = 0; i + 1 < n; ++i)
+        small ? static_cast<void>(g.random()) : static_cast<void>(g.random64());
+}
+} // namespace detail
+
+template <class I>
+void randperm(std::span<I> out, generator& g) noexcept
+{
+    const std::size_t n = out.size();
+    std::iota(out.begin(), out.end(), I{0});
+    const bool small = detail::randperm_is_small(n);
+    for (std::size_t i = 0; i + 1 < n; ++i)
+    {
+        const std::uint64_t r = small ? g.random() : g.random64();
+        const std::size_t z = static_cast<std::size_t>(r % (n - i));
+        std::swap(out[i], out[i + z]);
+    }
+}
+
+inline std::vector<std::int64_t> randperm(std::size_t n, generator& g)
+{
+    std::vector<std::int64_t> p(n);
+    randperm(std::span<std::int64_t>(p), g);
+    return p;
+}
+
+} // namespace ember

@@ -1,0 +1,565 @@
+// Datasets, splits and the data loader: PyTorch's orders, the lesson's slices, reused batch
+// buffers, and a loader state that resumes an epoch where it stopped.
+#include <ember/data/data.hpp>
+
+#include "golden/data.hpp"
+
+#include <boost/test/unit_test.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <set>
+#include <span>
+#include <string>
+#include <vector>
+
+using namespace ember;
+using data::tensor_dataset;
+
+namespace
+{
+
+using features_t = tensor<float, 2>;
+using targets_t = tensor<std::int64_t, 1>;
+using dataset_t = tensor_dataset<features_t, targets_t>;
+
+// n samples: features row i = {i, 100 + i}, target i = i, so a batch tells which rows it holds.
+dataset_t numbered(std::size_t n)
+{
+    features_t x = features_t::from_shape({n, 2});
+    targets_t y = targets_t::from_shape({n});
+    for (std::size_t i = 0; i < n; ++i)
+    {
+        x(i, 0) = static_cast<float>(i);
+        x(i, 1) = static_cast<float>(100 + i);
+        y(i) = static_cast<std::int64_t>(i);
+    }
+    return dataset_t(std::move(x), std::move(y));
+}
+
+template <class Batch>
+std::vector<std::int64_t> ids(const Batch& batch)
+{
+    const auto& y = std::get<1>(batch);
+    return std::vector<std::int64_t>(y.begin(), y.end());
+}
+
+// All sample ids of one epoch, checking along the way that features and targets agree.
+template <class Loader>
+std::vector<std::int64_t> epoch_ids(Loader& loader)
+{
+    std::vector<std::int64_t> all;
+    for (const auto& [x, y] : loader)
+    {
+        BOOST_TEST_REQUIRE(x.shape()[0] == y.shape()[0]);
+        for (std::size_t k = 0; k < y.size(); ++k)
+        {
+            BOOST_TEST_REQUIRE(x(k, 0) == static_cast<float>(y(k)));
+            BOOST_TEST_REQUIRE(x(k, 1) == static_cast<float>(100 + y(k)));
+            all.push_back(y(k));
+        }
+    }
+    return all;
+}
+
+std::vector<std::int64_t> expected_ids(const std::int64_t* values, std::size_t size)
+{
+    return std::vector<std::int64_t>(values, values + size);
+}
+#define GOLDEN(name) expected_ids(golden::data::name, golden::data::name##_size)
+
+template <class Subset>
+std::vector<std::int64_t> subset_ids(const Subset& s)
+{
+    return std::vector<std::int64_t>(s.indices().begin(), s.indices().end());
+}
+
+std::vector<std::int64_t> range_ids(std::size_t from, std::size_t to)
+{
+    std::vector<std::int64_t> r;
+    for (std::size_t i = from; i < to; ++i)
+        r.push_back(static_cast<std::int64_t>(i));
+    return r;
+}
+
+} // namespace
+
+// ---------------------------------------------------------------- randperm
+
+BOOST_AUTO_TEST_CASE(randperm_equals_torch_randperm)
+{
+    auto check = [](std::uint64_t seed, std::size_t n, std::vector<std::int64_t> expected)
+    {
+        generator g(seed);
+        BOOST_TEST(randperm(n, g) == expected, "seed " << seed << ", n " << n);
+    };
+    check(0, 1, GOLDEN(randperm_seed0_n1));
+    check(42, 2, GOLDEN(randperm_seed42_n2));
+    check(42, 10, GOLDEN(randperm_seed42_n10));
+    check(7, 50, GOLDEN(randperm_seed7_n50));
+    check(123, 1000, GOLDEN(randperm_seed123_n1000));
+}
+
+BOOST_AUTO_TEST_CASE(randperm_of_nothing_draws_nothing)
+{
+    generator g(3), untouched(3);
+    BOOST_TEST(randperm(0, g).empty());
+    BOOST_TEST(randperm(1, g) == std::vector<std::int64_t>{0});
+    BOOST_TEST((g.state() == untouched.state()));
+}
+
+// ---------------------------------------------------------------- tensor_dataset
+
+BOOST_AUTO_TEST_CASE(tensor_dataset_rejects_tensors_of_different_lengths)
+{
+    features_t x = features_t::from_shape({50, 1});
+    tensor<float, 2> y = tensor<float, 2>::from_shape({49, 1});
+    BOOST_CHECK_EXCEPTION(tensor_dataset(x, y), shape_error,
+                          [](const shape_error& e)
+                          {
+                              const std::string m = e.what();
+                              return m.find("tensor 1 of shape [49, 1]") != std::string::npos &&
+                                     m.find("expected 50") != std::string::npos &&
+                                     m.find("[50, 1]") != std::string::npos;
+                          });
+}
+
+BOOST_AUTO_TEST_CASE(tensor_dataset_gathers_rows_in_the_order_asked)
+{
+    auto ds = numbered(6);
+    BOOST_TEST(ds.size() == 6u);
+    dataset_t::batch_type batch;
+    const std::size_t idx[] = {4, 0, 4};
+    ds.gather(idx, batch);
+    const auto& [x, y] = batch;
+    BOOST_TEST((x.shape()[0] == 3 && x.shape()[1] == 2));
+    BOOST_TEST(ids(batch) == (std::vector<std::int64_t>{4, 0, 4}));
+    BOOST_TEST(x(0, 1) == 104.0f);
+    BOOST_TEST(x(1, 1) == 100.0f);
+}
+
+BOOST_AUTO_TEST_CASE(gathering_an_index_out_of_range_is_a_value_error)
+{
+    auto ds = numbered(5);
+    dataset_t::batch_type batch;
+    const std::size_t idx[] = {1, 5};
+    BOOST_CHECK_EXCEPTION(ds.gather(idx, batch), value_error,
+                          [](const value_error& e) {
+                              return std::string(e.what()).find("index 5 is out of range for 5") !=
+                                     std::string::npos;
+                          });
+}
+
+BOOST_AUTO_TEST_CASE(materialize_gives_the_whole_dataset_as_one_batch)
+{
+    auto ds = numbered(7);
+    auto [x, y] = data::materialize(ds);
+    BOOST_TEST(x == ds.tensor<0>());
+    BOOST_TEST(y == ds.tensor<1>());
+}
+
+// ---------------------------------------------------------------- splits
+
+BOOST_AUTO_TEST_CASE(split_cuts_where_the_lessons_slicing_cuts)
+{
+    auto check = [](std::size_t n, std::vector<std::int64_t> sizes)
+    {
+        auto ds = numbered(n);
+        auto [train, val, test] = data::split(ds, {0.7, 0.15, 0.15});
+        const auto a = static_cast<std::size_t>(sizes[0]);
+        const auto b = a + static_cast<std::size_t>(sizes[1]);
+        BOOST_TEST(subset_ids(train) == range_ids(0, a), "n = " << n);
+        BOOST_TEST(subset_ids(val) == range_ids(a, b), "n = " << n);
+        BOOST_TEST(subset_ids(test) == range_ids(b, n), "n = " << n);
+    };
+    check(50, GOLDEN(lesson_split_n50_sizes)); // 35, 7, 8
+    check(7, GOLDEN(lesson_split_n7_sizes));
+    check(13, GOLDEN(lesson_split_n13_sizes));
+    check(101, GOLDEN(lesson_split_n101_sizes));
+}
+
+BOOST_AUTO_TEST_CASE(split_by_counts_takes_consecutive_samples)
+{
+    auto ds = numbered(10);
+    auto [a, b, c] = data::split(ds, {2, 0, 8});
+    BOOST_TEST(subset_ids(a) == range_ids(0, 2));
+    BOOST_TEST(b.size() == 0u);
+    BOOST_TEST(subset_ids(c) == range_ids(2, 10));
+}
+
+BOOST_AUTO_TEST_CASE(shuffled_split_slices_torch_randperm_and_repeats_with_its_seed)
+{
+    auto ds = numbered(50);
+    generator g(9);
+    auto [train, val, test] = data::split(ds, {0.7, 0.15, 0.15}, g);
+    BOOST_TEST(subset_ids(train) == GOLDEN(shuffled_split_seed9_part0));
+    BOOST_TEST(subset_ids(val) == GOLDEN(shuffled_split_seed9_part1));
+    BOOST_TEST(subset_ids(test) == GOLDEN(shuffled_split_seed9_part2));
+
+    generator again(9), other(10);
+    auto [train2, val2, test2] = data::split(ds, {0.7, 0.15, 0.15}, again);
+    BOOST_TEST(subset_ids(train2) == subset_ids(train));
+    auto [train3, val3, test3] = data::split(ds, {0.7, 0.15, 0.15}, other);
+    BOOST_TEST(subset_ids(train3) != subset_ids(train));
+
+    // Every sample lands in exactly one part.
+    std::multiset<std::int64_t> all;
+    for (const auto* part : {&train, &val, &test})
+        for (auto i : part->indices())
+            all.insert(static_cast<std::int64_t>(i));
+    BOOST_TEST(all.size() == 50u);
+    BOOST_TEST(std::set<std::int64_t>(all.begin(), all.end()).size() == 50u);
+}
+
+BOOST_AUTO_TEST_CASE(random_split_equals_torch_random_split)
+{
+    auto ds50 = numbered(50);
+    generator g42(42);
+    auto [a, b, c] = data::random_split(ds50, {0.7, 0.15, 0.15}, g42);
+    BOOST_TEST(a.size() == 36u); // PyTorch's rule, not the lesson's 35
+    BOOST_TEST(subset_ids(a) == GOLDEN(random_split_fractions_50_part0));
+    BOOST_TEST(subset_ids(b) == GOLDEN(random_split_fractions_50_part1));
+    BOOST_TEST(subset_ids(c) == GOLDEN(random_split_fractions_50_part2));
+
+    auto ds10 = numbered(10);
+    generator g(42);
+    auto [d, e] = data::random_split(ds10, {3, 7}, g);
+    BOOST_TEST(subset_ids(d) == GOLDEN(random_split_counts_10_part0));
+    BOOST_TEST(subset_ids(e) == GOLDEN(random_split_counts_10_part1));
+
+    auto ds7 = numbered(7);
+    generator g3(3);
+    auto [f, h] = data::random_split(ds7, {0.5, 0.5}, g3);
+    BOOST_TEST(subset_ids(f) == GOLDEN(random_split_fractions_7_part0));
+    BOOST_TEST(subset_ids(h) == GOLDEN(random_split_fractions_7_part1));
+}
+
+BOOST_AUTO_TEST_CASE(lengths_that_do_not_add_up_are_value_errors)
+{
+    auto ds = numbered(50);
+    auto fails = [](auto&& f, const char* needle)
+    {
+        try
+        {
+            f();
+        }
+        catch (const value_error& e)
+        {
+            BOOST_TEST(std::string(e.what()).find(needle) != std::string::npos,
+                       e.what() << " should say " << needle);
+            return;
+        }
+        BOOST_ERROR("no value_error for " << needle);
+    };
+    fails([&] { data::split(ds, {35, 7, 7}); }, "add up to 49, which is neither");
+    fails(
+        [&] {
+            data::split(ds, {0.7, 0.2, 0.15});
+        },
+        "add up to 1.0499999999999998, which is neither");
+    fails([&] { data::random_split(ds, {1.5, -0.5}); }, "length at index 1 is -0.5");
+    fails([&] { data::split(ds, {60, -10}); }, "length at index 1 is -10");
+    fails([&] { data::split(ds, {0.5, 0.5, 0.0, 2.0, -2.0}); }, "length at index 4 is -2");
+}
+
+BOOST_AUTO_TEST_CASE(subsets_gather_from_the_rows_they_name)
+{
+    auto ds = numbered(10);
+    data::subset<dataset_t> s(ds, {7, 2, 9});
+    dataset_t::batch_type batch;
+    const std::size_t idx[] = {2, 0};
+    s.gather(idx, batch);
+    BOOST_TEST(ids(batch) == (std::vector<std::int64_t>{9, 7}));
+    BOOST_CHECK_THROW((data::subset<dataset_t>(ds, {3, 10})), value_error);
+}
+
+// ---------------------------------------------------------------- data_loader
+
+BOOST_AUTO_TEST_CASE(loader_covers_each_sample_once_per_epoch)
+{
+    auto ds = numbered(23);
+    data::data_loader loader(ds, {.batch_size = 5, .shuffle = true, .seed = 1});
+    BOOST_TEST(loader.size() == 5u);
+    std::vector<std::vector<std::int64_t>> epochs;
+    for (int e = 0; e < 3; ++e)
+    {
+        BOOST_TEST(loader.epoch() == e);
+        auto got = epoch_ids(loader);
+        BOOST_TEST(got.size() == 23u);
+        auto sorted = got;
+        std::sort(sorted.begin(), sorted.end());
+        BOOST_TEST(sorted == range_ids(0, 23));
+        epochs.push_back(got);
+    }
+    BOOST_TEST(loader.epoch() == 3);
+    BOOST_TEST(epochs[0] != epochs[1]); // reshuffled every epoch
+    BOOST_TEST(epochs[1] != epochs[2]);
+}
+
+BOOST_AUTO_TEST_CASE(unshuffled_loader_keeps_the_dataset_order)
+{
+    auto ds = numbered(7);
+    data::data_loader loader(ds, {.batch_size = 3});
+    BOOST_TEST(epoch_ids(loader) == range_ids(0, 7));
+    std::vector<std::size_t> sizes;
+    while (const auto* b = loader.next())
+        sizes.push_back(std::get<0>(*b).shape()[0]);
+    BOOST_TEST(sizes == (std::vector<std::size_t>{3, 3, 1}));
+}
+
+BOOST_AUTO_TEST_CASE(seeded_loader_shuffles_as_pytorch_with_a_seeded_generator)
+{
+    auto ds = numbered(10);
+    data::data_loader keep(ds, {.batch_size = 3, .shuffle = true, .seed = 5});
+    BOOST_TEST(epoch_ids(keep) == GOLDEN(loader_seed5_drop0_epoch0));
+    BOOST_TEST(epoch_ids(keep) == GOLDEN(loader_seed5_drop0_epoch1));
+    BOOST_TEST(epoch_ids(keep) == GOLDEN(loader_seed5_drop0_epoch2));
+
+    data::data_loader drop(ds, {.batch_size = 3, .shuffle = true, .drop_last = true, .seed = 5});
+    BOOST_TEST(epoch_ids(drop) == GOLDEN(loader_seed5_drop1_epoch0));
+    BOOST_TEST(epoch_ids(drop) == GOLDEN(loader_seed5_drop1_epoch1));
+    BOOST_TEST(epoch_ids(drop) == GOLDEN(loader_seed5_drop1_epoch2));
+}
+
+BOOST_AUTO_TEST_CASE(unseeded_loader_draws_from_the_default_generator_as_pytorch_does)
+{
+    auto ds = numbered(10);
+    manual_seed(1);
+    data::data_loader shuffled(ds, {.batch_size = 4, .shuffle = true});
+    BOOST_TEST(epoch_ids(shuffled) == GOLDEN(loader_unseeded_shuffle_epoch0));
+    BOOST_TEST(epoch_ids(shuffled) == GOLDEN(loader_unseeded_shuffle_epoch1));
+    BOOST_TEST(rand<float>({1})(0) == golden::data::loader_unseeded_shuffle_rand_after);
+
+    manual_seed(1);
+    data::data_loader ordered(ds, {.batch_size = 4});
+    epoch_ids(ordered);
+    epoch_ids(ordered);
+    BOOST_TEST(rand<float>({1})(0) == golden::data::loader_unseeded_ordered_rand_after);
+}
+
+BOOST_AUTO_TEST_CASE(drop_last_drops_the_short_batch)
+{
+    auto ds = numbered(10);
+    data::data_loader loader(ds, {.batch_size = 4, .shuffle = true, .drop_last = true, .seed = 2});
+    BOOST_TEST(loader.size() == 2u);
+    std::size_t batches = 0;
+    std::set<std::int64_t> seen;
+    for (const auto& [x, y] : loader)
+    {
+        BOOST_TEST(x.shape()[0] == 4u);
+        BOOST_TEST(y.size() == 4u);
+        seen.insert(y.begin(), y.end());
+        ++batches;
+    }
+    BOOST_TEST(batches == 2u);
+    BOOST_TEST(seen.size() == 8u);
+
+    data::data_loader exact(ds, {.batch_size = 5, .drop_last = true});
+    BOOST_TEST(exact.size() == 2u);
+    BOOST_TEST(epoch_ids(exact) == range_ids(0, 10));
+}
+
+BOOST_AUTO_TEST_CASE(batches_reuse_their_buffers)
+{
+    auto ds = numbered(10);
+    data::data_loader loader(ds, {.batch_size = 4, .shuffle = true, .seed = 3});
+    const float* full_x = nullptr;
+    const std::int64_t* full_y = nullptr;
+    const float* tail_x = nullptr;
+    const void* full_batch = nullptr;
+    for (int e = 0; e < 4; ++e)
+    {
+        for (const auto& batch : loader)
+        {
+            const auto& [x, y] = batch;
+            if (x.shape()[0] == 4)
+            {
+                if (!full_x)
+                {
+                    full_x = x.data();
+                    full_y = y.data();
+                    full_batch = &batch;
+                }
+                BOOST_TEST(x.data() == full_x);
+                BOOST_TEST(y.data() == full_y);
+                BOOST_TEST(&batch == full_batch);
+            }
+            else
+            {
+                BOOST_TEST(x.shape()[0] == 2u);
+                if (!tail_x)
+                    tail_x = x.data();
+                BOOST_TEST(x.data() == tail_x);
+            }
+        }
+    }
+    BOOST_TEST(tail_x != nullptr);
+}
+
+BOOST_AUTO_TEST_CASE(loader_over_a_subset_yields_the_subsets_samples)
+{
+    auto ds = numbered(20);
+    auto [train, val] = data::split(ds, {0.75, 0.25});
+    data::data_loader loader(val, {.batch_size = 2, .shuffle = true, .seed = 4});
+    auto got = epoch_ids(loader);
+    std::sort(got.begin(), got.end());
+    BOOST_TEST(got == range_ids(15, 20));
+}
+
+BOOST_AUTO_TEST_CASE(state_round_trip_mid_epoch_gives_the_same_remaining_batches)
+{
+    auto ds = numbered(23);
+    const data::data_loader_options options{.batch_size = 4, .shuffle = true, .seed = 11};
+    data::data_loader straight(ds, options);
+    data::data_loader first(ds, options);
+    // One epoch and three batches in, then save.
+    epoch_ids(straight);
+    epoch_ids(first);
+    for (int i = 0; i < 3; ++i)
+    {
+        straight.next();
+        first.next();
+    }
+    const value saved = first.state();
+    BOOST_TEST(first.in_epoch());
+    BOOST_TEST(first.position() == 12u);
+
+    data::data_loader resumed(ds, options);
+    resumed.load_state(saved);
+    BOOST_TEST(resumed.epoch() == 1);
+    BOOST_TEST(resumed.position() == 12u);
+    BOOST_TEST((resumed.state() == saved));
+    // The rest of this epoch, then two more, batch for batch.
+    for (int e = 0; e < 3; ++e)
+        BOOST_TEST(epoch_ids(resumed) == epoch_ids(straight), "epoch " << e + 1);
+    BOOST_TEST((resumed.state() == straight.state()));
+}
+
+BOOST_AUTO_TEST_CASE(state_between_epochs_resumes_with_the_next_epoch)
+{
+    auto ds = numbered(9);
+    const data::data_loader_options options{.batch_size = 2, .shuffle = true, .seed = 6};
+    data::data_loader straight(ds, options), first(ds, options);
+    epoch_ids(straight);
+    epoch_ids(first);
+    const value saved = first.state();
+    BOOST_TEST(!first.in_epoch());
+    BOOST_TEST(saved.as<value::dict>().at("order").is_none());
+    data::data_loader resumed(ds, options);
+    resumed.load_state(saved);
+    BOOST_TEST(epoch_ids(resumed) == epoch_ids(straight));
+}
+
+BOOST_AUTO_TEST_CASE(unseeded_state_resumes_with_the_default_generator_restored)
+{
+    auto ds = numbered(11);
+    const data::data_loader_options options{.batch_size = 3, .shuffle = true};
+    manual_seed(21);
+    data::data_loader straight(ds, options);
+    epoch_ids(straight);
+    straight.next();
+    std::vector<std::vector<std::int64_t>> expected{epoch_ids(straight), epoch_ids(straight)};
+
+    manual_seed(21);
+    data::data_loader first(ds, options);
+    epoch_ids(first);
+    first.next();
+    const value saved = first.state();
+    BOOST_TEST(saved.as<value::dict>().at("generator").is_none());
+    const generator_state default_state = default_generator().state();
+
+    manual_seed(999); // what a new process would have
+    data::data_loader resumed(ds, options);
+    resumed.load_state(saved);
+    default_generator().set_state(default_state);
+    BOOST_TEST(epoch_ids(resumed) == expected[0]);
+    BOOST_TEST(epoch_ids(resumed) == expected[1]);
+}
+
+BOOST_AUTO_TEST_CASE(load_state_rejects_states_that_do_not_fit_and_changes_nothing)
+{
+    auto ds = numbered(8);
+    const data::data_loader_options options{.batch_size = 3, .shuffle = true, .seed = 1};
+    data::data_loader loader(ds, options);
+    loader.next();
+    const value good = loader.state();
+    auto with = [&](const char* key, value v)
+    {
+        value s = good;
+        s.as<value::dict>().insert_or_assign(key, std::move(v));
+        return s;
+    };
+    auto rejects = [&](const value& s, const char* needle)
+    {
+        data::data_loader target(ds, options);
+        target.next();
+        target.next();
+        const value before = target.state();
+        try
+        {
+            target.load_state(s);
+            BOOST_ERROR("load_state accepted a state: " << needle);
+        }
+        catch (const error& e)
+        {
+            BOOST_TEST(std::string(e.what()).find(needle) != std::string::npos,
+                       e.what() << " should say " << needle);
+        }
+        BOOST_TEST((target.state() == before));
+    };
+    rejects(value(3), "the state is a int");
+    rejects(with("version", 2), "version 2");
+    rejects(with("size", 9), "dataset of 9 samples, this loader's has 8");
+    rejects(with("position", 9), "position 9");
+    host_tensor repeated(dtype::int64, {8}); // all zeros
+    rejects(with("order", repeated), "not a permutation");
+    rejects(with("order", host_tensor(dtype::int64, {7})), "expected int64 [8]");
+    rejects(with("generator", value()), "without its own generator");
+    value::dict missing = good.as<value::dict>();
+    value::dict trimmed;
+    for (const auto& [k, v] : missing)
+        if (k != "epoch")
+            trimmed.insert(k, v);
+    rejects(value(trimmed), "no key 'epoch'");
+
+    data::data_loader unseeded(ds, {.batch_size = 3, .shuffle = true});
+    BOOST_CHECK_THROW(unseeded.load_state(good), value_error);
+}
+
+BOOST_AUTO_TEST_CASE(batch_size_zero_is_a_value_error)
+{
+    auto ds = numbered(4);
+    BOOST_CHECK_THROW(data::data_loader(ds, {.batch_size = 0}), value_error);
+    auto empty = numbered(0);
+    BOOST_CHECK_THROW(data::data_loader(empty, {.shuffle = true}), value_error);
+    data::data_loader none(empty, {.batch_size = 2});
+    BOOST_TEST(none.size() == 0u);
+    BOOST_TEST(none.next() == nullptr);
+}
+
+BOOST_AUTO_TEST_CASE(float_targets_batch_like_features)
+{
+    features_t x = features_t::from_shape({5, 3});
+    tensor<float, 2> y = tensor<float, 2>::from_shape({5, 1});
+    for (std::size_t i = 0; i < 5; ++i)
+    {
+        for (std::size_t j = 0; j < 3; ++j)
+            x(i, j) = static_cast<float>(10 * i + j);
+        y(i, 0) = static_cast<float>(i) / 2;
+    }
+    tensor_dataset ds(x, y);
+    data::data_loader loader(ds, {.batch_size = 2, .shuffle = true, .seed = 8});
+    std::size_t rows = 0;
+    for (const auto& [bx, by] : loader)
+    {
+        BOOST_TEST((by.shape()[1] == 1 && bx.shape()[1] == 3));
+        for (std::size_t k = 0; k < bx.shape()[0]; ++k)
+        {
+            const auto i = static_cast<std::size_t>(bx(k, 0)) / 10;
+            BOOST_TEST(bx(k, 2) == static_cast<float>(10 * i + 2));
+            BOOST_TEST(by(k, 0) == static_cast<float>(i) / 2);
+            ++rows;
+        }
+    }
+    BOOST_TEST(rows == 5u);
+}

@@ -8,10 +8,37 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <new>
 #include <set>
 #include <span>
 #include <string>
 #include <vector>
+
+// Counts every allocation through operator new (std::vector's, xtensor's), so that a test can
+// check that later epochs make none.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete" // the pair below is malloc and free
+#endif
+namespace
+{
+long allocations = 0;
+}
+void* operator new(std::size_t n)
+{
+    ++allocations;
+    if (void* p = std::malloc(n ? n : 1))
+        return p;
+    throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept
+{
+    std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept
+{
+    std::free(p);
+}
 
 using namespace ember;
 using data::tensor_dataset;
@@ -394,6 +421,31 @@ BOOST_AUTO_TEST_CASE(batches_reuse_their_buffers)
         }
     }
     BOOST_TEST(tail_x != nullptr);
+}
+
+BOOST_AUTO_TEST_CASE(epochs_after_the_first_allocate_nothing)
+{
+    auto ds = numbered(50);
+    auto [train, val] = data::split(ds, {0.7, 0.3});
+    data::data_loader seeded(ds, {.batch_size = 8, .shuffle = true, .seed = 1});
+    data::data_loader unseeded(train, {.batch_size = 8, .shuffle = true});
+    data::data_loader dropping(ds, {.batch_size = 8, .drop_last = true});
+    auto epochs = [](auto& loader, int count)
+    {
+        const long before = allocations;
+        std::int64_t sum = 0;
+        for (int e = 0; e < count; ++e)
+            for (const auto& [x, y] : loader)
+                sum += y(0);
+        BOOST_TEST(sum >= 0);
+        return allocations - before;
+    };
+    BOOST_TEST(epochs(seeded, 1) > 0); // the buffers take their shapes
+    BOOST_TEST(epochs(unseeded, 1) > 0);
+    BOOST_TEST(epochs(dropping, 1) > 0);
+    BOOST_TEST(epochs(seeded, 5) == 0);
+    BOOST_TEST(epochs(unseeded, 5) == 0);
+    BOOST_TEST(epochs(dropping, 5) == 0);
 }
 
 BOOST_AUTO_TEST_CASE(loader_over_a_subset_yields_the_subsets_samples)

@@ -8,7 +8,10 @@
 //   a type's record version (u32) precedes its first occurrence in an archive
 //   state_dict:   [u32 version] u64 count, then per entry: string key, host_tensor
 //   string:       u64 length, bytes
-//   host_tensor:  [u32 version] string dtype, u64 rank, i64 extents[rank], raw data
+//   host_tensor:  [u32 version] string dtype, u64 rank, i64 extents[rank], raw data,
+//                 and from record version 2 on the u32 CRC-32 of the data
+// Records are written as version 1 unless a test asks otherwise: every later build still reads
+// them, so the corpus keeps testing the parser as the format grows.
 // Shared by test_hostile_files.cpp and fuzz/make_corpus.cpp.
 #include <ember/serialize/file.hpp>
 
@@ -23,6 +26,10 @@
 
 namespace hostile
 {
+
+/// The tensor record version this build writes.
+inline const std::uint32_t tensor_record_version =
+    cereal::detail::Version<ember::host_tensor>::version;
 
 /// Appends little-endian fields: the payload of a portable binary archive.
 struct payload
@@ -55,15 +62,19 @@ struct payload
         u64(s.size());
         return raw(s.data(), s.size());
     }
-    /// A tensor record's body after its version: dtype, shape, then `data_bytes` bytes of data.
+    /// A tensor record's body after its version: dtype, shape, then `data_bytes` bytes of data
+    /// (0x3f each), then, from record version 2 on, the CRC-32 of that data.
     payload& tensor(std::string_view dtype, const std::vector<std::int64_t>& shape,
-                    std::size_t data_bytes)
+                    std::size_t data_bytes, std::uint32_t record_version = 1)
     {
         str(dtype);
         u64(shape.size());
         for (auto d : shape)
             i64(d);
+        const std::size_t start = bytes.size();
         bytes.insert(bytes.end(), data_bytes, std::byte{0x3f});
+        if (record_version >= 2)
+            u32(ember::detail::crc32_of({bytes.data() + start, data_bytes}));
         return *this;
     }
 };

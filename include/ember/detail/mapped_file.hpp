@@ -1,0 +1,108 @@
+#pragma once
+/// @file
+/// A read-only memory map of a whole file (POSIX), for loaders that use a file's bytes in place.
+///
+/// The bytes stay valid while the mapped_file lives. If another process truncates the file
+/// while it is mapped, touching the lost pages raises SIGBUS: map files that are not being
+/// rewritten (ember's own writers replace files by rename, which is safe).
+
+#include "ember/core/error.hpp"
+#include "ember/detail/file_io.hpp"
+
+#include <cstddef>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <utility>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace ember::detail
+{
+
+/// Maps `path` read-only; throws io_error naming the path and the reason.
+class mapped_file
+{
+public:
+    mapped_file() = default;
+    explicit mapped_file(const std::filesystem::path& path);
+    ~mapped_file() { unmap(); }
+
+    mapped_file(mapped_file&& other) noexcept
+        : m_data(std::exchange(other.m_data, nullptr)), m_size(std::exchange(other.m_size, 0))
+    {
+    }
+    mapped_file& operator=(mapped_file&& other) noexcept
+    {
+        if (this != &other)
+        {
+            unmap();
+            m_data = std::exchange(other.m_data, nullptr);
+            m_size = std::exchange(other.m_size, 0);
+        }
+        return *this;
+    }
+    mapped_file(const mapped_file&) = delete;
+    mapped_file& operator=(const mapped_file&) = delete;
+
+    std::span<const std::byte> bytes() const noexcept
+    {
+        return {static_cast<const std::byte*>(m_data), m_size};
+    }
+    std::size_t size() const noexcept { return m_size; }
+
+private:
+    void unmap() noexcept
+    {
+        if (m_data != nullptr)
+            ::munmap(m_data, m_size);
+        m_data = nullptr;
+        m_size = 0;
+    }
+
+    void* m_data = nullptr;
+    std::size_t m_size = 0;
+};
+
+/*******************
+ * implementation  *
+ *******************/
+
+inline mapped_file::mapped_file(const std::filesystem::path& path)
+{
+    const std::string name = path.string();
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        throw io_error("cannot open '" + name + "': " + errno_text(errno));
+    struct stat st
+    {
+    };
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+    {
+        int err = errno;
+        ::close(fd);
+        throw io_error("cannot read '" + name + "': " +
+                       (S_ISDIR(st.st_mode)
+                            ? std::string("it is a folder")
+                            : std::string("not a regular file: ") + errno_text(err)));
+    }
+    const auto size = static_cast<std::size_t>(st.st_size);
+    if (size == 0)
+    {
+        // mmap refuses a zero length; an empty span is the whole file.
+        ::close(fd);
+        return;
+    }
+    void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int err = errno;
+    ::close(fd);
+    if (p == MAP_FAILED)
+        throw io_error("cannot map '" + name + "': " + errno_text(err));
+    m_data = p;
+    m_size = size;
+}
+
+} // namespace ember::detail

@@ -1,0 +1,607 @@
+#pragma once
+/// @file
+/// The zip container of PyTorch's files (what `torch.save` writes since 1.6): stored entries
+/// only, every record under one folder named by the writer (`archive/`, `linear_model/`, ...),
+/// record data aligned to 64 bytes by padding in a local extra field (id "FB"), ZIP64 records
+/// when sizes or offsets pass 4 GiB.
+///
+/// zip_reader validates the whole layout before anything is read: end of central directory
+/// (and its ZIP64 twin), entry count against the directory's size, every entry's bounds,
+/// local headers against the central directory, no overlaps, no duplicate names. Everything it
+/// returns is a view into the caller's bytes; CRC-32 is checked when a record is read.
+
+#include "ember/core/error.hpp"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace ember::pytorch
+{
+
+/// @brief One stored entry of a zip archive, located in the archive's bytes.
+struct zip_entry
+{
+    std::string name;
+    std::uint64_t header_offset = 0; ///< offset of the local file header
+    std::uint64_t data_offset = 0;   ///< offset of the first data byte
+    std::uint64_t size = 0;          ///< bytes of data (stored: compressed = uncompressed)
+    std::uint32_t crc32 = 0;
+};
+
+/// @brief Reads a zip archive of stored entries in place, validating its structure up front.
+class zip_reader
+{
+public:
+    /// @brief Parses the central directory of `bytes`, which must outlive the reader. Throws
+    /// format_error naming `what` and the offset of the first inconsistency.
+    explicit zip_reader(std::span<const std::byte> bytes, std::string what = "zip archive");
+
+    /// @brief Entries in central-directory order.
+    const std::vector<zip_entry>& entries() const noexcept { return m_entries; }
+    /// @brief The entry called `name` (full name, folder included), or nullptr.
+    const zip_entry* find(std::string_view name) const noexcept;
+
+    /// @brief The folder every record lives in (`archive`), taken from the first entry's name
+    /// as PyTorch does; empty if the first entry is not in a folder.
+    const std::string& folder() const noexcept { return m_folder; }
+    /// @brief The entry `folder()/record`, or nullptr.
+    const zip_entry* find_record(std::string_view record) const;
+
+    /// @brief The entry's bytes in place; checks its CRC-32 first unless `verify` is false.
+    std::span<const std::byte> data(const zip_entry& entry, bool verify = true) const;
+
+    const std::string& what() const noexcept { return m_what; }
+
+private:
+    [[noreturn]] void fail(const std::string& message) const;
+    void parse();
+
+    std::span<const std::byte> m_bytes;
+    std::string m_what;
+    std::string m_folder;
+    std::vector<zip_entry> m_entries;
+    std::unordered_map<std::string, std::size_t> m_index;
+};
+
+/// @brief How zip_writer lays out records.
+struct zip_writer_options
+{
+    std::size_t alignment = 64; ///< record data starts at a multiple of this (PyTorch: 64)
+    bool force_zip64 = false;   ///< ZIP64 fields even when nothing needs them (for tests)
+};
+
+/// @brief Writes a zip archive of stored entries into memory, records aligned like PyTorch's.
+class zip_writer
+{
+public:
+    explicit zip_writer(zip_writer_options options = {});
+
+    /// @brief Reserves room for `bytes` more bytes of output (avoids regrowth for big records).
+    void reserve(std::size_t bytes) { m_out.reserve(m_out.size() + bytes); }
+    /// @brief Appends a record called `name` (full name, folder included).
+    void add(std::string_view name, std::span<const std::byte> data);
+    void add(std::string_view name, std::string_view text)
+    {
+        add(name, std::as_bytes(std::span<const char>(text.data(), text.size())));
+    }
+    /// @brief Writes the central directory and returns the archive's bytes.
+    std::vector<std::byte> finish();
+
+private:
+    zip_writer_options m_options;
+    std::vector<std::byte> m_out;
+    std::vector<zip_entry> m_entries;
+    bool m_finished = false;
+};
+
+/*******************
+ * implementation  *
+ *******************/
+
+namespace detail
+{
+
+inline constexpr std::uint32_t local_header_signature = 0x04034b50;
+inline constexpr std::uint32_t central_header_signature = 0x02014b50;
+inline constexpr std::uint32_t end_signature = 0x06054b50;
+inline constexpr std::uint32_t zip64_end_signature = 0x06064b50;
+inline constexpr std::uint32_t zip64_locator_signature = 0x07064b50;
+inline constexpr std::size_t local_header_size = 30;
+inline constexpr std::size_t central_header_size = 46;
+inline constexpr std::size_t end_size = 22;
+inline constexpr std::size_t zip64_end_size = 56;
+inline constexpr std::size_t zip64_locator_size = 20;
+inline constexpr std::uint32_t u32_max = 0xffffffffu;
+inline constexpr std::uint16_t u16_max = 0xffffu;
+
+template <class U>
+U load_le(const std::byte* p) noexcept
+{
+    std::uint64_t v = 0;
+    for (std::size_t i = 0; i < sizeof(U); ++i)
+        v |= static_cast<std::uint64_t>(p[i]) << (8 * i);
+    return static_cast<U>(v);
+}
+
+template <class U>
+void append_le(std::vector<std::byte>& out, U v)
+{
+    for (std::size_t i = 0; i < sizeof(U); ++i)
+        out.push_back(static_cast<std::byte>((static_cast<std::uint64_t>(v) >> (8 * i)) & 0xffu));
+}
+
+inline std::uint32_t crc32(std::span<const std::byte> bytes) noexcept
+{
+    uLong crc = ::crc32(0L, Z_NULL, 0);
+    // zlib takes uInt lengths; feed large buffers in pieces.
+    constexpr std::size_t piece = std::size_t{1} << 30;
+    for (std::size_t off = 0; off < bytes.size(); off += piece)
+    {
+        const std::size_t n = std::min(piece, bytes.size() - off);
+        crc =
+            ::crc32(crc, reinterpret_cast<const Bytef*>(bytes.data() + off), static_cast<uInt>(n));
+    }
+    return static_cast<std::uint32_t>(crc);
+}
+
+/// a + b, or false when it overflows.
+inline bool add_overflows(std::uint64_t a, std::uint64_t b, std::uint64_t& sum) noexcept
+{
+    sum = a + b;
+    return sum < a;
+}
+
+inline std::string quote_name(std::string_view name)
+{
+    std::string s = "'";
+    for (char c : name)
+    {
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
+        {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned char>(c));
+            s += buf;
+        }
+        else
+            s += c;
+    }
+    return s + "'";
+}
+
+} // namespace detail
+
+inline zip_reader::zip_reader(std::span<const std::byte> bytes, std::string what)
+    : m_bytes(bytes), m_what(std::move(what))
+{
+    parse();
+}
+
+inline void zip_reader::fail(const std::string& message) const
+{
+    throw format_error(m_what + ": " + message);
+}
+
+inline void zip_reader::parse()
+{
+    using namespace detail;
+    const std::byte* b = m_bytes.data();
+    const std::uint64_t size = m_bytes.size();
+    auto at = [&](std::uint64_t off) { return std::to_string(off); };
+
+    if (size < end_size)
+        fail("only " + std::to_string(size) + " bytes, too short for a zip archive");
+
+    // The end record is the last one whose comment runs exactly to the end of the file.
+    std::uint64_t end = size;
+    const std::uint64_t lowest = size >= end_size + u16_max ? size - end_size - u16_max : 0;
+    for (std::uint64_t pos = size - end_size + 1; pos-- > lowest;)
+    {
+        if (load_le<std::uint32_t>(b + pos) == end_signature &&
+            pos + end_size + load_le<std::uint16_t>(b + pos + 20) == size)
+        {
+            end = pos;
+            break;
+        }
+    }
+    if (end == size)
+    {
+        if (size >= 4 && load_le<std::uint32_t>(b) == local_header_signature)
+            fail("no end of central directory record (truncated?)");
+        fail("not a zip archive (no end of central directory record)");
+    }
+
+    const std::byte* e = b + end;
+    std::uint64_t disk = load_le<std::uint16_t>(e + 4);
+    std::uint64_t cd_disk = load_le<std::uint16_t>(e + 6);
+    std::uint64_t count_disk = load_le<std::uint16_t>(e + 8);
+    std::uint64_t count = load_le<std::uint16_t>(e + 10);
+    std::uint64_t cd_size = load_le<std::uint32_t>(e + 12);
+    std::uint64_t cd_offset = load_le<std::uint32_t>(e + 16);
+    std::uint64_t cd_limit = end; // the central directory ends where the end records begin
+
+    if (end >= zip64_locator_size &&
+        load_le<std::uint32_t>(b + end - zip64_locator_size) == zip64_locator_signature)
+    {
+        const std::byte* loc = b + end - zip64_locator_size;
+        const std::uint64_t z_offset = load_le<std::uint64_t>(loc + 8);
+        if (load_le<std::uint32_t>(loc + 4) != 0 || load_le<std::uint32_t>(loc + 16) > 1)
+            fail("multi-disk archives are not supported (ZIP64 locator at offset " +
+                 at(end - zip64_locator_size) + ")");
+        if (z_offset > end - zip64_locator_size ||
+            end - zip64_locator_size - z_offset < zip64_end_size)
+            fail("ZIP64 end record offset " + at(z_offset) + " is outside the archive");
+        const std::byte* z = b + z_offset;
+        if (load_le<std::uint32_t>(z) != zip64_end_signature)
+            fail("no ZIP64 end record at offset " + at(z_offset));
+        const auto z_size = load_le<std::uint64_t>(z + 4);
+        if (z_size < zip64_end_size - 12 || z_size > end - zip64_locator_size - z_offset - 12)
+            fail("ZIP64 end record at offset " + at(z_offset) + " has invalid size " + at(z_size));
+        const std::uint64_t z_disk = load_le<std::uint32_t>(z + 16);
+        const std::uint64_t z_cd_disk = load_le<std::uint32_t>(z + 20);
+        const std::uint64_t z_count_disk = load_le<std::uint64_t>(z + 24);
+        const std::uint64_t z_count = load_le<std::uint64_t>(z + 32);
+        const std::uint64_t z_cd_size = load_le<std::uint64_t>(z + 40);
+        const std::uint64_t z_cd_offset = load_le<std::uint64_t>(z + 48);
+        // Fields that fit in the classic record must agree with the ZIP64 one.
+        auto agree = [&](std::uint64_t classic, std::uint64_t sentinel, std::uint64_t wide,
+                         const char* field)
+        {
+            if (classic != sentinel && classic != wide)
+                fail(std::string("end records disagree on the ") + field + " (" + at(classic) +
+                     " vs ZIP64 " + at(wide) + ")");
+        };
+        agree(count, u16_max, z_count, "entry count");
+        agree(cd_size, u32_max, z_cd_size, "central directory size");
+        agree(cd_offset, u32_max, z_cd_offset, "central directory offset");
+        disk = z_disk;
+        cd_disk = z_cd_disk;
+        count_disk = z_count_disk;
+        count = z_count;
+        cd_size = z_cd_size;
+        cd_offset = z_cd_offset;
+        cd_limit = z_offset;
+    }
+    else if (count == u16_max || cd_size == u32_max || cd_offset == u32_max)
+        fail("end record at offset " + at(end) + " needs a ZIP64 record, and there is none");
+
+    if (disk != 0 || cd_disk != 0 || count_disk != count)
+        fail("multi-disk archives are not supported");
+    std::uint64_t cd_end = 0;
+    if (add_overflows(cd_offset, cd_size, cd_end) || cd_end != cd_limit)
+        fail("central directory at offset " + at(cd_offset) + " of " + at(cd_size) +
+             " bytes does not end where the end record begins (offset " + at(cd_limit) + ")");
+    if (count > cd_size / central_header_size)
+        fail("end record declares " + at(count) + " entries, more than a " + at(cd_size) +
+             "-byte central directory can hold");
+
+    m_entries.reserve(static_cast<std::size_t>(count));
+    std::uint64_t pos = cd_offset;
+    for (std::uint64_t i = 0; i < count; ++i)
+    {
+        if (cd_end - pos < central_header_size)
+            fail("central directory entry " + at(i) + " at offset " + at(pos) +
+                 " runs past the directory's end");
+        const std::byte* c = b + pos;
+        if (load_le<std::uint32_t>(c) != central_header_signature)
+            fail("no central directory entry at offset " + at(pos));
+        const auto flags = load_le<std::uint16_t>(c + 8);
+        const auto method = load_le<std::uint16_t>(c + 10);
+        const auto crc = load_le<std::uint32_t>(c + 16);
+        std::uint64_t csize = load_le<std::uint32_t>(c + 20);
+        std::uint64_t usize = load_le<std::uint32_t>(c + 24);
+        const std::uint64_t nlen = load_le<std::uint16_t>(c + 28);
+        const std::uint64_t xlen = load_le<std::uint16_t>(c + 30);
+        const std::uint64_t clen = load_le<std::uint16_t>(c + 32);
+        std::uint64_t start_disk = load_le<std::uint16_t>(c + 34);
+        std::uint64_t lho = load_le<std::uint32_t>(c + 42);
+        if (cd_end - pos - central_header_size < nlen + xlen + clen)
+            fail("central directory entry at offset " + at(pos) +
+                 " has a name or extra field past the directory's end");
+        std::string name(reinterpret_cast<const char*>(c + central_header_size),
+                         static_cast<std::size_t>(nlen));
+        if (name.empty() || name.find('\0') != std::string::npos)
+            fail("entry at offset " + at(pos) + " has an empty or invalid name");
+        if (flags & 0x41u)
+            fail("entry " + quote_name(name) + " is encrypted");
+        if (method != 0)
+            fail("entry " + quote_name(name) + " is compressed (method " + std::to_string(method) +
+                 "); PyTorch's files store records uncompressed");
+
+        // ZIP64 extra: the saturated fields, in this order.
+        const std::byte* x = c + central_header_size + nlen;
+        bool seen_zip64 = false;
+        for (std::uint64_t xo = 0; xo < xlen;)
+        {
+            if (xlen - xo < 4)
+                fail("entry " + quote_name(name) + " has a truncated extra field");
+            const auto id = load_le<std::uint16_t>(x + xo);
+            const std::uint64_t len = load_le<std::uint16_t>(x + xo + 2);
+            if (xlen - xo - 4 < len)
+                fail("entry " + quote_name(name) + " has an extra field past its end");
+            if (id == 0x0001 && !seen_zip64)
+            {
+                seen_zip64 = true;
+                const std::byte* d = x + xo + 4;
+                std::uint64_t used = 0;
+                auto take = [&](std::uint64_t& field, std::uint64_t width)
+                {
+                    if (len - used < width)
+                        fail("entry " + quote_name(name) + " has a short ZIP64 extra field");
+                    field = width == 8 ? load_le<std::uint64_t>(d + used)
+                                       : load_le<std::uint32_t>(d + used);
+                    used += width;
+                };
+                if (usize == u32_max)
+                    take(usize, 8);
+                if (csize == u32_max)
+                    take(csize, 8);
+                if (lho == u32_max)
+                    take(lho, 8);
+                if (start_disk == u16_max)
+                    take(start_disk, 4);
+            }
+            xo += 4 + len;
+        }
+        if (usize == u32_max || csize == u32_max || lho == u32_max || start_disk == u16_max)
+        {
+            if (!seen_zip64)
+                fail("entry " + quote_name(name) + " needs a ZIP64 extra field, and has none");
+        }
+        if (start_disk != 0)
+            fail("entry " + quote_name(name) + " is on another disk");
+        if (csize != usize)
+            fail("stored entry " + quote_name(name) + " has compressed size " + at(csize) +
+                 " but size " + at(usize));
+
+        // The local header must agree, and the data must lie before the central directory.
+        if (lho > cd_offset || cd_offset - lho < local_header_size)
+            fail("entry " + quote_name(name) + ": local header offset " + at(lho) +
+                 " is outside the archive's data area");
+        const std::byte* l = b + lho;
+        if (load_le<std::uint32_t>(l) != local_header_signature)
+            fail("entry " + quote_name(name) + ": no local header at offset " + at(lho));
+        const auto lflags = load_le<std::uint16_t>(l + 6);
+        const auto lmethod = load_le<std::uint16_t>(l + 8);
+        const std::uint64_t lnlen = load_le<std::uint16_t>(l + 26);
+        const std::uint64_t lxlen = load_le<std::uint16_t>(l + 28);
+        if (cd_offset - lho - local_header_size < lnlen + lxlen)
+            fail("entry " + quote_name(name) + ": local header at offset " + at(lho) +
+                 " runs into the central directory");
+        if (lnlen != nlen || std::memcmp(l + local_header_size, name.data(), nlen) != 0)
+            fail("entry " + quote_name(name) + ": local header at offset " + at(lho) +
+                 " names another file");
+        if (lmethod != 0)
+            fail("entry " + quote_name(name) + ": local header says compressed");
+        if (!(lflags & 0x08u))
+        {
+            const auto lcrc = load_le<std::uint32_t>(l + 14);
+            const std::uint64_t lcsize = load_le<std::uint32_t>(l + 18);
+            const std::uint64_t lusize = load_le<std::uint32_t>(l + 22);
+            if (lcrc != crc || (lcsize != u32_max && lcsize != csize) ||
+                (lusize != u32_max && lusize != usize))
+                fail("entry " + quote_name(name) + ": local header at offset " + at(lho) +
+                     " disagrees with the central directory on size or CRC");
+        }
+        const std::uint64_t data = lho + local_header_size + lnlen + lxlen;
+        if (cd_offset - data < usize)
+            fail("entry " + quote_name(name) + ": " + at(usize) + " bytes at offset " + at(data) +
+                 " run past the data area (ends at " + at(cd_offset) + ")");
+
+        if (m_index.contains(name))
+            fail("duplicate entry " + quote_name(name));
+        m_index.emplace(name, m_entries.size());
+        m_entries.push_back({std::move(name), lho, data, usize, crc});
+        pos += central_header_size + nlen + xlen + clen;
+    }
+    if (pos != cd_end)
+        fail("central directory has " + at(cd_end - pos) + " bytes after its " + at(count) +
+             " entries");
+
+    // Entries may not share bytes: sorted by position, each ends before the next begins.
+    std::vector<const zip_entry*> order;
+    order.reserve(m_entries.size());
+    for (const auto& entry : m_entries)
+        order.push_back(&entry);
+    std::sort(order.begin(), order.end(),
+              [](const zip_entry* a, const zip_entry* c)
+              { return a->header_offset < c->header_offset; });
+    for (std::size_t i = 1; i < order.size(); ++i)
+        if (order[i - 1]->data_offset + order[i - 1]->size > order[i]->header_offset)
+            fail("entries " + quote_name(order[i - 1]->name) + " and " +
+                 quote_name(order[i]->name) + " overlap (offsets " +
+                 at(order[i - 1]->header_offset) + " and " + at(order[i]->header_offset) + ")");
+
+    if (!m_entries.empty())
+    {
+        const std::string& first = m_entries.front().name;
+        const auto slash = first.find('/');
+        if (slash != std::string::npos)
+            m_folder = first.substr(0, slash);
+    }
+}
+
+inline const zip_entry* zip_reader::find(std::string_view name) const noexcept
+{
+    auto it = m_index.find(std::string(name));
+    return it == m_index.end() ? nullptr : &m_entries[it->second];
+}
+
+inline const zip_entry* zip_reader::find_record(std::string_view record) const
+{
+    if (m_folder.empty())
+        return nullptr;
+    std::string full = m_folder;
+    full += '/';
+    full += record;
+    return find(full);
+}
+
+inline std::span<const std::byte> zip_reader::data(const zip_entry& entry, bool verify) const
+{
+    const std::span<const std::byte> d = m_bytes.subspan(
+        static_cast<std::size_t>(entry.data_offset), static_cast<std::size_t>(entry.size));
+    if (verify)
+    {
+        const std::uint32_t actual = detail::crc32(d);
+        if (actual != entry.crc32)
+        {
+            char buf[64];
+            std::snprintf(buf, sizeof buf, "stored 0x%08x, computed 0x%08x", entry.crc32, actual);
+            fail("record " + detail::quote_name(entry.name) + " fails its CRC-32 check (" + buf +
+                 "): the file is corrupt");
+        }
+    }
+    return d;
+}
+
+inline zip_writer::zip_writer(zip_writer_options options) : m_options(options)
+{
+    if (m_options.alignment == 0 || m_options.alignment > 0x8000)
+        throw value_error("zip_writer: alignment " + std::to_string(m_options.alignment) +
+                          " outside [1, 32768]");
+}
+
+inline void zip_writer::add(std::string_view name, std::span<const std::byte> data)
+{
+    using namespace detail;
+    if (m_finished)
+        throw value_error("zip_writer: add() after finish()");
+    if (name.empty() || name.size() > u16_max)
+        throw value_error("zip_writer: record name of " + std::to_string(name.size()) +
+                          " bytes (must be 1 to 65535)");
+    const std::uint64_t offset = m_out.size();
+    const std::uint64_t size = data.size();
+    const bool zip64 = m_options.force_zip64 || size >= u32_max || offset >= u32_max;
+    const std::uint32_t crc = detail::crc32(data);
+
+    // Pad with an "FB" extra field so the data starts aligned, as PyTorch's writer does.
+    const std::uint64_t unpadded = offset + local_header_size + name.size() + (zip64 ? 20 : 0) + 4;
+    const std::uint64_t padding =
+        (m_options.alignment - unpadded % m_options.alignment) % m_options.alignment;
+    const std::uint64_t extra = (zip64 ? 20 : 0) + 4 + padding;
+
+    append_le<std::uint32_t>(m_out, local_header_signature);
+    append_le<std::uint16_t>(m_out, zip64 ? 45 : 20); // version needed
+    append_le<std::uint16_t>(m_out, 0x0800);          // names are UTF-8
+    append_le<std::uint16_t>(m_out, 0);               // stored
+    append_le<std::uint16_t>(m_out, 0);               // time
+    append_le<std::uint16_t>(m_out, (1 << 5) | 1);    // date: 1980-01-01, as a fixed stamp
+    append_le<std::uint32_t>(m_out, crc);
+    append_le<std::uint32_t>(m_out, zip64 ? u32_max : static_cast<std::uint32_t>(size));
+    append_le<std::uint32_t>(m_out, zip64 ? u32_max : static_cast<std::uint32_t>(size));
+    append_le<std::uint16_t>(m_out, static_cast<std::uint16_t>(name.size()));
+    append_le<std::uint16_t>(m_out, static_cast<std::uint16_t>(extra));
+    for (char ch : name)
+        m_out.push_back(static_cast<std::byte>(ch));
+    if (zip64)
+    {
+        append_le<std::uint16_t>(m_out, 0x0001);
+        append_le<std::uint16_t>(m_out, 16);
+        append_le<std::uint64_t>(m_out, size);
+        append_le<std::uint64_t>(m_out, size);
+    }
+    append_le<std::uint16_t>(m_out, 0x4246); // "FB"
+    append_le<std::uint16_t>(m_out, static_cast<std::uint16_t>(padding));
+    m_out.insert(m_out.end(), static_cast<std::size_t>(padding), std::byte{'Z'});
+    const std::uint64_t data_offset = m_out.size();
+    m_out.insert(m_out.end(), data.begin(), data.end());
+    m_entries.push_back({std::string(name), offset, data_offset, size, crc});
+}
+
+inline std::vector<std::byte> zip_writer::finish()
+{
+    using namespace detail;
+    if (m_finished)
+        throw value_error("zip_writer: finish() called twice");
+    m_finished = true;
+    const std::uint64_t cd_offset = m_out.size();
+    for (const auto& entry : m_entries)
+    {
+        const bool big_size = m_options.force_zip64 || entry.size >= u32_max;
+        const bool big_offset = m_options.force_zip64 || entry.header_offset >= u32_max;
+        const std::uint16_t extra =
+            (big_size || big_offset)
+                ? static_cast<std::uint16_t>(4 + (big_size ? 16 : 0) + (big_offset ? 8 : 0))
+                : 0;
+        append_le<std::uint32_t>(m_out, central_header_signature);
+        append_le<std::uint16_t>(m_out, extra ? 45 : 20); // made by (MS-DOS attributes)
+        append_le<std::uint16_t>(m_out, extra ? 45 : 20); // needed
+        append_le<std::uint16_t>(m_out, 0x0800);
+        append_le<std::uint16_t>(m_out, 0);
+        append_le<std::uint16_t>(m_out, 0);
+        append_le<std::uint16_t>(m_out, (1 << 5) | 1);
+        append_le<std::uint32_t>(m_out, entry.crc32);
+        append_le<std::uint32_t>(m_out,
+                                 big_size ? u32_max : static_cast<std::uint32_t>(entry.size));
+        append_le<std::uint32_t>(m_out,
+                                 big_size ? u32_max : static_cast<std::uint32_t>(entry.size));
+        append_le<std::uint16_t>(m_out, static_cast<std::uint16_t>(entry.name.size()));
+        append_le<std::uint16_t>(m_out, extra);
+        append_le<std::uint16_t>(m_out, 0); // comment
+        append_le<std::uint16_t>(m_out, 0); // disk
+        append_le<std::uint16_t>(m_out, 0); // internal attributes
+        append_le<std::uint32_t>(m_out, 0); // external attributes
+        append_le<std::uint32_t>(
+            m_out, big_offset ? u32_max : static_cast<std::uint32_t>(entry.header_offset));
+        for (char ch : entry.name)
+            m_out.push_back(static_cast<std::byte>(ch));
+        if (extra)
+        {
+            append_le<std::uint16_t>(m_out, 0x0001);
+            append_le<std::uint16_t>(m_out, static_cast<std::uint16_t>(extra - 4));
+            if (big_size)
+            {
+                append_le<std::uint64_t>(m_out, entry.size);
+                append_le<std::uint64_t>(m_out, entry.size);
+            }
+            if (big_offset)
+                append_le<std::uint64_t>(m_out, entry.header_offset);
+        }
+    }
+    const std::uint64_t cd_size = m_out.size() - cd_offset;
+    const std::uint64_t count = m_entries.size();
+    const bool zip64 =
+        m_options.force_zip64 || count >= u16_max || cd_size >= u32_max || cd_offset >= u32_max;
+    if (zip64)
+    {
+        const std::uint64_t z_offset = m_out.size();
+        append_le<std::uint32_t>(m_out, zip64_end_signature);
+        append_le<std::uint64_t>(m_out, zip64_end_size - 12);
+        append_le<std::uint16_t>(m_out, 45);
+        append_le<std::uint16_t>(m_out, 45);
+        append_le<std::uint32_t>(m_out, 0);
+        append_le<std::uint32_t>(m_out, 0);
+        append_le<std::uint64_t>(m_out, count);
+        append_le<std::uint64_t>(m_out, count);
+        append_le<std::uint64_t>(m_out, cd_size);
+        append_le<std::uint64_t>(m_out, cd_offset);
+        append_le<std::uint32_t>(m_out, zip64_locator_signature);
+        append_le<std::uint32_t>(m_out, 0);
+        append_le<std::uint64_t>(m_out, z_offset);
+        append_le<std::uint32_t>(m_out, 1);
+    }
+    append_le<std::uint32_t>(m_out, end_signature);
+    append_le<std::uint16_t>(m_out, 0);
+    append_le<std::uint16_t>(m_out, 0);
+    const auto count16 = count >= u16_max ? u16_max : static_cast<std::uint16_t>(count);
+    append_le<std::uint16_t>(m_out, count16);
+    append_le<std::uint16_t>(m_out, count16);
+    append_le<std::uint32_t>(m_out,
+                             cd_size >= u32_max ? u32_max : static_cast<std::uint32_t>(cd_size));
+    append_le<std::uint32_t>(m_out, cd_offset >= u32_max ? u32_max
+                                                         : static_cast<std::uint32_t>(cd_offset));
+    append_le<std::uint16_t>(m_out, 0);
+    return std::move(m_out);
+}
+
+} // namespace ember::pytorch

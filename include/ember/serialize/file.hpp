@@ -1,15 +1,28 @@
 #pragma once
 /// @file
 /// Saving and loading ember's state types to files: `ember::save(obj, path)` and
-/// `ember::load<T>(path)`.
+/// `ember::load<T>(path)`, with the format chosen by the extension or given explicitly.
 ///
-/// An ember file is a small fixed header followed by a cereal portable-binary archive:
+/// | extension              | format (file_format)      | what the file is                        |
+/// |------------------------|---------------------------|-----------------------------------------|
+/// | .ember                 | ember                     | ember's container (below)               |
+/// | .pth .pt .tar          | ember                     | the container, until PyTorch's format   |
+/// | .json                  | json                      | cereal JSON archive                     |
+/// | .xml                   | xml                       | cereal XML archive                      |
+/// | .bin .cereal           | cereal_portable_binary    | cereal portable binary archive          |
+/// | (none: override only)  | cereal_binary             | cereal binary archive (this host's ABI) |
+///
+/// Loading by extension first looks at the bytes: a file that starts with the container's
+/// magic is read as a container whatever its name (so `.pth` files ember wrote stay readable
+/// when `.pth` means PyTorch's own format). An explicit file_format is taken as given.
+///
+/// The container (container version 2; versions 1 and 2 are read):
 ///
 /// | offset | size | field                                                     |
 /// |-------:|-----:|-----------------------------------------------------------|
 /// | 0      | 8    | magic `\x89EMBER\r\n` (catches text-mode mangling)        |
-/// | 8      | 4    | container version (this build writes and reads 1)         |
-/// | 12     | 4    | content kind (1 state_dict, 2 optimizer state)            |
+/// | 8      | 4    | container version                                         |
+/// | 12     | 4    | content kind (1 state_dict, 2 optimizer state, 3 checkpoint) |
 /// | 16     | 4    | writer's ember version (major·10000 + minor·100 + patch)  |
 /// | 20     | 4    | archive kind (0 = cereal portable binary)                 |
 /// | 24     | 8    | payload size in bytes                                     |
@@ -17,28 +30,58 @@
 /// | 36     | 4    | CRC-32 of bytes 0–35                                      |
 /// | 40     | …    | payload                                                   |
 ///
-/// All integers little-endian. Saving is crash-safe (detail::atomic_write). Loading checks the
-/// header, the sizes and both checksums before it parses a byte of payload, and parses with a
+/// All integers little-endian. Version 2 payloads hold tensor records that carry their own
+/// CRC-32 (cereal.hpp), so a tensor that goes bad is named by its key. Version 1 (ember 0.1.0)
+/// is the same layout with checksum-less tensor records.
+///
+/// A raw cereal archive (JSON, XML, binary) holds three members: `ember_content` (the content's
+/// name: "state_dict", "optimizer_state", "checkpoint"), `ember_version` (the writer), and the
+/// object itself under its content name.
+///
+/// Saving is crash-safe in every format (detail::atomic_write). Loading checks the header, the
+/// sizes and both checksums before it parses a byte of payload, and parses every format with a
 /// byte budget so a corrupt length can never cause a large allocation. Every failure is an
 /// ember::error naming the file.
 
 #include "ember/core/error.hpp"
 #include "ember/core/state_dict.hpp"
+#include "ember/detail/crc32.hpp"
 #include "ember/detail/file_io.hpp"
 #include "ember/detail/memory_stream.hpp"
 #include "ember/optim/optimizer_state.hpp"
 #include "ember/serialize/cereal.hpp"
+#include "ember/serialize/checkpoint.hpp"
 #include "ember/version.hpp"
 
+#include <cereal/archives/binary.hpp>
+#include <cereal/archives/json.hpp>
 #include <cereal/archives/portable_binary.hpp>
-#include <zlib.h>
+#include <cereal/archives/xml.hpp>
 
+// The JSON validator reads with the same RapidJSON cereal uses: its bundled copy, or the
+// system's where a distribution (Debian) unbundled it.
+#if __has_include(<cereal/external/rapidjson/error/en.h>)
+#include <cereal/external/rapidjson/error/en.h>
+#include <cereal/external/rapidjson/reader.h>
+#define EMBER_RAPIDJSON CEREAL_RAPIDJSON_NAMESPACE
+#else
+#include <rapidjson/error/en.h>
+#include <rapidjson/reader.h>
+#define EMBER_RAPIDJSON RAPIDJSON_NAMESPACE
+#endif
+
+#include <algorithm>
 #include <array>
+#include <cctype>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <istream>
+#include <optional>
 #include <ostream>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ember
@@ -49,7 +92,11 @@ enum class file_content : std::uint32_t
 {
     state_dict = 1,
     optimizer_state = 2,
+    checkpoint = 3,
 };
+
+/// @brief "state_dict", "optimizer state", "checkpoint" (for messages).
+std::string_view content_name(file_content c) noexcept;
 
 template <class T>
 struct file_content_of; // specialised for each type ember::save accepts
@@ -58,50 +105,167 @@ template <>
 struct file_content_of<state_dict>
 {
     static constexpr file_content value = file_content::state_dict;
-    static constexpr const char* name = "state_dict";
 };
 
 template <>
 struct file_content_of<optim::optimizer_state>
 {
     static constexpr file_content value = file_content::optimizer_state;
-    static constexpr const char* name = "optimizer state";
 };
 
-/// @brief Writes `obj` to `path` crash-safely: the file is either the old one or the new one,
-/// never a mix. Throws io_error (naming the path and the reason) and leaves the old file intact.
+template <>
+struct file_content_of<checkpoint>
+{
+    static constexpr file_content value = file_content::checkpoint;
+};
+
+/// @brief The formats ember reads and writes (PyTorch's zip and safetensors are to come).
+enum class file_format
+{
+    ember,                  ///< ember's container: header, checksums, portable binary payload
+    cereal_binary,          ///< cereal's BinaryArchive: this host's byte order and widths
+    cereal_portable_binary, ///< cereal's PortableBinaryArchive
+    json,                   ///< cereal's JSONArchive, floats exact (see cereal.hpp)
+    xml,                    ///< cereal's XMLArchive, floats exact
+};
+
+/// @brief "ember", "cereal binary", "cereal portable binary", "JSON", "XML".
+std::string_view format_name(file_format f) noexcept;
+
+/// @brief The format for `path`'s extension (case-insensitive; table in the file comment).
+/// Throws value_error naming the path and the extension if there is none for it.
+file_format format_from_extension(const std::filesystem::path& path);
+
+/// @brief Writes `obj` to `path` crash-safely, in the format of its extension: the file is
+/// either the old one or the new one, never a mix. Throws value_error for an unknown extension,
+/// io_error (naming the path and the reason) if writing fails, leaving the old file intact.
 template <class T>
 void save(const T& obj, const std::filesystem::path& path);
 
-/// @brief Reads a T from `path`. Throws io_error if the file cannot be read, format_error if
-/// its bytes are not a whole, valid ember file holding a T (naming the file and what is wrong).
+/// @brief Writes `obj` to `path` crash-safely in `format`, whatever the extension.
+template <class T>
+void save(const T& obj, const std::filesystem::path& path, file_format format);
+
+/// @brief Reads a T from `path`: an ember container if the bytes say so, else the format of
+/// its extension. Throws io_error if the file cannot be read, value_error for an unknown
+/// extension, format_error if the bytes are not a whole, valid file holding a T (naming the
+/// file and what is wrong, and where: offset, key or field).
 template <class T>
 T load(const std::filesystem::path& path);
+
+/// @brief Reads a T from `path` in `format`, whatever the extension.
+template <class T>
+T load(const std::filesystem::path& path, file_format format);
+
+/// @brief What a file holds, read without loading it whole (the container's header; the first
+/// members of a raw archive).
+struct file_info
+{
+    file_format format = file_format::ember;
+    file_content content = file_content::state_dict;
+    std::uint32_t container_version = 0; ///< 0 for a raw cereal archive
+    std::string writer;                  ///< the ember version that wrote it
+    std::uint64_t size = 0;              ///< bytes
+};
+
+/// @brief Identifies the file at `path` (format as load<T>(path) chooses it). Throws like load.
+file_info probe(const std::filesystem::path& path);
+file_info probe(const std::filesystem::path& path, file_format format);
 
 /*******************
  * implementation  *
  *******************/
+
+inline std::string_view content_name(file_content c) noexcept
+{
+    switch (c)
+    {
+    case file_content::state_dict:
+        return "state_dict";
+    case file_content::optimizer_state:
+        return "optimizer state";
+    case file_content::checkpoint:
+        return "checkpoint";
+    }
+    return "unknown content";
+}
+
+inline std::string_view format_name(file_format f) noexcept
+{
+    switch (f)
+    {
+    case file_format::ember:
+        return "ember";
+    case file_format::cereal_binary:
+        return "cereal binary";
+    case file_format::cereal_portable_binary:
+        return "cereal portable binary";
+    case file_format::json:
+        return "JSON";
+    case file_format::xml:
+        return "XML";
+    }
+    return "unknown format";
+}
+
+inline file_format format_from_extension(const std::filesystem::path& path)
+{
+    std::string ext = path.extension().string();
+    std::transform(ext.begin(), ext.end(), ext.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (ext == ".ember" || ext == ".pth" || ext == ".pt" || ext == ".tar")
+        return file_format::ember;
+    if (ext == ".json")
+        return file_format::json;
+    if (ext == ".xml")
+        return file_format::xml;
+    if (ext == ".bin" || ext == ".cereal")
+        return file_format::cereal_portable_binary;
+    throw value_error("cannot tell the file format of '" + path.string() + "' from " +
+                      (ext.empty() ? std::string("its missing extension")
+                                   : "its extension '" + path.extension().string() + "'") +
+                      ": ember knows .ember, .pth, .pt, .tar, .json, .xml, .bin and .cereal; "
+                      "or pass an ember::file_format");
+}
 
 namespace detail
 {
 
 inline constexpr std::array<unsigned char, 8> file_magic = {0x89, 'E', 'M',  'B',
                                                             'E',  'R', '\r', '\n'};
-inline constexpr std::uint32_t container_version = 1;
+/// The container version this build writes; it reads every version from 1 up to it.
+inline constexpr std::uint32_t container_version = 2;
 inline constexpr std::size_t header_size = 40;
+/// The deepest nesting of JSON arrays/objects or XML elements a text file may have: ember's
+/// own structures stay far below it (values nest at most max_value_depth levels), and it keeps
+/// the recursive parsers of cereal's JSON and XML archives off the end of the stack.
+inline constexpr std::size_t max_text_depth = 512;
 
-inline std::uint32_t crc32_of(std::span<const std::byte> bytes)
+/// The name of a content kind as a raw archive's `ember_content` member spells it.
+inline std::string_view content_key(file_content c) noexcept
 {
-    uLong crc = ::crc32(0L, Z_NULL, 0);
-    // zlib takes uInt lengths; feed large buffers in pieces.
-    const std::size_t piece = 1u << 30;
-    for (std::size_t off = 0; off < bytes.size(); off += piece)
+    switch (c)
     {
-        std::size_t n = std::min(piece, bytes.size() - off);
-        crc =
-            ::crc32(crc, reinterpret_cast<const Bytef*>(bytes.data() + off), static_cast<uInt>(n));
+    case file_content::state_dict:
+        return "state_dict";
+    case file_content::optimizer_state:
+        return "optimizer_state";
+    case file_content::checkpoint:
+        return "checkpoint";
     }
-    return static_cast<std::uint32_t>(crc);
+    return "unknown";
+}
+
+inline bool content_from_key(std::string_view key, file_content& c) noexcept
+{
+    for (auto k :
+         {file_content::state_dict, file_content::optimizer_state, file_content::checkpoint})
+        if (content_key(k) == key)
+        {
+            c = k;
+            return true;
+        }
+    return false;
 }
 
 template <class U>
@@ -122,9 +286,478 @@ U get_le(const std::byte* p)
 
 inline std::string hex32(std::uint32_t v)
 {
-    char buf[11];
-    std::snprintf(buf, sizeof buf, "0x%08x", v);
-    return buf;
+    return hex_text(v, 8);
+}
+
+inline bool has_file_magic(std::span<const std::byte> bytes) noexcept
+{
+    return bytes.size() >= file_magic.size() &&
+           std::memcmp(bytes.data(), file_magic.data(), file_magic.size()) == 0;
+}
+
+/// A format_error whose message starts with the file's name.
+inline format_error file_error(std::string_view name, const std::string& what)
+{
+    return format_error("'" + std::string(name) + "': " + what);
+}
+
+// ---- the container --------------------------------------------------------------------------
+
+/// The container's header, checked: magic, header checksum, versions, kind, sizes and the
+/// payload checksum. Returns the payload.
+struct container_header
+{
+    std::uint32_t version = 0;
+    std::uint32_t content = 0;
+    std::uint32_t writer = 0;
+    std::span<const std::byte> payload;
+};
+
+inline container_header read_container_header(std::span<const std::byte> bytes,
+                                              std::string_view name, bool check_payload = true)
+{
+    auto bad = [&](const std::string& what) { return file_error(name, what); };
+    if (bytes.size() < header_size)
+        throw bad("file is " + std::to_string(bytes.size()) + " bytes, shorter than the " +
+                  std::to_string(header_size) + "-byte ember header (truncated?)");
+    const std::byte* h = bytes.data();
+    if (!has_file_magic(bytes))
+        throw bad("not an ember file (wrong magic at offset 0)");
+    const auto header_crc = get_le<std::uint32_t>(h + 36);
+    if (crc32_of({h, 36}) != header_crc)
+        throw bad("header checksum mismatch at offset 36 (the header is corrupt)");
+    container_header result;
+    result.version = get_le<std::uint32_t>(h + 8);
+    result.content = get_le<std::uint32_t>(h + 12);
+    result.writer = get_le<std::uint32_t>(h + 16);
+    if (result.version > container_version)
+        throw bad("written in container version " + std::to_string(result.version) + " by ember " +
+                  version_string(result.writer) + "; this build (ember " + std::string(version) +
+                  ") reads up to version " + std::to_string(container_version));
+    if (result.version == 0)
+        throw bad("container version 0 at offset 8 is invalid");
+    if (get_le<std::uint32_t>(h + 20) != 0)
+        throw bad("unknown archive kind " + std::to_string(get_le<std::uint32_t>(h + 20)) +
+                  " at offset 20");
+    const auto payload_size = get_le<std::uint64_t>(h + 24);
+    const std::size_t available = bytes.size() - header_size;
+    if (payload_size != available)
+        throw bad("header declares a " + std::to_string(payload_size) + "-byte payload at offset " +
+                  std::to_string(header_size) + ", the file has " + std::to_string(available) +
+                  (payload_size > available ? " (truncated)" : " (trailing bytes)"));
+    result.payload = {h + header_size, available};
+    if (check_payload)
+    {
+        const auto payload_crc = get_le<std::uint32_t>(h + 32);
+        if (auto actual = crc32_of(result.payload); actual != payload_crc)
+            throw bad("payload checksum mismatch (stored " + hex32(payload_crc) + ", computed " +
+                      hex32(actual) + "): the file is corrupt");
+    }
+    return result;
+}
+
+inline std::string describe_content(std::uint32_t content)
+{
+    file_content c = static_cast<file_content>(content);
+    if (content >= 1 && content <= 3)
+        return (c == file_content::optimizer_state ? "an " : "a ") + std::string(content_name(c)) +
+               " (content kind " + std::to_string(content) + ")";
+    return "content kind " + std::to_string(content) + ", which this build does not know";
+}
+
+template <class T>
+std::vector<std::byte> encode_container(const T& obj)
+{
+    std::vector<std::byte> bytes(header_size);
+    {
+        vector_sink sink(bytes);
+        std::ostream os(&sink);
+        cereal::PortableBinaryOutputArchive ar(os);
+        ar(obj);
+    }
+    const std::span<const std::byte> payload(bytes.data() + header_size,
+                                             bytes.size() - header_size);
+    std::byte* h = bytes.data();
+    std::memcpy(h, file_magic.data(), file_magic.size());
+    put_le<std::uint32_t>(h + 8, container_version);
+    put_le<std::uint32_t>(h + 12, static_cast<std::uint32_t>(file_content_of<T>::value));
+    put_le<std::uint32_t>(h + 16, version_number);
+    put_le<std::uint32_t>(h + 20, 0);
+    put_le<std::uint64_t>(h + 24, payload.size());
+    put_le<std::uint32_t>(h + 32, crc32_of(payload));
+    put_le<std::uint32_t>(h + 36, crc32_of({h, 36}));
+    return bytes;
+}
+
+template <class T>
+T decode_container(std::span<const std::byte> bytes, std::string_view name)
+{
+    const container_header header = read_container_header(bytes, name);
+    if (header.content != static_cast<std::uint32_t>(file_content_of<T>::value))
+        throw file_error(name, "holds " + describe_content(header.content) + ", not a " +
+                                   std::string(content_name(file_content_of<T>::value)));
+    T obj{};
+    span_source source(header.payload);
+    std::istream is(&source);
+    try
+    {
+        scoped_load_budget budget(header.payload.size());
+        cereal::PortableBinaryInputArchive ar(is);
+        ar(obj);
+    }
+    catch (const format_error& e)
+    {
+        throw file_error(name, std::string(e.what()) + " (near offset " +
+                                   std::to_string(header_size + source.consumed()) + ")");
+    }
+    catch (const cereal::Exception& e)
+    {
+        throw file_error(name, "payload is malformed near offset " +
+                                   std::to_string(header_size + source.consumed()) + ": " +
+                                   e.what());
+    }
+    if (source.remaining() != 0)
+        throw file_error(name, std::to_string(source.remaining()) +
+                                   " unread bytes after the payload's end");
+    return obj;
+}
+
+// ---- raw cereal archives --------------------------------------------------------------------
+
+/// Checks that `text` is one well-formed JSON value nested at most max_text_depth deep, with
+/// RapidJSON's iterative (stack-safe) reader; throws format_error with the offset otherwise.
+inline void validate_json(std::span<const std::byte> text, std::string_view name)
+{
+    struct handler : EMBER_RAPIDJSON::BaseReaderHandler<EMBER_RAPIDJSON::UTF8<>, handler>
+    {
+        std::size_t depth = 0;
+        bool too_deep = false;
+        bool open()
+        {
+            too_deep = ++depth > max_text_depth;
+            return !too_deep;
+        }
+        bool StartObject() { return open(); }
+        bool StartArray() { return open(); }
+        bool EndObject(EMBER_RAPIDJSON::SizeType)
+        {
+            --depth;
+            return true;
+        }
+        bool EndArray(EMBER_RAPIDJSON::SizeType)
+        {
+            --depth;
+            return true;
+        }
+    } h;
+    // MemoryStream stops at the end of the span: no terminating zero needed.
+    EMBER_RAPIDJSON::MemoryStream stream(reinterpret_cast<const char*>(text.data()), text.size());
+    EMBER_RAPIDJSON::Reader reader;
+    const auto result =
+        reader.Parse<EMBER_RAPIDJSON::kParseIterativeFlag | EMBER_RAPIDJSON::kParseNanAndInfFlag |
+                     EMBER_RAPIDJSON::kParseFullPrecisionFlag>(stream, h);
+    if (h.too_deep)
+        throw file_error(name, "JSON nested deeper than " + std::to_string(max_text_depth) +
+                                   " levels at offset " + std::to_string(result.Offset()));
+    if (result.IsError())
+        throw file_error(name, "not valid JSON at offset " + std::to_string(result.Offset()) +
+                                   ": " + EMBER_RAPIDJSON::GetParseError_En(result.Code()));
+}
+
+/// Checks XML element nesting against max_text_depth (cereal's XML parser recurses per level).
+/// Counts conservatively: comments, declarations and CDATA are skipped, quoted attribute values
+/// are not taken for tags.
+inline void check_xml_depth(std::span<const std::byte> bytes, std::string_view name)
+{
+    const std::string_view s(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    std::size_t depth = 0;
+    std::size_t i = 0;
+    auto skip_past = [&](std::string_view end)
+    {
+        const std::size_t at = s.find(end, i);
+        i = at == std::string_view::npos ? s.size() : at + end.size();
+    };
+    while ((i = s.find('<', i)) != std::string_view::npos)
+    {
+        const std::size_t start = i;
+        if (s.substr(i, 4) == "<!--")
+            skip_past("-->");
+        else if (s.substr(i, 9) == "<![CDATA[")
+            skip_past("]]>");
+        else if (i + 1 < s.size() && (s[i + 1] == '?' || s[i + 1] == '!'))
+            skip_past(">");
+        else if (i + 1 < s.size() && s[i + 1] == '/')
+        {
+            depth -= depth > 0 ? 1 : 0;
+            skip_past(">");
+        }
+        else
+        {
+            // An opening tag: find its '>' outside quoted attribute values.
+            char quote = 0;
+            std::size_t j = i + 1;
+            for (; j < s.size(); ++j)
+            {
+                if (quote)
+                    quote = s[j] == quote ? 0 : quote;
+                else if (s[j] == '"' || s[j] == '\'')
+                    quote = s[j];
+                else if (s[j] == '>')
+                    break;
+            }
+            if (j >= s.size())
+                break; // unterminated: the parser reports it
+            if (s[j - 1] != '/' && ++depth > max_text_depth)
+                throw file_error(name, "XML nested deeper than " + std::to_string(max_text_depth) +
+                                           " levels at offset " + std::to_string(start));
+            i = j + 1;
+        }
+    }
+}
+
+/// The XML parser's own complaint and where, for a file cereal refused.
+inline std::string xml_parse_error(std::span<const std::byte> bytes)
+{
+    std::vector<char> text(reinterpret_cast<const char*>(bytes.data()),
+                           reinterpret_cast<const char*>(bytes.data()) + bytes.size());
+    text.push_back('\0');
+    try
+    {
+        cereal::rapidxml::xml_document<> doc;
+        doc.parse<cereal::rapidxml::parse_trim_whitespace | cereal::rapidxml::parse_no_data_nodes |
+                  cereal::rapidxml::parse_declaration_node>(text.data());
+    }
+    catch (const cereal::rapidxml::parse_error& e)
+    {
+        return std::string("not well-formed XML at offset ") +
+               std::to_string(e.where<char>() - text.data()) + ": " + e.what();
+    }
+    return "not an ember XML archive (no <cereal> root element)";
+}
+
+template <class Archive>
+void save_envelope(Archive& ar, file_content content)
+{
+    save_string(ar, "ember_content", std::string(content_key(content)));
+    save_string(ar, "ember_version", std::string(ember::version));
+}
+
+/// Reads a raw archive's first two members; throws format_error if they are not there.
+template <class Archive>
+void load_envelope(Archive& ar, file_content& content, std::string& writer)
+{
+    std::string key;
+    try
+    {
+        load_string(ar, "ember_content", key, "content name");
+        load_string(ar, "ember_version", writer, "writer version");
+    }
+    catch (const std::exception& e)
+    {
+        throw format_error(std::string("not an ember archive: no ember_content/ember_version "
+                                       "members at its start (") +
+                           e.what() + ")");
+    }
+    if (!content_from_key(key, content))
+        throw format_error("not an ember archive: unknown content '" + key + "'");
+}
+
+template <class Archive, class T>
+std::vector<std::byte> encode_raw(const T& obj)
+{
+    std::vector<std::byte> bytes;
+    {
+        vector_sink sink(bytes);
+        std::ostream os(&sink);
+        Archive ar(os);
+        constexpr file_content content = file_content_of<T>::value;
+        save_envelope(ar, content);
+        const std::string key(content_key(content));
+        ar(cereal::make_nvp(key.c_str(), obj));
+    }
+    return bytes;
+}
+
+/// Opens a raw archive of type Archive over `bytes` and runs `body(ar, source)`, turning every
+/// failure into a format_error naming the file (with the offset, for binary archives).
+template <class Archive, class F>
+void read_raw(std::span<const std::byte> bytes, std::string_view name, F&& body, bool whole = true)
+{
+    constexpr bool text = is_text_archive_v<Archive>;
+    constexpr file_format format_of = is_json_archive_v<Archive> ? file_format::json
+                                      : text                     ? file_format::xml
+                                      : std::is_same_v<Archive, cereal::PortableBinaryInputArchive>
+                                          ? file_format::cereal_portable_binary
+                                          : file_format::cereal_binary;
+    if constexpr (is_json_archive_v<Archive>)
+        validate_json(bytes, name);
+    else if constexpr (text)
+        check_xml_depth(bytes, name);
+    span_source source(bytes);
+    std::istream is(&source);
+    auto where = [&]
+    {
+        if (text)
+            return std::string();
+        if (source.remaining() == 0)
+            return " (the file ends at offset " + std::to_string(source.consumed()) +
+                   ": truncated?)";
+        return " (near offset " + std::to_string(source.consumed()) + ")";
+    };
+    std::optional<Archive> archive;
+    try
+    {
+        archive.emplace(is);
+    }
+    catch (const cereal::Exception& e)
+    {
+        if constexpr (text && !is_json_archive_v<Archive>)
+            throw file_error(name, xml_parse_error(bytes));
+        else
+            throw file_error(name, "not an ember " + std::string(format_name(format_of)) +
+                                       " archive: " + e.what());
+    }
+    try
+    {
+        scoped_load_budget budget(bytes.size());
+        body(*archive, source);
+    }
+    catch (const format_error& e)
+    {
+        throw file_error(name, e.what() + where());
+    }
+    catch (const cereal::Exception& e)
+    {
+        throw file_error(name, std::string("malformed archive: ") + e.what() + where());
+    }
+    catch (const std::invalid_argument& e)
+    {
+        throw file_error(name, std::string("malformed number: ") + e.what());
+    }
+    catch (const std::out_of_range& e)
+    {
+        throw file_error(name, std::string("number out of range: ") + e.what());
+    }
+    if constexpr (!text)
+        if (whole && source.remaining() != 0)
+            throw file_error(name, std::to_string(source.remaining()) +
+                                       " trailing bytes after the archive's end at offset " +
+                                       std::to_string(source.consumed()));
+}
+
+template <class Archive, class T>
+T decode_raw(std::span<const std::byte> bytes, std::string_view name)
+{
+    T obj{};
+    read_raw<Archive>(bytes, name,
+                      [&](Archive& ar, span_source&)
+                      {
+                          file_content content{};
+                          std::string writer;
+                          load_envelope(ar, content, writer);
+                          constexpr file_content expected = file_content_of<T>::value;
+                          if (content != expected)
+                              throw format_error(
+                                  "holds " + describe_content(static_cast<std::uint32_t>(content)) +
+                                  ", not a " + std::string(content_name(expected)));
+                          const std::string key(content_key(expected));
+                          ar(cereal::make_nvp(key.c_str(), obj));
+                      });
+    return obj;
+}
+
+template <class Archive>
+file_info probe_raw(std::span<const std::byte> bytes, std::string_view name, file_format format)
+{
+    file_info info;
+    info.format = format;
+    info.size = bytes.size();
+    read_raw<Archive>(
+        bytes, name,
+        [&](Archive& ar, span_source&) { load_envelope(ar, info.content, info.writer); },
+        /*whole=*/false);
+    return info;
+}
+
+/// `obj` as the bytes of a file in `format`.
+template <class T>
+std::vector<std::byte> encode(const T& obj, file_format format)
+{
+    switch (format)
+    {
+    case file_format::ember:
+        return encode_container(obj);
+    case file_format::cereal_binary:
+        return encode_raw<cereal::BinaryOutputArchive>(obj);
+    case file_format::cereal_portable_binary:
+        return encode_raw<cereal::PortableBinaryOutputArchive>(obj);
+    case file_format::json:
+        return encode_raw<cereal::JSONOutputArchive>(obj);
+    case file_format::xml:
+        return encode_raw<cereal::XMLOutputArchive>(obj);
+    }
+    throw value_error("unknown file format " + std::to_string(static_cast<int>(format)));
+}
+
+/// A T from the bytes of a file in `format`; `name` is the file's name for messages.
+template <class T>
+T decode(std::span<const std::byte> bytes, file_format format, std::string_view name)
+{
+    if (format != file_format::ember && has_file_magic(bytes))
+        throw file_error(name, "is an ember container file, not a " +
+                                   std::string(format_name(format)) +
+                                   " archive (load it as file_format::ember)");
+    switch (format)
+    {
+    case file_format::ember:
+        return decode_container<T>(bytes, name);
+    case file_format::cereal_binary:
+        return decode_raw<cereal::BinaryInputArchive, T>(bytes, name);
+    case file_format::cereal_portable_binary:
+        return decode_raw<cereal::PortableBinaryInputArchive, T>(bytes, name);
+    case file_format::json:
+        return decode_raw<cereal::JSONInputArchive, T>(bytes, name);
+    case file_format::xml:
+        return decode_raw<cereal::XMLInputArchive, T>(bytes, name);
+    }
+    throw value_error("unknown file format " + std::to_string(static_cast<int>(format)));
+}
+
+inline file_info probe_bytes(std::span<const std::byte> bytes, file_format format,
+                             std::string_view name)
+{
+    switch (format)
+    {
+    case file_format::ember:
+    {
+        const container_header h = read_container_header(bytes, name);
+        file_info info;
+        info.format = format;
+        info.content = static_cast<file_content>(h.content);
+        if (h.content < 1 || h.content > 3)
+            throw file_error(name, "holds " + describe_content(h.content));
+        info.container_version = h.version;
+        info.writer = version_string(h.writer);
+        info.size = bytes.size();
+        return info;
+    }
+    case file_format::cereal_binary:
+        return probe_raw<cereal::BinaryInputArchive>(bytes, name, format);
+    case file_format::cereal_portable_binary:
+        return probe_raw<cereal::PortableBinaryInputArchive>(bytes, name, format);
+    case file_format::json:
+        return probe_raw<cereal::JSONInputArchive>(bytes, name, format);
+    case file_format::xml:
+        return probe_raw<cereal::XMLInputArchive>(bytes, name, format);
+    }
+    throw value_error("unknown file format " + std::to_string(static_cast<int>(format)));
+}
+
+/// The format load<T>(path) reads `bytes` of `path` as.
+inline file_format detect_format(std::span<const std::byte> bytes,
+                                 const std::filesystem::path& path)
+{
+    return has_file_magic(bytes) ? file_format::ember : format_from_extension(path);
 }
 
 } // namespace detail
@@ -132,92 +765,40 @@ inline std::string hex32(std::uint32_t v)
 template <class T>
 void save(const T& obj, const std::filesystem::path& path)
 {
-    std::vector<std::byte> bytes(detail::header_size);
-    {
-        detail::vector_sink sink(bytes);
-        std::ostream os(&sink);
-        cereal::PortableBinaryOutputArchive ar(os);
-        ar(obj);
-    }
-    const std::span<const std::byte> payload(bytes.data() + detail::header_size,
-                                             bytes.size() - detail::header_size);
-    std::byte* h = bytes.data();
-    std::memcpy(h, detail::file_magic.data(), 8);
-    detail::put_le<std::uint32_t>(h + 8, detail::container_version);
-    detail::put_le<std::uint32_t>(h + 12, static_cast<std::uint32_t>(file_content_of<T>::value));
-    detail::put_le<std::uint32_t>(h + 16, version_number);
-    detail::put_le<std::uint32_t>(h + 20, 0);
-    detail::put_le<std::uint64_t>(h + 24, payload.size());
-    detail::put_le<std::uint32_t>(h + 32, detail::crc32_of(payload));
-    detail::put_le<std::uint32_t>(h + 36, detail::crc32_of({h, 36}));
+    save(obj, path, format_from_extension(path));
+}
+
+template <class T>
+void save(const T& obj, const std::filesystem::path& path, file_format format)
+{
+    const std::vector<std::byte> bytes = detail::encode(obj, format);
     detail::atomic_write(path, bytes);
 }
 
 template <class T>
 T load(const std::filesystem::path& path)
 {
-    const std::string name = path.string();
     const std::vector<std::byte> bytes = detail::read_file(path);
-    auto bad = [&](const std::string& what) { return format_error("'" + name + "': " + what); };
+    return detail::decode<T>(bytes, detail::detect_format(bytes, path), path.string());
+}
 
-    if (bytes.size() < detail::header_size)
-        throw bad("file is " + std::to_string(bytes.size()) + " bytes, shorter than the " +
-                  std::to_string(detail::header_size) + "-byte ember header (truncated?)");
-    const std::byte* h = bytes.data();
-    if (std::memcmp(h, detail::file_magic.data(), 8) != 0)
-        throw bad("not an ember file (wrong magic at offset 0)");
-    const auto header_crc = detail::get_le<std::uint32_t>(h + 36);
-    if (detail::crc32_of({h, 36}) != header_crc)
-        throw bad("header checksum mismatch at offset 36 (the header is corrupt)");
-    const auto container = detail::get_le<std::uint32_t>(h + 8);
-    const auto writer = detail::get_le<std::uint32_t>(h + 16);
-    if (container > detail::container_version)
-        throw bad("written in container version " + std::to_string(container) + " by ember " +
-                  version_string(writer) + "; this build (ember " + std::string(version) +
-                  ") reads up to version " + std::to_string(detail::container_version));
-    if (container == 0)
-        throw bad("container version 0 at offset 8 is invalid");
-    const auto content = detail::get_le<std::uint32_t>(h + 12);
-    if (content != static_cast<std::uint32_t>(file_content_of<T>::value))
-        throw bad("holds content kind " + std::to_string(content) + ", not a " +
-                  file_content_of<T>::name);
-    if (detail::get_le<std::uint32_t>(h + 20) != 0)
-        throw bad("unknown archive kind at offset 20");
-    const auto payload_size = detail::get_le<std::uint64_t>(h + 24);
-    const std::size_t available = bytes.size() - detail::header_size;
-    if (payload_size != available)
-        throw bad("header declares a " + std::to_string(payload_size) + "-byte payload at offset " +
-                  std::to_string(detail::header_size) + ", the file has " +
-                  std::to_string(available) +
-                  (payload_size > available ? " (truncated)" : " (trailing bytes)"));
-    const std::span<const std::byte> payload(h + detail::header_size, available);
-    const auto payload_crc = detail::get_le<std::uint32_t>(h + 32);
-    if (auto actual = detail::crc32_of(payload); actual != payload_crc)
-        throw bad("payload checksum mismatch (stored " + detail::hex32(payload_crc) +
-                  ", computed " + detail::hex32(actual) + "): the file is corrupt");
+template <class T>
+T load(const std::filesystem::path& path, file_format format)
+{
+    const std::vector<std::byte> bytes = detail::read_file(path);
+    return detail::decode<T>(bytes, format, path.string());
+}
 
-    T obj{};
-    detail::span_source source(payload);
-    std::istream is(&source);
-    try
-    {
-        detail::scoped_load_budget budget(payload.size());
-        cereal::PortableBinaryInputArchive ar(is);
-        ar(obj);
-    }
-    catch (const format_error& e)
-    {
-        throw bad(std::string(e.what()) + " (near payload offset " +
-                  std::to_string(source.consumed()) + ")");
-    }
-    catch (const cereal::Exception& e)
-    {
-        throw bad(std::string("payload is malformed near offset ") +
-                  std::to_string(detail::header_size + source.consumed()) + ": " + e.what());
-    }
-    if (source.remaining() != 0)
-        throw bad(std::to_string(source.remaining()) + " unread bytes after the payload's end");
-    return obj;
+inline file_info probe(const std::filesystem::path& path)
+{
+    const std::vector<std::byte> bytes = detail::read_file(path);
+    return detail::probe_bytes(bytes, detail::detect_format(bytes, path), path.string());
+}
+
+inline file_info probe(const std::filesystem::path& path, file_format format)
+{
+    const std::vector<std::byte> bytes = detail::read_file(path);
+    return detail::probe_bytes(bytes, format, path.string());
 }
 
 } // namespace ember

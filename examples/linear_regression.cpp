@@ -1,8 +1,11 @@
 // The lesson's complete workflow (shared/seed/saving_and_loading_models.md, "Putting It All
 // Together") in C++ with ember: data, a custom model, MSE, SGD, training with validation,
-// saving and loading the state_dict, inference in eval mode without gradients, and the figure.
+// saving and loading the state_dict, a complete checkpoint saved and restored (the lesson's
+// "Saving Complete Checkpoints"), inference in eval mode without gradients, and the figure.
 //
-//   build/examples/linear_regression      writes linear_model.pth and training.svg here
+//   build/examples/linear_regression      writes linear_model.pth, checkpoint.tar and
+//                                          training.svg here
+//   build/tools/ember inspect checkpoint.tar   shows what the checkpoint holds
 #include <ember/ember.hpp>
 
 #include <cstdio>
@@ -120,9 +123,41 @@ int run()
     ember::save(model.state_dict(), "linear_model.pth");
     std::printf("\nModel saved!\n");
 
+    // A complete checkpoint, to resume training later: the lesson's dictionary as a struct.
+    // (.tar is PyTorch's convention for checkpoints; ember writes its own checked container.)
+    ember::checkpoint checkpoint;
+    checkpoint.epoch = epochs;
+    checkpoint.model_state_dict = model.state_dict();
+    checkpoint.optimizer_state_dict = optimizer.state_dict();
+    checkpoint.train_loss = train_losses.back();
+    checkpoint.val_loss = val_losses.back();
+    checkpoint.hyperparameters = {{"learning_rate", 0.01}, {"weight", 0.7}, {"bias", 0.3}};
+    checkpoint.timestamp = ember::iso8601_now();
+    // Beyond the lesson: what an exact resume also needs.
+    checkpoint.global_step = epochs; // one optimizer step per epoch here
+    checkpoint.generators.insert("default", ember::default_generator().state());
+    ember::save(checkpoint, "checkpoint.tar");
+    std::printf("Checkpoint saved to 'checkpoint.tar'\n");
+
     // ============================================
     // 6. Load and Evaluate
     // ============================================
+    // Load the checkpoint (the lesson's "Loading from Checkpoint")
+    const auto loaded_checkpoint = ember::load<ember::checkpoint>("checkpoint.tar");
+    std::printf("\nCheckpoint from epoch %lld\n", static_cast<long long>(loaded_checkpoint.epoch));
+    std::printf("Train loss: %.4f\n", loaded_checkpoint.train_loss);
+    std::printf("Val loss: %.4f\n", loaded_checkpoint.val_loss);
+    std::printf("Saved: %s\n", loaded_checkpoint.timestamp.c_str());
+    std::printf("ember version: %s\n", loaded_checkpoint.ember_version.c_str());
+
+    // Restore model and optimizer
+    LinearRegressionModel<Device> restored_model;
+    restored_model.load_state_dict(loaded_checkpoint.model_state_dict);
+    restored_model.eval();
+    ember::optim::sgd restored_optimizer(restored_model.parameters(), {.lr = 0.01});
+    restored_optimizer.load_state_dict(loaded_checkpoint.optimizer_state_dict);
+    std::printf("Model and optimizer restored!\n");
+
     LinearRegressionModel<Device> loaded_model;
     loaded_model.load_state_dict(ember::load<ember::state_dict>("linear_model.pth"));
     loaded_model.eval();

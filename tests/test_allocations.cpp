@@ -451,11 +451,12 @@ BOOST_AUTO_TEST_CASE(the_lessons_training_step_and_validation_allocate_nothing_a
 namespace
 {
 template <class Optimizer, class Options>
-void check_mlp(Options options, std::size_t batch, int threads = 1)
+void check_mlp(Options options, std::size_t batch, int threads = 1, bool input_grad = true)
 {
     const blas_threads blas(threads);
     manual_seed(0);
     auto model = make_mlp();
+    model.requires_input_grad(input_grad);
     nn::cross_entropy_loss<float> loss_fn;
     Optimizer opt(model.parameters(), options);
     const mlp_data data(batch);
@@ -501,6 +502,11 @@ BOOST_AUTO_TEST_CASE(an_mlp_step_with_adamw_and_rmsprop_allocates_nothing)
 {
     check_mlp<optim::adamw<float>>(optim::adamw_options{}, 16);
     check_mlp<optim::rmsprop<float>>(optim::rmsprop_options{.momentum = 0.9, .centered = true}, 16);
+}
+
+BOOST_AUTO_TEST_CASE(an_mlp_step_without_input_grad_allocates_nothing_after_warm_up)
+{
+    check_mlp<optim::sgd<float>>(optim::sgd_options{.lr = 0.01, .momentum = 0.9}, 64, 1, false);
 }
 
 BOOST_AUTO_TEST_CASE(with_threaded_blas_ember_itself_allocates_nothing)

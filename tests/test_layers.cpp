@@ -783,3 +783,109 @@ BOOST_AUTO_TEST_CASE(backward_before_any_forward_is_an_error)
     nn::linear m(2, 2);
     BOOST_CHECK_THROW(m.backward(tensor<float, 2>::from_shape({1, 2})), error);
 }
+
+/* ------------------------------------------------------------------ requires_input_grad */
+
+namespace
+{
+// Every parameter gradient of a model, in state_dict order, as one vector.
+template <class M>
+std::vector<double> all_grads(M& model)
+{
+    std::vector<double> out;
+    for (const auto& p : model.parameters())
+        out.insert(out.end(), p.grad().begin(), p.grad().end());
+    return out;
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(linear_without_input_grad_returns_an_empty_tensor_and_the_same_grads)
+{
+    manual_seed(5);
+    nn::linear<double> with(4, 3);
+    nn::linear<double> without = with;
+    without.requires_input_grad(false);
+    BOOST_TEST(with.requires_input_grad());
+    BOOST_TEST(!without.requires_input_grad());
+    const auto x = away_from_zero(6, 4, 1);
+    const auto dy = away_from_zero(6, 3, 2);
+    with(x);
+    without(x);
+    BOOST_TEST(with.backward(dy).size() == 24u);
+    const auto& none = without.backward(dy);
+    BOOST_TEST(none.size() == 0u);
+    BOOST_TEST(all_grads(without) == all_grads(with), boost::test_tools::per_element());
+
+    // Back on, the input gradient is computed again (not a stale one).
+    without.requires_input_grad(true);
+    without(x);
+    const tensor<double, 2> dx = without.backward(dy);
+    BOOST_TEST((dx == with.backward(dy)));
+}
+
+BOOST_AUTO_TEST_CASE(sequential_without_input_grad_skips_only_what_nothing_needs)
+{
+    manual_seed(6);
+    // A leading activation sees only the input; the first linear too (nothing before it
+    // learns); the second linear's input gradient feeds the first linear's weights.
+    nn::sequential with{nn::relu<double>(), nn::linear<double>(4, 5), nn::tanh<double>(),
+                        nn::linear<double>(5, 2)};
+    auto without = with;
+    without.requires_input_grad(false);
+    BOOST_TEST(!without.requires_input_grad());
+    BOOST_TEST(!without.get<0>().requires_input_grad());
+    BOOST_TEST(!without.get<1>().requires_input_grad());
+    BOOST_TEST(without.get<2>().requires_input_grad());
+    BOOST_TEST(without.get<3>().requires_input_grad());
+
+    const auto x = away_from_zero(3, 4, 3);
+    const auto dy = away_from_zero(3, 2, 4);
+    with(x);
+    without(x);
+    BOOST_TEST(with.backward(dy).size() == 12u);
+    BOOST_TEST(without.backward(dy).size() == 0u);
+    BOOST_TEST(all_grads(without) == all_grads(with), boost::test_tools::per_element());
+
+    without.requires_input_grad(true);
+    BOOST_TEST(without.get<1>().requires_input_grad());
+    without(x);
+    const tensor<double, 2> dx = without.backward(dy);
+    BOOST_TEST((dx == with.backward(dy)));
+}
+
+BOOST_AUTO_TEST_CASE(sequential_without_input_grad_stops_before_frozen_layers)
+{
+    manual_seed(7);
+    nn::sequential model{nn::flatten<double, 4>(), nn::linear<double>(12, 4), nn::relu<double>(),
+                         nn::linear<double>(4, 2)};
+    model.get<1>().weight.requires_grad = false;
+    model.get<1>().bias.requires_grad = false;
+    model.requires_input_grad(false);
+    // Nothing before the last linear learns, so it needs no input gradient either.
+    BOOST_TEST(!model.get<3>().requires_input_grad());
+
+    generator g(8);
+    const tensor<double, 4> x = randn<double>({2, 3, 2, 2}, g);
+    tensor<double, 2> dy = tensor<double, 2>::from_shape({2, 2});
+    dy.fill(1.0);
+    model(x);
+    // flatten would refuse the empty gradient: backward must stop before it.
+    BOOST_TEST(model.backward(dy).size() == 0u);
+    BOOST_TEST(xt::sum(xt::abs(model.get<3>().weight.grad))() > 0.0);
+    BOOST_TEST(xt::sum(xt::abs(model.get<1>().weight.grad))() == 0.0);
+}
+
+BOOST_AUTO_TEST_CASE(nested_sequential_passes_the_setting_to_its_first_modules)
+{
+    manual_seed(9);
+    nn::sequential inner{nn::linear<double>(3, 4), nn::relu<double>()};
+    nn::sequential model{inner, nn::linear<double>(4, 2)};
+    model.requires_input_grad(false);
+    BOOST_TEST(!model.get<0>().get<0>().requires_input_grad());
+    BOOST_TEST(model.get<1>().requires_input_grad());
+    const auto x = away_from_zero(2, 3, 10);
+    const auto dy = away_from_zero(2, 2, 11);
+    model(x);
+    BOOST_TEST(model.backward(dy).size() == 0u);
+    BOOST_TEST(xt::sum(xt::abs(model.get<0>().get<0>().weight.grad))() > 0.0);
+}

@@ -59,7 +59,8 @@ public:
 
     /// @brief x W^T + b; throws shape_error unless x is [N, in_features].
     const tensor_type& forward(const tensor_type& x);
-    /// @brief Adds dy^T x to weight.grad and the batch sum of dy to bias.grad; returns dy W.
+    /// @brief Adds dy^T x to weight.grad and the batch sum of dy to bias.grad; returns dy W,
+    /// or an empty tensor when requires_input_grad() is off.
     const tensor_type& backward(const tensor_type& dy);
 
 private:
@@ -150,6 +151,12 @@ auto linear<T, Device>::backward(const tensor_type& dy) -> const tensor_type&
         for (std::size_t r = 0; r < batch; ++r)
             for (std::size_t j = 0; j < m_out; ++j)
                 gb[j] += g[r * m_out + j];
+    }
+    if (!this->requires_input_grad())
+    {
+        // Not m_input_grad: it may still hold an earlier step's gradient.
+        static const tensor_type none{};
+        return none;
     }
     resize_if_needed(m_input_grad, std::array<std::size_t, 2>{batch, m_in});
     ember::detail::gemm(false, false, batch, m_in, m_out, T(1), g, m_out, weight.value.data(), m_in,

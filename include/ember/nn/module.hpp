@@ -134,6 +134,14 @@ public:
     /// @brief Sets every parameter's gradient to zero.
     void zero_grad();
 
+    /// @brief Whether backward() must return the gradient with respect to the input (true by
+    /// default). A model's input is usually data, whose gradient nobody reads; with this off a
+    /// module may skip computing it, as PyTorch does for an input that does not require grad.
+    /// nn::linear then skips its largest matrix product and backward() returns an empty tensor;
+    /// nn::sequential passes the setting on to the modules that see only its input.
+    bool requires_input_grad() const noexcept { return m_requires_input_grad; }
+    void requires_input_grad(bool required) noexcept { m_requires_input_grad = required; }
+
     /// @brief Parameters and buffers by name, as host tensors, in declaration order.
     ember::state_dict state_dict() const;
 
@@ -170,6 +178,7 @@ protected:
     static bool caching() noexcept { return is_grad_enabled(); }
 
     bool m_training = true;
+    bool m_requires_input_grad = true;
 
     template <class, class>
     friend class module;

@@ -17,6 +17,7 @@
 
 #include <array>
 #include <cstddef>
+#include <string>
 #include <string_view>
 #include <tuple>
 #include <type_traits>
@@ -127,6 +128,15 @@ public:
         return backward_from<sizeof...(Ms) - 1>(dy);
     }
 
+    bool requires_input_grad() const noexcept { return this->m_requires_input_grad; }
+
+    /// @brief module::requires_input_grad(bool), passed on. Off, the modules that see only this
+    /// chain's input (the first one, and those behind modules without trainable parameters)
+    /// are told their input gradient is not needed, and backward() stops after the last module
+    /// that learns something, returning an empty tensor. Call it again after changing which
+    /// parameters require grad.
+    void requires_input_grad(bool required);
+
 private:
     template <class V, std::size_t... I>
     void visit_all(V& v, std::index_sequence<I...>)
@@ -149,12 +159,69 @@ private:
         if constexpr (I == 0)
             return std::get<0>(m_modules).backward(dy);
         else
-            return backward_from<I - 1>(std::get<I>(m_modules).backward(dy));
+        {
+            const auto& dx = std::get<I>(m_modules).backward(dy);
+            using result_type = decltype(backward_from<I - 1>(dx));
+            if (m_no_input_grad[I]) // nothing before module I learns or needs a gradient
+                return empty_result<result_type>();
+            return backward_from<I - 1>(dx);
+        }
     }
+
+    template <class R>
+    static R empty_result()
+    {
+        if constexpr (std::is_reference_v<R>)
+        {
+            static const std::remove_cvref_t<R> none{};
+            return none;
+        }
+        else
+            return R{};
+    }
+
+    template <std::size_t... I>
+    void set_input_grads(bool required, std::index_sequence<I...>);
 
     static constexpr detail::index_names<sizeof...(Ms)> s_names{};
 
     std::tuple<Ms...> m_modules;
+    // m_no_input_grad[I]: module I's input gradient is not needed (see requires_input_grad).
+    std::array<bool, sizeof...(Ms)> m_no_input_grad{};
 };
+
+/*******************
+ * implementation  *
+ *******************/
+
+template <class... Ms>
+void sequential<Ms...>::requires_input_grad(bool required)
+{
+    this->m_requires_input_grad = required;
+    set_input_grads(required, std::index_sequence_for<Ms...>{});
+}
+
+template <class... Ms>
+template <std::size_t... I>
+void sequential<Ms...>::set_input_grads(bool required, std::index_sequence<I...>)
+{
+    // Module I's input gradient is needed when the chain's is (I == 0), or when some module
+    // before I has a parameter that requires grad: backward has to reach it.
+    bool needed = required;
+    auto learns = [](auto& m)
+    {
+        bool any = false;
+        auto f = [&any](std::string_view, auto& member)
+        {
+            if constexpr (is_parameter_v<decltype(member)>)
+                any = any || member.requires_grad;
+        };
+        detail::walk<false>(m, std::string(), f);
+        return any;
+    };
+    ((m_no_input_grad[I] = !needed, std::get<I>(m_modules).requires_input_grad(needed),
+      needed = needed || learns(std::get<I>(m_modules))),
+     ...);
+}
 
 } // namespace ember::nn

@@ -24,6 +24,8 @@
 
 #include "ember/optim/optimizers.hpp"
 
+#include "ember/data/data.hpp"
+
 #include "ember/serialize/cereal.hpp"
 #include "ember/serialize/file.hpp"
 

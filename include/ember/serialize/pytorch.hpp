@@ -677,7 +677,7 @@ public:
     void write(const optim::optimizer_state& s);
     void write(const checkpoint& c);
 
-    std::vector<std::byte> finish();
+    std::vector<std::byte> finish(zip_writer_options options = {});
 
 private:
     template <class Range, class F>
@@ -896,13 +896,13 @@ inline void archive_writer::write(const checkpoint& c)
     m_pickle.setitems();
 }
 
-inline std::vector<std::byte> archive_writer::finish()
+inline std::vector<std::byte> archive_writer::finish(zip_writer_options options)
 {
     const std::vector<std::byte> pkl = m_pickle.finish();
     std::size_t total = pkl.size() + 1024;
     for (const host_tensor* t : m_tensors)
         total += t->nbytes() + 256;
-    zip_writer zip;
+    zip_writer zip(options);
     zip.reserve(total + 128 * m_tensors.size());
     const std::string prefix = m_folder + "/";
     zip.add(prefix + "data.pkl", pkl);
@@ -1002,10 +1002,7 @@ template <class T>
 std::vector<std::byte> to_bytes(const T& obj, std::string_view folder)
 {
     detail::archive_writer w{std::string(folder)};
-    if constexpr (std::is_same_v<T, value>)
-        w.write(obj);
-    else
-        w.write(obj);
+    w.write(obj);
     return w.finish();
 }
 
@@ -1024,7 +1021,10 @@ T load(const std::filesystem::path& path, const load_options& options)
     static_assert(detail::loadable_v<T>, "ember::pytorch::load<T>: T must be state_dict, "
                                          "optim::optimizer_state, checkpoint or value");
     const ember::detail::mapped_file file(path);
-    return from_bytes<T>(file.bytes(), "'" + path.string() + "'", options);
+    std::string what(1, '\'');
+    what += path.string();
+    what += '\'';
+    return from_bytes<T>(file.bytes(), what, options);
 }
 
 inline void save(const state_dict& obj, const std::filesystem::path& path)

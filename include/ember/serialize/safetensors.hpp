@@ -140,11 +140,18 @@ class safe_open : public reader
 {
 public:
     explicit safe_open(const std::filesystem::path& path)
-        : safe_open(ember::detail::mapped_file(path), "'" + path.string() + "'")
+        : safe_open(ember::detail::mapped_file(path), quoted_path(path))
     {
     }
 
 private:
+    static std::string quoted_path(const std::filesystem::path& path)
+    {
+        std::string s(1, '\'');
+        s += path.string();
+        s += '\'';
+        return s;
+    }
     safe_open(ember::detail::mapped_file&& file, std::string what)
         : reader(file.bytes(), std::move(what)), m_file(std::move(file))
     {

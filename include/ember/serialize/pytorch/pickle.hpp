@@ -200,6 +200,8 @@ public:
     /// @brief The last `n` pushed objects (n ≤ 3) or everything since the MARK (n > 3) as a
     /// tuple, choosing the opcode Python's pickler would.
     void tuple(std::size_t n);
+    /// @brief Everything since the last MARK as a tuple (TUPLE).
+    void tuple_from_mark() { op(0x74); }
     void empty_list() { op(0x5d); }
     void empty_dict() { op(0x7d); }
     void append() { op(0x61); }

@@ -952,7 +952,8 @@ inline host_tensor to_torch_rng_state(const generator_state& s)
     put(0, s.seed);
     put(8, static_cast<std::int32_t>(625 - s.index));
     put(12, std::int32_t{1});
-    put(16, static_cast<std::uint64_t>(s.index));
+    // At 624 the next draw regenerates whatever `next` is; write 0, as torch.manual_seed does.
+    put(16, static_cast<std::uint64_t>(s.index == 624 ? 0 : s.index));
     for (std::size_t i = 0; i < 624; ++i)
         put(24 + 8 * i, static_cast<std::uint64_t>(s.mt[i]));
     put(5024, s.has_next_normal ? s.next_normal : 0.0);

@@ -884,3 +884,60 @@ BOOST_AUTO_TEST_CASE(the_one_just_written_is_never_pruned)
                (std::vector<std::string>{"ckpt-000005.ember", "ckpt-000020.ember"}));
     BOOST_CHECK_THROW(m.save(at_step(-1)), value_error);
 }
+
+// ---- content checksums of raw archives ------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(every_bit_flip_in_a_raw_binary_archives_content_is_caught)
+{
+    temp_dir dir;
+    checkpoint c;
+    c.epoch = 3;
+    c.model_state_dict.insert("w", tensor_of<float>({1.f, 2.f}));
+    c.hyperparameters.insert("lr", 0.01);
+    c.generators.insert("default", generator(1).state());
+    const fs::path p = dir.path / "c.bin";
+    save(c, p);
+    const std::string whole = read_text(p);
+    // The envelope: the endianness byte, "checkpoint" and "0.1.0" with their 8-byte lengths.
+    // The CRC-32 and everything after it is covered.
+    const std::size_t covered = 1 + 8 + 10 + 8 + std::string(ember::version).size();
+    BOOST_REQUIRE(whole.substr(9, 10) == "checkpoint");
+    for (std::size_t i = covered; i < whole.size(); ++i)
+        for (int bit = 0; bit < 8; ++bit)
+        {
+            std::string flipped = whole;
+            flipped[i] = static_cast<char>(flipped[i] ^ (1 << bit));
+            write_text(p, flipped);
+            try
+            {
+                load<checkpoint>(p);
+                BOOST_ERROR("flipping bit " << bit << " of byte " << i << " went unnoticed");
+            }
+            catch (const error&)
+            {
+            }
+        }
+}
+
+BOOST_AUTO_TEST_CASE(an_edited_json_file_fails_its_checksum_unless_the_checksum_is_removed)
+{
+    temp_dir dir;
+    checkpoint c;
+    c.hyperparameters.insert("learning_rate", 0.01);
+    const fs::path p = dir.path / "c.json";
+    save(c, p);
+    std::string text = read_text(p);
+    const auto at = text.find("0.01");
+    BOOST_REQUIRE(at != std::string::npos);
+    text.replace(at, 4, "0.02");
+    write_text(p, text);
+    const std::string msg = what_of([&] { load<checkpoint>(p); });
+    BOOST_TEST(contains(msg, "content checksum mismatch"), msg);
+    BOOST_TEST(contains(msg, "remove its ember_crc32 member"), msg);
+
+    const auto line = text.find("    \"ember_crc32\"");
+    BOOST_REQUIRE(line != std::string::npos);
+    text.erase(line, text.find('\n', line) + 1 - line);
+    write_text(p, text);
+    BOOST_TEST(load<checkpoint>(p).hyperparameters.at("learning_rate").as<double>() == 0.02);
+}

@@ -131,6 +131,17 @@ void in_context(std::string_view where, F&& body)
     }
 }
 
+/// Throws format_error unless `version` (a record's cereal version) is one this build reads:
+/// 1 to `newest`. (Version 0 is never written; reading it as 1 would hide a corrupt byte.)
+inline void check_version(std::uint32_t version, std::uint32_t newest, std::string_view what)
+{
+    if (version == 0)
+        throw format_error(std::string(what) + " version 0 is invalid (versions start at 1)");
+    if (version > newest)
+        throw format_error(std::string(what) + " version " + std::to_string(version) +
+                           " is newer than this build reads (" + std::to_string(newest) + ")");
+}
+
 template <class Archive>
 inline constexpr bool is_text_archive_v = cereal::traits::is_text_archive<Archive>::value;
 
@@ -623,9 +634,7 @@ void save(Archive& ar, const host_tensor& t, std::uint32_t version)
 template <class Archive>
 void load(Archive& ar, host_tensor& t, std::uint32_t version)
 {
-    if (version > 2)
-        throw format_error("tensor record version " + std::to_string(version) +
-                           " is newer than this build reads (2)");
+    detail::check_version(version, 2, "tensor record");
     std::string name;
     detail::load_string(ar, "dtype", name, "tensor dtype");
     dtype type = detail::parse_dtype(name);
@@ -725,9 +734,7 @@ void save(Archive& ar, const ordered_dict<V>& d, std::uint32_t /*version*/)
 template <class Archive, class V>
 void load(Archive& ar, ordered_dict<V>& d, std::uint32_t version)
 {
-    if (version > 1)
-        throw format_error("dictionary record version " + std::to_string(version) +
-                           " is newer than this build reads (1)");
+    detail::check_version(version, 1, "dictionary record");
     ordered_dict<V> loaded;
     detail::in_node(
         ar, "items",
@@ -759,9 +766,7 @@ void load(Archive& ar, ordered_dict<V>& d, std::uint32_t version)
 template <class Archive>
 void serialize(Archive& ar, generator_state& s, std::uint32_t version)
 {
-    if (version > 1)
-        throw format_error("generator state version " + std::to_string(version) +
-                           " is newer than this build reads (1)");
+    detail::check_version(version, 1, "generator state");
     ar(cereal::make_nvp("seed", s.seed), cereal::make_nvp("mt", s.mt),
        cereal::make_nvp("index", s.index), cereal::make_nvp("has_next_normal", s.has_next_normal),
        cereal::make_nvp("next_normal", s.next_normal));
@@ -785,9 +790,7 @@ void save(Archive& ar, const param_group_state& g, std::uint32_t /*version*/)
 template <class Archive>
 void load(Archive& ar, param_group_state& g, std::uint32_t version)
 {
-    if (version > 1)
-        throw format_error("parameter group version " + std::to_string(version) +
-                           " is newer than this build reads (1)");
+    ember::detail::check_version(version, 1, "parameter group");
     ar(cereal::make_nvp("options", g.options));
     ember::detail::in_node(ar, "params",
                            [&] { ember::detail::load_vector(ar, g.params, "parameter group"); });
@@ -821,9 +824,7 @@ void save(Archive& ar, const optimizer_state& s, std::uint32_t /*version*/)
 template <class Archive>
 void load(Archive& ar, optimizer_state& s, std::uint32_t version)
 {
-    if (version > 1)
-        throw format_error("optimizer state version " + std::to_string(version) +
-                           " is newer than this build reads (1)");
+    ember::detail::check_version(version, 1, "optimizer state");
     optimizer_state loaded;
     ember::detail::in_node(ar, "state",
                            [&]
@@ -916,9 +917,7 @@ void save(Archive& ar, const V& v, std::uint32_t /*version*/)
 template <class Archive, std::same_as<ember::optim::state_value> V>
 void load(Archive& ar, V& v, std::uint32_t version)
 {
-    if (version > 1)
-        throw ember::format_error("optimizer value version " + std::to_string(version) +
-                                  " is newer than this build reads (1)");
+    ember::detail::check_version(version, 1, "optimizer value");
     std::string kind;
     ember::detail::load_string(ar, "kind", kind, "optimizer value kind");
     auto value = [&](auto x)

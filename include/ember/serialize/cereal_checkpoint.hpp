@@ -41,9 +41,7 @@ void save(Archive& ar, const checkpoint& c, std::uint32_t /*version*/)
 template <class Archive>
 void load(Archive& ar, checkpoint& c, std::uint32_t version)
 {
-    if (version > 1)
-        throw format_error("checkpoint record version " + std::to_string(version) +
-                           " is newer than this build reads (1)");
+    detail::check_version(version, 1, "checkpoint record");
     checkpoint loaded;
     auto field = [&](const char* name, auto&& body)
     { detail::in_context(std::string("checkpoint field '") + name + "'", body); };

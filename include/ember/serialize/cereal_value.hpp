@@ -94,9 +94,7 @@ void save(Archive& ar, const V& v, std::uint32_t /*version*/)
 template <class Archive, std::same_as<value> V>
 void load(Archive& ar, V& v, std::uint32_t version)
 {
-    if (version > 1)
-        throw format_error("value record version " + std::to_string(version) +
-                           " is newer than this build reads (1)");
+    detail::check_version(version, 1, "value record");
     detail::value_depth_guard depth(static_cast<format_error*>(nullptr));
     std::size_t kind = 0;
     if constexpr (detail::is_text_archive_v<Archive>)

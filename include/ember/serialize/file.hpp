@@ -34,9 +34,11 @@
 /// CRC-32 (cereal.hpp), so a tensor that goes bad is named by its key. Version 1 (ember 0.1.0)
 /// is the same layout with checksum-less tensor records.
 ///
-/// A raw cereal archive (JSON, XML, binary) holds three members: `ember_content` (the content's
-/// name: "state_dict", "optimizer_state", "checkpoint"), `ember_version` (the writer), and the
-/// object itself under its content name.
+/// A raw cereal archive (JSON, XML, binary) holds four members: `ember_content` (the content's
+/// name: "state_dict", "optimizer_state", "checkpoint"), `ember_version` (the writer),
+/// `ember_crc32` (the CRC-32 of the content's portable binary encoding, checked after loading;
+/// a JSON or XML file may leave it out, to be edited by hand), and the object itself under its
+/// content name.
 ///
 /// Saving is crash-safe in every format (detail::atomic_write). Loading checks the header, the
 /// sizes and both checksums before it parses a byte of payload, and parses every format with a
@@ -301,6 +303,22 @@ inline format_error file_error(std::string_view name, const std::string& what)
     return format_error("'" + std::string(name) + "': " + what);
 }
 
+/// `obj` as a portable binary archive: the container's payload, and the canonical bytes the
+/// content checksum of a raw archive is computed over (the same content gives the same bytes
+/// whatever archive it was read from).
+template <class T>
+std::vector<std::byte> portable_bytes(const T& obj, std::size_t reserve_front = 0)
+{
+    std::vector<std::byte> bytes(reserve_front);
+    {
+        vector_sink sink(bytes);
+        std::ostream os(&sink);
+        cereal::PortableBinaryOutputArchive ar(os);
+        ar(obj);
+    }
+    return bytes;
+}
+
 // ---- the container --------------------------------------------------------------------------
 
 /// The container's header, checked: magic, header checksum, versions, kind, sizes and the
@@ -368,13 +386,7 @@ inline std::string describe_content(std::uint32_t content)
 template <class T>
 std::vector<std::byte> encode_container(const T& obj)
 {
-    std::vector<std::byte> bytes(header_size);
-    {
-        vector_sink sink(bytes);
-        std::ostream os(&sink);
-        cereal::PortableBinaryOutputArchive ar(os);
-        ar(obj);
-    }
+    std::vector<std::byte> bytes = portable_bytes(obj, header_size);
     const std::span<const std::byte> payload(bytes.data() + header_size,
                                              bytes.size() - header_size);
     std::byte* h = bytes.data();
@@ -535,22 +547,36 @@ inline std::string xml_parse_error(std::span<const std::byte> bytes)
     return "not an ember XML archive (no <cereal> root element)";
 }
 
+/// A raw archive's first members: what it holds, who wrote it, and the CRC-32 of its content.
+struct envelope
+{
+    file_content content = file_content::state_dict;
+    std::string writer;
+    std::optional<std::uint32_t> crc;
+};
+
 template <class Archive>
-void save_envelope(Archive& ar, file_content content)
+void save_envelope(Archive& ar, file_content content, std::uint32_t crc)
 {
     save_string(ar, "ember_content", std::string(content_key(content)));
     save_string(ar, "ember_version", std::string(ember::version));
+    if constexpr (is_text_archive_v<Archive>)
+        ar(cereal::make_nvp("ember_crc32", hex_text(crc, 8)));
+    else
+        ar(cereal::make_nvp("ember_crc32", crc));
 }
 
-/// Reads a raw archive's first two members; throws format_error if they are not there.
+/// Reads a raw archive's envelope; throws format_error if it is not there. In a text archive
+/// the checksum may be absent (removed to edit the file by hand); in a binary one it may not.
 template <class Archive>
-void load_envelope(Archive& ar, file_content& content, std::string& writer)
+envelope load_envelope(Archive& ar)
 {
+    envelope env;
     std::string key;
     try
     {
         load_string(ar, "ember_content", key, "content name");
-        load_string(ar, "ember_version", writer, "writer version");
+        load_string(ar, "ember_version", env.writer, "writer version");
     }
     catch (const std::exception& e)
     {
@@ -558,20 +584,41 @@ void load_envelope(Archive& ar, file_content& content, std::string& writer)
                                        "members at its start (") +
                            e.what() + ")");
     }
-    if (!content_from_key(key, content))
+    if (!content_from_key(key, env.content))
         throw format_error("not an ember archive: unknown content '" + key + "'");
+    if constexpr (is_text_archive_v<Archive>)
+    {
+        const char* next = ar.getNodeName();
+        if (next && std::string_view(next) == "ember_crc32")
+        {
+            std::string text;
+            ar(cereal::make_nvp("ember_crc32", text));
+            std::uint64_t crc = 0;
+            if (!parse_hex(text, crc) || crc > 0xffffffffu)
+                throw format_error("ember_crc32 '" + text + "' is not 0x and 8 hex digits");
+            env.crc = static_cast<std::uint32_t>(crc);
+        }
+    }
+    else
+    {
+        std::uint32_t crc = 0;
+        ar(cereal::make_nvp("ember_crc32", crc));
+        env.crc = crc;
+    }
+    return env;
 }
 
 template <class Archive, class T>
 std::vector<std::byte> encode_raw(const T& obj)
 {
+    const std::uint32_t crc = crc32_of(portable_bytes(obj));
     std::vector<std::byte> bytes;
     {
         vector_sink sink(bytes);
         std::ostream os(&sink);
         Archive ar(os);
         constexpr file_content content = file_content_of<T>::value;
-        save_envelope(ar, content);
+        save_envelope(ar, content, crc);
         const std::string key(content_key(content));
         ar(cereal::make_nvp(key.c_str(), obj));
     }
@@ -649,20 +696,28 @@ template <class Archive, class T>
 T decode_raw(std::span<const std::byte> bytes, std::string_view name)
 {
     T obj{};
-    read_raw<Archive>(bytes, name,
-                      [&](Archive& ar, span_source&)
-                      {
-                          file_content content{};
-                          std::string writer;
-                          load_envelope(ar, content, writer);
-                          constexpr file_content expected = file_content_of<T>::value;
-                          if (content != expected)
-                              throw format_error(
-                                  "holds " + describe_content(static_cast<std::uint32_t>(content)) +
-                                  ", not a " + std::string(content_name(expected)));
-                          const std::string key(content_key(expected));
-                          ar(cereal::make_nvp(key.c_str(), obj));
-                      });
+    read_raw<Archive>(
+        bytes, name,
+        [&](Archive& ar, span_source&)
+        {
+            const envelope env = load_envelope(ar);
+            constexpr file_content expected = file_content_of<T>::value;
+            if (env.content != expected)
+                throw format_error("holds " +
+                                   describe_content(static_cast<std::uint32_t>(env.content)) +
+                                   ", not a " + std::string(content_name(expected)));
+            const std::string key(content_key(expected));
+            ar(cereal::make_nvp(key.c_str(), obj));
+            if (!env.crc)
+                return;
+            if (const std::uint32_t actual = crc32_of(portable_bytes(obj)); actual != *env.crc)
+                throw format_error(
+                    "content checksum mismatch (stored " + hex32(*env.crc) + ", computed " +
+                    hex32(actual) + "): the file is corrupt" +
+                    (is_text_archive_v<Archive>
+                         ? " (or was edited: remove its ember_crc32 member to accept edits)"
+                         : ""));
+        });
     return obj;
 }
 
@@ -674,7 +729,12 @@ file_info probe_raw(std::span<const std::byte> bytes, std::string_view name, fil
     info.size = bytes.size();
     read_raw<Archive>(
         bytes, name,
-        [&](Archive& ar, span_source&) { load_envelope(ar, info.content, info.writer); },
+        [&](Archive& ar, span_source&)
+        {
+            envelope env = load_envelope(ar);
+            info.content = env.content;
+            info.writer = std::move(env.writer);
+        },
         /*whole=*/false);
     return info;
 }

@@ -889,3 +889,18 @@ BOOST_AUTO_TEST_CASE(nested_sequential_passes_the_setting_to_its_first_modules)
     BOOST_TEST(model.backward(dy).size() == 0u);
     BOOST_TEST(xt::sum(xt::abs(model.get<0>().get<0>().weight.grad))() > 0.0);
 }
+
+BOOST_AUTO_TEST_CASE(relu_backward_is_exactly_zero_where_the_output_is_not_positive)
+{
+    // torch.relu's backward (threshold_backward) selects: an infinite gradient where the
+    // output is 0 gives 0, not inf * 0 = NaN; a NaN gradient where it is positive stays NaN.
+    nn::relu<double> relu;
+    const tensor<double, 2> x = {{-1.0, 2.0, 0.0}};
+    relu(x);
+    const double inf = std::numeric_limits<double>::infinity();
+    const tensor<double, 2> dy = {{inf, std::numeric_limits<double>::quiet_NaN(), inf}};
+    const auto& dx = relu.backward(dy);
+    BOOST_TEST(dx(0, 0) == 0.0);
+    BOOST_TEST(std::isnan(dx(0, 1)));
+    BOOST_TEST(dx(0, 2) == 0.0);
+}

@@ -27,7 +27,9 @@ namespace detail
 /// Shared plumbing of the elementwise activations: output and gradient buffers, the shape check
 /// and the no_grad rule. `Derived` provides `T apply(T x) const`, `T derivative(T x, T y) const`
 /// (x the input, y the output) and `static constexpr bool needs_input`: when false, backward
-/// reads only the output, which forward keeps anyway, so nothing extra is cached.
+/// reads only the output, which forward keeps anyway, so nothing extra is cached. Such a
+/// `Derived` may also provide `T gradient(T dy, T y) const`, used instead of
+/// `dy * derivative(x, y)`.
 template <class Derived, class T, std::size_t N>
 class elementwise : public module<Derived>
 {
@@ -61,6 +63,10 @@ public:
     // `x < 0 ? 0 : x` lets NaN through, as torch.relu does.
     T apply(T x) const noexcept { return x < T(0) ? T(0) : x; }
     T derivative(T, T y) const noexcept { return y > T(0) ? T(1) : T(0); }
+    // PyTorch's threshold_backward: the gradient where y > 0, else exactly 0 (g * 0 would be
+    // NaN for an infinite g). A select, which vectorizes; g * derivative() kept a branch that
+    // mispredicts on every other element.
+    T gradient(T g, T y) const noexcept { return y > T(0) ? g : T(0); }
 };
 
 /// @brief x for x > 0, negative_slope * x otherwise (torch.nn.LeakyReLU).
@@ -237,6 +243,15 @@ auto elementwise<Derived, T, N>::backward(const tensor_type& dy) -> const tensor
         const T* x = m_input.data();
         for (std::size_t i = 0; i < n; ++i)
             dx[i] = g[i] * self.derivative(x[i], y[i]);
+    }
+    else if constexpr (requires { self.gradient(T(0), T(0)); })
+    {
+        for (std::size_t i = 0; i < n; ++i)
+        {
+            const T gi = g[i]; // both loads unconditional, so the select vectorizes
+            const T yi = y[i];
+            dx[i] = self.gradient(gi, yi);
+        }
     }
     else
     {

@@ -27,6 +27,7 @@
 #include "ember/data/data.hpp"
 
 #include "ember/serialize/cereal.hpp"
+#include "ember/serialize/checkpoint_manager.hpp"
 #include "ember/serialize/file.hpp"
 
 #include "ember/plot/svg.hpp"

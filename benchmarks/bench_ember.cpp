@@ -1,0 +1,425 @@
+// ember's half of the side-by-side benchmarks (bench_libtorch.cpp is the other), plus what
+// belongs to neither library: the MLP step's matrix products alone in OpenBLAS (the roofline)
+// and a plain write and read of the state_dict's bytes. Names and data come from common.hpp.
+#include "common.hpp"
+
+#include <ember/core/grad_mode.hpp>
+#include <ember/loss/cross_entropy.hpp>
+#include <ember/loss/mse.hpp>
+#include <ember/nn/activation.hpp>
+#include <ember/nn/linear.hpp>
+#include <ember/nn/module.hpp>
+#include <ember/nn/sequential.hpp>
+#include <ember/optim/adam.hpp>
+#include <ember/optim/sgd.hpp>
+#include <ember/serialize/file.hpp>
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fcntl.h>
+#include <unistd.h>
+
+namespace
+{
+
+using tensor2 = ember::tensor<float, 2>;
+
+tensor2 to_tensor(const std::vector<float>& v, std::size_t rows, std::size_t cols)
+{
+    tensor2 t = tensor2::from_shape({rows, cols});
+    std::copy(v.begin(), v.end(), t.data());
+    return t;
+}
+
+// ============================================================================================
+// The lesson: examples/linear_regression.cpp's model, loss, optimizer and epoch, unchanged.
+// ============================================================================================
+
+template <class Device = ember::cpu>
+struct LinearRegressionModel : ember::nn::module<LinearRegressionModel<Device>, Device>
+{
+    using tensor = ember::tensor<float, 2>;
+    ember::nn::parameter<float, 1, Device> weight{ember::randn<float>({1})};
+    ember::nn::parameter<float, 1, Device> bias{ember::randn<float>({1})};
+
+    template <class V>
+    void visit(V&& v)
+    {
+        v("weight", weight);
+        v("bias", bias);
+    }
+
+    const tensor& forward(const tensor& x)
+    {
+        if (this->caching())
+            m_x = x;
+        m_y.resize(x.shape());
+        xt::noalias(m_y) = weight.value(0) * x + bias.value(0);
+        return m_y;
+    }
+
+    const tensor& backward(const tensor& dy)
+    {
+        weight.grad(0) += xt::sum(dy * m_x)();
+        bias.grad(0) += xt::sum(dy)();
+        m_dx.resize(dy.shape());
+        xt::noalias(m_dx) = weight.value(0) * dy;
+        return m_dx;
+    }
+
+private:
+    tensor m_x, m_y, m_dx;
+};
+
+void lesson_epoch(benchmark::State& state)
+{
+    ember::manual_seed(42);
+    const auto x = bench::lesson_x();
+    const auto y = bench::lesson_y();
+    using bench::lesson_train, bench::lesson_val;
+    const tensor2 X_train = to_tensor({x.begin(), x.begin() + lesson_train}, lesson_train, 1);
+    const tensor2 y_train = to_tensor({y.begin(), y.begin() + lesson_train}, lesson_train, 1);
+    const tensor2 X_val =
+        to_tensor({x.begin() + lesson_train, x.begin() + lesson_train + lesson_val}, lesson_val, 1);
+    const tensor2 y_val =
+        to_tensor({y.begin() + lesson_train, y.begin() + lesson_train + lesson_val}, lesson_val, 1);
+
+    LinearRegressionModel<> model;
+    ember::nn::mse_loss<float> criterion;
+    ember::optim::sgd optimizer(model.parameters(), {.lr = 0.01});
+
+    auto epoch = [&]
+    {
+        model.train();
+        const auto& y_pred = model(X_train);
+        float loss = criterion(y_pred, y_train);
+        optimizer.zero_grad();
+        model.backward(criterion.backward());
+        optimizer.step();
+
+        model.eval();
+        float val_loss;
+        {
+            ember::no_grad guard;
+            val_loss = criterion(model(X_val), y_val);
+        }
+        benchmark::DoNotOptimize(loss);
+        benchmark::DoNotOptimize(val_loss);
+    };
+    epoch(); // warm-up: the buffers take their shapes
+    for (auto _ : state)
+        epoch();
+}
+
+// ============================================================================================
+// The MLP 784-256-256-10
+// ============================================================================================
+
+auto make_mlp()
+{
+    namespace nn = ember::nn;
+    nn::sequential model{nn::linear(784, 256), nn::relu(), nn::linear(256, 256), nn::relu(),
+                         nn::linear(256, 10)};
+    auto load = [](auto& layer, int i)
+    {
+        const auto init = bench::mlp_layer(i);
+        std::copy(init.weight.begin(), init.weight.end(), layer.weight.value.data());
+        std::copy(init.bias.begin(), init.bias.end(), layer.bias.value.data());
+    };
+    load(model.get<0>(), 0);
+    load(model.get<2>(), 1);
+    load(model.get<4>(), 2);
+    return model;
+}
+
+struct mlp_data
+{
+    tensor2 x;
+    ember::tensor<std::int64_t, 1> y;
+
+    explicit mlp_data(std::size_t batch)
+        : x(to_tensor(bench::mlp_inputs(batch), batch, bench::mlp_in)),
+          y(ember::tensor<std::int64_t, 1>::from_shape({batch}))
+    {
+        const auto t = bench::mlp_targets(batch);
+        std::copy(t.begin(), t.end(), y.data());
+    }
+};
+
+// The input is data: like PyTorch for an input without requires_grad, ember then skips the
+// first layer's input gradient (requires_input_grad(false)); `input_grad` measures the cost of
+// not saying so.
+template <class Optimizer, class Options>
+void mlp_step(benchmark::State& state, std::size_t batch, Options options, bool input_grad = false)
+{
+    auto model = make_mlp();
+    model.requires_input_grad(input_grad);
+    ember::nn::cross_entropy_loss<float> loss_fn;
+    Optimizer opt(model.parameters(), options);
+    const mlp_data data(batch);
+
+    auto step = [&]
+    {
+        const auto& logits = model(data.x);
+        float loss = loss_fn(logits, data.y);
+        opt.zero_grad();
+        model.backward(loss_fn.backward());
+        opt.step();
+        benchmark::DoNotOptimize(loss);
+    };
+    step();
+    for (auto _ : state)
+        step();
+    state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(batch));
+}
+
+void mlp_infer(benchmark::State& state, std::size_t batch)
+{
+    auto model = make_mlp();
+    model.eval();
+    const mlp_data data(batch);
+    ember::no_grad guard;
+    benchmark::DoNotOptimize(model(data.x).data());
+    for (auto _ : state)
+    {
+        const auto& out = model(data.x);
+        benchmark::DoNotOptimize(out.data());
+        benchmark::ClobberMemory();
+    }
+    state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(batch));
+}
+
+// The roofline: the matrix products a training step cannot do without, alone, on buffers of
+// the same shapes: three forward, three weight gradients and two input gradients (the first
+// layer's input needs none).
+void mlp_matmul(benchmark::State& state, std::size_t batch)
+{
+    const int b = static_cast<int>(batch);
+    const int in = bench::mlp_in, hid = bench::mlp_hidden, out = bench::mlp_classes;
+    const auto x = bench::mlp_inputs(batch);
+    const auto w0 = bench::mlp_layer(0).weight, w1 = bench::mlp_layer(1).weight,
+               w2 = bench::mlp_layer(2).weight;
+    std::vector<float> h0(batch * hid, 0.5f), h1(batch * hid, 0.5f), o(batch * out, 0.5f);
+    std::vector<float> g0(w0.size()), g1(w1.size()), g2(w2.size());
+    std::vector<float> dh1(batch * hid), dh0(batch * hid);
+    auto gemm = [](bool ta, bool tb, int m, int n, int k, const float* a, int lda, const float* bb,
+                   int ldb, float beta, float* c, int ldc)
+    {
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    m, n, k, 1.0f, a, lda, bb, ldb, beta, c, ldc);
+    };
+    auto products = [&]
+    {
+        // forward: h = x W^T
+        gemm(false, true, b, hid, in, x.data(), in, w0.data(), in, 1.0f, h0.data(), hid);
+        gemm(false, true, b, hid, hid, h0.data(), hid, w1.data(), hid, 1.0f, h1.data(), hid);
+        gemm(false, true, b, out, hid, h1.data(), hid, w2.data(), hid, 1.0f, o.data(), out);
+        // backward: dW += dy^T x, dx = dy W
+        gemm(true, false, out, hid, b, o.data(), out, h1.data(), hid, 1.0f, g2.data(), hid);
+        gemm(false, false, b, hid, out, o.data(), out, w2.data(), hid, 0.0f, dh1.data(), hid);
+        gemm(true, false, hid, hid, b, dh1.data(), hid, h0.data(), hid, 1.0f, g1.data(), hid);
+        gemm(false, false, b, hid, hid, dh1.data(), hid, w1.data(), hid, 0.0f, dh0.data(), hid);
+        gemm(true, false, hid, in, b, dh0.data(), hid, x.data(), in, 1.0f, g0.data(), in);
+        // keep the accumulating outputs finite across millions of iterations
+        std::fill(h0.begin(), h0.end(), 0.5f);
+        std::fill(h1.begin(), h1.end(), 0.5f);
+        std::fill(o.begin(), o.end(), 0.5f);
+    };
+    products();
+    for (auto _ : state)
+    {
+        products();
+        benchmark::ClobberMemory();
+    }
+    state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(batch));
+}
+
+// ============================================================================================
+// Save and load of a state_dict of about 100M float parameters
+// ============================================================================================
+
+struct big_model : ember::nn::module<big_model>
+{
+    std::vector<std::string> names;
+    std::vector<ember::nn::parameter<float, 2>> params;
+
+    big_model()
+    {
+        for (std::size_t i = 0; i < bench::io_tensors; ++i)
+        {
+            names.push_back(bench::io_key(i));
+            auto v = bench::uniform(bench::io_rows() * bench::io_cols,
+                                    300u + static_cast<std::uint32_t>(i), -1.0f, 1.0f);
+            params.emplace_back(to_tensor(v, bench::io_rows(), bench::io_cols));
+        }
+    }
+
+    template <class V>
+    void visit(V&& v)
+    {
+        for (std::size_t i = 0; i < params.size(); ++i)
+            v(names[i], params[i]);
+    }
+};
+
+void set_bytes(benchmark::State& state)
+{
+    state.SetBytesProcessed(state.iterations() *
+                            static_cast<std::int64_t>(bench::io_params() * sizeof(float)));
+}
+
+void save_state_dict(benchmark::State& state)
+{
+    big_model model;
+    const auto path = bench::temp_dir() / "ember_state.pth";
+    for (auto _ : state)
+        ember::save(model.state_dict(), path);
+    set_bytes(state);
+    std::filesystem::remove(path);
+}
+
+void load_state_dict(benchmark::State& state)
+{
+    big_model model;
+    const auto path = bench::temp_dir() / "ember_state.pth";
+    ember::save(model.state_dict(), path);
+    for (auto _ : state)
+        model.load_state_dict(ember::load<ember::state_dict>(path));
+    set_bytes(state);
+    std::filesystem::remove(path);
+}
+
+// The same bytes written with one write() per tensor into a new file, then fsync (durable, as
+// ember's save is) or not; and read back whole.
+void write_all(int fd, const char* p, std::size_t n)
+{
+    while (n > 0)
+    {
+        const ssize_t w = ::write(fd, p, n);
+        if (w <= 0)
+            throw std::runtime_error("plain write failed");
+        p += w;
+        n -= static_cast<std::size_t>(w);
+    }
+}
+
+void plain_write(benchmark::State& state, bool sync)
+{
+    big_model model;
+    const auto path = bench::temp_dir() / "plain_state.bin";
+    for (auto _ : state)
+    {
+        std::filesystem::remove(path);
+        const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0)
+            throw std::runtime_error("cannot create " + path.string());
+        for (const auto& p : model.params)
+            write_all(fd, reinterpret_cast<const char*>(p.value.data()),
+                      p.value.size() * sizeof(float));
+        if (sync && ::fsync(fd) != 0)
+            throw std::runtime_error("fsync failed");
+        ::close(fd);
+    }
+    set_bytes(state);
+    std::filesystem::remove(path);
+}
+
+void plain_read(benchmark::State& state)
+{
+    const auto path = bench::temp_dir() / "plain_state.bin";
+    {
+        big_model model;
+        const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        for (const auto& p : model.params)
+            write_all(fd, reinterpret_cast<const char*>(p.value.data()),
+                      p.value.size() * sizeof(float));
+        ::close(fd);
+    }
+    std::vector<char> buffer(bench::io_params() * sizeof(float));
+    for (auto _ : state)
+    {
+        const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        std::size_t got = 0;
+        while (got < buffer.size())
+        {
+            const ssize_t r = ::read(fd, buffer.data() + got, buffer.size() - got);
+            if (r <= 0)
+                throw std::runtime_error("plain read failed");
+            got += static_cast<std::size_t>(r);
+        }
+        ::close(fd);
+        benchmark::DoNotOptimize(buffer.data());
+    }
+    set_bytes(state);
+    std::filesystem::remove(path);
+}
+
+void register_all()
+{
+    using bench::name;
+    const double t = bench::min_time();
+    auto reg = [&](const std::string& n, auto fn)
+    { return benchmark::RegisterBenchmark(name(n).c_str(), fn)->UseRealTime()->MinTime(t); };
+
+    reg("lesson_epoch", lesson_epoch)->Unit(benchmark::kMicrosecond);
+    for (int b : bench::mlp_batches)
+    {
+        const auto batch = static_cast<std::size_t>(b);
+        const std::string suffix = "/b" + std::to_string(b);
+        reg("mlp_step/sgd_momentum" + suffix,
+            [batch](benchmark::State& s)
+            {
+                mlp_step<ember::optim::sgd<float>>(
+                    s, batch, ember::optim::sgd_options{.lr = 0.01, .momentum = 0.9});
+            })
+            ->Unit(benchmark::kMicrosecond);
+        reg("mlp_step/adam" + suffix, [batch](benchmark::State& s)
+            { mlp_step<ember::optim::adam<float>>(s, batch, ember::optim::adam_options{}); })
+            ->Unit(benchmark::kMicrosecond);
+        reg("mlp_step_with_input_grad/sgd_momentum" + suffix,
+            [batch](benchmark::State& s)
+            {
+                mlp_step<ember::optim::sgd<float>>(
+                    s, batch, ember::optim::sgd_options{.lr = 0.01, .momentum = 0.9}, true);
+            })
+            ->Unit(benchmark::kMicrosecond);
+        reg("mlp_matmul" + suffix, [batch](benchmark::State& s) { mlp_matmul(s, batch); })
+            ->Unit(benchmark::kMicrosecond);
+    }
+    reg("mlp_infer/b1", [](benchmark::State& s) { mlp_infer(s, 1); })
+        ->Unit(benchmark::kMicrosecond);
+    reg("mlp_infer/b256", [](benchmark::State& s) { mlp_infer(s, 256); })
+        ->Unit(benchmark::kMicrosecond);
+
+    const int io = bench::io_iterations();
+    auto reg_io = [&](const std::string& n, auto fn)
+    {
+        benchmark::RegisterBenchmark(name(bench::io_workload(n.c_str())).c_str(), fn)
+            ->UseRealTime()
+            ->Iterations(io)
+            ->Unit(benchmark::kMillisecond);
+    };
+    reg_io("save", save_state_dict);
+    reg_io("load", load_state_dict);
+    reg_io("plain_write_fsync", [](benchmark::State& s) { plain_write(s, true); });
+    reg_io("plain_write", [](benchmark::State& s) { plain_write(s, false); });
+    reg_io("plain_read", plain_read);
+}
+
+} // namespace
+
+int main(int argc, char** argv)
+{
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv))
+        return 1;
+    openblas_set_num_threads(bench::threads());
+    benchmark::AddCustomContext("threads", std::to_string(bench::threads()));
+    benchmark::AddCustomContext("library", "ember");
+    register_all();
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}

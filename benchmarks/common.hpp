@@ -1,0 +1,168 @@
+#pragma once
+/// @file
+/// What the ember and LibTorch benchmark programs share, so that both run the same workloads on
+/// the same numbers at the same thread count: the data, the sizes, the settings read from the
+/// environment, and the benchmark names the comparison script pairs up.
+///
+/// Environment:
+/// - EMBER_BENCH_THREADS: threads for BLAS (and LibTorch's intra-op pool); default 1.
+/// - EMBER_BENCH_QUICK: non-empty and not "0" for a smoke test (small sizes, few iterations).
+/// - EMBER_BENCH_TMPDIR: folder for the save/load files; default "bench-tmp" here. It must be
+///   on the disk being measured (not a tmpfs).
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+
+namespace bench
+{
+
+inline int threads()
+{
+    const char* s = std::getenv("EMBER_BENCH_THREADS");
+    const int n = s ? std::atoi(s) : 1;
+    return n > 0 ? n : 1;
+}
+
+inline bool quick()
+{
+    const char* s = std::getenv("EMBER_BENCH_QUICK");
+    return s && *s && std::string(s) != "0";
+}
+
+inline std::filesystem::path temp_dir()
+{
+    const char* s = std::getenv("EMBER_BENCH_TMPDIR");
+    std::filesystem::path dir = s && *s ? s : "bench-tmp";
+    std::filesystem::create_directories(dir);
+    return dir;
+}
+
+/// "NAME/tN": every benchmark name carries its thread count, so the 1-thread and all-core runs
+/// land side by side in one table.
+inline std::string name(const std::string& workload)
+{
+    return workload + "/t" + std::to_string(threads());
+}
+
+// ---- data: a fixed mt19937 stream, so both programs see the same numbers ----
+
+inline std::vector<float> uniform(std::size_t n, std::uint32_t seed, float lo, float hi)
+{
+    std::mt19937 g(seed);
+    std::uniform_real_distribution<float> d(lo, hi);
+    std::vector<float> v(n);
+    for (auto& x : v)
+        x = d(g);
+    return v;
+}
+
+inline std::vector<std::int64_t> labels(std::size_t n, int classes, std::uint32_t seed)
+{
+    std::mt19937 g(seed);
+    std::uniform_int_distribution<int> d(0, classes - 1);
+    std::vector<std::int64_t> v(n);
+    for (auto& x : v)
+        x = d(g);
+    return v;
+}
+
+// ---- the lesson: X = arange(0, 1, 0.02), y = 0.7 X + 0.3, 35 train / 7 validation rows ----
+
+inline constexpr std::size_t lesson_n = 50;
+inline constexpr std::size_t lesson_train = 35;
+inline constexpr std::size_t lesson_val = 7;
+
+inline std::vector<float> lesson_x()
+{
+    std::vector<float> x(lesson_n);
+    for (std::size_t i = 0; i < lesson_n; ++i)
+        x[i] = static_cast<float>(0.02 * static_cast<double>(i));
+    return x;
+}
+
+inline std::vector<float> lesson_y()
+{
+    std::vector<float> y = lesson_x();
+    for (auto& v : y)
+        v = 0.7f * v + 0.3f;
+    return y;
+}
+
+// ---- the MLP: 784-256-256-10 ----
+
+inline constexpr std::size_t mlp_in = 784;
+inline constexpr std::size_t mlp_hidden = 256;
+inline constexpr std::size_t mlp_classes = 10;
+inline constexpr int mlp_batches[] = {1, 16, 64, 256};
+
+/// Weight and bias of layer `i` (0, 1, 2) of the MLP, drawn as torch.nn.Linear draws them
+/// (uniform in +-1/sqrt(fan_in)), from a fixed seed per layer.
+struct layer_init
+{
+    std::size_t in, out;
+    std::vector<float> weight; // [out, in], row-major
+    std::vector<float> bias;   // [out]
+};
+
+inline layer_init mlp_layer(int i)
+{
+    const std::size_t in = i == 0 ? mlp_in : mlp_hidden;
+    const std::size_t out = i == 2 ? mlp_classes : mlp_hidden;
+    const float bound = 1.0f / std::sqrt(static_cast<float>(in));
+    return {in, out, uniform(in * out, 100u + static_cast<std::uint32_t>(i), -bound, bound),
+            uniform(out, 200u + static_cast<std::uint32_t>(i), -bound, bound)};
+}
+
+inline std::vector<float> mlp_inputs(std::size_t batch)
+{
+    return uniform(batch * mlp_in, 7u, 0.0f, 1.0f);
+}
+
+inline std::vector<std::int64_t> mlp_targets(std::size_t batch)
+{
+    return labels(batch, static_cast<int>(mlp_classes), 8u);
+}
+
+// ---- save/load: a state_dict of about 100 million float parameters ----
+
+/// 25 tensors of [2000, 2000] = 100M floats (400 MB); quick mode: 25 x [200, 2000] = 10M.
+inline constexpr std::size_t io_tensors = 25;
+inline std::size_t io_rows()
+{
+    return quick() ? 200 : 2000;
+}
+inline constexpr std::size_t io_cols = 2000;
+inline std::size_t io_params()
+{
+    return io_tensors * io_rows() * io_cols;
+}
+inline std::string io_key(std::size_t i)
+{
+    return "layer" + std::to_string(i) + ".weight";
+}
+inline std::string io_workload(const char* what)
+{
+    return std::string(what) + "/" + std::to_string(io_params() / 1000000) + "M";
+}
+
+/// Iterations of the slow (file) benchmarks: each one moves hundreds of megabytes.
+inline int io_iterations()
+{
+    return quick() ? 1 : 3;
+}
+
+/// Minimum measuring time of the fast benchmarks.
+inline double min_time()
+{
+    return quick() ? 0.05 : 0.5;
+}
+
+} // namespace bench

@@ -35,6 +35,29 @@ private:
     std::vector<std::byte>& m_out;
 };
 
+/// Counts what is written and keeps nothing: sizes an archive before it is written for real.
+class counting_sink : public std::streambuf
+{
+public:
+    std::size_t size() const noexcept { return m_size; }
+
+protected:
+    std::streamsize xsputn(const char*, std::streamsize n) override
+    {
+        m_size += static_cast<std::size_t>(n);
+        return n;
+    }
+    int_type overflow(int_type c) override
+    {
+        if (!traits_type::eq_int_type(c, traits_type::eof()))
+            ++m_size;
+        return traits_type::not_eof(c);
+    }
+
+private:
+    std::size_t m_size = 0;
+};
+
 /// Reads from a byte span in place; reading past its end fails the stream (cereal then throws).
 class span_source : public std::streambuf
 {

@@ -309,7 +309,18 @@ inline format_error file_error(std::string_view name, const std::string& what)
 template <class T>
 std::vector<std::byte> portable_bytes(const T& obj, std::size_t reserve_front = 0)
 {
-    std::vector<std::byte> bytes(reserve_front);
+    // Sized by a first, counting pass (cheap: a tensor is one write): a vector grown as the
+    // archive writes would copy the payload over and over and fault in about twice its size,
+    // which made saving a large state_dict several times slower than writing its bytes.
+    counting_sink counter;
+    {
+        std::ostream os(&counter);
+        cereal::PortableBinaryOutputArchive ar(os);
+        ar(obj);
+    }
+    std::vector<std::byte> bytes;
+    bytes.reserve(reserve_front + counter.size());
+    bytes.resize(reserve_front);
     {
         vector_sink sink(bytes);
         std::ostream os(&sink);

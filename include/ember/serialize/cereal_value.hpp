@@ -25,18 +25,22 @@ inline constexpr std::size_t max_value_depth = 64;
 namespace detail
 {
 
-/// Counts value nesting on this thread for as long as it lives; throws past max_value_depth.
+/// Counts value nesting on this thread for as long as it lives; past max_value_depth it throws
+/// format_error while loading (a hostile file), value_error while saving (a value that could
+/// not be loaded back).
 class value_depth_guard
 {
 public:
-    template <class Error>
-    explicit value_depth_guard(Error*)
+    explicit value_depth_guard(bool loading)
     {
-        if (++depth() > max_value_depth)
-        {
-            --depth();
-            throw Error("values nested deeper than " + std::to_string(max_value_depth) + " levels");
-        }
+        if (++depth() <= max_value_depth)
+            return;
+        --depth();
+        const std::string what =
+            "values nested deeper than " + std::to_string(max_value_depth) + " levels";
+        if (loading)
+            throw format_error(what);
+        throw value_error(what);
     }
     ~value_depth_guard() { --depth(); }
     value_depth_guard(const value_depth_guard&) = delete;
@@ -60,7 +64,7 @@ inline constexpr const char* value_kind_names[] = {"None", "bool",   "int",  "fl
 template <class Archive, std::same_as<value> V>
 void save(Archive& ar, const V& v, std::uint32_t /*version*/)
 {
-    detail::value_depth_guard depth(static_cast<value_error*>(nullptr));
+    detail::value_depth_guard depth(/*loading=*/false);
     const auto kind = static_cast<std::uint8_t>(v.data().index());
     if constexpr (detail::is_text_archive_v<Archive>)
         ar(cereal::make_nvp("kind", std::string(detail::value_kind_names[kind])));
@@ -95,7 +99,7 @@ template <class Archive, std::same_as<value> V>
 void load(Archive& ar, V& v, std::uint32_t version)
 {
     detail::check_version(version, 1, "value record");
-    detail::value_depth_guard depth(static_cast<format_error*>(nullptr));
+    detail::value_depth_guard depth(/*loading=*/true);
     std::size_t kind = 0;
     if constexpr (detail::is_text_archive_v<Archive>)
     {

@@ -64,10 +64,12 @@
 // system's where a distribution (Debian) unbundled it.
 #if __has_include(<cereal/external/rapidjson/error/en.h>)
 #include <cereal/external/rapidjson/error/en.h>
+#include <cereal/external/rapidjson/memorystream.h>
 #include <cereal/external/rapidjson/reader.h>
 #define EMBER_RAPIDJSON CEREAL_RAPIDJSON_NAMESPACE
 #else
 #include <rapidjson/error/en.h>
+#include <rapidjson/memorystream.h>
 #include <rapidjson/reader.h>
 #define EMBER_RAPIDJSON RAPIDJSON_NAMESPACE
 #endif

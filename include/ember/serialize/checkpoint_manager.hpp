@@ -17,7 +17,8 @@
 /// latest() and load_latest() walk from the highest number down and take the first file that
 /// loads completely (header, checksums, every tensor), passing over corrupt and truncated files
 /// and never looking at the temporaries an interrupted save leaves (`.ckpt-000123.ember.tmp-*`);
-/// load_latest() and save() delete those.
+/// load_latest() and save() delete those, so a folder has one writer at a time: a second
+/// process saving into it could lose its temporary (its save then fails; nothing is lost).
 
 #include "ember/core/error.hpp"
 #include "ember/serialize/checkpoint.hpp"

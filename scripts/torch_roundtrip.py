@@ -18,6 +18,8 @@ when torch cannot be imported.
    gives what ember's generator gives).
 3. With the safetensors package: its load_file reads ember's file, its save gives the same
    bytes, and ember reads what it writes.
+4. With EMBER_LARGE_TESTS=1 (about 10 GB of memory and 9 GB of disk, a minute or two): a
+   4.3 GB state_dict each way, so record sizes and offsets need ZIP64.
 """
 import collections
 import os
@@ -177,6 +179,28 @@ def main():
         got = ember_dump(py, "safetensors")
         check(got == want, "safetensors.save_file -> ember" + (
             "" if got == want else ": " + first_difference(got, want)))
+
+    # 4. Past 4 GiB, on request.
+    if os.environ.get("EMBER_LARGE_TESTS") == "1":
+        big = os.path.join(work, "big_torch.pth")
+        t = torch.zeros(4300000000, dtype=torch.uint8)
+        t[0], t[t.numel() // 2], t[-1] = 7, 5, 9
+        torch.save(collections.OrderedDict([("big", t), ("small", torch.tensor([0.0, 2.5]))]),
+                   big)
+        del t
+        r = subprocess.run([tool, "big-check", big], capture_output=True, text=True)
+        os.remove(big)
+        check(r.stdout.split() == ["4300000000", "7", "5", "9", "2.5"],
+              "a 4.3 GB torch.save file (ZIP64) loads in ember: " + r.stdout.strip() +
+              r.stderr.strip())
+        big = os.path.join(work, "big_ember.pth")
+        r = subprocess.run([tool, "big-write", big], capture_output=True, text=True)
+        sd = torch.load(big, weights_only=True)
+        t = sd["big"]
+        check([t.numel(), int(t[0]), int(t[t.numel() // 2]), int(t[-1]), float(sd["small"][1])]
+              == [4300000000, 7, 5, 9, 2.5], "a 4.3 GB ember file (ZIP64) loads in torch")
+        del sd, t
+        os.remove(big)
 
     print("%d failure(s)" % len(failures))
     sys.exit(1 if failures else 0)

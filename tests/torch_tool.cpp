@@ -3,6 +3,8 @@
 //                               canonical dump (tests/torch_dump.hpp) of what each holds
 //   torch_tool dump FILE KIND   loads FILE as KIND (value, state_dict, optimizer, checkpoint,
 //                               safetensors) and prints its canonical dump
+//   torch_tool big-write FILE   writes a state_dict past 4 GiB (ZIP64 sizes and offsets)
+//   torch_tool big-check FILE   loads one and prints its marker bytes
 #include <ember/ember.hpp>
 #include <ember/serialize/pytorch.hpp>
 #include <ember/serialize/safetensors.hpp>
@@ -200,6 +202,35 @@ int write(const fs::path& dir)
     return expect ? 0 : 1;
 }
 
+// A 4.3 GB uint8 tensor with markers at both ends and the middle, then a small one whose
+// record lies past 4 GiB.
+constexpr std::int64_t big_numel = 4'300'000'000;
+
+int big_write(const fs::path& file)
+{
+    ember::state_dict sd;
+    ember::host_tensor big(ember::dtype::uint8, {big_numel});
+    auto d = big.data<std::uint8_t>();
+    d[0] = 7;
+    d[d.size() / 2] = 5;
+    d[d.size() - 1] = 9;
+    sd.insert("big", std::move(big));
+    ember::host_tensor small(ember::dtype::float32, {2});
+    small.data<float>()[1] = 2.5f;
+    sd.insert("small", std::move(small));
+    pt::save(sd, file);
+    return 0;
+}
+
+int big_check(const fs::path& file)
+{
+    const auto sd = pt::load<ember::state_dict>(file, {.max_tensor_bytes = std::uint64_t{1} << 34});
+    const auto d = sd.at("big").data<std::uint8_t>();
+    std::cout << d.size() << " " << int(d[0]) << " " << int(d[d.size() / 2]) << " "
+              << int(d[d.size() - 1]) << " " << sd.at("small").data<float>()[1] << "\n";
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -210,7 +241,12 @@ int main(int argc, char** argv)
             return write(argv[2]);
         if (argc == 4 && std::string(argv[1]) == "dump")
             return dump(argv[2], argv[3]);
-        std::cerr << "usage: torch_tool write DIR | torch_tool dump FILE KIND\n";
+        if (argc == 3 && std::string(argv[1]) == "big-write")
+            return big_write(argv[2]);
+        if (argc == 3 && std::string(argv[1]) == "big-check")
+            return big_check(argv[2]);
+        std::cerr << "usage: torch_tool write DIR | dump FILE KIND | big-write FILE | "
+                     "big-check FILE\n";
         return 2;
     }
     catch (const std::exception& e)

@@ -4,11 +4,11 @@
 /// `torch.load(path, weights_only=True)` reads.
 ///
 /// ```cpp
-/// ember::pytorch::save(model.state_dict(), "model.pth");      //
-/// model.load_state_dict(torch.load(...)) auto sd =
-/// ember::pytorch::load<ember::state_dict>("model.pth"); auto ck =
-/// ember::pytorch::load<ember::checkpoint>("checkpoint.tar"); ember::value anything =
-/// ember::pytorch::load<ember::value>("file.pt");
+/// namespace pt = ember::pytorch;
+/// pt::save(model.state_dict(), "model.pth"); // Python: model.load_state_dict(torch.load(...))
+/// auto sd = pt::load<ember::state_dict>("model.pth");
+/// auto ck = pt::load<ember::checkpoint>("checkpoint.tar");
+/// ember::value anything = pt::load<ember::value>("file.pt");
 /// ```
 ///
 /// Loading maps the file, validates the zip container (zip.hpp), runs data.pkl through a
@@ -35,7 +35,10 @@
 /// Saving writes what `torch.save` writes — protocol-2 `data.pkl`, `byteorder`, `data/<n>`
 /// (64-byte aligned), `version` — under a folder named after the file (as PyTorch does),
 /// crash-safely through detail::atomic_write. The output is deterministic (no timestamps).
-/// Files are little-endian; loading a `byteorder: big` file swaps bytes.
+/// The file is assembled in memory first, so saving needs the model's size once more.
+/// Files are little-endian; loading a `byteorder: big` file swaps bytes. Beyond PyTorch's
+/// weights_only allowlist ember also reads `torch.torch_version.TorchVersion` (a str; the
+/// lesson's checkpoint stores `torch.__version__`, which PyTorch 2.x's weights_only refuses).
 
 #include "ember/core/dtype.hpp"
 #include "ember/core/error.hpp"

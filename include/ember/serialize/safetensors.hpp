@@ -14,7 +14,9 @@
 /// the reference caps it) against the file, strict JSON (no duplicate keys or fields, integers
 /// where integers belong), known dtypes, shapes whose byte sizes do not overflow, and offsets
 /// that tile the data section exactly — no gaps, no overlaps, nothing after the last tensor.
-/// Unknown fields inside a tensor's entry are ignored, as the reference ignores them.
+/// Unknown fields inside a tensor's entry are ignored, as the reference ignores them; a tensor
+/// name given twice is refused (the reference silently keeps the last). Tensors of dtypes
+/// ember has no type for (U16, U32, U64, F8_*, C64, ...) are refused by name.
 ///
 /// ```cpp
 /// ember::safetensors::save(model.state_dict(), "model.safetensors");

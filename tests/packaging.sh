@@ -46,8 +46,8 @@ if command -v ninja >/dev/null; then
     cmake_generator=(-G Ninja)
 fi
 
-begin "configure ember (-Dtests=false -Dexamples=false, prefix $prefix)"
-meson setup "$work/ember-build" "$src" --prefix "$prefix" -Dtests=false -Dexamples=false
+begin "configure ember (-Dtests=false -Dexamples=false -Dtools=false -Dbenchmarks=disabled, prefix $prefix)"
+meson setup "$work/ember-build" "$src" --prefix "$prefix" -Dtests=false -Dexamples=false -Dtools=false -Dbenchmarks=disabled
 
 begin "install ember into $prefix"
 meson install -C "$work/ember-build"

@@ -162,7 +162,7 @@ inline int io_iterations()
 /// Minimum measuring time of the fast benchmarks.
 inline double min_time()
 {
-    return quick() ? 0.05 : 0.5;
+    return quick() ? 0.05 : 0.3;
 }
 
 } // namespace bench

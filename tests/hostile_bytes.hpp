@@ -22,8 +22,6 @@
 #include <string_view>
 #include <vector>
 
-#include <unistd.h>
-
 namespace hostile
 {
 
@@ -89,19 +87,11 @@ inline payload state_dict_start(std::uint64_t count, std::uint32_t version = 1)
 
 /// The header of a valid ember file holding a T, as this build writes it.
 template <class T>
-const std::vector<std::byte>& header_template()
+std::vector<std::byte> header_template()
 {
-    static const std::vector<std::byte> header = []
-    {
-        const auto path = std::filesystem::temp_directory_path() /
-                          ("ember_hostile_header_" + std::to_string(::getpid()) + ".ember");
-        ember::save(T{}, path);
-        auto bytes = ember::detail::read_file(path);
-        std::filesystem::remove(path);
-        bytes.resize(ember::detail::header_size);
-        return bytes;
-    }();
-    return header;
+    auto bytes = ember::detail::encode(T{}, ember::file_format::ember);
+    bytes.resize(ember::detail::header_size);
+    return bytes;
 }
 
 /// Header fields tests may forge; the checksums are always recomputed unless asked not to.

@@ -7,6 +7,8 @@
 
 #include <ember/serialize/cereal.hpp>
 #include <ember/serialize/file.hpp>
+#include <ember/serialize/pytorch.hpp>
+#include <ember/serialize/safetensors.hpp>
 
 #include <cereal/archives/binary.hpp>
 #include <cereal/archives/json.hpp>
@@ -17,8 +19,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <csignal>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -26,7 +30,9 @@
 #include <new>
 #include <optional>
 #include <sstream>
+#include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <typeinfo>
 #include <vector>
 
@@ -493,6 +499,69 @@ fs::path regressions_folder()
     return source.parent_path() / "data" / "regressions";
 }
 
+const char* const regression_outcomes[] = {"format_error",
+                                           "loaded without an error",
+                                           "threw another exception",
+                                           "attempted an allocation over 64 MiB",
+                                           "a name this test does not understand",
+                                           "?"};
+
+template <class T>
+T load_with(const std::string& loader, const fs::path& path)
+{
+    if (loader == "pytorch")
+        return pytorch::load<T>(path);
+    if constexpr (std::is_same_v<T, state_dict>)
+        if (loader == "safetensors")
+            return safetensors::load<T>(path);
+    if constexpr (!std::is_same_v<T, value>)
+        if (loader == "ember")
+            return load<T>(path);
+    throw std::invalid_argument("no loader '" + loader + "' for this type");
+}
+
+/// Loads a regression file as its name says (in the child process); the exit code indexes
+/// regression_outcomes.
+int load_regression(const fs::path& path)
+{
+    const std::string name = path.filename().string();
+    const auto dash = name.find('-');
+    const auto dash2 = name.find('-', dash + 1);
+    if (dash == std::string::npos || dash2 == std::string::npos)
+        return 4;
+    const std::string loader = name.substr(0, dash);
+    const std::string type = name.substr(dash + 1, dash2 - dash - 1);
+    allocation_watch watch;
+    try
+    {
+        if (type == "state_dict")
+            (void)load_with<state_dict>(loader, path);
+        else if (type == "optimizer")
+            (void)load_with<optim::optimizer_state>(loader, path);
+        else if (type == "checkpoint")
+            (void)load_with<checkpoint>(loader, path);
+        else if (type == "value")
+            (void)load_with<value>(loader, path);
+        else
+            return 4;
+        return 1;
+    }
+    catch (const format_error&)
+    {
+        return g_refused.load() == 0 ? 0 : 3;
+    }
+    catch (const std::invalid_argument& e)
+    {
+        std::fprintf(stderr, "%s: %s\n", name.c_str(), e.what());
+        return 4;
+    }
+    catch (const std::exception& e)
+    {
+        std::fprintf(stderr, "%s: %s: %s\n", name.c_str(), typeid(e).name(), e.what());
+        return g_refused.load() == 0 ? 2 : 3;
+    }
+}
+
 } // namespace
 
 BOOST_AUTO_TEST_CASE(the_allocation_watch_catches_a_large_allocation)
@@ -543,6 +612,92 @@ BOOST_AUTO_TEST_CASE(the_builder_writes_what_ember_writes)
                             detail::read_file(dir.path / "built.ember")));
         }
     }
+}
+
+namespace
+{
+/// `file` (a container) with the byte at payload offset `at` set to `byte`, resealed.
+template <class T>
+std::vector<std::byte> with_payload_byte(const std::vector<std::byte>& file, std::size_t at,
+                                         std::uint8_t byte)
+{
+    payload p;
+    p.bytes.assign(file.begin() + static_cast<std::ptrdiff_t>(detail::header_size), file.end());
+    p.bytes.at(at) = std::byte{byte};
+    return hostile::seal<T>(p);
+}
+
+/// Payload offset of the first `marker` after `from`.
+std::size_t find_in_payload(const std::vector<std::byte>& file, std::string_view marker,
+                            std::size_t from = 0)
+{
+    const auto* begin = reinterpret_cast<const char*>(file.data()) + detail::header_size;
+    const std::string_view text(begin, file.size() - detail::header_size);
+    const auto at = text.find(marker, from);
+    BOOST_REQUIRE_MESSAGE(at != std::string_view::npos, "no '" << marker << "' in the payload");
+    return at;
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(a_bool_byte_other_than_0_or_1_is_a_format_error)
+{
+    // Found by fuzz_ember_payload and fuzz_cereal_binary (tests/data/regressions/*bool*): a
+    // binary archive's bool is one byte, and a byte other than 0 or 1 read into a bool is
+    // undefined behaviour. With valid checksums such a file must still be refused.
+    temp_dir dir;
+    std::vector<hostile_file> files;
+
+    optim::optimizer_state opt;
+    optim::param_group_state g;
+    g.options.insert("nesterov", false);
+    opt.param_groups.push_back(g);
+    const auto opt_file = detail::encode(opt, file_format::ember);
+    const std::size_t opt_at = find_in_payload(opt_file, "bool") + 4; // after the kind "bool"
+    files.push_back({"optimizer option", content::optimizer,
+                     with_payload_byte<optim::optimizer_state>(opt_file, opt_at, 2), "bool"});
+
+    checkpoint c;
+    c.hyperparameters.insert("marker_flag", true);
+    generator_state gs;
+    gs.seed = 0x0123456789abcdefu;
+    gs.has_next_normal = true;
+    c.generators.insert("default", gs);
+    const auto ck_file = detail::encode(c, file_format::ember);
+    // A value is its kind code (1 for bool), then the byte.
+    std::size_t value_at = find_in_payload(ck_file, "marker_flag") + 11;
+    while (ck_file[detail::header_size + value_at] != std::byte{1} ||
+           ck_file[detail::header_size + value_at + 1] != std::byte{1})
+        ++value_at;
+    std::vector<std::byte> ck_bad = with_payload_byte<checkpoint>(ck_file, value_at + 1, 2);
+    // (the content kind of a checkpoint file is not a state_dict's: load it as a checkpoint)
+    const char seed_bytes[] = {'\xef', '\xcd', '\xab', '\x89', 'g', 'E', '#', '\x01'};
+    const std::size_t generator_at =
+        find_in_payload(ck_file, std::string_view(seed_bytes, 8)) + 8 + 624 * 4 + 4;
+    BOOST_REQUIRE(ck_file[detail::header_size + generator_at] == std::byte{1});
+    std::vector<std::byte> gen_bad = with_payload_byte<checkpoint>(ck_file, generator_at, 7);
+
+    for (const auto& [name, bytes] : {std::pair{"checkpoint hyperparameter", ck_bad},
+                                      std::pair{"generator has_next_normal", gen_bad}})
+    {
+        BOOST_TEST_CONTEXT(name)
+        {
+            const fs::path path = dir.path / "bool.ember";
+            write_file(path, bytes);
+            std::string outcome;
+            try
+            {
+                (void)load<checkpoint>(path);
+                outcome = "loaded";
+            }
+            catch (const format_error& e)
+            {
+                outcome = e.what();
+            }
+            BOOST_TEST(contains(outcome, "bool"), outcome);
+        }
+    }
+    for (const auto& f : files)
+        check_rejected(dir.path, f);
 }
 
 BOOST_AUTO_TEST_CASE(raw_portable_binary_archives_reject_the_same_payloads_within_the_budget)
@@ -798,39 +953,41 @@ BOOST_AUTO_TEST_CASE(the_corpus_loads_under_an_address_space_limit)
 BOOST_AUTO_TEST_CASE(every_fuzzer_finding_is_a_format_error)
 {
     // Each file under tests/data/regressions/ is an input a fuzz target once crashed or
-    // misbehaved on (see fuzz/README.md); the name says which loader it was for.
+    // misbehaved on (see its README). Its name says how to load it: LOADER-TYPE-what.ext with
+    // LOADER ember (ember::load, format by magic or extension), pytorch or safetensors, and
+    // TYPE state_dict, optimizer, checkpoint or value. Each loads in a child process, so a
+    // crash is reported as this file's failure instead of ending the test run.
     const fs::path folder = regressions_folder();
     BOOST_REQUIRE_MESSAGE(fs::is_directory(folder), folder << " is missing");
-    std::size_t checked = 0;
+    std::vector<fs::path> files;
     for (const auto& entry : fs::directory_iterator(folder))
+        if (entry.path().extension() != ".md")
+            files.push_back(entry.path());
+    std::sort(files.begin(), files.end());
+    for (const auto& path : files)
     {
-        const std::string name = entry.path().filename().string();
-        if (entry.path().extension() == ".md")
-            continue;
+        const std::string name = path.filename().string();
         BOOST_TEST_CONTEXT(name)
         {
-            std::string outcome;
-            allocation_watch watch;
-            try
+            const pid_t pid = ::fork();
+            BOOST_REQUIRE(pid >= 0);
+            if (pid == 0)
             {
-                if (name.rfind("optimizer", 0) == 0)
-                    (void)load<optim::optimizer_state>(entry.path());
-                else
-                    (void)load<state_dict>(entry.path());
-                outcome = "loaded";
+                // Boost.Test's handlers would report a crash as the child's own test failure.
+                for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT})
+                    std::signal(sig, SIG_DFL);
+                ::_exit(load_regression(path));
             }
-            catch (const format_error&)
-            {
-                outcome = "format_error";
-            }
-            catch (const std::exception& e)
-            {
-                outcome = std::string("threw ") + typeid(e).name() + ": " + e.what();
-            }
-            BOOST_TEST(outcome == "format_error");
-            BOOST_TEST(g_refused.load() == 0u);
-            ++checked;
+            int status = 0;
+            BOOST_REQUIRE(::waitpid(pid, &status, 0) == pid);
+            BOOST_TEST(!WIFSIGNALED(status), "crashed with signal " << WTERMSIG(status) << " ("
+                                                                    << ::strsignal(WTERMSIG(status))
+                                                                    << ")");
+            if (WIFEXITED(status))
+                BOOST_TEST(WEXITSTATUS(status) == 0,
+                           regression_outcomes[std::min(WEXITSTATUS(status), 5)]
+                               << " (details above)");
         }
     }
-    BOOST_TEST_MESSAGE(checked << " regression inputs");
+    BOOST_TEST(files.size() > 0u);
 }

@@ -2,6 +2,7 @@
 // Together") in C++ with ember: data, a custom model, MSE, SGD, training with validation,
 // saving and loading the state_dict, a complete checkpoint saved and restored (the lesson's
 // "Saving Complete Checkpoints"), inference in eval mode without gradients, and the figure.
+// `.pth` and `.tar` files are PyTorch's own format, so Python opens them with torch.load.
 //
 //   build/examples/linear_regression      writes linear_model.pth, checkpoint.tar and
 //                                          training.svg here
@@ -120,11 +121,13 @@ int run()
     // ============================================
     // 5. Save Model
     // ============================================
+    // In PyTorch's format (by the extension): model.load_state_dict(torch.load(...)) in Python.
     ember::save(model.state_dict(), "linear_model.pth");
     std::printf("\nModel saved!\n");
 
     // A complete checkpoint, to resume training later: the lesson's dictionary as a struct.
-    // (.tar is PyTorch's convention for checkpoints; ember writes its own checked container.)
+    // (.tar is PyTorch's convention for checkpoints; the file is a torch.save zip, with ember's
+    // exact-resume state under its "ember" key.)
     ember::checkpoint checkpoint;
     checkpoint.epoch = epochs;
     checkpoint.model_state_dict = model.state_dict();

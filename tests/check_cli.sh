@@ -2,7 +2,8 @@
 # Tests the `ember` command line on the files the lesson's example writes: inspect shows the
 # checkpoint's fields, verify accepts whole files and rejects corrupt and truncated ones with a
 # non-zero exit and the error on stderr, and convert moves the same content between every
-# format (ember -> JSON -> ember is byte for byte the original).
+# format (PyTorch -> JSON -> PyTorch and ember -> XML -> ember are byte for byte the original;
+# PyTorch -> safetensors -> PyTorch gives the same tensors bit for bit).
 #   tests/check_cli.sh build/tools/ember build/examples/linear_regression
 set -euo pipefail
 ember=$(realpath "$1")
@@ -23,7 +24,7 @@ for line in "epoch: 100" "model_state_dict:" "  weight: tensor float32 [1] = [" 
             "timestamp: '" "ember_version: '" "global_step: 100" "  default: generator(seed=42"; do
   grep -qF -- "$line" inspect.txt || fail "inspect checkpoint.tar lacks '$line'"
 done
-head -1 inspect.txt | grep -q "checkpoint.tar: checkpoint, ember container version 2" \
+head -1 inspect.txt | grep -q "checkpoint.tar: checkpoint, PyTorch zip (torch.save)" \
   || fail "inspect's first line does not say what the file is: $(head -1 inspect.txt)"
 "$ember" inspect linear_model.pth > sd.txt
 grep -q "^weight: tensor float32 \[1\] = \[0.4398" sd.txt || fail "inspect linear_model.pth: $(cat sd.txt)"
@@ -33,19 +34,43 @@ grep -q "^weight: tensor float32 \[1\] = \[0.4398" sd.txt || fail "inspect linea
 "$ember" verify linear_model.pth > /dev/null || fail "verify rejects linear_model.pth"
 
 # convert: every format, the same content; ember -> JSON -> ember is bit-identical.
-for ext in json xml bin cereal ember; do
+for ext in json xml bin cereal ember pt; do
   "$ember" convert checkpoint.tar "c.$ext" > /dev/null || fail "convert to .$ext"
   "$ember" verify "c.$ext" > /dev/null || fail "verify c.$ext"
   "$ember" inspect "c.$ext" | tail -n +2 > "c.$ext.txt"
   diff -q <(tail -n +2 inspect.txt) "c.$ext.txt" > /dev/null \
     || fail "inspect c.$ext differs from inspect checkpoint.tar"
 done
-"$ember" convert c.json back.tar > /dev/null
-cmp -s checkpoint.tar back.tar || fail "checkpoint.tar -> c.json -> back.tar is not byte for byte the original"
+# (A PyTorch file's records sit in a folder named after the file: same name, same bytes.)
+mkdir back
+"$ember" convert c.json back/checkpoint.tar > /dev/null
+cmp -s checkpoint.tar back/checkpoint.tar || fail "checkpoint.tar -> c.json -> back/checkpoint.tar is not byte for byte the original"
 "$ember" convert c.xml back2.ember > /dev/null
-cmp -s checkpoint.tar back2.ember || fail "checkpoint.tar -> c.xml -> back2.ember differs"
-"$ember" convert linear_model.pth sd.json > /dev/null && "$ember" convert sd.json sd.pth > /dev/null
-cmp -s linear_model.pth sd.pth || fail "linear_model.pth -> JSON -> .pth differs"
+cmp -s c.ember back2.ember || fail "c.ember -> c.xml -> back2.ember differs"
+"$ember" convert linear_model.pth sd.json > /dev/null && "$ember" convert sd.json back/linear_model.pth > /dev/null
+cmp -s linear_model.pth back/linear_model.pth || fail "linear_model.pth -> JSON -> .pth differs"
+
+# safetensors: PyTorch -> safetensors -> PyTorch -> safetensors. safetensors stores each tensor's
+# raw bytes (ordered by dtype and name, as the reference writer does), so equal safetensors
+# files mean bit-identical tensors both ways; the PyTorch files list the same tensors.
+"$ember" convert linear_model.pth m.safetensors > /dev/null || fail "convert .pth -> .safetensors"
+"$ember" convert m.safetensors back/m.pth > /dev/null || fail "convert .safetensors -> .pth"
+"$ember" convert back/m.pth m2.safetensors > /dev/null || fail "convert .pth -> .safetensors again"
+cmp -s m.safetensors m2.safetensors || fail "linear_model.pth -> safetensors -> .pth -> safetensors changed a tensor"
+"$ember" verify m.safetensors > /dev/null || fail "verify m.safetensors"
+head -1 <("$ember" inspect m.safetensors) | grep -q "m.safetensors: state_dict, safetensors file" \
+  || fail "inspect m.safetensors does not say what the file is"
+diff -q <(tail -n +2 sd.txt | sort) <("$ember" inspect back/m.pth | tail -n +2 | sort) > /dev/null \
+  || fail "inspect linear_model.pth and its safetensors round trip differ"
+# A .tar or .pth that ember 0.1 wrote as its container still loads: the bytes decide.
+"$ember" convert checkpoint.tar old.tar --to ember > /dev/null
+"$ember" verify old.tar | grep -q "checkpoint, ember container version 2" \
+  || fail "an ember container named .tar is not read as one"
+cp m.safetensors sd-named.pth
+"$ember" verify sd-named.pth | grep -q "safetensors" || fail "a safetensors file named .pth is not read as one"
+status=0; "$ember" convert checkpoint.tar c.safetensors 2> err.txt || status=$?
+[ "$status" = 1 ] && grep -q "safetensors" err.txt && [ ! -e c.safetensors ] \
+  || fail "convert of a checkpoint to safetensors: exit $status, $(cat err.txt)"
 grep -q '"val_loss": 0.01887' c.json || fail "c.json does not hold val_loss as a readable number"
 
 # verify: a flipped byte and a truncation fail, non-zero, with the file named on stderr.
@@ -73,7 +98,8 @@ for f in checkpoint.tar c.json c.xml c.bin; do
   grep -q "cut-$f" err.txt || fail "verify's error does not name cut-$f"
 done
 for f in checkpoint.tar c.json c.bin; do
-  grep -q "checksum mismatch" <("$ember" verify "bad-$f" 2>&1) || fail "no checksum message for bad-$f"
+  grep -Eq "checksum mismatch|fails its CRC-32 check" <("$ember" verify "bad-$f" 2>&1) \
+    || fail "no checksum message for bad-$f"
 done
 
 # Usage and unknown formats.

@@ -505,9 +505,10 @@ BOOST_AUTO_TEST_CASE(a_non_number_in_a_text_archive_is_a_format_error)
 BOOST_AUTO_TEST_CASE(the_format_follows_the_extension)
 {
     BOOST_TEST((format_from_extension("a/b.ember") == file_format::ember));
-    BOOST_TEST((format_from_extension("checkpoint.tar") == file_format::ember));
-    BOOST_TEST((format_from_extension("model.pth") == file_format::ember));
-    BOOST_TEST((format_from_extension("model.PT") == file_format::ember));
+    BOOST_TEST((format_from_extension("checkpoint.tar") == file_format::pytorch));
+    BOOST_TEST((format_from_extension("model.pth") == file_format::pytorch));
+    BOOST_TEST((format_from_extension("model.PT") == file_format::pytorch));
+    BOOST_TEST((format_from_extension("model.safetensors") == file_format::safetensors));
     BOOST_TEST((format_from_extension("ckpt.json") == file_format::json));
     BOOST_TEST((format_from_extension("ckpt.xml") == file_format::xml));
     BOOST_TEST((format_from_extension("ckpt.bin") == file_format::cereal_portable_binary));

@@ -217,16 +217,16 @@ BOOST_AUTO_TEST_CASE(a_text_file_is_not_an_ember_file)
 {
     temp_dir dir;
     std::string text = "this is a text file that happens to be long enough for a header\n";
-    write_bytes(dir.path / "notes.pth", {text.begin(), text.end()});
+    write_bytes(dir.path / "notes.ember", {text.begin(), text.end()});
     try
     {
-        load<state_dict>(dir.path / "notes.pth");
+        load<state_dict>(dir.path / "notes.ember");
         BOOST_FAIL("expected format_error");
     }
     catch (const format_error& e)
     {
         std::string msg = e.what();
-        BOOST_TEST(msg.find("notes.pth") != std::string::npos);
+        BOOST_TEST(msg.find("notes.ember") != std::string::npos);
         BOOST_TEST(msg.find("not an ember file") != std::string::npos);
     }
 }

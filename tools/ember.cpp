@@ -5,8 +5,8 @@
 //   ember convert IN OUT          the same content in OUT's format (chosen by extension)
 //
 // Every command reads state_dicts, optimizer states and checkpoints, in every format ember
-// knows. Options: --format F (inspect, verify), --from F and --to F (convert), where F is one
-// of ember, binary, portable, json, xml.
+// knows (safetensors: state_dicts only). Options: --format F (inspect, verify), --from F and
+// --to F (convert), where F is one of ember, binary, portable, json, xml, pytorch, safetensors.
 #include <ember/serialize/cereal.hpp>
 #include <ember/serialize/file.hpp>
 #include <ember/version.hpp>
@@ -281,6 +281,10 @@ std::optional<file_format> parse_format(std::string_view name)
         return file_format::json;
     if (name == "xml")
         return file_format::xml;
+    if (name == "pytorch")
+        return file_format::pytorch;
+    if (name == "safetensors")
+        return file_format::safetensors;
     return std::nullopt;
 }
 
@@ -290,9 +294,15 @@ std::string describe(const file_info& info)
         std::string(content_name(info.content)) + ", " + std::string(format_name(info.format));
     if (info.format == file_format::ember)
         s += " container version " + std::to_string(info.container_version);
+    else if (info.format == file_format::pytorch)
+        s += " zip (torch.save)";
+    else if (info.format == file_format::safetensors)
+        s += " file";
     else
         s += " archive";
-    return s + ", written by ember " + info.writer + ", " + std::to_string(info.size) + " bytes";
+    if (!info.writer.empty())
+        s += ", written by ember " + info.writer;
+    return s + ", " + std::to_string(info.size) + " bytes";
 }
 
 // Runs `f(std::type_identity<T>{})` with T the type `content` names.
@@ -364,17 +374,16 @@ int convert(const std::string& in, const std::string& out, std::optional<file_fo
 
 void usage(std::FILE* to)
 {
-    std::fprintf(to,
-                 "usage: ember inspect FILE [--format F]   print the keys, shapes, dtypes and "
-                 "values\n"
-                 "       ember verify FILE [--format F]    exit 0 if FILE is whole and valid\n"
-                 "       ember convert IN OUT [--from F] [--to F]\n"
-                 "                                         write IN's content to OUT, in OUT's "
-                 "format\n"
-                 "       ember --version\n"
-                 "F: ember, binary, portable, json, xml (default: by the file's magic, then its "
-                 "extension: .ember .pth .pt .tar = ember, .json, .xml, .bin .cereal = "
-                 "portable)\n");
+    std::fprintf(to, "usage: ember inspect FILE [--format F]   print the keys, shapes, dtypes and "
+                     "values\n"
+                     "       ember verify FILE [--format F]    exit 0 if FILE is whole and valid\n"
+                     "       ember convert IN OUT [--from F] [--to F]\n"
+                     "                                         write IN's content to OUT, in OUT's "
+                     "format\n"
+                     "       ember --version\n"
+                     "F: ember, binary, portable, json, xml, pytorch, safetensors (default: by the "
+                     "file's first bytes, then its extension: .ember = ember, .pth .pt .tar = "
+                     "pytorch, .safetensors, .json, .xml, .bin .cereal = portable)\n");
 }
 
 } // namespace
@@ -400,7 +409,9 @@ int main(int argc, char** argv)
         {
             if (i + 1 >= argc || !parse_format(argv[i + 1]))
             {
-                std::fprintf(stderr, "ember: %s needs one of ember, binary, portable, json, xml\n",
+                std::fprintf(stderr,
+                             "ember: %s needs one of ember, binary, portable, json, xml, "
+                             "pytorch, safetensors\n",
                              argv[i]);
                 return exit_usage;
             }

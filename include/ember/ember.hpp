@@ -29,5 +29,7 @@
 #include "ember/serialize/cereal.hpp"
 #include "ember/serialize/checkpoint_manager.hpp"
 #include "ember/serialize/file.hpp"
+#include "ember/serialize/pytorch.hpp"
+#include "ember/serialize/safetensors.hpp"
 
 #include "ember/plot/svg.hpp"

@@ -6,15 +6,24 @@
 /// | extension              | format (file_format)      | what the file is                        |
 /// |------------------------|---------------------------|-----------------------------------------|
 /// | .ember                 | ember                     | ember's container (below)               |
-/// | .pth .pt .tar          | ember                     | the container, until PyTorch's format   |
+/// | .pth .pt .tar          | pytorch                   | PyTorch's zip, as torch.save writes it  |
+/// | .safetensors           | safetensors               | safetensors (state_dicts only)          |
 /// | .json                  | json                      | cereal JSON archive                     |
 /// | .xml                   | xml                       | cereal XML archive                      |
 /// | .bin .cereal           | cereal_portable_binary    | cereal portable binary archive          |
 /// | (none: override only)  | cereal_binary             | cereal binary archive (this host's ABI) |
 ///
-/// Loading by extension first looks at the bytes: a file that starts with the container's
-/// magic is read as a container whatever its name (so `.pth` files ember wrote stay readable
-/// when `.pth` means PyTorch's own format). An explicit file_format is taken as given.
+/// Loading by extension first looks at the bytes: a zip (`PK\x03\x04`) is read as PyTorch's
+/// format, the container's magic as a container, an 8-byte little-endian length followed by `{`
+/// as safetensors, whatever the name (so `.pth` files ember 0.1 wrote as containers stay
+/// readable now that `.pth` means PyTorch's own format); anything else by its extension. An
+/// explicit file_format is taken as given.
+///
+/// PyTorch's format and safetensors are dispatched here, not in a header of their own, so that
+/// `ember::save(sd, "model.pth")` means one thing in every translation unit whatever else it
+/// includes (a dispatch that changed with the includes would also break the one-definition
+/// rule). Their readers need no xtensor, so the compile-time cost is small; code that wants
+/// only one format can include pytorch.hpp or safetensors.hpp alone.
 ///
 /// The container (container version 2; versions 1 and 2 are read):
 ///
@@ -53,6 +62,8 @@
 #include "ember/optim/optimizer_state.hpp"
 #include "ember/serialize/cereal.hpp"
 #include "ember/serialize/checkpoint.hpp"
+#include "ember/serialize/pytorch.hpp"
+#include "ember/serialize/safetensors.hpp"
 #include "ember/version.hpp"
 
 #include <cereal/archives/binary.hpp>
@@ -123,7 +134,7 @@ struct file_content_of<checkpoint>
     static constexpr file_content value = file_content::checkpoint;
 };
 
-/// @brief The formats ember reads and writes (PyTorch's zip and safetensors are to come).
+/// @brief The formats ember reads and writes.
 enum class file_format
 {
     ember,                  ///< ember's container: header, checksums, portable binary payload
@@ -131,9 +142,12 @@ enum class file_format
     cereal_portable_binary, ///< cereal's PortableBinaryArchive
     json,                   ///< cereal's JSONArchive, floats exact (see cereal.hpp)
     xml,                    ///< cereal's XMLArchive, floats exact
+    pytorch,                ///< PyTorch's zip, as `torch.save` writes it (pytorch.hpp)
+    safetensors,            ///< safetensors, for state_dicts only (safetensors.hpp)
 };
 
-/// @brief "ember", "cereal binary", "cereal portable binary", "JSON", "XML".
+/// @brief "ember", "cereal binary", "cereal portable binary", "JSON", "XML", "PyTorch",
+/// "safetensors".
 std::string_view format_name(file_format f) noexcept;
 
 /// @brief The format for `path`'s extension (case-insensitive; table in the file comment).
@@ -167,8 +181,8 @@ struct file_info
 {
     file_format format = file_format::ember;
     file_content content = file_content::state_dict;
-    std::uint32_t container_version = 0; ///< 0 for a raw cereal archive
-    std::string writer;                  ///< the ember version that wrote it
+    std::uint32_t container_version = 0; ///< 0 for anything but the container
+    std::string writer;                  ///< the ember version that wrote it, or empty
     std::uint64_t size = 0;              ///< bytes
 };
 
@@ -208,6 +222,10 @@ inline std::string_view format_name(file_format f) noexcept
         return "JSON";
     case file_format::xml:
         return "XML";
+    case file_format::pytorch:
+        return "PyTorch";
+    case file_format::safetensors:
+        return "safetensors";
     }
     return "unknown format";
 }
@@ -217,8 +235,12 @@ inline file_format format_from_extension(const std::filesystem::path& path)
     std::string ext = path.extension().string();
     std::transform(ext.begin(), ext.end(), ext.begin(),
                    [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    if (ext == ".ember" || ext == ".pth" || ext == ".pt" || ext == ".tar")
+    if (ext == ".ember")
         return file_format::ember;
+    if (ext == ".pth" || ext == ".pt" || ext == ".tar")
+        return file_format::pytorch;
+    if (ext == ".safetensors")
+        return file_format::safetensors;
     if (ext == ".json")
         return file_format::json;
     if (ext == ".xml")
@@ -228,8 +250,8 @@ inline file_format format_from_extension(const std::filesystem::path& path)
     throw value_error("cannot tell the file format of '" + path.string() + "' from " +
                       (ext.empty() ? std::string("its missing extension")
                                    : "its extension '" + path.extension().string() + "'") +
-                      ": ember knows .ember, .pth, .pt, .tar, .json, .xml, .bin and .cereal; "
-                      "or pass an ember::file_format");
+                      ": ember knows .ember, .pth, .pt, .tar, .safetensors, .json, .xml, .bin "
+                      "and .cereal; or pass an ember::file_format");
 }
 
 namespace detail
@@ -752,14 +774,41 @@ file_info probe_raw(std::span<const std::byte> bytes, std::string_view name, fil
     return info;
 }
 
-/// `obj` as the bytes of a file in `format`.
+/// A file's name in quotes, as PyTorch's and safetensors' readers name it in messages.
+inline std::string quoted_name(std::string_view name)
+{
+    std::string q(1, '\'');
+    q += name;
+    q += '\'';
+    return q;
+}
+
+/// The value_error for a safetensors file asked to hold something else than named tensors.
 template <class T>
-std::vector<std::byte> encode(const T& obj, file_format format)
+value_error not_for_safetensors(std::string_view doing)
+{
+    return value_error("cannot " + std::string(doing) + " a " +
+                       std::string(content_name(file_content_of<T>::value)) +
+                       " as safetensors: the safetensors format holds only named tensors (a "
+                       "state_dict); use PyTorch's format (.pth, .pt, .tar) or ember's (.ember)");
+}
+
+/// `obj` as the bytes of a file in `format`; `folder` is the record folder of a PyTorch file
+/// (PyTorch names it after the file: pytorch::folder_for).
+template <class T>
+std::vector<std::byte> encode(const T& obj, file_format format, std::string_view folder = "archive")
 {
     switch (format)
     {
     case file_format::ember:
         return encode_container(obj);
+    case file_format::pytorch:
+        return pytorch::to_bytes(obj, folder);
+    case file_format::safetensors:
+        if constexpr (std::is_same_v<T, state_dict>)
+            return safetensors::to_bytes(obj);
+        else
+            throw not_for_safetensors<T>("save");
     case file_format::cereal_binary:
         return encode_raw<cereal::BinaryOutputArchive>(obj);
     case file_format::cereal_portable_binary:
@@ -784,6 +833,13 @@ T decode(std::span<const std::byte> bytes, file_format format, std::string_view 
     {
     case file_format::ember:
         return decode_container<T>(bytes, name);
+    case file_format::pytorch:
+        return pytorch::from_bytes<T>(bytes, quoted_name(name));
+    case file_format::safetensors:
+        if constexpr (std::is_same_v<T, state_dict>)
+            return safetensors::from_bytes(bytes, quoted_name(name));
+        else
+            throw not_for_safetensors<T>("load");
     case file_format::cereal_binary:
         return decode_raw<cereal::BinaryInputArchive, T>(bytes, name);
     case file_format::cereal_portable_binary:
@@ -794,6 +850,37 @@ T decode(std::span<const std::byte> bytes, file_format format, std::string_view 
         return decode_raw<cereal::XMLInputArchive, T>(bytes, name);
     }
     throw value_error("unknown file format " + std::to_string(static_cast<int>(format)));
+}
+
+/// What a PyTorch file holds, from its pickle alone (no tensor is copied): a dict with
+/// `model_state_dict` is a checkpoint, one with `state` and `param_groups` an optimizer
+/// state, anything else is taken for a state_dict (loading it says if it is not one).
+inline file_info probe_pytorch(std::span<const std::byte> bytes, std::string_view name)
+{
+    const pytorch::detail::archive_reader reader(bytes, quoted_name(name), {});
+    file_info info;
+    info.format = file_format::pytorch;
+    info.content = file_content::state_dict;
+    info.size = bytes.size();
+    const pytorch::pickle_node& root = reader.root();
+    if (root.kind != pytorch::pickle_kind::dict)
+        return info;
+    bool state = false, groups = false;
+    for (const auto& [k, v] : root.entries())
+    {
+        if (k->kind != pytorch::pickle_kind::string)
+            continue;
+        const std::string& key = k->as_string();
+        if (key == "model_state_dict")
+            info.content = file_content::checkpoint;
+        else if (key == "ember_version" && v->kind == pytorch::pickle_kind::string)
+            info.writer = v->as_string();
+        state = state || key == "state";
+        groups = groups || key == "param_groups";
+    }
+    if (info.content != file_content::checkpoint && state && groups)
+        info.content = file_content::optimizer_state;
+    return info;
 }
 
 inline file_info probe_bytes(std::span<const std::byte> bytes, file_format format,
@@ -822,15 +909,44 @@ inline file_info probe_bytes(std::span<const std::byte> bytes, file_format forma
         return probe_raw<cereal::JSONInputArchive>(bytes, name, format);
     case file_format::xml:
         return probe_raw<cereal::XMLInputArchive>(bytes, name, format);
+    case file_format::pytorch:
+        return probe_pytorch(bytes, name);
+    case file_format::safetensors:
+    {
+        (void)safetensors::parse_header(bytes, quoted_name(name));
+        file_info info;
+        info.format = format;
+        info.content = file_content::state_dict;
+        info.size = bytes.size();
+        return info;
+    }
     }
     throw value_error("unknown file format " + std::to_string(static_cast<int>(format)));
 }
 
-/// The format load<T>(path) reads `bytes` of `path` as.
+/// Whether `bytes` start like a safetensors file: a little-endian header length that fits in
+/// the file, then the header's opening brace.
+inline bool looks_like_safetensors(std::span<const std::byte> bytes) noexcept
+{
+    if (bytes.size() < 9 || bytes[8] != std::byte{'{'})
+        return false;
+    const auto n = get_le<std::uint64_t>(bytes.data());
+    return n >= 2 && n <= bytes.size() - 8;
+}
+
+/// The format load<T>(path) reads `bytes` of `path` as: what the bytes say, else the
+/// extension's.
 inline file_format detect_format(std::span<const std::byte> bytes,
                                  const std::filesystem::path& path)
 {
-    return has_file_magic(bytes) ? file_format::ember : format_from_extension(path);
+    static constexpr unsigned char zip_magic[] = {'P', 'K', 0x03, 0x04};
+    if (bytes.size() >= 4 && std::memcmp(bytes.data(), zip_magic, 4) == 0)
+        return file_format::pytorch;
+    if (has_file_magic(bytes))
+        return file_format::ember;
+    if (looks_like_safetensors(bytes))
+        return file_format::safetensors;
+    return format_from_extension(path);
 }
 
 } // namespace detail
@@ -844,7 +960,7 @@ void save(const T& obj, const std::filesystem::path& path)
 template <class T>
 void save(const T& obj, const std::filesystem::path& path, file_format format)
 {
-    const std::vector<std::byte> bytes = detail::encode(obj, format);
+    const std::vector<std::byte> bytes = detail::encode(obj, format, pytorch::folder_for(path));
     detail::atomic_write(path, bytes);
 }
 

@@ -707,6 +707,7 @@ private:
     pickler m_pickle;
     std::vector<const host_tensor*> m_tensors;
     std::deque<host_tensor> m_owned;
+    std::deque<value> m_owned_values;
 };
 
 inline void archive_writer::write(const value& v, std::size_t depth)
@@ -866,7 +867,9 @@ inline void archive_writer::write(const checkpoint& c)
     m_pickle.string("val_loss");
     m_pickle.floating(c.val_loss);
     m_pickle.string("hyperparameters");
-    write(value(c.hyperparameters));
+    // A value the writer keeps: tensor() holds pointers until finish(), so a temporary
+    // would leave the hyperparameters' tensors dangling.
+    write(m_owned_values.emplace_back(c.hyperparameters));
     m_pickle.string("timestamp");
     m_pickle.string(c.timestamp);
     m_pickle.string("ember_version");

@@ -176,6 +176,25 @@ void named(Archive& ar, const char* name, T&& x)
         ar(std::forward<T>(x));
 }
 
+/// Loads a bool. Binary archives store it as one byte; reading that byte straight into a
+/// `bool` is undefined for anything but 0 and 1, so it goes through a checked byte.
+template <class Archive>
+void load_bool(Archive& ar, const char* name, bool& b)
+{
+    if constexpr (is_text_archive_v<Archive>)
+        ar(cereal::make_nvp(name, b));
+    else
+    {
+        static_assert(sizeof(bool) == 1, "ember: binary archives store bool as one byte");
+        std::uint8_t byte = 0;
+        ar(cereal::make_nvp(name, byte));
+        if (byte > 1)
+            throw format_error(std::string("'") + name + "' holds byte " + std::to_string(byte) +
+                               ", not a bool (0 or 1)");
+        b = byte != 0;
+    }
+}
+
 template <class Archive>
 void save_string(Archive& ar, const char* name, const std::string& s)
 {
@@ -767,9 +786,30 @@ template <class Archive>
 void serialize(Archive& ar, generator_state& s, std::uint32_t version)
 {
     detail::check_version(version, 1, "generator state");
-    ar(cereal::make_nvp("seed", s.seed), cereal::make_nvp("mt", s.mt),
-       cereal::make_nvp("index", s.index), cereal::make_nvp("has_next_normal", s.has_next_normal),
-       cereal::make_nvp("next_normal", s.next_normal));
+    ar(cereal::make_nvp("seed", s.seed));
+    if constexpr (Archive::is_loading::value && detail::is_text_archive_v<Archive> &&
+                  !detail::is_json_archive_v<Archive>)
+    {
+        // cereal's std::array load in XML asks for children that may not be there and then
+        // dereferences a null node; count them first.
+        detail::in_node(ar, "mt", [&] {
+            cereal::size_type n = 0;
+            ar(cereal::make_size_tag(n));
+            if (n != s.mt.size())
+                throw format_error("generator state 'mt' has " + std::to_string(n) +
+                                   " words, expected " + std::to_string(s.mt.size()));
+            for (auto& word : s.mt)
+                ar(word);
+        });
+    }
+    else
+        ar(cereal::make_nvp("mt", s.mt));
+    ar(cereal::make_nvp("index", s.index));
+    if constexpr (Archive::is_loading::value)
+        detail::load_bool(ar, "has_next_normal", s.has_next_normal);
+    else
+        ar(cereal::make_nvp("has_next_normal", s.has_next_normal));
+    ar(cereal::make_nvp("next_normal", s.next_normal));
     if (s.index > s.mt.size())
         throw format_error("generator state index " + std::to_string(s.index) +
                            " is past the end of its 624-word state");
@@ -928,7 +968,11 @@ void load(Archive& ar, V& v, std::uint32_t version)
     if (kind == "none")
         v = std::monostate{};
     else if (kind == "bool")
-        value(false);
+    {
+        bool b = false;
+        ember::detail::load_bool(ar, "value", b);
+        v = b;
+    }
     else if (kind == "int")
         value(std::int64_t{0});
     else if (kind == "float")

@@ -131,8 +131,12 @@ void load(Archive& ar, V& v, std::uint32_t version)
         v = value();
         break;
     case 1:
-        member(false);
+    {
+        bool b = false;
+        detail::load_bool(ar, "value", b);
+        v = value(b);
         break;
+    }
     case 2:
         member(std::int64_t{0});
         break;

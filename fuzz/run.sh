@@ -9,10 +9,11 @@ set -euo pipefail
 fuzzer=$1 make_corpus=$2 target=$3 regressions=$4
 seconds=${EMBER_FUZZ_SECONDS:-30}
 work=${EMBER_FUZZ_WORK:-$(dirname "$fuzzer")/fuzz-work}/$target
-# Sanitizer stacks need llvm-symbolizer, which Debian keeps in LLVM's own folder.
-llvm_bin=$(ls -d /usr/lib/llvm-*/bin 2>/dev/null | sort -V | tail -n 1 || true)
-[ -n "$llvm_bin" ] && export PATH="$PATH:$llvm_bin"
-export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:suppressions=$(dirname "$0")/ubsan.supp${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+# Sanitizer stacks need llvm-symbolizer, which Debian keeps in LLVM's own folder (package
+# llvm-16; without it stacks show addresses only, and findings are saved all the same).
+symbolizer=$(ls /usr/lib/llvm-*/bin/llvm-symbolizer 2>/dev/null | sort -V | tail -n 1 || true)
+if [ -n "$symbolizer" ]; then export PATH="$PATH:$(dirname "$symbolizer")"; fi
+export UBSAN_OPTIONS="print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 rm -rf "$work"
 mkdir -p "$work/corpus" "$work/seeds"
 "$make_corpus" "$target" "$work/seeds"

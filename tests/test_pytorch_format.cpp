@@ -152,7 +152,7 @@ void check_same(const std::string& actual, std::string_view expected, const std:
 {
     if (actual == expected)
     {
-        BOOST_TEST(true);
+        BOOST_TEST(actual == expected, what);
         return;
     }
     std::size_t i = 0;

@@ -58,4 +58,11 @@ public:
     using error::error;
 };
 
+/// @brief A device failed or is missing (no GPU, no driver, a failed CUDA or cuBLAS call).
+class device_error : public error
+{
+public:
+    using error::error;
+};
+
 } // namespace ember

@@ -6,7 +6,6 @@
 #include "ember/core/error.hpp"
 #include "ember/core/generator.hpp"
 #include "ember/core/tensor.hpp"
-#include "ember/detail/blas.hpp"
 #include "ember/nn/module.hpp"
 #include "ember/nn/parameter.hpp"
 
@@ -122,14 +121,18 @@ auto linear<T, Device>::forward(const tensor_type& x) -> const tensor_type&
     {
         // Start from the broadcast bias and let gemm add x W^T onto it (beta = 1), as addmm does.
         const T* b = bias.value.data();
-        for (std::size_t r = 0; r < batch; ++r)
-            std::copy(b, b + m_out, y + r * m_out);
+        const std::size_t out = m_out;
+        Device::for_each(
+            batch, EMBER_KERNEL(std::size_t r) {
+                for (std::size_t j = 0; j < out; ++j)
+                    y[r * out + j] = b[j];
+            });
     }
-    ember::detail::gemm(false, true, batch, m_out, m_in, T(1), x.data(), m_in, weight.value.data(),
-                        m_in, m_has_bias ? T(1) : T(0), y, m_out);
+    Device::gemm(false, true, batch, m_out, m_in, T(1), x.data(), m_in, weight.value.data(), m_in,
+                 m_has_bias ? T(1) : T(0), y, m_out);
     m_cached = this->caching();
     if (m_cached)
-        xt::noalias(m_input) = x;
+        assign<Device>(m_input, x);
     return m_output;
 }
 
@@ -143,14 +146,20 @@ auto linear<T, Device>::backward(const tensor_type& dy) -> const tensor_type&
     const std::size_t batch = m_input.shape()[0];
     const T* g = dy.data();
     if (weight.requires_grad)
-        ember::detail::gemm(true, false, m_out, m_in, batch, T(1), g, m_out, m_input.data(), m_in,
-                            T(1), weight.grad.data(), m_in);
+        Device::gemm(true, false, m_out, m_in, batch, T(1), g, m_out, m_input.data(), m_in, T(1),
+                     weight.grad.data(), m_in);
     if (m_has_bias && bias.requires_grad)
     {
+        // Column sums of dy, each added in batch order (one element per thread on a GPU).
         T* gb = bias.grad.data();
-        for (std::size_t r = 0; r < batch; ++r)
-            for (std::size_t j = 0; j < m_out; ++j)
-                gb[j] += g[r * m_out + j];
+        const std::size_t out = m_out;
+        Device::for_each(
+            out, EMBER_KERNEL(std::size_t j) {
+                T s = gb[j];
+                for (std::size_t r = 0; r < batch; ++r)
+                    s += g[r * out + j];
+                gb[j] = s;
+            });
     }
     if (!this->requires_input_grad())
     {
@@ -159,8 +168,8 @@ auto linear<T, Device>::backward(const tensor_type& dy) -> const tensor_type&
         return none;
     }
     resize_if_needed(m_input_grad, std::array<std::size_t, 2>{batch, m_in});
-    ember::detail::gemm(false, false, batch, m_in, m_out, T(1), g, m_out, weight.value.data(), m_in,
-                        T(0), m_input_grad.data(), m_in);
+    Device::gemm(false, false, batch, m_in, m_out, T(1), g, m_out, weight.value.data(), m_in, T(0),
+                 m_input_grad.data(), m_in);
     return m_input_grad;
 }
 

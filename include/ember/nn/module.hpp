@@ -152,11 +152,11 @@ public:
 
     /// @brief Handles on every parameter of element type T, in state_dict order (for optimizers).
     template <class T = void>
-    std::vector<param_ref<detail::param_value_t<T, Derived>>> parameters();
+    std::vector<param_ref<detail::param_value_t<T, Derived>, Device>> parameters();
 
     /// @brief (name, handle) pairs, like named_parameters() in PyTorch.
     template <class T = void>
-    std::vector<std::pair<std::string, param_ref<detail::param_value_t<T, Derived>>>>
+    std::vector<std::pair<std::string, param_ref<detail::param_value_t<T, Derived>, Device>>>
     named_parameters();
 
     /// @brief Number of learned scalars.
@@ -298,11 +298,11 @@ load_result module<Derived, Device>::load_state_dict(const ember::state_dict& sd
 
 template <class Derived, class Device>
 template <class T>
-std::vector<std::pair<std::string, param_ref<detail::param_value_t<T, Derived>>>>
-module<Derived, Device>::named_parameters()
+std::vector<std::pair<std::string, param_ref<detail::param_value_t<T, Derived>, Device>>>
+nn::module<Derived, Device>::named_parameters()
 {
     using U = detail::param_value_t<T, Derived>;
-    std::vector<std::pair<std::string, param_ref<U>>> out;
+    std::vector<std::pair<std::string, param_ref<U, Device>>> out;
     auto f = [&out](std::string_view name, auto& member)
     {
         using X = std::remove_cvref_t<decltype(member)>;
@@ -310,7 +310,7 @@ module<Derived, Device>::named_parameters()
         {
             static_assert(std::is_same_v<typename X::value_type, U>,
                           "ember: parameters<T>(): the module has a parameter of another type");
-            out.emplace_back(std::string(name), param_ref<U>(member));
+            out.emplace_back(std::string(name), param_ref<U, Device>(member));
         }
     };
     detail::walk<true>(derived(), std::string(), f);
@@ -319,10 +319,11 @@ module<Derived, Device>::named_parameters()
 
 template <class Derived, class Device>
 template <class T>
-std::vector<param_ref<detail::param_value_t<T, Derived>>> module<Derived, Device>::parameters()
+std::vector<param_ref<detail::param_value_t<T, Derived>, Device>>
+nn::module<Derived, Device>::parameters()
 {
     using U = detail::param_value_t<T, Derived>;
-    std::vector<param_ref<U>> out;
+    std::vector<param_ref<U, Device>> out;
     auto f = [&out](std::string_view, auto& member)
     {
         using X = std::remove_cvref_t<decltype(member)>;

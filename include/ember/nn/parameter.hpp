@@ -43,7 +43,9 @@ struct parameter
         if (value.size() != 1)
             throw shape_error("parameter::item(): shape " + shape_string(value.shape()) + " has " +
                               std::to_string(value.size()) + " elements, expected 1");
-        return value.data()[0];
+        T out{};
+        Device::download(value.data(), 1, &out);
+        return out;
     }
 };
 
@@ -84,17 +86,21 @@ struct is_buffer<buffer<T, N, D>> : std::true_type
 template <class X>
 inline constexpr bool is_buffer_v = is_buffer<std::remove_cvref_t<X>>::value;
 
-/// @brief A handle on one parameter of element type T and any rank, held by optimizers.
-/// It points at the parameter object, not its buffer, so it stays valid when the parameter's
-/// tensor is reassigned; it must not outlive the module.
-template <class T>
+/// @brief A handle on one parameter of element type T and any rank on `Device`, held by
+/// optimizers. It points at the parameter object, not its buffer, so it stays valid when the
+/// parameter's tensor is reassigned; it must not outlive the module. value() and grad() are
+/// spans of device memory: the host reads them only when `Device::host_memory`.
+template <class T, class Device = cpu>
 class param_ref
 {
 public:
-    template <std::size_t N, class D>
-    explicit param_ref(parameter<T, N, D>& p) noexcept
-        : m_param(&p), m_requires_grad(&p.requires_grad), m_value(&value_of<N, D>),
-          m_grad(&grad_of<N, D>), m_shape(&shape_of<N, D>)
+    using value_type = T;
+    using device_type = Device;
+
+    template <std::size_t N>
+    explicit param_ref(parameter<T, N, Device>& p) noexcept
+        : m_param(&p), m_requires_grad(&p.requires_grad), m_value(&value_of<N, Device>),
+          m_grad(&grad_of<N, Device>), m_shape(&shape_of<N, Device>)
     {
     }
 

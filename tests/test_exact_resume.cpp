@@ -3,8 +3,8 @@
 // states, loader state and every step's loss. With shuffled mini-batches, dropout and Adam, at an
 // epoch boundary and in the middle of an epoch.
 //
-// The new process is this test executable again, running the disabled test case
-// `resume_in_child` with its arguments after `--`.
+// The new process is this test executable again, started as `test_exact_resume --resume-child
+// ARGS...`: its own main() sends that to resume_child() instead of the test runner.
 #include <ember/data/data.hpp>
 #include <ember/loss/mse.hpp>
 #include <ember/nn/layers.hpp>
@@ -13,10 +13,12 @@
 #include <ember/serialize/checkpoint.hpp>
 #include <ember/serialize/file.hpp>
 
+#define BOOST_TEST_NO_MAIN // main() below also runs the child half of a resume
 #include <boost/test/unit_test.hpp>
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <optional>
@@ -143,8 +145,7 @@ fs::path self_executable()
 int run_child(const std::vector<std::string>& args)
 {
     const std::string exe = self_executable().string();
-    std::vector<std::string> all{exe, "--run_test=resume_in_child", "--log_level=nothing",
-                                 "--report_level=no", "--"};
+    std::vector<std::string> all{exe, "--resume-child"};
     all.insert(all.end(), args.begin(), args.end());
     std::vector<char*> argv;
     for (auto& a : all)
@@ -268,18 +269,37 @@ BOOST_AUTO_TEST_CASE(a_resume_without_the_generator_state_differs)
     BOOST_TEST((second.model.state_dict() != straight.model.state_dict()));
 }
 
-// The second half of a resume, in its own process: `-- seeded|unseeded STOP IN OUT`.
-BOOST_AUTO_TEST_CASE(resume_in_child, *boost::unit_test::disabled())
+// The second half of a resume, in its own process: `--resume-child seeded|unseeded STOP IN OUT`.
+// Returns 0 after saving the resumed run's state to OUT.
+static int resume_child(int argc, char** argv)
 {
-    const auto& suite = boost::unit_test::framework::master_test_suite();
-    BOOST_TEST_REQUIRE(suite.argc == 5, "usage: -- seeded|unseeded STOP IN OUT");
-    const bool seeded = std::string(suite.argv[1]) == "seeded";
-    const std::int64_t stop = std::stoll(suite.argv[2]);
-    const auto c = load<checkpoint>(suite.argv[3]);
+    if (argc != 6)
+    {
+        std::fprintf(stderr, "usage: %s --resume-child seeded|unseeded STOP IN OUT\n", argv[0]);
+        return 2;
+    }
+    try
+    {
+        const bool seeded = std::string(argv[2]) == "seeded";
+        const std::int64_t stop = std::stoll(argv[3]);
+        const auto c = load<checkpoint>(argv[4]);
+        manual_seed(987); // a fresh process's generator is anywhere; the checkpoint must restore it
+        run resumed(seeded);
+        resumed.load_state(c);
+        resumed.train_until(stop);
+        save(resumed.save_state(), argv[5]);
+        return 0;
+    }
+    catch (const std::exception& e)
+    {
+        std::fprintf(stderr, "resume child: %s\n", e.what());
+        return 1;
+    }
+}
 
-    manual_seed(987); // a fresh process's generator is anywhere; the checkpoint must restore it
-    run resumed(seeded);
-    resumed.load_state(c);
-    resumed.train_until(stop);
-    save(resumed.save_state(), suite.argv[4]);
+int main(int argc, char** argv)
+{
+    if (argc > 1 && std::string(argv[1]) == "--resume-child")
+        return resume_child(argc, argv);
+    return boost::unit_test::unit_test_main(&init_unit_test, argc, argv);
 }

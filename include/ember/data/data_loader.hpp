@@ -358,7 +358,7 @@ void data_loader<D>::load_state(const value& state)
         // A permutation, or the loader would repeat or skip samples (and index out of range).
         std::vector<bool> seen(n, false);
         order.resize(n);
-        auto values = o.data<std::int64_t>();
+        auto values = o.template data<std::int64_t>();
         for (std::size_t i = 0; i < n; ++i)
         {
             const std::int64_t j = values[i];

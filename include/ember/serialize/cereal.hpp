@@ -740,13 +740,19 @@ void save(Archive& ar, const ordered_dict<V>& d, std::uint32_t /*version*/)
                     [&]
                     {
                         ar(cereal::make_size_tag(static_cast<cereal::size_type>(d.size())));
-                        for (const auto& [key, value] : d)
+                        // Named references, not a structured binding: C++20 lets lambdas
+                        // capture bindings, but clang before 16 refuses it.
+                        for (const auto& item : d)
+                        {
+                            const auto& key = item.first;
+                            const auto& value = item.second;
                             detail::in_node(ar, nullptr,
                                             [&]
                                             {
                                                 detail::save_string(ar, "key", key);
                                                 ar(cereal::make_nvp("value", value));
                                             });
+                        }
                     });
 }
 
@@ -792,15 +798,18 @@ void serialize(Archive& ar, generator_state& s, std::uint32_t version)
     {
         // cereal's std::array load in XML asks for children that may not be there and then
         // dereferences a null node; count them first.
-        detail::in_node(ar, "mt", [&] {
-            cereal::size_type n = 0;
-            ar(cereal::make_size_tag(n));
-            if (n != s.mt.size())
-                throw format_error("generator state 'mt' has " + std::to_string(n) +
-                                   " words, expected " + std::to_string(s.mt.size()));
-            for (auto& word : s.mt)
-                ar(word);
-        });
+        detail::in_node(ar, "mt",
+                        [&]
+                        {
+                            cereal::size_type n = 0;
+                            ar(cereal::make_size_tag(n));
+                            if (n != s.mt.size())
+                                throw format_error("generator state 'mt' has " + std::to_string(n) +
+                                                   " words, expected " +
+                                                   std::to_string(s.mt.size()));
+                            for (auto& word : s.mt)
+                                ar(word);
+                        });
     }
     else
         ar(cereal::make_nvp("mt", s.mt));
@@ -844,12 +853,16 @@ void save(Archive& ar, const optimizer_state& s, std::uint32_t /*version*/)
         [&]
         {
             ar(cereal::make_size_tag(static_cast<cereal::size_type>(s.state.size())));
-            for (const auto& [index, entries] : s.state)
+            for (const auto& item : s.state) // not a binding: see save(ordered_dict)
+            {
+                const auto& index = item.first;
+                const auto& entries = item.second;
                 ember::detail::in_node(ar, nullptr,
                                        [&] {
                                            ar(cereal::make_nvp("index", index),
                                               cereal::make_nvp("entries", entries));
                                        });
+            }
         });
     ember::detail::in_node(
         ar, "param_groups",

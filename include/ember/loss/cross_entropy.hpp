@@ -7,11 +7,11 @@
 #include "ember/core/error.hpp"
 #include "ember/loss/loss_base.hpp"
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace ember::nn
 {
@@ -33,18 +33,42 @@ struct nll_options
 
 namespace detail
 {
-/// @brief Base of the class-index losses: checks targets, skips ignored samples, reduces.
-/// `Derived` provides `T row(const T* x, std::size_t classes, std::size_t target, T* dx,
-/// T scale)` returning one sample's loss and, when `dx` is not null, writing `scale` times the
-/// derivative of that loss with respect to the row's C inputs.
-template <class Derived, class T>
-class class_index_loss : public loss_base<Derived, T, 2, 1>
+/// @brief How many targets count toward the mean and how many are out of range: the
+/// accumulator of the one pass that checks the targets on the device.
+struct target_count
 {
-    using base_type = loss_base<Derived, T, 2, 1>;
+    std::size_t valid = 0;
+    std::size_t bad = 0;
+
+    target_count() = default;
+    EMBER_HOST_DEVICE explicit target_count(int) noexcept {}
+    EMBER_HOST_DEVICE target_count(std::size_t v, std::size_t b) noexcept : valid(v), bad(b) {}
+
+    EMBER_HOST_DEVICE target_count& operator+=(const target_count& o) noexcept
+    {
+        valid += o.valid;
+        bad += o.bad;
+        return *this;
+    }
+    EMBER_HOST_DEVICE friend target_count operator+(target_count a, const target_count& b) noexcept
+    {
+        return a += b;
+    }
+};
+
+/// @brief Base of the class-index losses: checks targets, skips ignored samples, reduces.
+/// `Derived` provides a `params_type`, `params()` and `static EMBER_HOST_DEVICE T row(const T*
+/// x, std::size_t classes, std::size_t target, T* dx, T scale, params_type p)` returning one
+/// sample's loss and, when `dx` is not null, writing `scale` times the derivative of that loss with
+/// respect to the row's C inputs.
+template <class Derived, class T, class Device>
+class class_index_loss : public loss_base<Derived, T, 2, 1, Device>
+{
+    using base_type = loss_base<Derived, T, 2, 1, Device>;
 
 public:
     using typename base_type::input_type;
-    using target_type = tensor<std::int64_t, 1>;
+    using target_type = typename Device::template tensor_type<std::int64_t, 1>;
 
     /// @brief The loss of scores `input` [batch, C] against class indices `target` [batch],
     /// reduced (mean: over the samples not ignored); records what backward() needs unless a
@@ -65,6 +89,9 @@ protected:
     {
     }
 
+    // Throws the value_error naming the first target out of range (kernels cannot throw).
+    [[noreturn]] void throw_bad_target(const target_type& target, std::size_t classes) const;
+
     std::int64_t m_ignore_index;
 };
 } // namespace detail
@@ -76,19 +103,25 @@ protected:
 /// forward(input, target) returns the mean over the samples not ignored (or the sum); with
 /// reduction::none it returns the sum and losses() holds one loss per sample. backward() is
 /// the gradient of what forward() returned; backward(grad_output) (reduction::none) weights
-/// each sample.
+/// each sample. On a device, logits, targets (int64), losses() and backward() are
+/// `Device::tensor_type`s.
 /// @code
 /// ember::nn::cross_entropy_loss<> loss_fn({.label_smoothing = 0.1});
 /// float loss = loss_fn(logits, labels);
 /// model.backward(loss_fn.backward());
 /// @endcode
-template <class T = float>
-class cross_entropy_loss : public detail::class_index_loss<cross_entropy_loss<T>, T>
+template <class T = float, class Device = cpu>
+class cross_entropy_loss : public detail::class_index_loss<cross_entropy_loss<T, Device>, T, Device>
 {
-    using base_type = detail::class_index_loss<cross_entropy_loss<T>, T>;
+    using base_type = detail::class_index_loss<cross_entropy_loss<T, Device>, T, Device>;
     friend base_type;
 
 public:
+    /// @brief What row() needs of the options.
+    struct params_type
+    {
+        detail::loss_accumulator_t<T> label_smoothing;
+    };
     static constexpr std::string_view name = "cross_entropy_loss";
 
     /// @throws value_error unless 0 <= label_smoothing <= 1.
@@ -101,8 +134,13 @@ public:
 
     const cross_entropy_options& options() const noexcept { return m_options; }
 
+    /// @brief One sample's loss and, when `dx` is not null, `scale` times its gradient
+    /// (callable in kernels).
+    static EMBER_HOST_DEVICE T row(const T* x, std::size_t classes, std::size_t target, T* dx,
+                                   T scale, params_type p) noexcept;
+
 private:
-    T row(const T* x, std::size_t classes, std::size_t target, T* dx, T scale) const;
+    params_type params() const noexcept { return {m_options.label_smoothing}; }
 
     cross_entropy_options m_options;
 };
@@ -110,13 +148,14 @@ private:
 /// @brief `torch.nn.NLLLoss` for log-probabilities [batch, C] (log_softmax's output) and class
 /// indices [batch]: -input[i, target[i]] per sample, 0 for ignored ones. forward(), losses()
 /// and backward() behave as for cross_entropy_loss.
-template <class T = float>
-class nll_loss : public detail::class_index_loss<nll_loss<T>, T>
+template <class T = float, class Device = cpu>
+class nll_loss : public detail::class_index_loss<nll_loss<T, Device>, T, Device>
 {
-    using base_type = detail::class_index_loss<nll_loss<T>, T>;
+    using base_type = detail::class_index_loss<nll_loss<T, Device>, T, Device>;
     friend base_type;
 
 public:
+    using params_type = detail::no_params;
     static constexpr std::string_view name = "nll_loss";
 
     explicit nll_loss(nn::reduction r = nn::reduction::mean, nll_options options = {}) noexcept
@@ -127,16 +166,22 @@ public:
 
     const nll_options& options() const noexcept { return m_options; }
 
-private:
-    static T row(const T* x, std::size_t classes, std::size_t target, T* dx, T scale) noexcept
+    /// @brief One sample's loss and, when `dx` is not null, `scale` times its gradient
+    /// (callable in kernels).
+    static EMBER_HOST_DEVICE T row(const T* x, std::size_t classes, std::size_t target, T* dx,
+                                   T scale, params_type) noexcept
     {
         if (dx)
         {
-            std::fill(dx, dx + classes, T(0));
+            for (std::size_t c = 0; c < classes; ++c)
+                dx[c] = T(0);
             dx[target] = -scale;
         }
         return -x[target];
     }
+
+private:
+    params_type params() const noexcept { return {}; }
 
     nll_options m_options;
 };
@@ -147,9 +192,10 @@ private:
 
 namespace detail
 {
-template <class Derived, class T>
-T class_index_loss<Derived, T>::forward(const input_type& input, const target_type& target)
+template <class Derived, class T, class Device>
+T class_index_loss<Derived, T, Device>::forward(const input_type& input, const target_type& target)
 {
+    using acc_type = loss_accumulator_t<T>;
     const bool caching = this->begin_forward();
     const std::size_t batch = input.shape()[0];
     const std::size_t classes = input.shape()[1];
@@ -159,46 +205,65 @@ T class_index_loss<Derived, T>::forward(const input_type& input, const target_ty
                           ": expected [" + std::to_string(batch) + "]");
     // Validate every target before computing anything, and count what the mean divides by.
     const std::int64_t* t = target.data();
-    std::size_t count = 0;
-    for (std::size_t i = 0; i < batch; ++i)
-    {
-        if (t[i] == m_ignore_index)
-            continue;
-        if (t[i] < 0 || static_cast<std::uint64_t>(t[i]) >= classes)
-            throw value_error(this->loss_name() + ": target " + std::to_string(t[i]) +
-                              " at position " + std::to_string(i) + " is out of range for " +
-                              std::to_string(classes) + " classes: expected 0 <= target < " +
-                              std::to_string(classes) + " or ignore_index (" +
-                              std::to_string(m_ignore_index) + ")");
-        ++count;
-    }
+    const std::int64_t ignore = m_ignore_index;
+    const target_count counted = Device::template sum<target_count>(
+        batch, EMBER_KERNEL(std::size_t i)->target_count {
+            if (t[i] == ignore)
+                return target_count(0, 0);
+            const bool bad = t[i] < 0 || static_cast<std::uint64_t>(t[i]) >= classes;
+            return bad ? target_count(0, 1) : target_count(1, 0);
+        });
+    if (counted.bad != 0)
+        throw_bad_target(target, classes);
+    const std::size_t count = counted.valid;
     resize_if_needed(this->m_losses, target.shape());
     if (caching)
         resize_if_needed(this->m_local, input.shape());
     const T scale = this->gradient_scale(count);
-    const Derived& self = static_cast<const Derived&>(*this);
-    loss_accumulator_t<T> sum = 0;
-    for (std::size_t i = 0; i < batch; ++i)
-    {
-        T* dx = caching ? this->m_local.data() + i * classes : nullptr;
-        if (t[i] == m_ignore_index)
-        {
-            this->m_losses.data()[i] = 0;
-            if (dx)
-                std::fill(dx, dx + classes, T(0));
-            continue;
-        }
-        const T l = self.row(input.data() + i * classes, classes, static_cast<std::size_t>(t[i]),
-                             dx, scale);
-        this->m_losses.data()[i] = l;
-        sum += l;
-    }
+    const typename Derived::params_type p = static_cast<const Derived&>(*this).params();
+    const T* x = input.data();
+    T* l = this->m_losses.data();
+    T* g = caching ? this->m_local.data() : nullptr;
+    // One sample per kernel call, its C classes in order.
+    const acc_type sum = Device::template sum<acc_type>(
+        batch, EMBER_KERNEL(std::size_t i)->acc_type {
+            T* dx = g ? g + i * classes : nullptr;
+            if (t[i] == ignore)
+            {
+                l[i] = 0;
+                if (dx)
+                    for (std::size_t c = 0; c < classes; ++c)
+                        dx[c] = T(0);
+                return acc_type(0); // adds nothing: the sum stays bit for bit a plain loop's
+            }
+            const T li = Derived::row(x + i * classes, classes, static_cast<std::size_t>(t[i]), dx,
+                                      scale, p);
+            l[i] = li;
+            return li;
+        });
     return this->end_forward(sum, count, caching);
+}
+
+template <class Derived, class T, class Device>
+void class_index_loss<Derived, T, Device>::throw_bad_target(const target_type& target,
+                                                            std::size_t classes) const
+{
+    std::vector<std::int64_t> t(target.size());
+    Device::download(target.data(), t.size(), t.data());
+    // forward() counted at least one, so the search ends on it.
+    std::size_t i = 0;
+    while (i + 1 < t.size() &&
+           (t[i] == m_ignore_index || (t[i] >= 0 && static_cast<std::uint64_t>(t[i]) < classes)))
+        ++i;
+    throw value_error(this->loss_name() + ": target " + std::to_string(t[i]) + " at position " +
+                      std::to_string(i) + " is out of range for " + std::to_string(classes) +
+                      " classes: expected 0 <= target < " + std::to_string(classes) +
+                      " or ignore_index (" + std::to_string(m_ignore_index) + ")");
 }
 } // namespace detail
 
-template <class T>
-cross_entropy_loss<T>::cross_entropy_loss(nn::reduction r, cross_entropy_options options)
+template <class T, class Device>
+cross_entropy_loss<T, Device>::cross_entropy_loss(nn::reduction r, cross_entropy_options options)
     : base_type(r, options.ignore_index), m_options(options)
 {
     if (!(options.label_smoothing >= 0 && options.label_smoothing <= 1))
@@ -206,13 +271,18 @@ cross_entropy_loss<T>::cross_entropy_loss(nn::reduction r, cross_entropy_options
                           std::to_string(options.label_smoothing));
 }
 
-template <class T>
-T cross_entropy_loss<T>::row(const T* x, std::size_t classes, std::size_t target, T* dx,
-                             T scale) const
+template <class T, class Device>
+EMBER_HOST_DEVICE T cross_entropy_loss<T, Device>::row(const T* x, std::size_t classes,
+                                                       std::size_t target, T* dx, T scale,
+                                                       params_type p) noexcept
 {
     using acc = detail::loss_accumulator_t<T>;
-    // log p_c = x_c - lse, lse = log sum_c e^x_c, taken about the row's maximum.
-    const T top = *std::max_element(x, x + classes);
+    // log p_c = x_c - lse, lse = log sum_c e^x_c, taken about the row's maximum (the first
+    // maximum, as std::max_element picks it; classes > 0 since target < classes).
+    T top = x[0];
+    for (std::size_t c = 1; c < classes; ++c)
+        if (top < x[c])
+            top = x[c];
     acc sum_exp = 0;
     acc sum_x = 0;
     for (std::size_t c = 0; c < classes; ++c)
@@ -221,7 +291,7 @@ T cross_entropy_loss<T>::row(const T* x, std::size_t classes, std::size_t target
         sum_x += x[c];
     }
     const acc lse = top + std::log(sum_exp);
-    const acc s = m_options.label_smoothing;
+    const acc s = p.label_smoothing;
     const acc k = static_cast<acc>(classes);
     acc loss = lse - x[target];
     if (s > 0) // PyTorch's smoothed branch; without it, exactly nll of log_softmax

@@ -30,13 +30,18 @@ struct smooth_l1_options
 /// @code
 /// ember::nn::huber_loss<> loss_fn(ember::nn::reduction::sum, {.delta = 0.5});
 /// @endcode
-template <class T = float, std::size_t N = 2>
-class huber_loss : public detail::elementwise_loss<huber_loss<T, N>, T, N>
+template <class T = float, std::size_t N = 2, class Device = cpu>
+class huber_loss : public detail::elementwise_loss<huber_loss<T, N, Device>, T, N, Device>
 {
-    using base_type = detail::elementwise_loss<huber_loss<T, N>, T, N>;
+    using base_type = detail::elementwise_loss<huber_loss<T, N, Device>, T, N, Device>;
     friend base_type;
 
 public:
+    /// @brief What element() needs of the options, in T.
+    struct params_type
+    {
+        T delta;
+    };
     static constexpr std::string_view name = "huber_loss";
 
     /// @throws value_error unless delta > 0.
@@ -45,8 +50,11 @@ public:
 
     const huber_options& options() const noexcept { return m_options; }
 
+    /// @brief The loss of one element and its derivative `dx` (callable in kernels).
+    static EMBER_HOST_DEVICE T element(T x, T y, std::size_t, T& dx, params_type p) noexcept;
+
 private:
-    T element(T x, T y, std::size_t, T& dx) const noexcept;
+    params_type params() const noexcept { return {m_delta}; }
 
     huber_options m_options;
     T m_delta;
@@ -55,13 +63,18 @@ private:
 /// @brief `torch.nn.SmoothL1Loss`: with d = input - target, 0.5 d^2 / beta where |d| < beta,
 /// else |d| - 0.5 beta; beta = 0 is l1_loss. Equals huber_loss(delta = beta) / beta.
 /// forward(), losses() and backward() behave as for mse_loss.
-template <class T = float, std::size_t N = 2>
-class smooth_l1_loss : public detail::elementwise_loss<smooth_l1_loss<T, N>, T, N>
+template <class T = float, std::size_t N = 2, class Device = cpu>
+class smooth_l1_loss : public detail::elementwise_loss<smooth_l1_loss<T, N, Device>, T, N, Device>
 {
-    using base_type = detail::elementwise_loss<smooth_l1_loss<T, N>, T, N>;
+    using base_type = detail::elementwise_loss<smooth_l1_loss<T, N, Device>, T, N, Device>;
     friend base_type;
 
 public:
+    /// @brief What element() needs of the options, in T.
+    struct params_type
+    {
+        T beta;
+    };
     static constexpr std::string_view name = "smooth_l1_loss";
 
     /// @throws value_error when beta < 0.
@@ -73,8 +86,11 @@ public:
 
     const smooth_l1_options& options() const noexcept { return m_options; }
 
+    /// @brief The loss of one element and its derivative `dx` (callable in kernels).
+    static EMBER_HOST_DEVICE T element(T x, T y, std::size_t, T& dx, params_type p) noexcept;
+
 private:
-    T element(T x, T y, std::size_t, T& dx) const noexcept;
+    params_type params() const noexcept { return {m_beta}; }
 
     smooth_l1_options m_options;
     T m_beta;
@@ -84,8 +100,8 @@ private:
  * implementation  *
  *******************/
 
-template <class T, std::size_t N>
-huber_loss<T, N>::huber_loss(nn::reduction r, huber_options options)
+template <class T, std::size_t N, class Device>
+huber_loss<T, N, Device>::huber_loss(nn::reduction r, huber_options options)
     : base_type(r), m_options(options), m_delta(static_cast<T>(options.delta))
 {
     if (!(options.delta > 0))
@@ -93,22 +109,23 @@ huber_loss<T, N>::huber_loss(nn::reduction r, huber_options options)
                           std::to_string(options.delta));
 }
 
-template <class T, std::size_t N>
-T huber_loss<T, N>::element(T x, T y, std::size_t, T& dx) const noexcept
+template <class T, std::size_t N, class Device>
+EMBER_HOST_DEVICE T huber_loss<T, N, Device>::element(T x, T y, std::size_t, T& dx,
+                                                      params_type p) noexcept
 {
     const T d = x - y;
     const T z = std::abs(d);
-    if (z < m_delta)
+    if (z < p.delta)
     {
         dx = d;
         return T(0.5) * z * z;
     }
-    dx = d < 0 ? -m_delta : m_delta;
-    return m_delta * (z - T(0.5) * m_delta);
+    dx = d < 0 ? -p.delta : p.delta;
+    return p.delta * (z - T(0.5) * p.delta);
 }
 
-template <class T, std::size_t N>
-smooth_l1_loss<T, N>::smooth_l1_loss(nn::reduction r, smooth_l1_options options)
+template <class T, std::size_t N, class Device>
+smooth_l1_loss<T, N, Device>::smooth_l1_loss(nn::reduction r, smooth_l1_options options)
     : base_type(r), m_options(options), m_beta(static_cast<T>(options.beta))
 {
     if (!(options.beta >= 0))
@@ -116,18 +133,19 @@ smooth_l1_loss<T, N>::smooth_l1_loss(nn::reduction r, smooth_l1_options options)
                           std::to_string(options.beta));
 }
 
-template <class T, std::size_t N>
-T smooth_l1_loss<T, N>::element(T x, T y, std::size_t, T& dx) const noexcept
+template <class T, std::size_t N, class Device>
+EMBER_HOST_DEVICE T smooth_l1_loss<T, N, Device>::element(T x, T y, std::size_t, T& dx,
+                                                          params_type p) noexcept
 {
     const T d = x - y;
     const T z = std::abs(d);
-    if (z < m_beta) // never for beta = 0, which leaves |d| and sign(d): PyTorch's L1 path
+    if (z < p.beta) // never for beta = 0, which leaves |d| and sign(d): PyTorch's L1 path
     {
-        dx = d / m_beta;
-        return T(0.5) * z * z / m_beta;
+        dx = d / p.beta;
+        return T(0.5) * z * z / p.beta;
     }
     dx = static_cast<T>((d > 0) - (d < 0));
-    return z - T(0.5) * m_beta;
+    return z - T(0.5) * p.beta;
 }
 
 } // namespace ember::nn

@@ -8,10 +8,18 @@
 /// forward() computes the gradient it will be asked for while it has every operand at hand, so
 /// backward() costs nothing and nothing of the input or target is copied; under no_grad it
 /// computes the loss only.
+///
+/// The loops run through the loss's `Device` policy (device/kernel.hpp), so every loss is
+/// written once for every device. The per-element (per-row) function is a static
+/// EMBER_HOST_DEVICE function that takes the loss's options as a small copyable `params_type`
+/// value: kernels capture values and pointers, never the loss. On cpu the sum of the losses
+/// accumulates left to right, as a plain loop does.
 
 #include "ember/core/error.hpp"
 #include "ember/core/grad_mode.hpp"
 #include "ember/core/tensor.hpp"
+#include "ember/device/cpu.hpp"
+#include "ember/device/kernel.hpp"
 #include "ember/loss/reduction.hpp"
 
 #include <cstddef>
@@ -25,15 +33,21 @@ namespace ember::nn::detail
 template <class T>
 using loss_accumulator_t = std::conditional_t<(sizeof(T) < sizeof(double)), double, T>;
 
+/// @brief The `params_type` of a loss whose element function needs no options.
+struct no_params
+{
+};
+
 /// @brief Reduction, per-element losses and backward, shared by every loss. `InRank` is the
 /// input's rank, `LossRank` that of the per-element losses (equal, except for class indices).
-template <class Derived, class T, std::size_t InRank, std::size_t LossRank>
+template <class Derived, class T, std::size_t InRank, std::size_t LossRank, class Device>
 class loss_base
 {
 public:
     using value_type = T;
-    using input_type = tensor<T, InRank>;
-    using loss_type = tensor<T, LossRank>;
+    using device_type = Device;
+    using input_type = typename Device::template tensor_type<T, InRank>;
+    using loss_type = typename Device::template tensor_type<T, LossRank>;
 
     /// @brief How forward() folds the per-element losses.
     nn::reduction reduction() const noexcept { return m_reduction; }
@@ -74,17 +88,19 @@ protected:
 };
 
 /// @brief Base of the losses whose target is shaped like the input and whose loss is a
-/// function of one (input, target) pair per element. `Derived` provides
-/// `T element(T x, T y, std::size_t i, T& dx)` returning the loss and setting its derivative,
-/// and may hide `prepare(input)` to check its options against the input.
-template <class Derived, class T, std::size_t N>
-class elementwise_loss : public loss_base<Derived, T, N, N>
+/// function of one (input, target) pair per element. `Derived` provides a `params_type` (what
+/// the element function needs of the options; detail::no_params when nothing), `params()` and
+/// `static EMBER_HOST_DEVICE T element(T x, T y, std::size_t i, T& dx, params_type p)`
+/// returning the loss and setting its derivative; it may hide `prepare(input, target)` to check
+/// its options and the values against the input before anything is computed.
+template <class Derived, class T, std::size_t N, class Device>
+class elementwise_loss : public loss_base<Derived, T, N, N, Device>
 {
-    using base_type = loss_base<Derived, T, N, N>;
+    using base_type = loss_base<Derived, T, N, N, Device>;
 
 public:
     using typename base_type::input_type;
-    using target_type = tensor<T, N>;
+    using target_type = typename Device::template tensor_type<T, N>;
 
     /// @brief The loss of `input` against `target` (same shape), reduced; records what
     /// backward() needs unless a no_grad guard is alive.
@@ -99,31 +115,32 @@ public:
 
 protected:
     using base_type::base_type;
-    void prepare(const input_type&) {}
+    void prepare(const input_type&, const target_type&) {}
+    no_params params() const noexcept { return {}; }
 };
 
 /*******************
  * implementation  *
  *******************/
 
-template <class Derived, class T, std::size_t I, std::size_t L>
-bool loss_base<Derived, T, I, L>::begin_forward() noexcept
+template <class Derived, class T, std::size_t I, std::size_t L, class Device>
+bool loss_base<Derived, T, I, L, Device>::begin_forward() noexcept
 {
     m_cached = false;
     return is_grad_enabled();
 }
 
-template <class Derived, class T, std::size_t I, std::size_t L>
-T loss_base<Derived, T, I, L>::gradient_scale(std::size_t count) const noexcept
+template <class Derived, class T, std::size_t I, std::size_t L, class Device>
+T loss_base<Derived, T, I, L, Device>::gradient_scale(std::size_t count) const noexcept
 {
     if (m_reduction != nn::reduction::mean)
         return T(1);
     return count == 0 ? T(0) : T(1) / static_cast<T>(count);
 }
 
-template <class Derived, class T, std::size_t I, std::size_t L>
-T loss_base<Derived, T, I, L>::end_forward(loss_accumulator_t<T> sum, std::size_t count,
-                                           bool cached) noexcept
+template <class Derived, class T, std::size_t I, std::size_t L, class Device>
+T loss_base<Derived, T, I, L, Device>::end_forward(loss_accumulator_t<T> sum, std::size_t count,
+                                                   bool cached) noexcept
 {
     m_cached = cached;
     if (m_reduction == nn::reduction::mean)
@@ -131,8 +148,8 @@ T loss_base<Derived, T, I, L>::end_forward(loss_accumulator_t<T> sum, std::size_
     return static_cast<T>(sum);
 }
 
-template <class Derived, class T, std::size_t I, std::size_t L>
-void loss_base<Derived, T, I, L>::require_forward(const char* call) const
+template <class Derived, class T, std::size_t I, std::size_t L, class Device>
+void loss_base<Derived, T, I, L, Device>::require_forward(const char* call) const
 {
     if (!m_cached)
         throw error(loss_name() + ": " + call +
@@ -140,15 +157,16 @@ void loss_base<Derived, T, I, L>::require_forward(const char* call) const
                     "outside any no_grad guard)");
 }
 
-template <class Derived, class T, std::size_t I, std::size_t L>
-auto loss_base<Derived, T, I, L>::backward() const -> const input_type&
+template <class Derived, class T, std::size_t I, std::size_t L, class Device>
+auto loss_base<Derived, T, I, L, Device>::backward() const -> const input_type&
 {
     require_forward("backward()");
     return m_local;
 }
 
-template <class Derived, class T, std::size_t I, std::size_t L>
-auto loss_base<Derived, T, I, L>::backward(const loss_type& grad_output) -> const input_type&
+template <class Derived, class T, std::size_t I, std::size_t L, class Device>
+auto loss_base<Derived, T, I, L, Device>::backward(const loss_type& grad_output)
+    -> const input_type&
 {
     require_forward("backward(grad_output)");
     if (m_reduction != nn::reduction::none)
@@ -168,50 +186,45 @@ auto loss_base<Derived, T, I, L>::backward(const loss_type& grad_output) -> cons
     // one for elementwise losses, a row of class scores for the class-index ones.
     const std::size_t n = m_losses.size();
     const std::size_t per = n == 0 ? 0 : m_local.size() / n;
-    for (std::size_t i = 0; i < n; ++i)
-        for (std::size_t k = i * per; k < (i + 1) * per; ++k)
-            out[k] = g[i] * local[k];
+    Device::for_each(
+        n, EMBER_KERNEL(std::size_t i) {
+            for (std::size_t k = i * per; k < (i + 1) * per; ++k)
+                out[k] = g[i] * local[k];
+        });
     return m_grad;
 }
 
-template <class Derived, class T, std::size_t N>
-T elementwise_loss<Derived, T, N>::forward(const input_type& input, const target_type& target)
+template <class Derived, class T, std::size_t N, class Device>
+T elementwise_loss<Derived, T, N, Device>::forward(const input_type& input,
+                                                   const target_type& target)
 {
+    using acc_type = loss_accumulator_t<T>;
     const bool caching = this->begin_forward();
     if (input.shape() != target.shape())
         throw shape_error(this->loss_name() + ": input of shape " + shape_string(input.shape()) +
                           " and target of shape " + shape_string(target.shape()) +
                           " must have the same shape");
     Derived& self = static_cast<Derived&>(*this);
-    self.prepare(input);
+    self.prepare(input, target);
+    const typename Derived::params_type p = self.params();
     resize_if_needed(this->m_losses, input.shape());
+    if (caching)
+        resize_if_needed(this->m_local, input.shape());
     const std::size_t n = input.size();
+    const T scale = this->gradient_scale(n);
     const T* x = input.data();
     const T* y = target.data();
     T* l = this->m_losses.data();
-    loss_accumulator_t<T> sum = 0;
-    if (caching)
-    {
-        resize_if_needed(this->m_local, input.shape());
-        const T scale = this->gradient_scale(n);
-        T* g = this->m_local.data();
-        for (std::size_t i = 0; i < n; ++i)
-        {
+    T* g = caching ? this->m_local.data() : nullptr;
+    const acc_type sum = Device::template sum<acc_type>(
+        n, EMBER_KERNEL(std::size_t i)->acc_type {
             T dx = 0;
-            l[i] = self.element(x[i], y[i], i, dx);
-            g[i] = dx * scale;
-            sum += l[i];
-        }
-    }
-    else
-    {
-        for (std::size_t i = 0; i < n; ++i)
-        {
-            T dx = 0;
-            l[i] = self.element(x[i], y[i], i, dx);
-            sum += l[i];
-        }
-    }
+            const T li = Derived::element(x[i], y[i], i, dx, p);
+            l[i] = li;
+            if (g)
+                g[i] = dx * scale;
+            return li;
+        });
     return this->end_forward(sum, n, caching);
 }
 

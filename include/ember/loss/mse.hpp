@@ -9,7 +9,8 @@
 namespace ember::nn
 {
 
-/// @brief `torch.nn.MSELoss` over rank-N tensors.
+/// @brief `torch.nn.MSELoss` over rank-N tensors on `Device` (input, target, losses() and
+/// backward() are `Device::tensor_type`s; forward() returns the value on the host).
 ///
 /// forward(input, target) returns the mean (or sum) of the per-element losses; with
 /// reduction::none it returns their sum and losses() holds them. backward() is the gradient of
@@ -19,19 +20,19 @@ namespace ember::nn
 /// float loss = loss_fn(y_pred, y_train);
 /// model.backward(loss_fn.backward());
 /// @endcode
-template <class T = float, std::size_t N = 2>
-class mse_loss : public detail::elementwise_loss<mse_loss<T, N>, T, N>
+template <class T = float, std::size_t N = 2, class Device = cpu>
+class mse_loss : public detail::elementwise_loss<mse_loss<T, N, Device>, T, N, Device>
 {
-    using base_type = detail::elementwise_loss<mse_loss<T, N>, T, N>;
-    friend base_type;
+    using base_type = detail::elementwise_loss<mse_loss<T, N, Device>, T, N, Device>;
 
 public:
+    using params_type = detail::no_params;
     static constexpr std::string_view name = "mse_loss";
 
     explicit mse_loss(nn::reduction r = nn::reduction::mean) noexcept : base_type(r) {}
 
-private:
-    static T element(T x, T y, std::size_t, T& dx) noexcept
+    /// @brief The loss of one element and its derivative `dx` (callable in kernels).
+    static EMBER_HOST_DEVICE T element(T x, T y, std::size_t, T& dx, params_type) noexcept
     {
         const T d = x - y;
         dx = 2 * d;

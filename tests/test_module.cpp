@@ -1,19 +1,29 @@
-// The module concept: names, train/eval, zero_grad, state_dict and load_state_dict.
+// The module concept: names, train/eval, zero_grad, state_dict and load_state_dict, on the
+// test device (test_device.hpp).
 #include <ember/core/generator.hpp>
+#include <ember/device/kernel.hpp>
 #include <ember/nn/module.hpp>
+
+#include "test_device.hpp"
 
 #include <boost/test/unit_test.hpp>
 
 using namespace ember;
+using test::dtensor;
 
 namespace
 {
-// The lesson's custom model, written as a user would.
-struct linear_regression : nn::module<linear_regression>
+// The lesson's custom model, written as a user would: once, for any device, its arithmetic in
+// kernels over raw pointers (device/kernel.hpp).
+template <class Device>
+struct linear_regression : nn::module<linear_regression<Device>, Device>
 {
-    nn::parameter<float, 1> weight{randn<float>({1})};
-    nn::parameter<float, 1> bias{randn<float>({1})};
-    tensor<float, 2> x, y, dx;
+    using tensor_type = typename Device::template tensor_type<float, 2>;
+
+    // Drawn on the host, as PyTorch's CPU generator draws, then moved to the device.
+    nn::parameter<float, 1, Device> weight{ember::to<Device>(randn<float>({1}))};
+    nn::parameter<float, 1, Device> bias{ember::to<Device>(randn<float>({1}))};
+    tensor_type x, y, dx;
 
     template <class V>
     void visit(V&& v)
@@ -22,27 +32,56 @@ struct linear_regression : nn::module<linear_regression>
         v("bias", bias);
     }
 
-    const tensor<float, 2>& forward(const tensor<float, 2>& input)
+    const tensor_type& forward(const tensor_type& input)
     {
-        if (caching())
-            x = input;
-        y = weight.value(0) * input + bias.value(0);
+        if (this->caching())
+            assign<Device>(x, input);
+        resize_if_needed(y, input.shape());
+        const float* w = weight.value.data();
+        const float* b = bias.value.data();
+        const float* in = input.data();
+        float* out = y.data();
+        Device::for_each(
+            input.size(), EMBER_KERNEL(std::size_t i) { out[i] = w[0] * in[i] + b[0]; });
         return y;
     }
 
-    const tensor<float, 2>& backward(const tensor<float, 2>& dy)
+    const tensor_type& backward(const tensor_type& dy)
     {
-        weight.grad(0) += xt::sum(dy * x)();
-        bias.grad(0) += xt::sum(dy)();
-        dx = weight.value(0) * dy;
+        const float* g = dy.data();
+        const float* in = x.data();
+        const float sw = Device::template sum<float>(
+            dy.size(), EMBER_KERNEL(std::size_t i) { return g[i] * in[i]; });
+        const float sb = Device::template sum<float>(
+            dy.size(), EMBER_KERNEL(std::size_t i) { return g[i]; });
+        float* gw = weight.grad.data();
+        float* gb = bias.grad.data();
+        Device::for_each(
+            1, EMBER_KERNEL(std::size_t) {
+                gw[0] += sw;
+                gb[0] += sb;
+            });
+        resize_if_needed(dx, dy.shape());
+        const float* w = weight.value.data();
+        float* out = dx.data();
+        Device::for_each(
+            dy.size(), EMBER_KERNEL(std::size_t i) { out[i] = w[0] * g[i]; });
         return dx;
     }
 };
+using model = linear_regression<test_device>;
 
-struct inner : nn::module<inner>
+// Element 0 of a one-element tensor on the test device.
+template <class Tensor>
+auto first(const Tensor& t)
 {
-    nn::parameter<float, 2> weight{tensor<float, 2>::from_shape({2, 3})};
-    nn::buffer<std::int64_t, 0> count{tensor<std::int64_t, 0>(7)};
+    return test::host(t).data()[0];
+}
+
+struct inner : nn::module<inner, test_device>
+{
+    nn::parameter<float, 2, test_device> weight{dtensor<float, 2>::from_shape({2, 3})};
+    nn::buffer<std::int64_t, 0, test_device> count{test::dev(tensor<std::int64_t, 0>(7))};
     template <class V>
     void visit(V&& v)
     {
@@ -51,10 +90,10 @@ struct inner : nn::module<inner>
     }
 };
 
-struct outer : nn::module<outer>
+struct outer : nn::module<outer, test_device>
 {
     inner fc1;
-    nn::parameter<float, 1> scale{tensor<float, 1>{1.f, 2.f}};
+    nn::parameter<float, 1, test_device> scale{test::dev(tensor<float, 1>{1.f, 2.f})};
     template <class V>
     void visit(V&& v)
     {
@@ -67,14 +106,14 @@ struct outer : nn::module<outer>
 BOOST_AUTO_TEST_CASE(custom_model_starts_at_torch_weights_under_seed_42)
 {
     manual_seed(42);
-    linear_regression m;
+    model m;
     BOOST_TEST(m.weight.item() == 0.33669036626815796f);
     BOOST_TEST(m.bias.item() == 0.12880940735340118f);
 }
 
 BOOST_AUTO_TEST_CASE(state_dict_names_parameters_in_declaration_order)
 {
-    linear_regression m;
+    model m;
     auto sd = m.state_dict();
     BOOST_TEST(sd.keys() == (std::vector<std::string>{"weight", "bias"}));
     BOOST_TEST(sd.at("weight").item<float>() == m.weight.item());
@@ -104,22 +143,23 @@ BOOST_AUTO_TEST_CASE(train_and_eval_reach_submodules)
 
 BOOST_AUTO_TEST_CASE(backward_accumulates_and_zero_grad_clears)
 {
-    linear_regression m;
-    tensor<float, 2> x = {{1.f}, {2.f}};
+    model m;
+    const auto x = test::dev(tensor<float, 2>{{1.f}, {2.f}});
     m.forward(x);
-    tensor<float, 2> dy = {{1.f}, {1.f}};
+    const auto dy = test::dev(tensor<float, 2>{{1.f}, {1.f}});
     m.backward(dy);
     m.backward(dy);
-    BOOST_TEST(m.weight.grad(0) == 6.f);
-    BOOST_TEST(m.bias.grad(0) == 4.f);
+    BOOST_TEST(first(m.weight.grad) == 6.f);
+    BOOST_TEST(first(m.bias.grad) == 4.f);
     m.zero_grad();
-    BOOST_TEST(m.weight.grad(0) == 0.f);
+    BOOST_TEST(first(m.weight.grad) == 0.f);
+    BOOST_TEST(first(m.bias.grad) == 0.f);
 }
 
 BOOST_AUTO_TEST_CASE(no_grad_forward_caches_nothing)
 {
-    linear_regression m;
-    tensor<float, 2> x = {{1.f}, {2.f}};
+    model m;
+    const auto x = test::dev(tensor<float, 2>{{1.f}, {2.f}});
     {
         no_grad guard;
         BOOST_TEST(!is_grad_enabled());
@@ -132,8 +172,8 @@ BOOST_AUTO_TEST_CASE(no_grad_forward_caches_nothing)
 BOOST_AUTO_TEST_CASE(load_state_dict_round_trips)
 {
     manual_seed(1);
-    linear_regression a;
-    linear_regression b;
+    model a;
+    model b;
     BOOST_TEST(a.weight.item() != b.weight.item());
     auto r = b.load_state_dict(a.state_dict());
     BOOST_TEST(r.missing_keys.empty());
@@ -143,7 +183,7 @@ BOOST_AUTO_TEST_CASE(load_state_dict_round_trips)
 
 BOOST_AUTO_TEST_CASE(shape_mismatch_names_key_and_both_shapes_and_changes_nothing)
 {
-    linear_regression m;
+    model m;
     float before = m.weight.item();
     auto sd = m.state_dict();
     sd.insert_or_assign("bias", host_tensor(dtype::float32, {2}));
@@ -165,7 +205,7 @@ BOOST_AUTO_TEST_CASE(shape_mismatch_names_key_and_both_shapes_and_changes_nothin
 
 BOOST_AUTO_TEST_CASE(dtype_mismatch_is_a_dtype_error)
 {
-    linear_regression m;
+    model m;
     auto sd = m.state_dict();
     sd.insert_or_assign("weight", host_tensor(dtype::float64, {1}));
     BOOST_CHECK_THROW(m.load_state_dict(sd), dtype_error);
@@ -173,7 +213,7 @@ BOOST_AUTO_TEST_CASE(dtype_mismatch_is_a_dtype_error)
 
 BOOST_AUTO_TEST_CASE(missing_and_unexpected_keys_strict_and_not)
 {
-    linear_regression m;
+    model m;
     state_dict sd;
     sd.insert("weight", host_tensor(dtype::float32, {1}));
     sd.insert("extra", host_tensor(dtype::float32, {1}));
@@ -194,4 +234,19 @@ BOOST_AUTO_TEST_CASE(missing_and_unexpected_keys_strict_and_not)
     BOOST_TEST(r.unexpected_keys == std::vector<std::string>{"extra"});
     BOOST_TEST(m.weight.item() == 0.f);
     BOOST_TEST(m.bias.item() == before);
+}
+
+BOOST_AUTO_TEST_CASE(custom_model_moves_between_devices_with_its_state)
+{
+    manual_seed(3);
+    model m;
+    m.eval();
+    auto on_cpu = ember::to<linear_regression<ember::cpu>>(m);
+    BOOST_TEST(on_cpu.weight.item() == m.weight.item());
+    BOOST_TEST(on_cpu.bias.item() == m.bias.item());
+    BOOST_TEST(!on_cpu.is_training());
+    const tensor<float, 2> x = {{1.f}, {-2.f}, {0.5f}};
+    const tensor<float, 2> y_cpu = on_cpu.forward(x);
+    const tensor<float, 2> y_dev = test::host(m.forward(test::dev(x)));
+    BOOST_TEST(y_dev == y_cpu, boost::test_tools::per_element());
 }

@@ -2,7 +2,8 @@
 /// @file
 /// Activation modules: relu, leaky_relu, sigmoid, tanh, gelu (elementwise, any rank) and
 /// softmax, log_softmax (over the last axis). Each computes what PyTorch's module of the same
-/// name computes, with PyTorch's gradient formulas.
+/// name computes, with PyTorch's gradient formulas, on any device: the formulas are kernels
+/// (see device/kernel.hpp), one loop body per element or per row.
 ///
 /// `nn::tanh` and `nn::sigmoid` are classes, named after torch.nn.Tanh and torch.nn.Sigmoid.
 /// Inside namespace ember::nn an unqualified call `tanh(x)` therefore finds the class, not the
@@ -10,9 +11,10 @@
 
 #include "ember/core/error.hpp"
 #include "ember/core/tensor.hpp"
+#include "ember/device/cpu.hpp"
+#include "ember/device/kernel.hpp"
 #include "ember/nn/module.hpp"
 
-#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <numbers>
@@ -25,17 +27,19 @@ namespace ember::nn
 namespace detail
 {
 /// Shared plumbing of the elementwise activations: output and gradient buffers, the shape check
-/// and the no_grad rule. `Derived` provides `T apply(T x) const`, `T derivative(T x, T y) const`
-/// (x the input, y the output) and `static constexpr bool needs_input`: when false, backward
-/// reads only the output, which forward keeps anyway, so nothing extra is cached. Such a
-/// `Derived` may also provide `T gradient(T dy, T y) const`, used instead of
-/// `dy * derivative(x, y)`.
-template <class Derived, class T, std::size_t N>
-class elementwise : public module<Derived>
+/// and the no_grad rule. `Derived` provides `function_type function() const`, a value the
+/// kernels copy, whose `EMBER_HOST_DEVICE` members are `T apply(T x)` and
+/// `T derivative(T x, T y)` (x the input, y the output), and `static constexpr bool
+/// needs_input`: when false, backward reads only the output, which forward keeps anyway, so
+/// nothing extra is cached. Such a function may also provide `T gradient(T dy, T y)`, used
+/// instead of `dy * derivative(x, y)`.
+template <class Derived, class T, std::size_t N, class Device>
+class elementwise : public nn::module<Derived, Device>
 {
 public:
     using value_type = T;
-    using tensor_type = tensor<T, N>;
+    using device_type = Device;
+    using tensor_type = typename Device::template tensor_type<T, N>;
 
     template <class V>
     void visit(V&&)
@@ -54,24 +58,30 @@ private:
 } // namespace detail
 
 /// @brief max(0, x) (torch.nn.ReLU).
-template <class T = float, std::size_t N = 2>
-class relu : public detail::elementwise<relu<T, N>, T, N>
+template <class T = float, std::size_t N = 2, class Device = cpu>
+class relu : public detail::elementwise<relu<T, N, Device>, T, N, Device>
 {
 public:
     static constexpr std::string_view name = "relu";
     static constexpr bool needs_input = false;
-    // `x < 0 ? 0 : x` lets NaN through, as torch.relu does.
-    T apply(T x) const noexcept { return x < T(0) ? T(0) : x; }
-    T derivative(T, T y) const noexcept { return y > T(0) ? T(1) : T(0); }
-    // PyTorch's threshold_backward: the gradient where y > 0, else exactly 0 (g * 0 would be
-    // NaN for an infinite g). A select, which vectorizes; g * derivative() kept a branch that
-    // mispredicts on every other element.
-    T gradient(T g, T y) const noexcept { return y > T(0) ? g : T(0); }
+
+    /// @brief The formulas, as kernels use them.
+    struct function_type
+    {
+        // `x < 0 ? 0 : x` lets NaN through, as torch.relu does.
+        EMBER_HOST_DEVICE T apply(T x) const noexcept { return x < T(0) ? T(0) : x; }
+        EMBER_HOST_DEVICE T derivative(T, T y) const noexcept { return y > T(0) ? T(1) : T(0); }
+        // PyTorch's threshold_backward: the gradient where y > 0, else exactly 0 (g * 0 would
+        // be NaN for an infinite g). A select, which vectorizes; g * derivative() kept a branch
+        // that mispredicts on every other element.
+        EMBER_HOST_DEVICE T gradient(T g, T y) const noexcept { return y > T(0) ? g : T(0); }
+    };
+    function_type function() const noexcept { return {}; }
 };
 
 /// @brief x for x > 0, negative_slope * x otherwise (torch.nn.LeakyReLU).
-template <class T = float, std::size_t N = 2>
-class leaky_relu : public detail::elementwise<leaky_relu<T, N>, T, N>
+template <class T = float, std::size_t N = 2, class Device = cpu>
+class leaky_relu : public detail::elementwise<leaky_relu<T, N, Device>, T, N, Device>
 {
 public:
     static constexpr std::string_view name = "leaky_relu";
@@ -83,33 +93,51 @@ public:
     }
     T negative_slope() const noexcept { return m_slope; }
 
-    T apply(T x) const noexcept { return x > T(0) ? x : x * m_slope; }
-    T derivative(T x, T) const noexcept { return x > T(0) ? T(1) : m_slope; }
+    /// @brief The formulas, as kernels use them.
+    struct function_type
+    {
+        T slope;
+        EMBER_HOST_DEVICE T apply(T x) const noexcept { return x > T(0) ? x : x * slope; }
+        EMBER_HOST_DEVICE T derivative(T x, T) const noexcept { return x > T(0) ? T(1) : slope; }
+    };
+    function_type function() const noexcept { return {m_slope}; }
 
 private:
     T m_slope;
 };
 
 /// @brief 1 / (1 + exp(-x)) (torch.nn.Sigmoid).
-template <class T = float, std::size_t N = 2>
-class sigmoid : public detail::elementwise<sigmoid<T, N>, T, N>
+template <class T = float, std::size_t N = 2, class Device = cpu>
+class sigmoid : public detail::elementwise<sigmoid<T, N, Device>, T, N, Device>
 {
 public:
     static constexpr std::string_view name = "sigmoid";
     static constexpr bool needs_input = false;
-    T apply(T x) const noexcept { return T(1) / (T(1) + std::exp(-x)); }
-    T derivative(T, T y) const noexcept { return (T(1) - y) * y; }
+
+    /// @brief The formulas, as kernels use them.
+    struct function_type
+    {
+        EMBER_HOST_DEVICE T apply(T x) const noexcept { return T(1) / (T(1) + std::exp(-x)); }
+        EMBER_HOST_DEVICE T derivative(T, T y) const noexcept { return (T(1) - y) * y; }
+    };
+    function_type function() const noexcept { return {}; }
 };
 
 /// @brief Hyperbolic tangent (torch.nn.Tanh). See the file comment about the name.
-template <class T = float, std::size_t N = 2>
-class tanh : public detail::elementwise<tanh<T, N>, T, N>
+template <class T = float, std::size_t N = 2, class Device = cpu>
+class tanh : public detail::elementwise<tanh<T, N, Device>, T, N, Device>
 {
 public:
     static constexpr std::string_view name = "tanh";
     static constexpr bool needs_input = false;
-    T apply(T x) const noexcept { return std::tanh(x); }
-    T derivative(T, T y) const noexcept { return T(1) - y * y; }
+
+    /// @brief The formulas, as kernels use them.
+    struct function_type
+    {
+        EMBER_HOST_DEVICE T apply(T x) const noexcept { return std::tanh(x); }
+        EMBER_HOST_DEVICE T derivative(T, T y) const noexcept { return T(1) - y * y; }
+    };
+    function_type function() const noexcept { return {}; }
 };
 
 /// @brief How gelu evaluates the Gaussian CDF: exactly with erf, or by PyTorch's tanh formula.
@@ -121,8 +149,8 @@ enum class gelu_approximation
 
 /// @brief x * Phi(x) (torch.nn.GELU), exact by default; `gelu("tanh")` or
 /// `gelu(gelu_approximation::tanh)` uses 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
-template <class T = float, std::size_t N = 2>
-class gelu : public detail::elementwise<gelu<T, N>, T, N>
+template <class T = float, std::size_t N = 2, class Device = cpu>
+class gelu : public detail::elementwise<gelu<T, N, Device>, T, N, Device>
 {
 public:
     static constexpr std::string_view name = "gelu";
@@ -137,8 +165,14 @@ public:
 
     gelu_approximation approximate() const noexcept { return m_approximate; }
 
-    T apply(T x) const noexcept;
-    T derivative(T x, T y) const noexcept;
+    /// @brief The formulas, as kernels use them.
+    struct function_type
+    {
+        bool tanh_approximation;
+        EMBER_HOST_DEVICE T apply(T x) const noexcept;
+        EMBER_HOST_DEVICE T derivative(T x, T y) const noexcept;
+    };
+    function_type function() const noexcept { return {m_approximate == gelu_approximation::tanh}; }
 
 private:
     gelu_approximation m_approximate;
@@ -146,14 +180,15 @@ private:
 
 /// @brief exp(x_i) / sum_j exp(x_j) along the last axis (torch.nn.Softmax(dim=-1)), computed
 /// after subtracting each row's maximum so large inputs do not overflow.
-template <class T = float, std::size_t N = 2>
-class softmax : public module<softmax<T, N>>
+template <class T = float, std::size_t N = 2, class Device = cpu>
+class softmax : public nn::module<softmax<T, N, Device>, Device>
 {
     static_assert(N >= 1, "ember::nn::softmax: the input needs at least one axis");
 
 public:
     using value_type = T;
-    using tensor_type = tensor<T, N>;
+    using device_type = Device;
+    using tensor_type = typename Device::template tensor_type<T, N>;
 
     template <class V>
     void visit(V&&)
@@ -171,14 +206,15 @@ private:
 
 /// @brief x_i - log(sum_j exp(x_j)) along the last axis (torch.nn.LogSoftmax(dim=-1)),
 /// numerically stable.
-template <class T = float, std::size_t N = 2>
-class log_softmax : public module<log_softmax<T, N>>
+template <class T = float, std::size_t N = 2, class Device = cpu>
+class log_softmax : public nn::module<log_softmax<T, N, Device>, Device>
 {
     static_assert(N >= 1, "ember::nn::log_softmax: the input needs at least one axis");
 
 public:
     using value_type = T;
-    using tensor_type = tensor<T, N>;
+    using device_type = Device;
+    using tensor_type = typename Device::template tensor_type<T, N>;
 
     template <class V>
     void visit(V&&)
@@ -207,27 +243,27 @@ inline void throw_backward_without_forward(std::string_view name)
                 "ran under no_grad or never ran");
 }
 
-template <class Derived, class T, std::size_t N>
-auto elementwise<Derived, T, N>::forward(const tensor_type& x) -> const tensor_type&
+template <class Derived, class T, std::size_t N, class Device>
+auto elementwise<Derived, T, N, Device>::forward(const tensor_type& x) -> const tensor_type&
 {
-    const Derived& self = this->derived();
+    const typename Derived::function_type f = this->derived().function();
     resize_if_needed(m_output, x.shape());
     const T* in = x.data();
     T* out = m_output.data();
-    const std::size_t n = x.size();
-    for (std::size_t i = 0; i < n; ++i)
-        out[i] = self.apply(in[i]);
+    Device::for_each(
+        x.size(), EMBER_KERNEL(std::size_t i) { out[i] = f.apply(in[i]); });
     m_cached = this->caching();
     if constexpr (Derived::needs_input)
         if (m_cached)
-            xt::noalias(m_input) = x;
+            assign<Device>(m_input, x);
     return m_output;
 }
 
-template <class Derived, class T, std::size_t N>
-auto elementwise<Derived, T, N>::backward(const tensor_type& dy) -> const tensor_type&
+template <class Derived, class T, std::size_t N, class Device>
+auto elementwise<Derived, T, N, Device>::backward(const tensor_type& dy) -> const tensor_type&
 {
-    const Derived& self = this->derived();
+    using function_type = typename Derived::function_type;
+    const function_type f = this->derived().function();
     if (!m_cached)
         throw_backward_without_forward(Derived::name);
     if (dy.shape() != m_output.shape()) // the message is built only on failure
@@ -241,22 +277,22 @@ auto elementwise<Derived, T, N>::backward(const tensor_type& dy) -> const tensor
     if constexpr (Derived::needs_input)
     {
         const T* x = m_input.data();
-        for (std::size_t i = 0; i < n; ++i)
-            dx[i] = g[i] * self.derivative(x[i], y[i]);
+        Device::for_each(
+            n, EMBER_KERNEL(std::size_t i) { dx[i] = g[i] * f.derivative(x[i], y[i]); });
     }
-    else if constexpr (requires { self.gradient(T(0), T(0)); })
+    else if constexpr (requires(const function_type& h) { h.gradient(T(0), T(0)); })
     {
-        for (std::size_t i = 0; i < n; ++i)
-        {
-            const T gi = g[i]; // both loads unconditional, so the select vectorizes
-            const T yi = y[i];
-            dx[i] = self.gradient(gi, yi);
-        }
+        Device::for_each(
+            n, EMBER_KERNEL(std::size_t i) {
+                const T gi = g[i]; // both loads unconditional, so the select vectorizes
+                const T yi = y[i];
+                dx[i] = f.gradient(gi, yi);
+            });
     }
     else
     {
-        for (std::size_t i = 0; i < n; ++i)
-            dx[i] = g[i] * self.derivative(T(0), y[i]);
+        Device::for_each(
+            n, EMBER_KERNEL(std::size_t i) { dx[i] = g[i] * f.derivative(T(0), y[i]); });
     }
     return m_input_grad;
 }
@@ -269,8 +305,8 @@ std::size_t last_extent(const S& shape) noexcept
 }
 } // namespace detail
 
-template <class T, std::size_t N>
-gelu<T, N>::gelu(std::string_view approximate)
+template <class T, std::size_t N, class Device>
+gelu<T, N, Device>::gelu(std::string_view approximate)
 {
     if (approximate == "none")
         m_approximate = gelu_approximation::none;
@@ -293,10 +329,10 @@ inline constexpr double gelu_kappa = 0.044715;
 } // namespace detail
 
 // The formulas are PyTorch's GeluKernel, so results agree to rounding.
-template <class T, std::size_t N>
-T gelu<T, N>::apply(T x) const noexcept
+template <class T, std::size_t N, class Device>
+EMBER_HOST_DEVICE T gelu<T, N, Device>::function_type::apply(T x) const noexcept
 {
-    if (m_approximate == gelu_approximation::tanh)
+    if (tanh_approximation)
     {
         const T beta = static_cast<T>(detail::gelu_beta);
         const T kappa = static_cast<T>(detail::gelu_kappa);
@@ -307,10 +343,10 @@ T gelu<T, N>::apply(T x) const noexcept
     return x * T(0.5) * (T(1) + std::erf(x * static_cast<T>(detail::gelu_sqrt1_2)));
 }
 
-template <class T, std::size_t N>
-T gelu<T, N>::derivative(T x, T) const noexcept
+template <class T, std::size_t N, class Device>
+EMBER_HOST_DEVICE T gelu<T, N, Device>::function_type::derivative(T x, T) const noexcept
 {
-    if (m_approximate == gelu_approximation::tanh)
+    if (tanh_approximation)
     {
         const T beta = static_cast<T>(detail::gelu_beta);
         const T kappa = static_cast<T>(detail::gelu_kappa);
@@ -331,35 +367,41 @@ T gelu<T, N>::derivative(T x, T) const noexcept
     return cdf + x * pdf;
 }
 
-template <class T, std::size_t N>
-auto softmax<T, N>::forward(const tensor_type& x) -> const tensor_type&
+// Softmax and log_softmax run one kernel per row of the last axis, each row in index order
+// (on cpu the rows go in order too, so results are what a plain loop gives).
+
+template <class T, std::size_t N, class Device>
+auto softmax<T, N, Device>::forward(const tensor_type& x) -> const tensor_type&
 {
     resize_if_needed(m_output, x.shape());
     const std::size_t d = detail::last_extent(x.shape());
     const std::size_t rows = d == 0 ? 0 : x.size() / d;
     const T* in = x.data();
     T* out = m_output.data();
-    for (std::size_t r = 0; r < rows; ++r)
-    {
-        const T* xr = in + r * d;
-        T* yr = out + r * d;
-        const T mx = *std::max_element(xr, xr + d);
-        T sum = 0;
-        for (std::size_t j = 0; j < d; ++j)
-        {
-            yr[j] = std::exp(xr[j] - mx);
-            sum += yr[j];
-        }
-        const T inv = T(1) / sum;
-        for (std::size_t j = 0; j < d; ++j)
-            yr[j] *= inv;
-    }
+    Device::for_each(
+        rows, EMBER_KERNEL(std::size_t r) {
+            const T* xr = in + r * d;
+            T* yr = out + r * d;
+            T mx = xr[0]; // std::max_element's choice: the first of the largest
+            for (std::size_t j = 1; j < d; ++j)
+                if (mx < xr[j])
+                    mx = xr[j];
+            T sum = 0;
+            for (std::size_t j = 0; j < d; ++j)
+            {
+                yr[j] = std::exp(xr[j] - mx);
+                sum += yr[j];
+            }
+            const T inv = T(1) / sum;
+            for (std::size_t j = 0; j < d; ++j)
+                yr[j] *= inv;
+        });
     m_cached = this->caching();
     return m_output;
 }
 
-template <class T, std::size_t N>
-auto softmax<T, N>::backward(const tensor_type& dy) -> const tensor_type&
+template <class T, std::size_t N, class Device>
+auto softmax<T, N, Device>::backward(const tensor_type& dy) -> const tensor_type&
 {
     if (!m_cached)
         detail::throw_backward_without_forward("softmax");
@@ -367,44 +409,52 @@ auto softmax<T, N>::backward(const tensor_type& dy) -> const tensor_type&
     resize_if_needed(m_input_grad, dy.shape());
     const std::size_t d = detail::last_extent(dy.shape());
     const std::size_t rows = d == 0 ? 0 : dy.size() / d;
-    for (std::size_t r = 0; r < rows; ++r)
-    {
-        const T* g = dy.data() + r * d;
-        const T* y = m_output.data() + r * d;
-        T* dx = m_input_grad.data() + r * d;
-        T dot = 0;
-        for (std::size_t j = 0; j < d; ++j)
-            dot += g[j] * y[j];
-        for (std::size_t j = 0; j < d; ++j)
-            dx[j] = y[j] * (g[j] - dot);
-    }
+    const T* gp = dy.data();
+    const T* yp = m_output.data();
+    T* dxp = m_input_grad.data();
+    Device::for_each(
+        rows, EMBER_KERNEL(std::size_t r) {
+            const T* g = gp + r * d;
+            const T* y = yp + r * d;
+            T* dx = dxp + r * d;
+            T dot = 0;
+            for (std::size_t j = 0; j < d; ++j)
+                dot += g[j] * y[j];
+            for (std::size_t j = 0; j < d; ++j)
+                dx[j] = y[j] * (g[j] - dot);
+        });
     return m_input_grad;
 }
 
-template <class T, std::size_t N>
-auto log_softmax<T, N>::forward(const tensor_type& x) -> const tensor_type&
+template <class T, std::size_t N, class Device>
+auto log_softmax<T, N, Device>::forward(const tensor_type& x) -> const tensor_type&
 {
     resize_if_needed(m_output, x.shape());
     const std::size_t d = detail::last_extent(x.shape());
     const std::size_t rows = d == 0 ? 0 : x.size() / d;
-    for (std::size_t r = 0; r < rows; ++r)
-    {
-        const T* xr = x.data() + r * d;
-        T* yr = m_output.data() + r * d;
-        const T mx = *std::max_element(xr, xr + d);
-        T sum = 0;
-        for (std::size_t j = 0; j < d; ++j)
-            sum += std::exp(xr[j] - mx);
-        const T shift = mx + std::log(sum);
-        for (std::size_t j = 0; j < d; ++j)
-            yr[j] = xr[j] - shift;
-    }
+    const T* in = x.data();
+    T* out = m_output.data();
+    Device::for_each(
+        rows, EMBER_KERNEL(std::size_t r) {
+            const T* xr = in + r * d;
+            T* yr = out + r * d;
+            T mx = xr[0]; // std::max_element's choice: the first of the largest
+            for (std::size_t j = 1; j < d; ++j)
+                if (mx < xr[j])
+                    mx = xr[j];
+            T sum = 0;
+            for (std::size_t j = 0; j < d; ++j)
+                sum += std::exp(xr[j] - mx);
+            const T shift = mx + std::log(sum);
+            for (std::size_t j = 0; j < d; ++j)
+                yr[j] = xr[j] - shift;
+        });
     m_cached = this->caching();
     return m_output;
 }
 
-template <class T, std::size_t N>
-auto log_softmax<T, N>::backward(const tensor_type& dy) -> const tensor_type&
+template <class T, std::size_t N, class Device>
+auto log_softmax<T, N, Device>::backward(const tensor_type& dy) -> const tensor_type&
 {
     if (!m_cached)
         detail::throw_backward_without_forward("log_softmax");
@@ -412,17 +462,20 @@ auto log_softmax<T, N>::backward(const tensor_type& dy) -> const tensor_type&
     resize_if_needed(m_input_grad, dy.shape());
     const std::size_t d = detail::last_extent(dy.shape());
     const std::size_t rows = d == 0 ? 0 : dy.size() / d;
-    for (std::size_t r = 0; r < rows; ++r)
-    {
-        const T* g = dy.data() + r * d;
-        const T* y = m_output.data() + r * d;
-        T* dx = m_input_grad.data() + r * d;
-        T sum = 0;
-        for (std::size_t j = 0; j < d; ++j)
-            sum += g[j];
-        for (std::size_t j = 0; j < d; ++j)
-            dx[j] = g[j] - std::exp(y[j]) * sum;
-    }
+    const T* gp = dy.data();
+    const T* yp = m_output.data();
+    T* dxp = m_input_grad.data();
+    Device::for_each(
+        rows, EMBER_KERNEL(std::size_t r) {
+            const T* g = gp + r * d;
+            const T* y = yp + r * d;
+            T* dx = dxp + r * d;
+            T sum = 0;
+            for (std::size_t j = 0; j < d; ++j)
+                sum += g[j];
+            for (std::size_t j = 0; j < d; ++j)
+                dx[j] = g[j] - std::exp(y[j]) * sum;
+        });
     return m_input_grad;
 }
 

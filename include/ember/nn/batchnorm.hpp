@@ -3,9 +3,16 @@
 /// batch_norm1d (torch.nn.BatchNorm1d over [N, C]): normalises each channel by the batch's
 /// mean and biased variance while training, updating running estimates (with the unbiased
 /// variance, as PyTorch does); in evaluation it normalises by the running estimates.
+///
+/// On every device the statistics are one kernel over the channels (over small groups of
+/// neighbouring channels in host memory), each channel summing its column in batch order (in
+/// double, as PyTorch's CPU kernel does), and the normalisation one kernel over the rows; cpu
+/// runs both in index order.
 
 #include "ember/core/error.hpp"
 #include "ember/core/tensor.hpp"
+#include "ember/device/cpu.hpp"
+#include "ember/device/kernel.hpp"
 #include "ember/nn/module.hpp"
 #include "ember/nn/parameter.hpp"
 
@@ -14,7 +21,6 @@
 #include <cstdint>
 #include <optional>
 #include <string>
-#include <vector>
 
 namespace ember::nn
 {
@@ -25,20 +31,21 @@ namespace ember::nn
 /// buffers `running_mean` (zeros), `running_var` (ones) and the 0-d int64
 /// `num_batches_tracked` when `track_running_stats`. Without running statistics, the batch's
 /// own statistics are used in evaluation too.
-template <class T = float>
-class batch_norm1d : public module<batch_norm1d<T>>
+template <class T = float, class Device = cpu>
+class batch_norm1d : public nn::module<batch_norm1d<T, Device>, Device>
 {
     static_assert(std::is_floating_point_v<T>, "ember::nn::batch_norm1d: T must be a float type");
 
 public:
     using value_type = T;
-    using tensor_type = tensor<T, 2>;
+    using device_type = Device;
+    using tensor_type = typename Device::template tensor_type<T, 2>;
 
-    parameter<T, 1> weight;
-    parameter<T, 1> bias;
-    buffer<T, 1> running_mean;
-    buffer<T, 1> running_var;
-    buffer<std::int64_t, 0> num_batches_tracked;
+    parameter<T, 1, Device> weight;
+    parameter<T, 1, Device> bias;
+    buffer<T, 1, Device> running_mean;
+    buffer<T, 1, Device> running_var;
+    buffer<std::int64_t, 0, Device> num_batches_tracked;
 
     /// @brief `momentum` std::nullopt means a cumulative average over all batches seen
     /// (PyTorch's momentum=None).
@@ -85,58 +92,81 @@ private:
     bool m_affine;
     bool m_track;
 
+    using channel_type = typename Device::template tensor_type<T, 1>;
+    using sum_type = typename Device::template tensor_type<double, 1>;
+
     bool m_cached = false;
     bool m_batch_stats = false; // whether the cached forward normalised by batch statistics
     tensor_type m_output;
     tensor_type m_xhat;
     tensor_type m_input_grad;
-    // Per channel, sized at construction: statistics, the fused scale and shift, and the
-    // backward sums, so forward and backward allocate nothing.
-    std::vector<T> m_mean;
-    std::vector<T> m_invstd;
-    std::vector<T> m_alpha;
-    std::vector<T> m_beta;
-    std::vector<double> m_sum;
-    std::vector<double> m_sum2;
+    // Per channel, on the device, sized at construction: statistics, the fused scale and
+    // shift, and the backward sums, so forward and backward allocate nothing.
+    channel_type m_mean;
+    channel_type m_invstd;
+    channel_type m_alpha;
+    channel_type m_beta;
+    sum_type m_sum;
+    sum_type m_sum2;
 };
 
 /*******************
  * implementation  *
  *******************/
 
-template <class T>
-batch_norm1d<T>::batch_norm1d(std::size_t num_features, double eps, std::optional<double> momentum,
-                              bool affine, bool track_running_stats)
-    : weight(tensor<T, 1>::from_shape({affine ? num_features : 0})),
-      bias(tensor<T, 1>::from_shape({affine ? num_features : 0})),
-      running_mean(tensor<T, 1>::from_shape({track_running_stats ? num_features : 0})),
-      running_var(tensor<T, 1>::from_shape({track_running_stats ? num_features : 0})),
-      num_batches_tracked(tensor<std::int64_t, 0>(0)), m_features(num_features), m_eps(eps),
-      m_momentum(momentum), m_affine(affine), m_track(track_running_stats), m_mean(num_features),
-      m_invstd(num_features), m_alpha(num_features), m_beta(num_features), m_sum(num_features),
-      m_sum2(num_features)
+namespace detail
+{
+// Channels per statistics kernel call: one per GPU thread; on the host, a cache line's worth of
+// neighbouring channels, so each pass over the batch reads rows contiguously instead of
+// striding down one column. Each channel still adds its own column in batch order, so the
+// grouping changes no result.
+template <class Device>
+inline constexpr std::size_t channel_group = Device::host_memory ? 16 : 1;
+
+template <class Device>
+constexpr std::size_t channel_groups(std::size_t channels) noexcept
+{
+    return (channels + channel_group<Device> - 1) / channel_group<Device>;
+}
+} // namespace detail
+
+template <class T, class Device>
+batch_norm1d<T, Device>::batch_norm1d(std::size_t num_features, double eps,
+                                      std::optional<double> momentum, bool affine,
+                                      bool track_running_stats)
+    : weight(channel_type::from_shape({affine ? num_features : 0})),
+      bias(channel_type::from_shape({affine ? num_features : 0})),
+      running_mean(channel_type::from_shape({track_running_stats ? num_features : 0})),
+      running_var(channel_type::from_shape({track_running_stats ? num_features : 0})),
+      num_batches_tracked(Device::template tensor_type<std::int64_t, 0>::from_shape({})),
+      m_features(num_features), m_eps(eps), m_momentum(momentum), m_affine(affine),
+      m_track(track_running_stats), m_mean(channel_type::from_shape({num_features})),
+      m_invstd(channel_type::from_shape({num_features})),
+      m_alpha(channel_type::from_shape({num_features})),
+      m_beta(channel_type::from_shape({num_features})), m_sum(sum_type::from_shape({num_features})),
+      m_sum2(sum_type::from_shape({num_features}))
 {
     reset_parameters();
 }
 
-template <class T>
-void batch_norm1d<T>::reset_running_stats()
+template <class T, class Device>
+void batch_norm1d<T, Device>::reset_running_stats()
 {
     running_mean.value.fill(T(0));
     running_var.value.fill(T(1));
-    num_batches_tracked.value() = 0;
+    num_batches_tracked.value.fill(0);
 }
 
-template <class T>
-void batch_norm1d<T>::reset_parameters()
+template <class T, class Device>
+void batch_norm1d<T, Device>::reset_parameters()
 {
     reset_running_stats();
     weight.value.fill(T(1));
     bias.value.fill(T(0));
 }
 
-template <class T>
-auto batch_norm1d<T>::forward(const tensor_type& x) -> const tensor_type&
+template <class T, class Device>
+auto batch_norm1d<T, Device>::forward(const tensor_type& x) -> const tensor_type&
 {
     const std::size_t n = x.shape()[0];
     const std::size_t c = m_features;
@@ -149,84 +179,108 @@ auto batch_norm1d<T>::forward(const tensor_type& x) -> const tensor_type&
                           "got input of shape " +
                           shape_string(x.shape()));
     const T* in = x.data();
+    T* mean = m_mean.data();
+    T* invstd = m_invstd.data();
+    T* alpha = m_alpha.data();
+    T* beta = m_beta.data();
+    T* rm = running_mean.value.data();
+    T* rv = running_var.value.data();
+    const T* w = weight.value.data();
+    const T* b = bias.value.data();
+    const bool affine = m_affine;
+    const double eps = m_eps;
     if (batch_stats)
     {
-        // Two passes accumulating in double, like PyTorch's CPU kernel.
-        std::fill(m_sum.begin(), m_sum.end(), 0.0);
-        std::fill(m_sum2.begin(), m_sum2.end(), 0.0);
-        for (std::size_t i = 0; i < n; ++i)
-            for (std::size_t j = 0; j < c; ++j)
-                m_sum[j] += in[i * c + j];
-        for (std::size_t j = 0; j < c; ++j)
-            m_mean[j] = static_cast<T>(m_sum[j] / static_cast<double>(n));
-        for (std::size_t i = 0; i < n; ++i)
-            for (std::size_t j = 0; j < c; ++j)
-            {
-                const T d = in[i * c + j] - m_mean[j];
-                m_sum2[j] += d * d;
-            }
-        double factor = 0.0;
         const bool update = this->is_training() && m_track;
+        std::int64_t* tracked = num_batches_tracked.value.data();
         if (update)
-        {
-            std::int64_t& tracked = num_batches_tracked.value();
-            ++tracked;
-            factor = m_momentum ? *m_momentum : 1.0 / static_cast<double>(tracked);
-        }
-        for (std::size_t j = 0; j < c; ++j)
-        {
-            // Rounded to T and divided in T where PyTorch's kernel does, so float agrees too.
-            const T var_sum = static_cast<T>(m_sum2[j]);
-            const T var = var_sum / static_cast<T>(n);
-            m_invstd[j] = static_cast<T>(1.0 / std::sqrt(static_cast<double>(var) + m_eps));
-            if (update)
-            {
-                T& rm = running_mean.value(j);
-                T& rv = running_var.value(j);
-                const double unbiased = var_sum / static_cast<T>(n - 1);
-                rm = static_cast<T>(factor * m_mean[j] + (1.0 - factor) * rm);
-                rv = static_cast<T>(factor * unbiased + (1.0 - factor) * rv);
-            }
-        }
+            Device::for_each(
+                1, EMBER_KERNEL(std::size_t) { ++tracked[0]; });
+        const bool cumulative = !m_momentum;
+        const double momentum = m_momentum ? *m_momentum : 0.0;
+        Device::for_each(
+            detail::channel_groups<Device>(c), EMBER_KERNEL(std::size_t q) {
+                constexpr std::size_t group = detail::channel_group<Device>;
+                const std::size_t j0 = q * group;
+                const std::size_t width = c - j0 < group ? c - j0 : group;
+                // Two passes accumulating in double, like PyTorch's CPU kernel; each channel
+                // adds its column in batch order.
+                double sum[group];
+                double sum2[group];
+                T m[group];
+                for (std::size_t k = 0; k < width; ++k)
+                    sum[k] = 0.0;
+                for (std::size_t i = 0; i < n; ++i)
+                    for (std::size_t k = 0; k < width; ++k)
+                        sum[k] += in[i * c + j0 + k];
+                for (std::size_t k = 0; k < width; ++k)
+                {
+                    m[k] = static_cast<T>(sum[k] / static_cast<double>(n));
+                    sum2[k] = 0.0;
+                }
+                for (std::size_t i = 0; i < n; ++i)
+                    for (std::size_t k = 0; k < width; ++k)
+                    {
+                        const T d = in[i * c + j0 + k] - m[k];
+                        sum2[k] += d * d;
+                    }
+                for (std::size_t k = 0; k < width; ++k)
+                {
+                    const std::size_t j = j0 + k;
+                    // Rounded to T and divided in T where PyTorch's kernel does, so float
+                    // agrees too.
+                    const T var_sum = static_cast<T>(sum2[k]);
+                    const T var = var_sum / static_cast<T>(n);
+                    const T is = static_cast<T>(1.0 / std::sqrt(static_cast<double>(var) + eps));
+                    if (update)
+                    {
+                        const double factor =
+                            cumulative ? 1.0 / static_cast<double>(tracked[0]) : momentum;
+                        const double unbiased = var_sum / static_cast<T>(n - 1);
+                        rm[j] = static_cast<T>(factor * m[k] + (1.0 - factor) * rm[j]);
+                        rv[j] = static_cast<T>(factor * unbiased + (1.0 - factor) * rv[j]);
+                    }
+                    mean[j] = m[k];
+                    invstd[j] = is;
+                    // y = x * alpha + beta with alpha = invstd * weight, beta = bias - mean *
+                    // alpha (PyTorch's fused form).
+                    alpha[j] = is * (affine ? w[j] : T(1));
+                    beta[j] = (affine ? b[j] : T(0)) - m[k] * alpha[j];
+                }
+            });
     }
     else
     {
-        for (std::size_t j = 0; j < c; ++j)
-        {
-            m_mean[j] = running_mean.value(j);
-            m_invstd[j] = T(1) / std::sqrt(running_var.value(j) + static_cast<T>(m_eps));
-        }
-    }
-    // y = x * alpha + beta with alpha = invstd * weight, beta = bias - mean * alpha (PyTorch's
-    // fused form).
-    for (std::size_t j = 0; j < c; ++j)
-    {
-        const T w = m_affine ? weight.value(j) : T(1);
-        const T b = m_affine ? bias.value(j) : T(0);
-        m_alpha[j] = m_invstd[j] * w;
-        m_beta[j] = b - m_mean[j] * m_alpha[j];
+        Device::for_each(
+            c, EMBER_KERNEL(std::size_t j) {
+                const T m = rm[j];
+                const T is = T(1) / std::sqrt(rv[j] + static_cast<T>(eps));
+                mean[j] = m;
+                invstd[j] = is;
+                alpha[j] = is * (affine ? w[j] : T(1));
+                beta[j] = (affine ? b[j] : T(0)) - m * alpha[j];
+            });
     }
     resize_if_needed(m_output, x.shape());
-    T* out = m_output.data();
-    for (std::size_t i = 0; i < n; ++i)
-        for (std::size_t j = 0; j < c; ++j)
-            out[i * c + j] = in[i * c + j] * m_alpha[j] + m_beta[j];
-
     m_cached = this->caching();
+    m_batch_stats = batch_stats;
     if (m_cached)
-    {
-        m_batch_stats = batch_stats;
         resize_if_needed(m_xhat, x.shape());
-        T* xhat = m_xhat.data();
-        for (std::size_t i = 0; i < n; ++i)
+    T* out = m_output.data();
+    T* xhat = m_cached ? m_xhat.data() : nullptr;
+    Device::for_each(
+        n, EMBER_KERNEL(std::size_t i) {
             for (std::size_t j = 0; j < c; ++j)
-                xhat[i * c + j] = (in[i * c + j] - m_mean[j]) * m_invstd[j];
-    }
+                out[i * c + j] = in[i * c + j] * alpha[j] + beta[j];
+            if (xhat)
+                for (std::size_t j = 0; j < c; ++j)
+                    xhat[i * c + j] = (in[i * c + j] - mean[j]) * invstd[j];
+        });
     return m_output;
 }
 
-template <class T>
-auto batch_norm1d<T>::backward(const tensor_type& dy) -> const tensor_type&
+template <class T, class Device>
+auto batch_norm1d<T, Device>::backward(const tensor_type& dy) -> const tensor_type&
 {
     if (!m_cached)
         throw error("batch_norm1d: backward() needs a forward() run with gradients enabled; the "
@@ -236,25 +290,45 @@ auto batch_norm1d<T>::backward(const tensor_type& dy) -> const tensor_type&
     const std::size_t c = m_features;
     const T* g = dy.data();
     const T* xhat = m_xhat.data();
-    // m_sum: sum of dy per channel; m_sum2: sum of dy * xhat per channel.
-    std::fill(m_sum.begin(), m_sum.end(), 0.0);
-    std::fill(m_sum2.begin(), m_sum2.end(), 0.0);
-    for (std::size_t i = 0; i < n; ++i)
-        for (std::size_t j = 0; j < c; ++j)
-        {
-            m_sum[j] += g[i * c + j];
-            m_sum2[j] += static_cast<double>(g[i * c + j]) * xhat[i * c + j];
-        }
-    if (m_affine)
-    {
-        for (std::size_t j = 0; j < c; ++j)
-        {
-            if (weight.requires_grad)
-                weight.grad(j) += static_cast<T>(m_sum2[j]);
-            if (bias.requires_grad)
-                bias.grad(j) += static_cast<T>(m_sum[j]);
-        }
-    }
+    double* sum = m_sum.data();   // sum of dy per channel
+    double* sum2 = m_sum2.data(); // sum of dy * xhat per channel
+    T* alpha = m_alpha.data();
+    const T* invstd = m_invstd.data();
+    const T* w = weight.value.data();
+    T* wg = m_affine && weight.requires_grad ? weight.grad.data() : nullptr;
+    T* bg = m_affine && bias.requires_grad ? bias.grad.data() : nullptr;
+    const bool affine = m_affine;
+    Device::for_each(
+        detail::channel_groups<Device>(c), EMBER_KERNEL(std::size_t q) {
+            constexpr std::size_t group = detail::channel_group<Device>;
+            const std::size_t j0 = q * group;
+            const std::size_t width = c - j0 < group ? c - j0 : group;
+            double s[group];
+            double s2[group];
+            for (std::size_t k = 0; k < width; ++k)
+            {
+                s[k] = 0.0;
+                s2[k] = 0.0;
+            }
+            for (std::size_t i = 0; i < n; ++i)
+                for (std::size_t k = 0; k < width; ++k)
+                {
+                    const std::size_t e = i * c + j0 + k;
+                    s[k] += g[e];
+                    s2[k] += static_cast<double>(g[e]) * xhat[e];
+                }
+            for (std::size_t k = 0; k < width; ++k)
+            {
+                const std::size_t j = j0 + k;
+                sum[j] = s[k];
+                sum2[j] = s2[k];
+                if (wg)
+                    wg[j] += static_cast<T>(s2[k]);
+                if (bg)
+                    bg[j] += static_cast<T>(s[k]);
+                alpha[j] = (affine ? w[j] : T(1)) * invstd[j];
+            }
+        });
     resize_if_needed(m_input_grad, dy.shape());
     T* dx = m_input_grad.data();
     if (m_batch_stats)
@@ -262,23 +336,23 @@ auto batch_norm1d<T>::backward(const tensor_type& dy) -> const tensor_type&
         // The mean and variance depend on every row, hence the two correction terms:
         // dx = w invstd / N (N dy - sum(dy) - xhat sum(dy xhat)).
         const T inv_n = T(1) / static_cast<T>(n);
-        for (std::size_t j = 0; j < c; ++j)
-            m_alpha[j] = (m_affine ? weight.value(j) : T(1)) * m_invstd[j];
-        for (std::size_t i = 0; i < n; ++i)
-            for (std::size_t j = 0; j < c; ++j)
-            {
-                const std::size_t k = i * c + j;
-                dx[k] = m_alpha[j] * (g[k] - static_cast<T>(m_sum[j]) * inv_n -
-                                      xhat[k] * static_cast<T>(m_sum2[j]) * inv_n);
-            }
+        Device::for_each(
+            n, EMBER_KERNEL(std::size_t i) {
+                for (std::size_t j = 0; j < c; ++j)
+                {
+                    const std::size_t k = i * c + j;
+                    dx[k] = alpha[j] * (g[k] - static_cast<T>(sum[j]) * inv_n -
+                                        xhat[k] * static_cast<T>(sum2[j]) * inv_n);
+                }
+            });
     }
     else
     {
-        for (std::size_t j = 0; j < c; ++j)
-            m_alpha[j] = (m_affine ? weight.value(j) : T(1)) * m_invstd[j];
-        for (std::size_t i = 0; i < n; ++i)
-            for (std::size_t j = 0; j < c; ++j)
-                dx[i * c + j] = g[i * c + j] * m_alpha[j];
+        Device::for_each(
+            n, EMBER_KERNEL(std::size_t i) {
+                for (std::size_t j = 0; j < c; ++j)
+                    dx[i * c + j] = g[i * c + j] * alpha[j];
+            });
     }
     return m_input_grad;
 }

@@ -4,16 +4,25 @@
 /// differences, in double precision — the check every built-in passes and the one to run on
 /// your own modules. Randomness (Dropout) is replayed: the default generator is restored before
 /// every forward, so each evaluation draws the same masks.
+///
+/// Modules and losses on any device are checked: the input is built on the host in double,
+/// moved to the module's `device_type` with ember::to, and results are read back with
+/// ember::to_host. A loss's target may be given on the host; it is moved the same way.
 
 #include "ember/core/generator.hpp"
 #include "ember/core/tensor.hpp"
+#include "ember/device/cpu.hpp"
+#include "ember/device/transfer.hpp"
 #include "ember/nn/module.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
-#include <span>
+#include <cstdint>
 #include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
 namespace ember::nn
 {
@@ -37,13 +46,14 @@ struct gradcheck_result
 };
 
 /// @brief Checks `m.backward` against finite differences of `m.forward` at `input`, for the
-/// gradient with respect to the input and to every parameter. The module must use double.
+/// gradient with respect to the input and to every parameter. The module must use double; it
+/// may run on any device (`input` is moved there).
 template <class Module, std::size_t N>
 gradcheck_result gradcheck(Module& m, const tensor<double, N>& input,
                            const gradcheck_options& opt = {});
 
 /// @brief Checks `loss.backward()` against finite differences of `loss.forward(input, target)`
-/// with respect to `input`.
+/// with respect to `input`, on the loss's device (`target` there already, or a host tensor).
 template <class Loss, std::size_t N, class Target>
 gradcheck_result gradcheck_loss(Loss& loss, const tensor<double, N>& input, const Target& target,
                                 const gradcheck_options& opt = {});
@@ -69,25 +79,76 @@ inline void compare(gradcheck_result& r, double analytic, double numeric, const 
 }
 } // namespace detail
 
+namespace detail
+{
+// The device a module or loss runs on: its `device_type`, else cpu.
+template <class M>
+struct gradcheck_device
+{
+    using type = cpu;
+};
+template <class M>
+requires requires
+{
+    typename M::device_type;
+}
+struct gradcheck_device<M>
+{
+    using type = typename M::device_type;
+};
+
+// A target as the loss takes it: a host tensor is moved to a non-cpu device, anything else
+// (already on the device, or not a tensor) is passed as it is.
+template <class Device, class Target>
+decltype(auto) gradcheck_target(const Target& target)
+{
+    if constexpr (!std::is_same_v<Device, cpu> && xt::is_xexpression<Target>::value)
+        return ember::to<Device>(target);
+    else
+        return (target);
+}
+
+// One element of device memory, read and written from the host.
+template <class Device, class T>
+T read_element(const T* p)
+{
+    T v{};
+    Device::download(p, 1, &v);
+    return v;
+}
+template <class Device, class T>
+void write_element(T* p, T v)
+{
+    Device::upload(&v, 1, p);
+}
+} // namespace detail
+
 template <class Module, std::size_t N>
 gradcheck_result gradcheck(Module& m, const tensor<double, N>& input, const gradcheck_options& opt)
 {
+    using device = typename detail::gradcheck_device<Module>::type;
     gradcheck_result r;
     generator& g = default_generator();
     const generator_state replay = g.state();
 
-    // <upstream, forward(x)>: a scalar whose gradient backward(upstream) computes.
+    // The input is perturbed on the host and uploaded before every evaluation.
     tensor<double, N> x = input;
+    auto xd = ember::to<device>(x);
+    auto upload_x = [&] { device::upload(x.data(), x.size(), xd.data()); };
+
+    // <upstream, forward(x)>: a scalar whose gradient backward(upstream) computes.
     g.set_state(replay);
-    auto y0 = m.forward(x); // a copy: the module's output buffer is overwritten below
+    auto y0 = ember::to_host(m.forward(xd)); // a copy: the module's output is overwritten below
     using out_t = decltype(y0);
     out_t upstream = out_t::from_shape(y0.shape());
     generator ug(opt.seed);
     normal_(upstream, 0.0, 1.0, ug);
+    const auto upstream_d = ember::to<device>(upstream);
     auto objective = [&]()
     {
+        upload_x();
         g.set_state(replay);
-        const auto& y = m.forward(x);
+        const out_t y = ember::to_host(m.forward(xd));
         double s = 0;
         for (std::size_t i = 0; i < y.size(); ++i)
             s += y.data()[i] * upstream.data()[i];
@@ -96,12 +157,16 @@ gradcheck_result gradcheck(Module& m, const tensor<double, N>& input, const grad
 
     m.zero_grad();
     g.set_state(replay);
-    m.forward(x);
-    tensor<double, N> dx = m.backward(upstream);
+    m.forward(xd);
+    const tensor<double, N> dx = ember::to_host(m.backward(upstream_d));
     auto params = m.template named_parameters<double>();
     std::vector<std::vector<double>> analytic;
     for (auto& [name, p] : params)
-        analytic.emplace_back(p.grad().begin(), p.grad().end());
+    {
+        std::vector<double> grad(p.size());
+        device::download(p.grad().data(), p.size(), grad.data());
+        analytic.push_back(std::move(grad));
+    }
 
     for (std::size_t i = 0; i < x.size(); ++i)
     {
@@ -115,15 +180,15 @@ gradcheck_result gradcheck(Module& m, const tensor<double, N>& input, const grad
     }
     for (std::size_t k = 0; k < params.size(); ++k)
     {
-        auto value = params[k].second.value();
-        for (std::size_t i = 0; i < value.size(); ++i)
+        double* value = params[k].second.value().data();
+        for (std::size_t i = 0; i < params[k].second.size(); ++i)
         {
-            double saved = value[i];
-            value[i] = saved + opt.eps;
+            double saved = detail::read_element<device>(value + i);
+            detail::write_element<device>(value + i, saved + opt.eps);
             double plus = objective();
-            value[i] = saved - opt.eps;
+            detail::write_element<device>(value + i, saved - opt.eps);
             double minus = objective();
-            value[i] = saved;
+            detail::write_element<device>(value + i, saved);
             detail::compare(r, analytic[k][i], (plus - minus) / (2 * opt.eps),
                             "parameter '" + params[k].first + "'", i, opt);
         }
@@ -136,17 +201,24 @@ template <class Loss, std::size_t N, class Target>
 gradcheck_result gradcheck_loss(Loss& loss, const tensor<double, N>& input, const Target& target,
                                 const gradcheck_options& opt)
 {
+    using device = typename detail::gradcheck_device<Loss>::type;
     gradcheck_result r;
     tensor<double, N> x = input;
-    loss.forward(x, target);
-    tensor<double, N> dx = loss.backward();
+    auto xd = ember::to<device>(x);
+    const auto& target_d = detail::gradcheck_target<device>(target);
+    auto at = [&](double v, std::size_t i)
+    {
+        x.data()[i] = v;
+        device::upload(x.data(), x.size(), xd.data());
+        return static_cast<double>(loss.forward(xd, target_d));
+    };
+    loss.forward(xd, target_d);
+    const tensor<double, N> dx = ember::to_host(loss.backward());
     for (std::size_t i = 0; i < x.size(); ++i)
     {
         double saved = x.data()[i];
-        x.data()[i] = saved + opt.eps;
-        double plus = loss.forward(x, target);
-        x.data()[i] = saved - opt.eps;
-        double minus = loss.forward(x, target);
+        double plus = at(saved + opt.eps, i);
+        double minus = at(saved - opt.eps, i);
         x.data()[i] = saved;
         detail::compare(r, dx.data()[i], (plus - minus) / (2 * opt.eps), "input", i, opt);
     }

@@ -3,7 +3,8 @@
 /// sequential (torch.nn.Sequential): modules applied one after the other, composed at compile
 /// time. The chain is a std::tuple, so forward and backward are direct, inlinable calls with
 /// no virtual dispatch, and a module whose output does not fit the next one's input fails to
-/// compile.
+/// compile. All modules run on one device (the first one's `device_type`); a chain that mixes
+/// devices fails to compile.
 ///
 /// @code
 /// ember::nn::sequential model{ember::nn::linear(784, 256), ember::nn::relu(),
@@ -70,18 +71,40 @@ struct index_names
         return {chars.data() + offsets[i], offsets[i + 1] - offsets[i]};
     }
 };
+
+// The device a module runs on; void for what is not a module (which another check reports).
+template <class M>
+struct device_of
+{
+    using type = void;
+};
+template <class M>
+requires requires
+{
+    typename M::device_type;
+}
+struct device_of<M>
+{
+    using type = typename M::device_type;
+};
 } // namespace detail
 
 /// @brief Runs `Ms...` in order; its submodules are named "0", "1", ... as in PyTorch.
 template <class... Ms>
-class sequential : public module<sequential<Ms...>,
-                                 typename std::tuple_element_t<0, std::tuple<Ms...>>::device_type>
+class sequential
+    : public nn::module<sequential<Ms...>,
+                        typename std::tuple_element_t<0, std::tuple<Ms...>>::device_type>
 {
     static_assert(sizeof...(Ms) >= 1, "ember::nn::sequential: needs at least one module");
     static_assert((is_module_v<Ms> && ...),
                   "ember::nn::sequential: every element must derive from ember::nn::module");
 
     using first_type = std::tuple_element_t<0, std::tuple<Ms...>>;
+    // One device's tensors cannot feed another's module; ember::to<Device> moves whole models.
+    static_assert(
+        (std::is_same_v<typename detail::device_of<Ms>::type, typename first_type::device_type> &&
+         ...),
+        "ember: all layers of a sequential must be on the same device");
     // A float module next to a double one would convert (and allocate) at every call.
     static_assert((std::is_same_v<module_value_t<Ms>, module_value_t<first_type>> && ...),
                   "ember::nn::sequential: all modules must share one value_type; write "

@@ -5,6 +5,7 @@
 
 #include "ember/nn/activation.hpp"
 #include "ember/nn/batchnorm.hpp"
+#include "ember/nn/clip_grad.hpp"
 #include "ember/nn/dropout.hpp"
 #include "ember/nn/flatten.hpp"
 #include "ember/nn/identity.hpp"

@@ -794,12 +794,12 @@ BOOST_AUTO_TEST_CASE(zip_structure_faults_are_refused)
         CHECK_FORMAT_ERROR(pt::zip_reader(b), "is compressed (method 8)");
     }
     {
-        // A flipped data byte fails the CRC when the record is read.
+        // A flipped data byte fails the CRC when the archive is opened, read or not.
         auto b = r.b;
         pt::zip_reader clean(b);
-        b[clean.entries().at(0).data_offset] ^= std::byte{1};
-        pt::zip_reader reader(b);
-        CHECK_FORMAT_ERROR(reader.data(reader.entries().at(0)), "fails its CRC-32 check");
+        b[clean.entries().at(1).data_offset] ^= std::byte{1};
+        CHECK_FORMAT_ERROR(pt::zip_reader(b), "record 'archive/b' at offset");
+        CHECK_FORMAT_ERROR(pt::zip_reader(b), "fails its CRC-32 check");
     }
     {
         // The directory's offset disagrees with where it is.
@@ -836,4 +836,260 @@ BOOST_AUTO_TEST_CASE(other_pytorch_formats_get_a_clear_message)
     pt::zip_writer plain;
     plain.add("data.pkl", raw("\x80\x02N."));
     CHECK_FORMAT_ERROR(load_value(plain.finish()), "not in a folder");
+}
+
+// ---- Every single-bit flip -------------------------------------------------------------
+
+namespace
+{
+
+std::uint64_t le(const bytes& b, std::size_t at, std::size_t width)
+{
+    std::uint64_t v = 0;
+    for (std::size_t i = 0; i < width; ++i)
+        v |= static_cast<std::uint64_t>(b[at + i]) << (8 * i);
+    return v;
+}
+
+/// Per byte, the bits whose flip zip.hpp lets through because the field carries no meaning
+/// for a reader of stored records: "version made by", internal and external attributes and
+/// comments of central entries; the id and payload of local extra blocks other than ZIP64
+/// (PyTorch's "FB" padding); the ZIP64 end record's two version fields; bit 0 of the ZIP64
+/// locator's disk count (0 and 1 both mean one disk). Found by walking `b` independently of
+/// zip_reader, trusting its layout (the file is whole).
+std::vector<std::uint8_t> meaning_free_bits(const bytes& b)
+{
+    std::vector<std::uint8_t> mask(b.size(), 0);
+    auto free = [&](std::size_t from, std::size_t n)
+    {
+        for (std::size_t i = from; i < from + n; ++i)
+            mask[i] = 0xff;
+    };
+    const std::size_t end = b.size() - 22;
+    std::uint64_t count = le(b, end + 10, 2);
+    std::uint64_t cd = le(b, end + 16, 4);
+    if (end >= 20 && le(b, end - 20, 4) == 0x07064b50)
+    {
+        const std::size_t z = le(b, end - 20 + 8, 8);
+        free(z + 12, 4);
+        mask[end - 20 + 16] = 0x01;
+        count = le(b, z + 32, 8);
+        cd = le(b, z + 48, 8);
+    }
+    for (std::uint64_t i = 0; i < count; ++i)
+    {
+        const std::size_t nlen = le(b, cd + 28, 2), xlen = le(b, cd + 30, 2),
+                          clen = le(b, cd + 32, 2);
+        free(cd + 4, 2);
+        free(cd + 36, 6);
+        free(cd + 46 + nlen + xlen, clen);
+        std::uint64_t lho = le(b, cd + 42, 4);
+        if (lho == 0xffffffffu)
+        {
+            // The ZIP64 extra's last field here (ember writes sizes, then the offset).
+            lho = le(b, cd + 46 + nlen + le(b, cd + 46 + nlen + 2, 2) + 4 - 8, 8);
+        }
+        const std::size_t lnlen = le(b, lho + 26, 2), lxlen = le(b, lho + 28, 2);
+        for (std::size_t x = lho + 30 + lnlen; x < lho + 30 + lnlen + lxlen;)
+        {
+            const std::size_t len = le(b, x + 2, 2);
+            if (le(b, x, 2) != 1)
+            {
+                free(x, 2);
+                free(x + 4, len);
+            }
+            x += 4 + len;
+        }
+        cd += 46 + nlen + xlen + clen;
+    }
+    return mask;
+}
+
+struct flip_outcome
+{
+    std::size_t rejected = 0, harmless = 0;
+};
+
+/// Flips each bit of `file` in turn and loads the result as a state_dict: it must throw
+/// format_error naming where the damage is, or, for a bit of meaning_free_bits(), load the
+/// tensors of the whole file bit for bit.
+flip_outcome flip_every_bit(const bytes& file, const std::string& what)
+{
+    const auto clean = pt::from_bytes<ember::state_dict>(file, what);
+    const auto mask = meaning_free_bits(file);
+    flip_outcome out;
+    bytes b = file;
+    for (std::size_t i = 0; i < b.size(); ++i)
+        for (int bit = 0; bit < 8; ++bit)
+        {
+            b[i] ^= std::byte(1u << bit);
+            const std::string where = what + ": bit " + std::to_string(bit) + " of byte " +
+                                      std::to_string(i) + " flipped";
+            try
+            {
+                const auto loaded = pt::from_bytes<ember::state_dict>(b, what);
+                ++out.harmless;
+                if (!(loaded == clean))
+                    BOOST_ERROR(where << ": loaded different tensors");
+                else if (!(mask[i] & (1u << bit)))
+                    BOOST_ERROR(where << ": loaded, though the field there has a meaning");
+            }
+            catch (const ember::format_error& e)
+            {
+                ++out.rejected;
+                const std::string m = e.what();
+                if (m.find(what) != 0 ||
+                    (m.find("offset") == std::string::npos &&
+                     m.find("entry") == std::string::npos && m.find("record") == std::string::npos))
+                    BOOST_ERROR(where << ": the message names no entry or offset: " << m);
+            }
+            catch (const std::exception& e)
+            {
+                BOOST_ERROR(where << ": not a format_error: " << e.what());
+            }
+            b[i] ^= std::byte(1u << bit);
+        }
+    BOOST_TEST_MESSAGE(what << ": " << b.size() * 8 << " single-bit flips, " << out.rejected
+                            << " refused, " << out.harmless << " harmless");
+    BOOST_TEST(out.rejected + out.harmless == b.size() * 8, what);
+    BOOST_TEST(out.rejected > out.harmless, what); // most bits mean something
+    return out;
+}
+
+template <class U>
+void put(bytes& out, U v)
+{
+    for (std::size_t i = 0; i < sizeof(U); ++i)
+        out.push_back(static_cast<std::byte>((static_cast<std::uint64_t>(v) >> (8 * i)) & 0xff));
+}
+
+/// `archive`'s records rewritten as Python's zipfile writes to a stream it cannot seek: flag 8,
+/// local CRC and sizes zero, a data descriptor after each record (signature, CRC, sizes of 8
+/// bytes each when `zip64`, with a ZIP64 extra of zero sizes in the local header, else 4).
+bytes with_data_descriptors(const bytes& archive, bool zip64)
+{
+    const pt::zip_reader in(archive);
+    bytes out;
+    std::vector<std::uint64_t> offsets;
+    for (const auto& e : in.entries())
+    {
+        const auto d = in.data(e);
+        offsets.push_back(out.size());
+        put<std::uint32_t>(out, 0x04034b50);
+        put<std::uint16_t>(out, 45);
+        put<std::uint16_t>(out, 0x08);
+        put<std::uint16_t>(out, 0);
+        put<std::uint16_t>(out, 0);
+        put<std::uint16_t>(out, 33);
+        put<std::uint32_t>(out, 0);
+        put<std::uint32_t>(out, 0);
+        put<std::uint32_t>(out, 0);
+        put<std::uint16_t>(out, static_cast<std::uint16_t>(e.name.size()));
+        put<std::uint16_t>(out, zip64 ? 20 : 0);
+        out.insert(out.end(), reinterpret_cast<const std::byte*>(e.name.data()),
+                   reinterpret_cast<const std::byte*>(e.name.data()) + e.name.size());
+        if (zip64)
+        {
+            put<std::uint16_t>(out, 1);
+            put<std::uint16_t>(out, 16);
+            put<std::uint64_t>(out, 0);
+            put<std::uint64_t>(out, 0);
+        }
+        out.insert(out.end(), d.begin(), d.end());
+        put<std::uint32_t>(out, 0x08074b50);
+        put<std::uint32_t>(out, e.crc32);
+        if (zip64)
+        {
+            put<std::uint64_t>(out, e.size);
+            put<std::uint64_t>(out, e.size);
+        }
+        else
+        {
+            put<std::uint32_t>(out, static_cast<std::uint32_t>(e.size));
+            put<std::uint32_t>(out, static_cast<std::uint32_t>(e.size));
+        }
+    }
+    const std::uint64_t cd = out.size();
+    for (std::size_t i = 0; i < in.entries().size(); ++i)
+    {
+        const auto& e = in.entries()[i];
+        put<std::uint32_t>(out, 0x02014b50);
+        put<std::uint16_t>(out, 0x032d);
+        put<std::uint16_t>(out, 45);
+        put<std::uint16_t>(out, 0x08);
+        put<std::uint16_t>(out, 0);
+        put<std::uint16_t>(out, 0);
+        put<std::uint16_t>(out, 33);
+        put<std::uint32_t>(out, e.crc32);
+        put<std::uint32_t>(out, static_cast<std::uint32_t>(e.size));
+        put<std::uint32_t>(out, static_cast<std::uint32_t>(e.size));
+        put<std::uint16_t>(out, static_cast<std::uint16_t>(e.name.size()));
+        put<std::uint16_t>(out, 0);
+        put<std::uint16_t>(out, 0);
+        put<std::uint16_t>(out, 0);
+        put<std::uint16_t>(out, 0);
+        put<std::uint32_t>(out, 0x01800000);
+        put<std::uint32_t>(out, static_cast<std::uint32_t>(offsets[i]));
+        out.insert(out.end(), reinterpret_cast<const std::byte*>(e.name.data()),
+                   reinterpret_cast<const std::byte*>(e.name.data()) + e.name.size());
+    }
+    const std::uint64_t cd_size = out.size() - cd;
+    put<std::uint32_t>(out, 0x06054b50);
+    put<std::uint16_t>(out, 0);
+    put<std::uint16_t>(out, 0);
+    put<std::uint16_t>(out, static_cast<std::uint16_t>(in.entries().size()));
+    put<std::uint16_t>(out, static_cast<std::uint16_t>(in.entries().size()));
+    put<std::uint32_t>(out, static_cast<std::uint32_t>(cd_size));
+    put<std::uint32_t>(out, static_cast<std::uint32_t>(cd));
+    put<std::uint16_t>(out, 0);
+    return out;
+}
+
+ember::state_dict small_state_dict()
+{
+    ember::state_dict sd;
+    host_tensor w(ember::dtype::float32, {2, 3});
+    for (std::size_t i = 0; i < 6; ++i)
+        w.data<float>()[i] = 0.25f * static_cast<float>(i) - 0.5f;
+    sd.insert("0.weight", w);
+    host_tensor n(ember::dtype::int64, {});
+    n.data<std::int64_t>()[0] = 7;
+    sd.insert("1.num_batches_tracked", n);
+    return sd;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(every_single_bit_flip_of_a_small_pth_is_refused_or_harmless)
+{
+    // ember's layout, classic and ZIP64.
+    const auto sd = small_state_dict();
+    const auto out = flip_every_bit(pt::to_bytes(sd, "model"), "model.pth");
+    BOOST_TEST(out.harmless > 0u); // the meaning-free fields exist, and are let through
+    pt::detail::archive_writer w("model");
+    w.write(sd);
+    flip_every_bit(w.finish({.force_zip64 = true}), "model_zip64.pth");
+}
+
+BOOST_AUTO_TEST_CASE(records_with_data_descriptors_of_both_widths_load_and_are_checked)
+{
+    // 16-byte descriptors (PyTorch's small records) and 24-byte ones (PyTorch's records past
+    // 4 GiB, Python's zipfile with force_zip64), in the layout Python's zipfile streams.
+    const auto sd = small_state_dict();
+    for (const bool zip64 : {false, true})
+    {
+        const std::string what = zip64 ? "descriptors64.pth" : "descriptors.pth";
+        const bytes b = with_data_descriptors(pt::to_bytes(sd, "model"), zip64);
+        BOOST_TEST((pt::from_bytes<ember::state_dict>(b, what) == sd), what);
+        flip_every_bit(b, what);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(every_single_bit_flip_of_a_small_pytorch_file_is_refused_or_harmless)
+{
+    // PyTorch's layout: data descriptors after each record, a ZIP64 end record always, and
+    // in 2.x the newer records (.format_version, .data/serialization_id...).
+    for (const char* version : {"torch-1.13", "torch-2.15"})
+        flip_every_bit(read(data_folder() / "pytorch" / version / "linear_model.pth"),
+                       std::string(version) + "/linear_model.pth");
 }

@@ -5,10 +5,16 @@
 //                               safetensors) and prints its canonical dump
 //   torch_tool big-write FILE   writes a state_dict past 4 GiB (ZIP64 sizes and offsets)
 //   torch_tool big-check FILE   loads one and prints its marker bytes
+//   torch_tool parity DIR       training parity, ember -> PyTorch (scripts/torch_parity.py):
+//                               for each optimizer, trains tests/pytorch_parity.hpp's MLP
+//                               golden::parity::warm_steps steps, saves DIR/ember_<opt>_model.pth
+//                               and _optimizer.pth, continues golden::parity::steps steps and
+//                               saves the outcome in DIR/ember_<opt>_result.pth
 #include <ember/ember.hpp>
 #include <ember/serialize/pytorch.hpp>
 #include <ember/serialize/safetensors.hpp>
 
+#include "pytorch_parity.hpp"
 #include "torch_dump.hpp"
 
 #include <filesystem>
@@ -231,6 +237,49 @@ int big_check(const fs::path& file)
     return 0;
 }
 
+ember::host_tensor floats(const std::vector<float>& v)
+{
+    ember::host_tensor t(ember::dtype::float32, {static_cast<std::int64_t>(v.size())});
+    std::copy(v.begin(), v.end(), t.data<float>().begin());
+    return t;
+}
+
+// One optimizer's run of the parity check. The result holds the model's state_dict after the
+// continuation plus `eval_before`, `eval_after` (eval-mode outputs) and `losses`.
+template <class Optimizer, class Options>
+void parity_run(const fs::path& dir, const std::string& name, const Options& options)
+{
+    namespace g = golden::parity;
+    ember::manual_seed(g::model_seed);
+    parity::model_type model = parity::mlp();
+    Optimizer optimizer(model.parameters(), options);
+    ember::generator warm(g::warm_data_seed);
+    parity::train(model, optimizer, g::warm_steps, warm);
+    pt::save(model.state_dict(), dir / ("ember_" + name + "_model.pth"));
+    pt::save(optimizer.state_dict(), dir / ("ember_" + name + "_optimizer.pth"));
+
+    ember::state_dict result;
+    result.insert("eval_before", ember::host_tensor::from(parity::eval_output(model)));
+    ember::manual_seed(g::dropout_seed);
+    ember::generator data(g::data_seed);
+    const auto losses = parity::train(model, optimizer, g::steps, data);
+    for (const auto& [key, t] : model.state_dict())
+        result.insert(key, t);
+    result.insert("eval_after", ember::host_tensor::from(parity::eval_output(model)));
+    result.insert("losses", floats(losses));
+    pt::save(result, dir / ("ember_" + name + "_result.pth"));
+}
+
+int parity_write(const fs::path& dir)
+{
+    namespace g = golden::parity;
+    fs::create_directories(dir);
+    parity_run<ember::optim::sgd<float>>(dir, "sgd", g::sgd::options);
+    parity_run<ember::optim::adam<float>>(dir, "adam", g::adam::options);
+    parity_run<ember::optim::adamw<float>>(dir, "adamw", g::adamw::options);
+    return 0;
+}
+
 } // namespace
 
 int main(int argc, char** argv)
@@ -245,8 +294,10 @@ int main(int argc, char** argv)
             return big_write(argv[2]);
         if (argc == 3 && std::string(argv[1]) == "big-check")
             return big_check(argv[2]);
+        if (argc == 3 && std::string(argv[1]) == "parity")
+            return parity_write(argv[2]);
         std::cerr << "usage: torch_tool write DIR | dump FILE KIND | big-write FILE | "
-                     "big-check FILE\n";
+                     "big-check FILE | parity DIR\n";
         return 2;
     }
     catch (const std::exception& e)

@@ -5,10 +5,24 @@
 /// record data aligned to 64 bytes by padding in a local extra field (id "FB"), ZIP64 records
 /// when sizes or offsets pass 4 GiB.
 ///
-/// zip_reader validates the whole layout before anything is read: end of central directory
-/// (and its ZIP64 twin), entry count against the directory's size, every entry's bounds,
-/// local headers against the central directory, no overlaps, no duplicate names. Everything it
-/// returns is a view into the caller's bytes; CRC-32 is checked when a record is read.
+/// zip_reader validates the whole archive before anything is read, so that a damaged file
+/// fails as a whole (a format_error naming the entry or offset) instead of loading wrong:
+/// - the end of central directory record and, when present, the ZIP64 locator and end record:
+///   single disk, no extensible data, every field that fits in both records equal in both;
+/// - the central directory: exactly as large as declared, entries in bounds, names unique,
+///   ZIP64 extra fields holding exactly the saturated fields;
+/// - each local header against its central entry: name, version needed, flags, method, time,
+///   date, CRC-32 and both sizes (with a data descriptor, as PyTorch writes, the local CRC and
+///   sizes may all be zero and the descriptor must repeat the central values), its ZIP64 extra
+///   field if any; extra fields whose blocks fill them exactly;
+/// - the records tile the data area: the first starts at offset 0, each starts where the one
+///   before (descriptor included) ends, the last ends where the central directory begins;
+/// - the CRC-32 of every record, read or not.
+/// What no check covers carries no meaning for a reader of stored records: "version made by",
+/// internal and external file attributes, the ZIP64 end record's two version fields, the
+/// locator's total disk count when it flips between 0 and 1, the contents of unknown extra
+/// blocks (PyTorch's "FB" alignment padding, its id included) and of comments.
+/// Everything the reader returns is a view into the caller's bytes.
 
 #include "ember/core/error.hpp"
 
@@ -27,6 +41,16 @@
 
 namespace ember::pytorch
 {
+
+namespace detail
+{
+/// The payload of an extra field's ZIP64 block (id 1), or a null `data` when it has none.
+struct zip64_extra
+{
+    const std::byte* data = nullptr;
+    std::uint64_t size = 0;
+};
+} // namespace detail
 
 /// @brief One stored entry of a zip archive, located in the archive's bytes.
 struct zip_entry
@@ -57,14 +81,16 @@ public:
     /// @brief The entry `folder()/record`, or nullptr.
     const zip_entry* find_record(std::string_view record) const;
 
-    /// @brief The entry's bytes in place; checks its CRC-32 first unless `verify` is false.
-    std::span<const std::byte> data(const zip_entry& entry, bool verify = true) const;
+    /// @brief The entry's bytes in place (their CRC-32 was checked by the constructor).
+    std::span<const std::byte> data(const zip_entry& entry) const;
 
     const std::string& what() const noexcept { return m_what; }
 
 private:
     [[noreturn]] void fail(const std::string& message) const;
     void parse();
+    detail::zip64_extra find_zip64_extra(const std::byte* x, std::uint64_t length,
+                                         const std::string& owner) const;
 
     std::span<const std::byte> m_bytes;
     std::string m_what;
@@ -116,6 +142,7 @@ inline constexpr std::uint32_t central_header_signature = 0x02014b50;
 inline constexpr std::uint32_t end_signature = 0x06054b50;
 inline constexpr std::uint32_t zip64_end_signature = 0x06064b50;
 inline constexpr std::uint32_t zip64_locator_signature = 0x07064b50;
+inline constexpr std::uint32_t descriptor_signature = 0x08074b50;
 inline constexpr std::size_t local_header_size = 30;
 inline constexpr std::size_t central_header_size = 46;
 inline constexpr std::size_t end_size = 22;
@@ -191,6 +218,29 @@ inline void zip_reader::fail(const std::string& message) const
     throw format_error(m_what + ": " + message);
 }
 
+// Walks an extra field of `length` bytes, whose blocks must fill it exactly, and returns its
+// first ZIP64 block. Other blocks (PyTorch's "FB" padding) are skipped.
+inline detail::zip64_extra zip_reader::find_zip64_extra(const std::byte* x, std::uint64_t length,
+                                                        const std::string& owner) const
+{
+    detail::zip64_extra found;
+    for (std::uint64_t xo = 0; xo < length;)
+    {
+        if (length - xo < 4)
+            fail(owner + " has a truncated extra field (" + std::to_string(length - xo) +
+                 " bytes left of " + std::to_string(length) + ")");
+        const auto id = detail::load_le<std::uint16_t>(x + xo);
+        const std::uint64_t len = detail::load_le<std::uint16_t>(x + xo + 2);
+        if (length - xo - 4 < len)
+            fail(owner + " has an extra field block of " + std::to_string(len) +
+                 " bytes past the field's end");
+        if (id == 0x0001 && found.data == nullptr)
+            found = {x + xo + 4, len};
+        xo += 4 + len;
+    }
+    return found;
+}
+
 inline void zip_reader::parse()
 {
     using namespace detail;
@@ -232,20 +282,25 @@ inline void zip_reader::parse()
     if (end >= zip64_locator_size &&
         load_le<std::uint32_t>(b + end - zip64_locator_size) == zip64_locator_signature)
     {
-        const std::byte* loc = b + end - zip64_locator_size;
+        const std::uint64_t loc_offset = end - zip64_locator_size;
+        const std::byte* loc = b + loc_offset;
         const std::uint64_t z_offset = load_le<std::uint64_t>(loc + 8);
+        // Total disks: 1, or 0 as some writers put it; both mean a single-disk archive.
         if (load_le<std::uint32_t>(loc + 4) != 0 || load_le<std::uint32_t>(loc + 16) > 1)
             fail("multi-disk archives are not supported (ZIP64 locator at offset " +
-                 at(end - zip64_locator_size) + ")");
-        if (z_offset > end - zip64_locator_size ||
-            end - zip64_locator_size - z_offset < zip64_end_size)
+                 at(loc_offset) + ")");
+        if (z_offset > loc_offset || loc_offset - z_offset < zip64_end_size)
             fail("ZIP64 end record offset " + at(z_offset) + " is outside the archive");
         const std::byte* z = b + z_offset;
         if (load_le<std::uint32_t>(z) != zip64_end_signature)
             fail("no ZIP64 end record at offset " + at(z_offset));
+        // No extensible data sector (PyTorch writes none): the record ends at the locator.
         const auto z_size = load_le<std::uint64_t>(z + 4);
-        if (z_size < zip64_end_size - 12 || z_size > end - zip64_locator_size - z_offset - 12)
-            fail("ZIP64 end record at offset " + at(z_offset) + " has invalid size " + at(z_size));
+        if (z_size != zip64_end_size - 12 || z_offset + zip64_end_size != loc_offset)
+            fail("ZIP64 end record at offset " + at(z_offset) + " declares " + at(z_size) +
+                 " bytes and ends at offset " + at(z_offset + 12 + z_size) +
+                 ", but the ZIP64 locator is at offset " + at(loc_offset) + " (expected " +
+                 at(zip64_end_size - 12) + " bytes ending there)");
         const std::uint64_t z_disk = load_le<std::uint32_t>(z + 16);
         const std::uint64_t z_cd_disk = load_le<std::uint32_t>(z + 20);
         const std::uint64_t z_count_disk = load_le<std::uint64_t>(z + 24);
@@ -258,8 +313,12 @@ inline void zip_reader::parse()
         {
             if (classic != sentinel && classic != wide)
                 fail(std::string("end records disagree on the ") + field + " (" + at(classic) +
-                     " vs ZIP64 " + at(wide) + ")");
+                     " at offset " + at(end) + " vs ZIP64 " + at(wide) + " at offset " +
+                     at(z_offset) + ")");
         };
+        agree(disk, u16_max, z_disk, "disk number");
+        agree(cd_disk, u16_max, z_cd_disk, "central directory's disk");
+        agree(count_disk, u16_max, z_count_disk, "entry count on this disk");
         agree(count, u16_max, z_count, "entry count");
         agree(cd_size, u32_max, z_cd_size, "central directory size");
         agree(cd_offset, u32_max, z_cd_offset, "central directory offset");
@@ -275,7 +334,7 @@ inline void zip_reader::parse()
         fail("end record at offset " + at(end) + " needs a ZIP64 record, and there is none");
 
     if (disk != 0 || cd_disk != 0 || count_disk != count)
-        fail("multi-disk archives are not supported");
+        fail("multi-disk archives are not supported (end record at offset " + at(end) + ")");
     std::uint64_t cd_end = 0;
     if (add_overflows(cd_offset, cd_size, cd_end) || cd_end != cd_limit)
         fail("central directory at offset " + at(cd_offset) + " of " + at(cd_size) +
@@ -285,6 +344,8 @@ inline void zip_reader::parse()
              "-byte central directory can hold");
 
     m_entries.reserve(static_cast<std::size_t>(count));
+    std::vector<std::uint64_t> ends; // where each entry's bytes (descriptor included) end
+    ends.reserve(static_cast<std::size_t>(count));
     std::uint64_t pos = cd_offset;
     for (std::uint64_t i = 0; i < count; ++i)
     {
@@ -294,8 +355,11 @@ inline void zip_reader::parse()
         const std::byte* c = b + pos;
         if (load_le<std::uint32_t>(c) != central_header_signature)
             fail("no central directory entry at offset " + at(pos));
+        const auto needed = load_le<std::uint16_t>(c + 6);
         const auto flags = load_le<std::uint16_t>(c + 8);
         const auto method = load_le<std::uint16_t>(c + 10);
+        const auto time = load_le<std::uint16_t>(c + 12);
+        const auto date = load_le<std::uint16_t>(c + 14);
         const auto crc = load_le<std::uint32_t>(c + 16);
         std::uint64_t csize = load_le<std::uint32_t>(c + 20);
         std::uint64_t usize = load_le<std::uint32_t>(c + 24);
@@ -311,115 +375,201 @@ inline void zip_reader::parse()
                          static_cast<std::size_t>(nlen));
         if (name.empty() || name.find('\0') != std::string::npos)
             fail("entry at offset " + at(pos) + " has an empty or invalid name");
+        const std::string entry = "entry " + quote_name(name);
         if (flags & 0x41u)
-            fail("entry " + quote_name(name) + " is encrypted");
+            fail(entry + " is encrypted");
         if (method != 0)
-            fail("entry " + quote_name(name) + " is compressed (method " + std::to_string(method) +
+            fail(entry + " is compressed (method " + std::to_string(method) +
                  "); PyTorch's files store records uncompressed");
 
         // ZIP64 extra: the saturated fields, in this order.
-        const std::byte* x = c + central_header_size + nlen;
-        bool seen_zip64 = false;
-        for (std::uint64_t xo = 0; xo < xlen;)
+        const zip64_extra cz = find_zip64_extra(c + central_header_size + nlen, xlen, entry);
+        if (cz.data != nullptr)
         {
-            if (xlen - xo < 4)
-                fail("entry " + quote_name(name) + " has a truncated extra field");
-            const auto id = load_le<std::uint16_t>(x + xo);
-            const std::uint64_t len = load_le<std::uint16_t>(x + xo + 2);
-            if (xlen - xo - 4 < len)
-                fail("entry " + quote_name(name) + " has an extra field past its end");
-            if (id == 0x0001 && !seen_zip64)
+            std::uint64_t used = 0;
+            auto take = [&](std::uint64_t& field, std::uint64_t width)
             {
-                seen_zip64 = true;
-                const std::byte* d = x + xo + 4;
-                std::uint64_t used = 0;
-                auto take = [&](std::uint64_t& field, std::uint64_t width)
-                {
-                    if (len - used < width)
-                        fail("entry " + quote_name(name) + " has a short ZIP64 extra field");
-                    field = width == 8 ? load_le<std::uint64_t>(d + used)
-                                       : load_le<std::uint32_t>(d + used);
-                    used += width;
-                };
-                if (usize == u32_max)
-                    take(usize, 8);
-                if (csize == u32_max)
-                    take(csize, 8);
-                if (lho == u32_max)
-                    take(lho, 8);
-                if (start_disk == u16_max)
-                    take(start_disk, 4);
-            }
-            xo += 4 + len;
+                if (cz.size - used < width)
+                    fail(entry + " has a short ZIP64 extra field");
+                field = width == 8 ? load_le<std::uint64_t>(cz.data + used)
+                                   : load_le<std::uint32_t>(cz.data + used);
+                used += width;
+            };
+            if (usize == u32_max)
+                take(usize, 8);
+            if (csize == u32_max)
+                take(csize, 8);
+            if (lho == u32_max)
+                take(lho, 8);
+            if (start_disk == u16_max)
+                take(start_disk, 4);
+            if (used != cz.size)
+                fail(entry + "'s ZIP64 extra field holds " + at(cz.size) + " bytes, but its " +
+                     "saturated fields need " + at(used));
         }
-        if (usize == u32_max || csize == u32_max || lho == u32_max || start_disk == u16_max)
-        {
-            if (!seen_zip64)
-                fail("entry " + quote_name(name) + " needs a ZIP64 extra field, and has none");
-        }
+        else if (usize == u32_max || csize == u32_max || lho == u32_max || start_disk == u16_max)
+            fail(entry + " needs a ZIP64 extra field, and has none");
         if (start_disk != 0)
-            fail("entry " + quote_name(name) + " is on another disk");
+            fail(entry + " is on another disk");
         if (csize != usize)
-            fail("stored entry " + quote_name(name) + " has compressed size " + at(csize) +
-                 " but size " + at(usize));
+            fail("stored " + entry + " has compressed size " + at(csize) + " but size " +
+                 at(usize));
 
-        // The local header must agree, and the data must lie before the central directory.
+        // The local header repeats the central entry: every copy must agree, and the data
+        // must lie before the central directory.
         if (lho > cd_offset || cd_offset - lho < local_header_size)
-            fail("entry " + quote_name(name) + ": local header offset " + at(lho) +
+            fail(entry + ": local header offset " + at(lho) +
                  " is outside the archive's data area");
         const std::byte* l = b + lho;
+        const std::string local = entry + ": local header at offset " + at(lho);
         if (load_le<std::uint32_t>(l) != local_header_signature)
-            fail("entry " + quote_name(name) + ": no local header at offset " + at(lho));
-        const auto lflags = load_le<std::uint16_t>(l + 6);
-        const auto lmethod = load_le<std::uint16_t>(l + 8);
+            fail(entry + ": no local header at offset " + at(lho));
         const std::uint64_t lnlen = load_le<std::uint16_t>(l + 26);
         const std::uint64_t lxlen = load_le<std::uint16_t>(l + 28);
         if (cd_offset - lho - local_header_size < lnlen + lxlen)
-            fail("entry " + quote_name(name) + ": local header at offset " + at(lho) +
-                 " runs into the central directory");
+            fail(local + " runs into the central directory");
         if (lnlen != nlen || std::memcmp(l + local_header_size, name.data(), nlen) != 0)
-            fail("entry " + quote_name(name) + ": local header at offset " + at(lho) +
-                 " names another file");
-        if (lmethod != 0)
-            fail("entry " + quote_name(name) + ": local header says compressed");
-        if (!(lflags & 0x08u))
+            fail(local + " names another file");
+        auto same = [&](std::uint64_t local_value, std::uint64_t central, const char* field)
         {
-            const auto lcrc = load_le<std::uint32_t>(l + 14);
-            const std::uint64_t lcsize = load_le<std::uint32_t>(l + 18);
-            const std::uint64_t lusize = load_le<std::uint32_t>(l + 22);
-            if (lcrc != crc || (lcsize != u32_max && lcsize != csize) ||
-                (lusize != u32_max && lusize != usize))
-                fail("entry " + quote_name(name) + ": local header at offset " + at(lho) +
-                     " disagrees with the central directory on size or CRC");
+            if (local_value != central)
+                fail(local + " says " + field + " " + at(local_value) + ", the central directory " +
+                     at(central));
+        };
+        same(load_le<std::uint16_t>(l + 4), needed, "version needed");
+        same(load_le<std::uint16_t>(l + 6), flags, "flags");
+        same(load_le<std::uint16_t>(l + 8), method, "method");
+        same(load_le<std::uint16_t>(l + 10), time, "time");
+        same(load_le<std::uint16_t>(l + 12), date, "date");
+        const zip64_extra lz =
+            find_zip64_extra(l + local_header_size + lnlen, lxlen, entry + "'s local header");
+        const bool descriptor = (flags & 0x08u) != 0;
+        if (lz.data != nullptr)
+        {
+            // Both sizes, then the header's offset and disk as a writer needs them; miniz
+            // (PyTorch) writes the offset alone for a small record past 4 GiB. With a data
+            // descriptor the sizes may be zero (Python's zipfile on a stream).
+            const std::uint64_t n = lz.size;
+            auto field = [&](std::uint64_t k) { return load_le<std::uint64_t>(lz.data + 8 * k); };
+            const bool ok = n == 8 ? field(0) == lho
+                                   : (n == 16 || n == 24 || n == 28) &&
+                                         ((field(0) == usize && field(1) == csize) ||
+                                          (descriptor && field(0) == 0 && field(1) == 0)) &&
+                                         (n == 16 || field(2) == lho) &&
+                                         (n != 28 || load_le<std::uint32_t>(lz.data + 24) == 0);
+            if (!ok)
+                fail(local + " has a ZIP64 extra field of " + at(n) +
+                     " bytes that disagrees with the central directory");
         }
+        const std::uint32_t lcrc = load_le<std::uint32_t>(l + 14);
+        std::uint64_t lcsize = load_le<std::uint32_t>(l + 18);
+        std::uint64_t lusize = load_le<std::uint32_t>(l + 22);
+        if (lusize == u32_max || lcsize == u32_max)
+        {
+            // A local ZIP64 extra holds both sizes, uncompressed first; only the saturated
+            // fields defer to it.
+            if (lz.data == nullptr || lz.size < 16)
+                fail(local + " needs a ZIP64 extra field with both sizes");
+            if (lusize == u32_max)
+                lusize = load_le<std::uint64_t>(lz.data);
+            if (lcsize == u32_max)
+                lcsize = load_le<std::uint64_t>(lz.data + 8);
+        }
+        // With a data descriptor (flag 8, as PyTorch writes) the local CRC and sizes may all
+        // be zero, and the descriptor after the data must hold the central directory's values.
+        if (!(descriptor && lcrc == 0 && lcsize == 0 && lusize == 0))
+        {
+            same(lcrc, crc, "CRC-32");
+            same(lcsize, csize, "compressed size");
+            same(lusize, usize, "size");
+        }
+
         const std::uint64_t data = lho + local_header_size + lnlen + lxlen;
         if (cd_offset - data < usize)
-            fail("entry " + quote_name(name) + ": " + at(usize) + " bytes at offset " + at(data) +
+            fail(entry + ": " + at(usize) + " bytes at offset " + at(data) +
                  " run past the data area (ends at " + at(cd_offset) + ")");
+        std::uint64_t entry_end = data + usize;
+        if (descriptor)
+        {
+            // Optional signature, CRC-32, then both sizes: 8 bytes each when the local header
+            // has a ZIP64 extra, else 4.
+            const std::uint64_t width = lz.data != nullptr ? 8 : 4;
+            const std::uint64_t room = cd_offset - entry_end;
+            auto matches = [&](std::uint64_t off)
+            {
+                if (room < off + 4 + 2 * width)
+                    return false;
+                const std::byte* d = b + entry_end + off;
+                auto size_at = [&](std::uint64_t k)
+                {
+                    return width == 8 ? load_le<std::uint64_t>(d + 4 + 8 * k)
+                                      : std::uint64_t{load_le<std::uint32_t>(d + 4 + 4 * k)};
+                };
+                return load_le<std::uint32_t>(d) == crc && size_at(0) == csize &&
+                       size_at(1) == usize;
+            };
+            if (room >= 4 && load_le<std::uint32_t>(b + entry_end) == descriptor_signature &&
+                matches(4))
+                entry_end += 4 + 4 + 2 * width;
+            else if (matches(0))
+                entry_end += 4 + 2 * width;
+            else
+                fail(entry + ": the data descriptor at offset " + at(entry_end) +
+                     " does not hold the central directory's CRC-32 and sizes");
+        }
 
         if (m_index.contains(name))
             fail("duplicate entry " + quote_name(name));
         m_index.emplace(name, m_entries.size());
         m_entries.push_back({std::move(name), lho, data, usize, crc});
+        ends.push_back(entry_end);
         pos += central_header_size + nlen + xlen + clen;
     }
     if (pos != cd_end)
         fail("central directory has " + at(cd_end - pos) + " bytes after its " + at(count) +
              " entries");
 
-    // Entries may not share bytes: sorted by position, each ends before the next begins.
-    std::vector<const zip_entry*> order;
-    order.reserve(m_entries.size());
-    for (const auto& entry : m_entries)
-        order.push_back(&entry);
+    // The records tile the data area: the first starts the file, each starts where the one
+    // before ends, the last ends where the central directory begins. So entries share no
+    // bytes, and no byte before the central directory goes unchecked.
+    std::vector<std::size_t> order(m_entries.size());
+    for (std::size_t i = 0; i < order.size(); ++i)
+        order[i] = i;
     std::sort(order.begin(), order.end(),
-              [](const zip_entry* a, const zip_entry* c)
-              { return a->header_offset < c->header_offset; });
-    for (std::size_t i = 1; i < order.size(); ++i)
-        if (order[i - 1]->data_offset + order[i - 1]->size > order[i]->header_offset)
-            fail("entries " + quote_name(order[i - 1]->name) + " and " +
-                 quote_name(order[i]->name) + " overlap (offsets " +
-                 at(order[i - 1]->header_offset) + " and " + at(order[i]->header_offset) + ")");
+              [&](std::size_t x, std::size_t y)
+              { return m_entries[x].header_offset < m_entries[y].header_offset; });
+    std::uint64_t expected = 0;
+    for (std::size_t k = 0; k < order.size(); ++k)
+    {
+        const zip_entry& entry = m_entries[order[k]];
+        if (entry.header_offset < expected)
+            fail("entries " + quote_name(m_entries[order[k - 1]].name) + " and " +
+                 quote_name(entry.name) + " overlap (offsets " +
+                 at(m_entries[order[k - 1]].header_offset) + " and " + at(entry.header_offset) +
+                 ")");
+        if (entry.header_offset > expected)
+            fail(at(entry.header_offset - expected) + " bytes at offset " + at(expected) +
+                 " belong to no entry (entry " + quote_name(entry.name) + " starts at " +
+                 at(entry.header_offset) + ")");
+        expected = ends[order[k]];
+    }
+    if (expected != cd_offset)
+        fail(at(cd_offset - expected) + " bytes at offset " + at(expected) +
+             " belong to no entry (the central directory starts at " + at(cd_offset) + ")");
+
+    // Every record's CRC-32, read or not, so a damaged file fails as a whole.
+    for (const zip_entry& entry : m_entries)
+    {
+        const std::uint32_t actual = crc32(m_bytes.subspan(
+            static_cast<std::size_t>(entry.data_offset), static_cast<std::size_t>(entry.size)));
+        if (actual != entry.crc32)
+        {
+            char buf[64];
+            std::snprintf(buf, sizeof buf, "stored 0x%08x, computed 0x%08x", entry.crc32, actual);
+            fail("record " + quote_name(entry.name) + " at offset " + at(entry.data_offset) +
+                 " fails its CRC-32 check (" + buf + "): the file is corrupt");
+        }
+    }
 
     if (!m_entries.empty())
     {
@@ -446,22 +596,10 @@ inline const zip_entry* zip_reader::find_record(std::string_view record) const
     return find(full);
 }
 
-inline std::span<const std::byte> zip_reader::data(const zip_entry& entry, bool verify) const
+inline std::span<const std::byte> zip_reader::data(const zip_entry& entry) const
 {
-    const std::span<const std::byte> d = m_bytes.subspan(
-        static_cast<std::size_t>(entry.data_offset), static_cast<std::size_t>(entry.size));
-    if (verify)
-    {
-        const std::uint32_t actual = detail::crc32(d);
-        if (actual != entry.crc32)
-        {
-            char buf[64];
-            std::snprintf(buf, sizeof buf, "stored 0x%08x, computed 0x%08x", entry.crc32, actual);
-            fail("record " + detail::quote_name(entry.name) + " fails its CRC-32 check (" + buf +
-                 "): the file is corrupt");
-        }
-    }
-    return d;
+    return m_bytes.subspan(static_cast<std::size_t>(entry.data_offset),
+                           static_cast<std::size_t>(entry.size));
 }
 
 inline zip_writer::zip_writer(zip_writer_options options) : m_options(options)

@@ -1,7 +1,7 @@
 // libFuzzer target: the zip container reader. Whatever it accepts must keep its promises
-// (every entry inside the archive, no two sharing bytes, names unique), each record either
-// passes its CRC or fails with format_error, and rewriting the records with zip_writer gives an
-// archive that reads back with the same names and bytes.
+// (every entry inside the archive, no two sharing bytes, names unique; every record's CRC is
+// checked when the archive opens, so an opened archive's records all passed it), and rewriting
+// the records with zip_writer gives an archive that reads back with the same names and bytes.
 #include "fuzz_common.hpp"
 
 #include <ember/serialize/pytorch/zip.hpp>

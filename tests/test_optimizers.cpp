@@ -1,6 +1,8 @@
 // Optimizers against PyTorch 1.13: trajectories, state_dict layout and values, load_state_dict
-// (from PyTorch's state, round trips, and the ways a load can fail), option checks.
+// (from PyTorch's state, round trips, and the ways a load can fail), option checks; on the
+// device the suite is built for (test_device.hpp), and state_dicts moving between it and cpu.
 #include "golden/optimizers.hpp"
+#include "test_device.hpp"
 
 #include <ember/nn/module.hpp>
 #include <ember/optim/optimizers.hpp>
@@ -8,6 +10,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -21,14 +24,15 @@ namespace gold = golden::optimizers;
 
 // Counts every allocation through operator new, to show that step() makes none.
 static std::atomic<std::size_t> allocations{0};
-void* operator new(std::size_t n)
+// Not inlined either way, so GCC never pairs malloc() or free() with the other side's operator
+// and warns (-Wmismatched-new-delete).
+[[gnu::noinline]] void* operator new(std::size_t n)
 {
     ++allocations;
     if (void* p = std::malloc(n ? n : 1))
         return p;
     throw std::bad_alloc();
 }
-// Not inlined, so GCC does not pair the free() with the operator new it came from and warn.
 [[gnu::noinline]] void operator delete(void* p) noexcept
 {
     std::free(p);
@@ -41,13 +45,19 @@ void* operator new(std::size_t n)
 namespace
 {
 
-// The golden toy problem: loss = sum(c * p^2) + sum(d * p), so grad = (2 * c) * p + d.
-template <class T>
-struct toy : nn::module<toy<T>>
+// The golden toy problem: loss = sum(c * p^2) + sum(d * p), so grad = (2 * c) * p + d. Its
+// parameters live on Device; values and gradients go through the host (fixed-size arrays, so
+// that nothing allocates).
+template <class T, class Device = test_device>
+struct toy : nn::module<toy<T, Device>, Device>
 {
     using value_type = T;
-    nn::parameter<T, 2> p0{tensor<T, 2>::from_shape({2, 3})};
-    nn::parameter<T, 1> p1{tensor<T, 1>::from_shape({4})};
+    using array0 = std::array<T, 6>;
+    using array1 = std::array<T, 4>;
+    nn::parameter<T, 2, Device> p0{
+        Device::template tensor_type<T, 2>::from_shape(std::array<std::size_t, 2>{2, 3})};
+    nn::parameter<T, 1, Device> p1{
+        Device::template tensor_type<T, 1>::from_shape(std::array<std::size_t, 1>{4})};
 
     toy() { set(gold::p0, gold::p1); }
 
@@ -60,31 +70,64 @@ struct toy : nn::module<toy<T>>
 
     void set(const double* v0, const double* v1)
     {
-        std::copy(v0, v0 + 6, p0.value.data());
-        std::copy(v1, v1 + 4, p1.value.data());
+        array0 h0;
+        array1 h1;
+        std::copy(v0, v0 + 6, h0.begin());
+        std::copy(v1, v1 + 4, h1.begin());
+        Device::upload(h0.data(), 6, p0.value.data());
+        Device::upload(h1.data(), 4, p1.value.data());
     }
 
     // The same operations in the same order and precision as the golden script; p1 gets a
     // gradient even when frozen, which the optimizer must ignore.
     void compute_grads()
     {
+        array0 x0, g0;
+        array1 x1, g1;
+        Device::download(p0.value.data(), 6, x0.data());
+        Device::download(p1.value.data(), 4, x1.data());
         for (std::size_t i = 0; i < 6; ++i)
-            p0.grad.data()[i] = T(2) * static_cast<T>(gold::c0[i]) * p0.value.data()[i] +
-                                static_cast<T>(gold::d0[i]);
+            g0[i] = T(2) * static_cast<T>(gold::c0[i]) * x0[i] + static_cast<T>(gold::d0[i]);
         for (std::size_t i = 0; i < 4; ++i)
-            p1.grad.data()[i] = T(2) * static_cast<T>(gold::c1[i]) * p1.value.data()[i] +
-                                static_cast<T>(gold::d1[i]);
+            g1[i] = T(2) * static_cast<T>(gold::c1[i]) * x1[i] + static_cast<T>(gold::d1[i]);
+        Device::upload(g0.data(), 6, p0.grad.data());
+        Device::upload(g1.data(), 4, p1.grad.data());
     }
 
-    T at(std::size_t k) const { return k < 6 ? p0.value.data()[k] : p1.value.data()[k - 6]; }
+    T at(std::size_t k) const
+    {
+        T out{};
+        Device::download(k < 6 ? p0.value.data() + k : p1.value.data() + (k - 6), 1, &out);
+        return out;
+    }
+
+    // Gradients as host vectors (p0's elements, then p1's).
+    std::vector<T> grads() const
+    {
+        std::vector<T> out(10);
+        Device::download(p0.grad.data(), 6, out.data());
+        Device::download(p1.grad.data(), 4, out.data() + 6);
+        return out;
+    }
 };
+
+// The golden cases name optimizers on cpu (`optim::sgd<T>`); the same optimizer on Device.
+template <class Optimizer, class Device>
+struct on_device;
+template <template <class, class> class Optimizer, class T, class From, class Device>
+struct on_device<Optimizer<T, From>, Device>
+{
+    using type = Optimizer<T, Device>;
+};
+template <class Optimizer, class Device>
+using on_device_t = typename on_device<Optimizer, Device>::type;
 
 template <class Case, class T>
 struct config
 {
     using case_type = Case;
     using value_type = T;
-    using optimizer_type = typename Case::template optimizer<T>;
+    using optimizer_type = on_device_t<typename Case::template optimizer<T>, test_device>;
     static constexpr double rtol = std::is_same_v<T, double> ? 1e-6 : 1e-5;
 
     static const double (&trajectory())[gold::steps][10]
@@ -103,8 +146,9 @@ struct config
             return optimizer_type(m.parameters(), options[0]);
         std::vector<typename optimizer_type::group_type> groups;
         for (std::size_t g = 0; g < options.size(); ++g)
-            groups.emplace_back(
-                std::vector{g == 0 ? nn::param_ref<T>(m.p0) : nn::param_ref<T>(m.p1)}, options[g]);
+            groups.emplace_back(std::vector{g == 0 ? nn::param_ref<T, test_device>(m.p0)
+                                                   : nn::param_ref<T, test_device>(m.p1)},
+                                options[g]);
         return optimizer_type(std::move(groups));
     }
 };
@@ -120,8 +164,8 @@ bool close(double got, double expected, double rtol)
     return std::abs(got - expected) <= rtol * std::max(1.0, std::abs(expected));
 }
 
-template <class T>
-void run_steps(toy<T>& m, auto& opt, std::size_t n)
+template <class T, class D>
+void run_steps(toy<T, D>& m, auto& opt, std::size_t n)
 {
     for (std::size_t s = 0; s < n; ++s)
     {
@@ -192,8 +236,8 @@ void check_same_state(const optim::optimizer_state& got, const optim::optimizer_
     }
 }
 
-template <class T>
-std::vector<T> values_of(const toy<T>& m)
+template <class T, class D>
+std::vector<T> values_of(const toy<T, D>& m)
 {
     std::vector<T> v;
     for (std::size_t k = 0; k < 10; ++k)
@@ -288,16 +332,84 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(state_dict_round_trip_continues_identically, C, co
     BOOST_TEST((opt_b.state_dict() == opt_a.state_dict()));
 }
 
+// An optimizer's state moves between devices through its state_dict, both ways: the device
+// run and a cpu run that takes over (or hands over) half way end at the same numbers, up to
+// rounding off cpu (bit for bit when the suite runs on cpu).
+BOOST_AUTO_TEST_CASE_TEMPLATE(state_dict_moves_between_cpu_and_the_device, C, configs)
+{
+    using T = typename C::value_type;
+    using cpu_optimizer = on_device_t<typename C::optimizer_type, cpu>;
+    const double rtol = test::exact ? 0.0 : C::rtol;
+
+    toy<T> a; // on the device throughout
+    auto opt_a = C::make(a);
+    run_steps(a, opt_a, gold::state_step);
+
+    toy<T, cpu> b; // cpu from the device's state, and back again
+    b.p1.requires_grad = !C::case_type::frozen_p1;
+    const auto values = values_of(a);
+    b.set(std::vector<double>(values.begin(), values.begin() + 6).data(),
+          std::vector<double>(values.begin() + 6, values.end()).data());
+    std::vector<typename cpu_optimizer::group_type> groups;
+    for (const auto& g : opt_a.param_groups())
+        groups.emplace_back(std::vector<nn::param_ref<T, cpu>>{}, g.options);
+    std::size_t k = 0;
+    for (std::size_t g = 0; g < groups.size(); ++g)
+        for (std::size_t j = 0; j < opt_a.param_groups()[g].params.size(); ++j, ++k)
+            groups[g].params.push_back(k == 0 ? nn::param_ref<T, cpu>(b.p0)
+                                              : nn::param_ref<T, cpu>(b.p1));
+    cpu_optimizer opt_b(std::move(groups));
+    opt_b.load_state_dict(opt_a.state_dict());
+    BOOST_TEST((opt_b.state_dict() == opt_a.state_dict()));
+
+    const std::size_t half = (gold::steps - gold::state_step) / 2;
+    run_steps(a, opt_a, half);
+    run_steps(b, opt_b, half);
+    toy<T> c; // back on the device
+    auto opt_c = C::make(c);
+    const auto on_cpu = values_of(b);
+    c.set(std::vector<double>(on_cpu.begin(), on_cpu.begin() + 6).data(),
+          std::vector<double>(on_cpu.begin() + 6, on_cpu.end()).data());
+    opt_c.load_state_dict(opt_b.state_dict());
+    run_steps(a, opt_a, gold::steps - gold::state_step - half);
+    run_steps(c, opt_c, gold::steps - gold::state_step - half);
+    const auto got = values_of(c);
+    const auto expected = values_of(a);
+    for (std::size_t i = 0; i < 10; ++i)
+        BOOST_TEST(close(got[i], expected[i], rtol),
+                   "element " << i << ": " << got[i] << " vs " << expected[i]);
+    check_same_state(opt_c.state_dict(), opt_a.state_dict(), rtol);
+}
+
+// A parameter whose size changed after its state was made: step() and state_dict() say so
+// instead of reading or writing past a buffer.
+BOOST_AUTO_TEST_CASE(a_parameter_resized_after_stepping_is_a_shape_error)
+{
+    toy<float> m;
+    optim::adam opt(m.parameters());
+    run_steps(m, opt, 1);
+    m.p0 = nn::parameter<float, 2, test_device>(test::dev(tensor<float, 2>({{1.0f, 2.0f}})));
+    const std::string saving = error_of([&] { (void)opt.state_dict(); });
+    BOOST_TEST(contains(saving, "adam: state_dict: state[0]: a state tensor has 6 elements, its "
+                                "parameter's shape [1, 2] has 2"),
+               saving);
+    BOOST_CHECK_THROW((void)opt.state_dict(), shape_error);
+    const std::string stepping = error_of([&] { opt.step(); });
+    BOOST_TEST(contains(stepping, "adam: state[0]['exp_avg'] has 6 elements, the parameter has 2"),
+               stepping);
+    BOOST_CHECK_THROW(opt.step(), shape_error);
+}
+
 BOOST_AUTO_TEST_CASE(frozen_parameters_are_not_stepped_and_have_no_state)
 {
     toy<double> m;
     m.p1.requires_grad = false;
     optim::adam opt(m.parameters(), {.lr = 0.1});
-    const auto p0 = m.p0.value;
-    const auto p1 = m.p1.value;
+    const auto p0 = test::host(m.p0.value);
+    const auto p1 = test::host(m.p1.value);
     run_steps(m, opt, 3);
-    BOOST_TEST((m.p1.value == p1));
-    BOOST_TEST((m.p0.value != p0));
+    BOOST_TEST((test::host(m.p1.value) == p1));
+    BOOST_TEST((test::host(m.p0.value) != p0));
     auto sd = opt.state_dict();
     BOOST_TEST(sd.state.size() == 1u);
     BOOST_TEST(sd.state.count(0) == 1u);
@@ -309,9 +421,11 @@ BOOST_AUTO_TEST_CASE(zero_grad_fills_every_gradient_with_zero)
     m.p1.requires_grad = false;
     optim::sgd opt(m.parameters(), {.lr = 0.1});
     m.compute_grads();
+    const auto before = m.grads();
+    BOOST_TEST(std::any_of(before.begin(), before.end(), [](float g) { return g != 0; }));
     opt.zero_grad();
-    BOOST_TEST(std::all_of(m.p0.grad.begin(), m.p0.grad.end(), [](float g) { return g == 0; }));
-    BOOST_TEST(std::all_of(m.p1.grad.begin(), m.p1.grad.end(), [](float g) { return g == 0; }));
+    const auto grads = m.grads();
+    BOOST_TEST(std::all_of(grads.begin(), grads.end(), [](float g) { return g == 0; }));
 }
 
 BOOST_AUTO_TEST_CASE(step_allocates_nothing_once_state_exists)
@@ -346,17 +460,26 @@ BOOST_AUTO_TEST_CASE(class_template_argument_deduction_reads_like_pytorch)
     optim::adam a(m.parameters());
     optim::adamw w(m.parameters(), {.lr = 3e-4, .betas = {0.9, 0.95}});
     optim::rmsprop r(m.parameters(), {.lr = 1e-3});
-    optim::sgd g({{std::vector{nn::param_ref<float>(m.p0)}, {.lr = 0.1}},
-                  {std::vector{nn::param_ref<float>(m.p1)}, {.lr = 0.01}}});
+    optim::sgd g(std::vector{
+        optim::param_group{std::vector{nn::param_ref(m.p0)}, optim::sgd_options{.lr = 0.1}},
+        optim::param_group{std::vector{nn::param_ref(m.p1)}, optim::sgd_options{.lr = 0.01}}});
     toy<double> md;
     optim::adam ad(md.parameters());
-    static_assert(std::is_same_v<decltype(s), optim::sgd<float>>);
-    static_assert(std::is_same_v<decltype(a), optim::adam<float>>);
-    static_assert(std::is_same_v<decltype(w), optim::adamw<float>>);
-    static_assert(std::is_same_v<decltype(r), optim::rmsprop<float>>);
-    static_assert(std::is_same_v<decltype(g), optim::sgd<float>>);
-    static_assert(std::is_same_v<decltype(ad), optim::adam<double>>);
+    // The device comes from the parameters.
+    static_assert(std::is_same_v<decltype(s), optim::sgd<float, test_device>>);
+    static_assert(std::is_same_v<decltype(a), optim::adam<float, test_device>>);
+    static_assert(std::is_same_v<decltype(w), optim::adamw<float, test_device>>);
+    static_assert(std::is_same_v<decltype(r), optim::rmsprop<float, test_device>>);
+    static_assert(std::is_same_v<decltype(g), optim::sgd<float, test_device>>);
+    static_assert(std::is_same_v<decltype(ad), optim::adam<double, test_device>>);
+    // Groups in braces, on cpu (where T defaults to float and Device to cpu).
+    toy<float, cpu> mc;
+    optim::sgd gc({{std::vector{nn::param_ref<float>(mc.p0)}, {.lr = 0.1}},
+                   {std::vector{nn::param_ref<float>(mc.p1)}, {.lr = 0.01}}});
+    static_assert(std::is_same_v<decltype(gc), optim::sgd<float>>);
+    static_assert(std::is_same_v<optim::sgd<float>, optim::sgd<float, cpu>>);
     BOOST_TEST(g.param_groups().size() == 2u);
+    BOOST_TEST(gc.param_groups().size() == 2u);
     BOOST_TEST(w.param_groups()[0].options.weight_decay == 0.01); // AdamW's default
     BOOST_TEST(a.param_groups()[0].options.weight_decay == 0.0);
 }
@@ -378,11 +501,12 @@ BOOST_AUTO_TEST_CASE(learning_rate_changes_between_steps_take_effect)
 BOOST_AUTO_TEST_CASE(add_param_group_extends_the_optimizer)
 {
     toy<double> m;
-    optim::adam opt(std::vector{nn::param_ref<double>(m.p0)}, {.lr = 0.1});
-    opt.add_param_group({std::vector{nn::param_ref<double>(m.p1)}, {.lr = 0.01}});
-    const auto p1 = m.p1.value;
+    using ref = nn::param_ref<double, test_device>;
+    optim::adam opt(std::vector{ref(m.p0)}, {.lr = 0.1});
+    opt.add_param_group({std::vector{ref(m.p1)}, {.lr = 0.01}});
+    const auto p1 = test::host(m.p1.value);
     run_steps(m, opt, 1);
-    BOOST_TEST((m.p1.value != p1));
+    BOOST_TEST((test::host(m.p1.value) != p1));
     auto sd = opt.state_dict();
     BOOST_TEST(sd.param_groups.size() == 2u);
     BOOST_TEST(sd.param_groups[1].params == std::vector<std::int64_t>{1});
@@ -390,11 +514,10 @@ BOOST_AUTO_TEST_CASE(add_param_group_extends_the_optimizer)
     // A parameter may be in one group only, as in PyTorch.
     BOOST_TEST(contains(error_of(
                             [&] {
-                                opt.add_param_group({std::vector{nn::param_ref<double>(m.p0)}, {}});
+                                opt.add_param_group({std::vector{ref(m.p0)}, {}});
                             }),
                         "some parameters appear in more than one parameter group"));
-    BOOST_CHECK_THROW(opt.add_param_group({std::vector{nn::param_ref<double>(m.p0)}, {}}),
-                      value_error);
+    BOOST_CHECK_THROW(opt.add_param_group({std::vector{ref(m.p0)}, {}}), value_error);
     BOOST_CHECK_THROW(opt.add_param_group({{}, {.lr = -1}}), value_error);
     BOOST_TEST(opt.param_groups().size() == 2u);
 }
@@ -423,7 +546,7 @@ namespace
 struct stepped_adam
 {
     toy<float> m;
-    optim::adam<float> opt{m.parameters(), {.lr = 0.05}};
+    optim::adam<float, test_device> opt{m.parameters(), {.lr = 0.05}};
     stepped_adam() { run_steps(m, opt, 2); }
 };
 
@@ -591,12 +714,16 @@ BOOST_AUTO_TEST_CASE(invalid_options_throw_value_error_with_pytorchs_message)
                "rmsprop: param group 0: Invalid alpha value: -0.5");
     BOOST_TEST(message([&] { optim::rmsprop o(p, {.momentum = -0.5}); }) ==
                "rmsprop: param group 0: Invalid momentum value: -0.5");
-    BOOST_TEST(message([&] { optim::rmsprop<float> o(std::vector<nn::param_ref<float>>{}); }) ==
-               "rmsprop: optimizer got an empty parameter list");
+    BOOST_TEST(message(
+                   [&] {
+                       optim::rmsprop<float, test_device> o(
+                           std::vector<nn::param_ref<float, test_device>>{});
+                   }) == "rmsprop: optimizer got an empty parameter list");
     BOOST_CHECK_THROW(optim::adam o(p, {.lr = -1}), value_error);
-    BOOST_TEST(contains(message(
-                            [&] {
-                                optim::sgd<float> o({{p, {.lr = 0.1}}, {p, {.lr = 0.2}}});
-                            }),
-                        "some parameters appear in more than one parameter group"));
+    BOOST_TEST(
+        contains(message(
+                     [&] {
+                         optim::sgd<float, test_device> o({{p, {.lr = 0.1}}, {p, {.lr = 0.2}}});
+                     }),
+                 "some parameters appear in more than one parameter group"));
 }

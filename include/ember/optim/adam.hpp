@@ -41,43 +41,48 @@ struct adamw_options
     bool maximize = false;
 };
 
-/// @brief One parameter's Adam/AdamW state. `step` is a float as in PyTorch, whose step is a
-/// float32 tensor.
-template <class T>
+/// @brief One parameter's Adam/AdamW state, its buffers in the device's memory. `step` is a
+/// float as in PyTorch, whose step is a float32 tensor.
+template <class T, class Device = cpu>
 struct adam_state
 {
+    using vector_type = typename Device::template vector_type<T>;
+
     bool initialized = false;
     bool has_max_exp_avg_sq = false;
     float step = 0;
-    std::vector<T> exp_avg;
-    std::vector<T> exp_avg_sq;
-    std::vector<T> max_exp_avg_sq;
+    vector_type exp_avg;
+    vector_type exp_avg_sq;
+    vector_type max_exp_avg_sq;
 };
 
 namespace detail
 {
 // The Adam family's common parts; Decoupled selects AdamW's weight decay.
-template <class T, bool Decoupled, class Options>
+template <class T, class Device, bool Decoupled, class Options>
 struct adam_impl
 {
+    using state_type = adam_state<T, Device>;
+
     static void check_options(const Options& o, std::string_view where);
     static void write_options(const Options& o, ordered_dict<state_value>& out);
     static Options read_options(dict_reader& in);
     static void update(std::string_view name, const Options& o, std::span<T> value,
-                       std::span<const T> grad, adam_state<T>& s, std::size_t index);
-    static void write_state(const adam_state<T>& s, const std::vector<std::int64_t>& shape,
+                       std::span<const T> grad, state_type& s, std::size_t index);
+    static void write_state(const state_type& s, const std::vector<std::int64_t>& shape,
                             ordered_dict<state_value>& out);
-    static adam_state<T> read_state(dict_reader& in, const Options& o,
-                                    const std::vector<std::int64_t>& shape);
+    static state_type read_state(dict_reader& in, const Options& o,
+                                 const std::vector<std::int64_t>& shape);
 };
 } // namespace detail
 
-/// @brief torch.optim.Adam over parameters of element type T.
-template <class T = float>
-class adam : public optimizer<adam<T>, T, adam_options, adam_state<T>>
+/// @brief torch.optim.Adam over parameters of element type T on `Device`.
+template <class T = float, class Device = cpu>
+class adam : public optimizer<adam<T, Device>, T, adam_options, adam_state<T, Device>, Device>
 {
-    using base_type = optimizer<adam<T>, T, adam_options, adam_state<T>>;
-    using impl = detail::adam_impl<T, false, adam_options>;
+    using base_type = optimizer<adam<T, Device>, T, adam_options, adam_state<T, Device>, Device>;
+    using impl = detail::adam_impl<T, Device, false, adam_options>;
+    using state_type = adam_state<T, Device>;
     friend base_type;
 
 public:
@@ -85,7 +90,7 @@ public:
     static constexpr std::string_view name = "adam";
 
     /// @brief One group holding `params` (what `model.parameters()` returns).
-    explicit adam(std::vector<nn::param_ref<T>> params, const adam_options& options = {})
+    explicit adam(std::vector<nn::param_ref<T, Device>> params, const adam_options& options = {})
         : base_type(detail::single_group(std::move(params), options, name))
     {
     }
@@ -103,28 +108,29 @@ private:
     }
     static adam_options read_options(detail::dict_reader& in) { return impl::read_options(in); }
     static void update(const adam_options& o, std::span<T> value, std::span<const T> grad,
-                       adam_state<T>& s, std::size_t index)
+                       state_type& s, std::size_t index)
     {
         impl::update(name, o, value, grad, s, index);
     }
-    static void write_state(const adam_state<T>& s, const std::vector<std::int64_t>& shape,
+    static void write_state(const state_type& s, const std::vector<std::int64_t>& shape,
                             ordered_dict<state_value>& out)
     {
         impl::write_state(s, shape, out);
     }
-    static adam_state<T> read_state(detail::dict_reader& in, const adam_options& o,
-                                    const std::vector<std::int64_t>& shape)
+    static state_type read_state(detail::dict_reader& in, const adam_options& o,
+                                 const std::vector<std::int64_t>& shape)
     {
         return impl::read_state(in, o, shape);
     }
 };
 
-/// @brief torch.optim.AdamW over parameters of element type T.
-template <class T = float>
-class adamw : public optimizer<adamw<T>, T, adamw_options, adam_state<T>>
+/// @brief torch.optim.AdamW over parameters of element type T on `Device`.
+template <class T = float, class Device = cpu>
+class adamw : public optimizer<adamw<T, Device>, T, adamw_options, adam_state<T, Device>, Device>
 {
-    using base_type = optimizer<adamw<T>, T, adamw_options, adam_state<T>>;
-    using impl = detail::adam_impl<T, true, adamw_options>;
+    using base_type = optimizer<adamw<T, Device>, T, adamw_options, adam_state<T, Device>, Device>;
+    using impl = detail::adam_impl<T, Device, true, adamw_options>;
+    using state_type = adam_state<T, Device>;
     friend base_type;
 
 public:
@@ -132,7 +138,7 @@ public:
     static constexpr std::string_view name = "adamw";
 
     /// @brief One group holding `params` (what `model.parameters()` returns).
-    explicit adamw(std::vector<nn::param_ref<T>> params, const adamw_options& options = {})
+    explicit adamw(std::vector<nn::param_ref<T, Device>> params, const adamw_options& options = {})
         : base_type(detail::single_group(std::move(params), options, name))
     {
     }
@@ -150,34 +156,34 @@ private:
     }
     static adamw_options read_options(detail::dict_reader& in) { return impl::read_options(in); }
     static void update(const adamw_options& o, std::span<T> value, std::span<const T> grad,
-                       adam_state<T>& s, std::size_t index)
+                       state_type& s, std::size_t index)
     {
         impl::update(name, o, value, grad, s, index);
     }
-    static void write_state(const adam_state<T>& s, const std::vector<std::int64_t>& shape,
+    static void write_state(const state_type& s, const std::vector<std::int64_t>& shape,
                             ordered_dict<state_value>& out)
     {
         impl::write_state(s, shape, out);
     }
-    static adam_state<T> read_state(detail::dict_reader& in, const adamw_options& o,
-                                    const std::vector<std::int64_t>& shape)
+    static state_type read_state(detail::dict_reader& in, const adamw_options& o,
+                                 const std::vector<std::int64_t>& shape)
     {
         return impl::read_state(in, o, shape);
     }
 };
 
-template <class T>
-adam(std::vector<nn::param_ref<T>>) -> adam<T>;
-template <class T>
-adam(std::vector<nn::param_ref<T>>, const adam_options&) -> adam<T>;
-template <class T>
-adam(std::vector<param_group<T, adam_options>>) -> adam<T>;
-template <class T>
-adamw(std::vector<nn::param_ref<T>>) -> adamw<T>;
-template <class T>
-adamw(std::vector<nn::param_ref<T>>, const adamw_options&) -> adamw<T>;
-template <class T>
-adamw(std::vector<param_group<T, adamw_options>>) -> adamw<T>;
+template <class T, class Device>
+adam(std::vector<nn::param_ref<T, Device>>) -> adam<T, Device>;
+template <class T, class Device>
+adam(std::vector<nn::param_ref<T, Device>>, const adam_options&) -> adam<T, Device>;
+template <class T, class Device>
+adam(std::vector<param_group<T, adam_options, Device>>) -> adam<T, Device>;
+template <class T, class Device>
+adamw(std::vector<nn::param_ref<T, Device>>) -> adamw<T, Device>;
+template <class T, class Device>
+adamw(std::vector<nn::param_ref<T, Device>>, const adamw_options&) -> adamw<T, Device>;
+template <class T, class Device>
+adamw(std::vector<param_group<T, adamw_options, Device>>) -> adamw<T, Device>;
 
 /*******************
  * implementation  *
@@ -193,45 +199,75 @@ struct adam_scalars
     T bias_correction2_sqrt, eps, neg_step_size;
 };
 
-// One Adam (or, Decoupled, AdamW) step over n elements, in PyTorch's order of operations,
-// block by block so that the square roots go through sqrt_inplace.
-template <class T, bool Decoupled, bool Decay, bool Amsgrad>
-void adam_kernel(std::size_t n, T* __restrict x, const T* __restrict g, T* __restrict m,
-                 T* __restrict v, T* __restrict vmax, const adam_scalars<T> k)
+// One Adam (or, Decoupled, AdamW) step over elements [begin, end), at most Block of them, in
+// PyTorch's order of operations; the square roots are taken together by sqrt_inplace.
+template <class T, bool Decoupled, bool Decay, bool Amsgrad, std::size_t Block>
+EMBER_HOST_DEVICE void adam_block(std::size_t begin, std::size_t end, T* __restrict__ x,
+                                  const T* __restrict__ g, T* __restrict__ m, T* __restrict__ v,
+                                  T* __restrict__ vmax, const adam_scalars<T> k)
 {
-    T root[sqrt_block_size];
-    for (std::size_t start = 0; start < n; start += sqrt_block_size)
+    T root[Block];
+    const std::size_t len = end - begin;
+    for (std::size_t j = 0, i = begin; j < len; ++j, ++i)
     {
-        const std::size_t len = std::min(sqrt_block_size, n - start);
-        for (std::size_t j = 0, i = start; j < len; ++j, ++i)
+        T gi = k.sign * g[i]; // maximize: -grad
+        if constexpr (Decoupled)
+            x[i] = x[i] * k.shrink; // param.mul_(1 - lr * weight_decay)
+        else if constexpr (Decay)
+            gi = add_scaled(gi, k.weight_decay, x[i]); // grad.add(param, alpha=weight_decay)
+        m[i] = add_scaled(m[i] * k.beta1, k.one_minus_beta1, gi); // mul_().add_(alpha=1-β1)
+        v[i] = v[i] * k.beta2 + k.one_minus_beta2 * gi * gi;      // mul_().addcmul_()
+        if constexpr (Amsgrad)
         {
-            T gi = k.sign * g[i]; // maximize: -grad
-            if constexpr (Decoupled)
-                x[i] = x[i] * k.shrink; // param.mul_(1 - lr * weight_decay)
-            else if constexpr (Decay)
-                gi = add_scaled(gi, k.weight_decay, x[i]); // grad.add(param, alpha=weight_decay)
-            m[i] = add_scaled(m[i] * k.beta1, k.one_minus_beta1, gi); // mul_().add_(alpha=1-β1)
-            v[i] = v[i] * k.beta2 + k.one_minus_beta2 * gi * gi;      // mul_().addcmul_()
-            if constexpr (Amsgrad)
-            {
-                vmax[i] = maximum(vmax[i], v[i]);
-                root[j] = vmax[i];
-            }
-            else
-                root[j] = v[i];
+            vmax[i] = maximum(vmax[i], v[i]);
+            root[j] = vmax[i];
         }
-        sqrt_inplace(root, len);
-        for (std::size_t j = 0, i = start; j < len; ++j, ++i)
-        {
-            const T denom =
-                root[j] / k.bias_correction2_sqrt + k.eps; // (sqrt / bc2_sqrt).add_(eps)
-            x[i] = x[i] + k.neg_step_size * m[i] / denom;  // addcdiv_(value=-step_size)
-        }
+        else
+            root[j] = v[i];
+    }
+    sqrt_inplace(root, len);
+    for (std::size_t j = 0, i = begin; j < len; ++j, ++i)
+    {
+        const T denom = root[j] / k.bias_correction2_sqrt + k.eps; // (sqrt / bc2_sqrt).add_(eps)
+        x[i] = x[i] + k.neg_step_size * m[i] / denom;              // addcdiv_(value=-step_size)
     }
 }
 
-template <class T, bool Decoupled, class Options>
-void adam_impl<T, Decoupled, Options>::check_options(const Options& o, std::string_view where)
+// One Adam (or AdamW) step over n elements on Device, block by block (see block_size).
+template <class Device, class T, bool Decoupled, bool Decay, bool Amsgrad>
+void adam_step(std::size_t n, T* x, const T* g, T* m, T* v, T* vmax, const adam_scalars<T> k)
+{
+    Device::for_each(
+        block_count(n, block_size<Device>), EMBER_KERNEL(std::size_t b) {
+            const std::size_t begin = b * block_size<Device>;
+            const std::size_t end = n - begin < block_size<Device> ? n : begin + block_size<Device>;
+            adam_block<T, Decoupled, Decay, Amsgrad, block_size<Device>>(begin, end, x, g, m, v,
+                                                                         vmax, k);
+        });
+}
+
+// adam_step with the flags with_flags picks (a named functor: see sgd_launch).
+template <class Device, class T, bool Decoupled>
+struct adam_launch
+{
+    std::size_t n;
+    T* x;
+    const T* g;
+    T* m;
+    T* v;
+    T* vmax;
+    adam_scalars<T> k;
+
+    template <bool Decay, bool Amsgrad>
+    void operator()() const
+    {
+        adam_step<Device, T, Decoupled, Decay, Amsgrad>(n, x, g, m, v, vmax, k);
+    }
+};
+
+template <class T, class Device, bool Decoupled, class Options>
+void adam_impl<T, Device, Decoupled, Options>::check_options(const Options& o,
+                                                             std::string_view where)
 {
     const std::string at = std::string(where) + ": ";
     if (!(0.0 <= o.lr))
@@ -246,9 +282,9 @@ void adam_impl<T, Decoupled, Options>::check_options(const Options& o, std::stri
         throw value_error(at + "Invalid weight_decay value: " + repr(o.weight_decay));
 }
 
-template <class T, bool Decoupled, class Options>
-void adam_impl<T, Decoupled, Options>::write_options(const Options& o,
-                                                     ordered_dict<state_value>& out)
+template <class T, class Device, bool Decoupled, class Options>
+void adam_impl<T, Device, Decoupled, Options>::write_options(const Options& o,
+                                                             ordered_dict<state_value>& out)
 {
     // Keys and order as PyTorch 1.13 prints them; Adam and AdamW differ.
     out.insert("lr", o.lr);
@@ -274,8 +310,8 @@ void adam_impl<T, Decoupled, Options>::write_options(const Options& o,
     }
 }
 
-template <class T, bool Decoupled, class Options>
-Options adam_impl<T, Decoupled, Options>::read_options(dict_reader& in)
+template <class T, class Device, bool Decoupled, class Options>
+Options adam_impl<T, Device, Decoupled, Options>::read_options(dict_reader& in)
 {
     Options o;
     o.lr = in.number("lr");
@@ -292,10 +328,10 @@ Options adam_impl<T, Decoupled, Options>::read_options(dict_reader& in)
     return o;
 }
 
-template <class T, bool Decoupled, class Options>
-void adam_impl<T, Decoupled, Options>::update(std::string_view name, const Options& o,
-                                              std::span<T> value, std::span<const T> grad,
-                                              adam_state<T>& s, std::size_t index)
+template <class T, class Device, bool Decoupled, class Options>
+void adam_impl<T, Device, Decoupled, Options>::update(std::string_view name, const Options& o,
+                                                      std::span<T> value, std::span<const T> grad,
+                                                      state_type& s, std::size_t index)
 {
     const std::size_t n = value.size();
     if (!s.initialized)
@@ -333,47 +369,39 @@ void adam_impl<T, Decoupled, Options>::update(std::string_view name, const Optio
     k.bias_correction2_sqrt = static_cast<T>(std::sqrt(bias_correction2));
     k.eps = static_cast<T>(o.eps);
     k.neg_step_size = static_cast<T>(-step_size);
-    T* x = value.data();
-    const T* g = grad.data();
-    T* m = s.exp_avg.data();
-    T* v = s.exp_avg_sq.data();
-    T* vmax = s.max_exp_avg_sq.data();
-    with_flags([&]<bool Decay, bool Amsgrad>()
-               { adam_kernel<T, Decoupled, Decay, Amsgrad>(n, x, g, m, v, vmax, k); },
+    with_flags(adam_launch<Device, T, Decoupled>{n, value.data(), grad.data(), data_of(s.exp_avg),
+                                                 data_of(s.exp_avg_sq), data_of(s.max_exp_avg_sq),
+                                                 k},
                o.weight_decay != 0, o.amsgrad);
 }
 
-template <class T, bool Decoupled, class Options>
-void adam_impl<T, Decoupled, Options>::write_state(const adam_state<T>& s,
-                                                   const std::vector<std::int64_t>& shape,
-                                                   ordered_dict<state_value>& out)
+template <class T, class Device, bool Decoupled, class Options>
+void adam_impl<T, Device, Decoupled, Options>::write_state(const state_type& s,
+                                                           const std::vector<std::int64_t>& shape,
+                                                           ordered_dict<state_value>& out)
 {
     host_tensor step(dtype::float32, {});
     step.data<float>()[0] = s.step;
     out.insert("step", std::move(step));
-    out.insert("exp_avg", to_host(std::span<const T>(s.exp_avg), shape));
-    out.insert("exp_avg_sq", to_host(std::span<const T>(s.exp_avg_sq), shape));
+    out.insert("exp_avg", to_host<Device>(s.exp_avg, shape));
+    out.insert("exp_avg_sq", to_host<Device>(s.exp_avg_sq, shape));
     if (s.has_max_exp_avg_sq)
-        out.insert("max_exp_avg_sq", to_host(std::span<const T>(s.max_exp_avg_sq), shape));
+        out.insert("max_exp_avg_sq", to_host<Device>(s.max_exp_avg_sq, shape));
 }
 
-template <class T, bool Decoupled, class Options>
-adam_state<T> adam_impl<T, Decoupled, Options>::read_state(dict_reader& in, const Options& o,
-                                                           const std::vector<std::int64_t>& shape)
+template <class T, class Device, bool Decoupled, class Options>
+auto adam_impl<T, Device, Decoupled, Options>::read_state(dict_reader& in, const Options& o,
+                                                          const std::vector<std::int64_t>& shape)
+    -> state_type
 {
-    adam_state<T> s;
+    state_type s;
     s.initialized = true;
     s.step = static_cast<float>(in.step("step"));
-    auto copy = [](const host_tensor* t, std::vector<T>& out)
-    {
-        auto data = t->data<T>();
-        out.assign(data.begin(), data.end());
-    };
-    copy(in.tensor<T>("exp_avg", shape, true), s.exp_avg);
-    copy(in.tensor<T>("exp_avg_sq", shape, true), s.exp_avg_sq);
+    from_host<Device>(*in.tensor<T>("exp_avg", shape, true), s.exp_avg);
+    from_host<Device>(*in.tensor<T>("exp_avg_sq", shape, true), s.exp_avg_sq);
     if (const host_tensor* t = in.tensor<T>("max_exp_avg_sq", shape, o.amsgrad))
     {
-        copy(t, s.max_exp_avg_sq);
+        from_host<Device>(*t, s.max_exp_avg_sq);
         s.has_max_exp_avg_sq = true;
     }
     return s;

@@ -2,16 +2,26 @@
 /// @file
 /// The base every optimizer shares: parameter groups, zero_grad(), step(), and
 /// state_dict()/load_state_dict() in PyTorch 1.13's layout. The algorithm itself is a CRTP
-/// derived class (sgd, adam, adamw, rmsprop) that updates one parameter at a time with plain
-/// loops over its value and grad, so there is no virtual call, and once a parameter's state
+/// derived class (sgd, adam, adamw, rmsprop) that updates one parameter at a time with one
+/// kernel over its value and grad, so there is no virtual call, and once a parameter's state
 /// exists step() allocates nothing.
+///
+/// Every optimizer runs on the device its parameters live on (`Device`, deduced from
+/// `model.parameters()`): state buffers are the device's vectors, kernels go through
+/// `Device::for_each`, and state_dict() moves the state to host tensors (load_state_dict()
+/// back), so a state_dict saved on one device loads onto any other.
+///
+/// A kernel is written once, as a function over a block of elements [begin, end) (see
+/// detail::block_size): one element per GPU thread, 256 on host memory, where the block's
+/// loops vectorize and its square roots go through detail::sqrt_inplace.
 ///
 /// What a derived class `D` provides (all may be static):
 /// - `static constexpr std::string_view name` for messages;
 /// - `check_options(const Options&, std::string_view where)`: throws value_error on bad values;
 /// - `write_options(const Options&, ordered_dict<state_value>&)`: PyTorch's keys, in order;
 /// - `read_options(detail::dict_reader&) -> Options`;
-/// - `update(const Options&, std::span<T> value, std::span<const T> grad, State&, index)`;
+/// - `update(const Options&, std::span<T> value, std::span<const T> grad, State&, index)`
+///   (spans of device memory);
 /// - `write_state(const State&, const std::vector<std::int64_t>& shape, ordered_dict<..>&)`;
 /// - `read_state(detail::dict_reader&, const Options&, const std::vector<std::int64_t>& shape)
 ///    -> State`.
@@ -21,6 +31,8 @@
 #include "ember/core/error.hpp"
 #include "ember/core/host_tensor.hpp"
 #include "ember/core/ordered_dict.hpp"
+#include "ember/device/cpu.hpp"
+#include "ember/device/kernel.hpp"
 #include "ember/nn/parameter.hpp"
 #include "ember/optim/optimizer_state.hpp"
 
@@ -41,12 +53,14 @@
 #include <utility>
 #include <vector>
 
+#if !defined(__CUDA_ARCH__)
 #if defined(__AVX__)
 #include <immintrin.h>
 #elif defined(__SSE2__)
 #include <emmintrin.h>
 #elif defined(__ARM_NEON) && defined(__aarch64__)
 #include <arm_neon.h>
+#endif
 #endif
 
 namespace ember::optim
@@ -55,20 +69,21 @@ namespace ember::optim
 /// @brief Parameters that share options (PyTorch's param group), e.g. a smaller lr for a
 /// pretrained backbone. Change `options` between steps freely (LR schedulers do); add
 /// parameters only through add_param_group().
-template <class T, class Options>
+template <class T, class Options, class Device = cpu>
 struct param_group
 {
     using value_type = T;
     using options_type = Options;
+    using device_type = Device;
 
     param_group() = default;
     /// @brief `{model.parameters(), {.lr = 0.1}}`.
-    param_group(std::vector<nn::param_ref<T>> p, const Options& o)
+    param_group(std::vector<nn::param_ref<T, Device>> p, const Options& o)
         : params(std::move(p)), options(o)
     {
     }
 
-    std::vector<nn::param_ref<T>> params;
+    std::vector<nn::param_ref<T, Device>> params;
     Options options;
     /// @brief Set by LR schedulers; saved as PyTorch's `initial_lr` key when present.
     std::optional<double> initial_lr;
@@ -78,7 +93,8 @@ namespace detail
 {
 
 /// @brief Calls `f.template operator()<b...>()` with each runtime bool as a template argument,
-/// so kernels test their options at compile time and their loop bodies have no branches.
+/// so kernels test their options at compile time and their loop bodies have no branches. The
+/// optimizers pass named functors (sgd_launch...) whose operator() calls the kernel.
 template <bool... Fixed, class F>
 void with_flags(F&& f)
 {
@@ -102,27 +118,49 @@ std::string type_name(const state_value& v);
 /// @brief A zero option whose PyTorch default is the int 0 is saved as int, as 1.13 prints it.
 state_value int_if_zero(double v);
 
-/// @brief A host tensor of `shape` holding `data` (the state of one parameter).
-template <class T>
-host_tensor to_host(std::span<const T> data, const std::vector<std::int64_t>& shape);
+/// @brief The first element of a device vector (`Device::vector_type`), as a raw pointer
+/// (Thrust's vectors hand out fancy pointers).
+template <class Vector>
+auto data_of(Vector& v) noexcept;
+
+/// @brief A host tensor of `shape` holding device vector `v` (the state of one parameter);
+/// throws shape_error if their sizes differ.
+template <class Device, class Vector>
+host_tensor to_host(const Vector& v, const std::vector<std::int64_t>& shape);
+
+/// @brief Device vector `out` takes the size and values of host tensor `h`, whose dtype
+/// dict_reader::tensor has checked.
+template <class Device, class Vector>
+void from_host(const host_tensor& h, Vector& out);
+
+/// @brief Elements per block of an optimizer kernel on `Device`: one per thread on a GPU; on
+/// host memory blocks long enough to vectorize and small enough that a kernel's scratch
+/// arrays stay on the stack.
+template <class Device>
+inline constexpr std::size_t block_size = Device::host_memory ? 256 : 1;
+
+/// @brief How many blocks of `block` elements cover n.
+inline constexpr std::size_t block_count(std::size_t n, std::size_t block) noexcept
+{
+    return (n + block - 1) / block;
+}
 
 /// @brief `a + alpha * b`: PyTorch's `add(b, alpha=...)`, an FMA in its AVX2 kernels; ours is
-/// one where the target has FMA and otherwise differs from PyTorch by at most an ulp.
+/// one where the target has FMA (and on GPUs) and otherwise differs from PyTorch by at most
+/// an ulp.
 template <class T>
-T add_scaled(T a, T alpha, T b) noexcept;
+EMBER_HOST_DEVICE T add_scaled(T a, T alpha, T b) noexcept;
 
 /// @brief torch.maximum: NaN in either argument wins.
 template <class T>
-T maximum(T a, T b) noexcept;
+EMBER_HOST_DEVICE T maximum(T a, T b) noexcept;
 
-/// @brief Kernels that take square roots work in blocks of this many elements.
-inline constexpr std::size_t sqrt_block_size = 256;
-
-/// @brief `t[i] = sqrt(t[i])` for i < n, vectorized. GCC keeps std::sqrt scalar unless
-/// -fno-math-errno (it may have to set errno; PyTorch builds without errno), which made Adam
-/// several times slower, so this one loop uses the (correctly rounded) vector instructions.
+/// @brief `t[i] = sqrt(t[i])` for i < n, vectorized on the host. GCC keeps std::sqrt scalar
+/// unless -fno-math-errno (it may have to set errno; PyTorch builds without errno), which made
+/// Adam several times slower, so this one loop uses the (correctly rounded) vector
+/// instructions; kernels collect a block's square roots in an array and call it once.
 template <class T>
-void sqrt_inplace(T* t, std::size_t n) noexcept;
+EMBER_HOST_DEVICE void sqrt_inplace(T* t, std::size_t n) noexcept;
 
 /// @brief Throws shape_error unless a state buffer still has one element per parameter
 /// element (a parameter resized after its state was created).
@@ -184,27 +222,32 @@ private:
 };
 
 /// @brief The parameters of a single-group constructor; PyTorch refuses an empty list.
-template <class T, class Options>
-std::vector<param_group<T, Options>> single_group(std::vector<nn::param_ref<T>> params,
-                                                  const Options& options, std::string_view name)
+template <class T, class Options, class Device>
+std::vector<param_group<T, Options, Device>>
+single_group(std::vector<nn::param_ref<T, Device>> params, const Options& options,
+             std::string_view name)
 {
     if (params.empty())
         throw value_error(std::string(name) + ": optimizer got an empty parameter list");
-    std::vector<param_group<T, Options>> groups;
+    std::vector<param_group<T, Options, Device>> groups;
     groups.emplace_back(std::move(params), options);
     return groups;
 }
 
 } // namespace detail
 
-/// @brief CRTP base of the optimizers: groups, zero_grad(), step(), state_dict().
-template <class Derived, class T, class Options, class State>
+/// @brief CRTP base of the optimizers: groups, zero_grad(), step(), state_dict(), over
+/// parameters of element type T on `Device`.
+template <class Derived, class T, class Options, class State, class Device = cpu>
 class optimizer
 {
+    static_assert(device_policy<Device>, "ember::optim: Device must be a device policy");
+
 public:
     using value_type = T;
+    using device_type = Device;
     using options_type = Options;
-    using group_type = param_group<T, Options>;
+    using group_type = param_group<T, Options, Device>;
     using param_state_type = State;
 
     /// @brief Sets the gradient of every parameter in every group to zero.
@@ -214,7 +257,8 @@ public:
     void step();
 
     /// @brief PyTorch's `optimizer.state_dict()`: state by global parameter index (only the
-    /// parameters stepped so far), then each group's options and parameter indices.
+    /// parameters stepped so far), then each group's options and parameter indices. The
+    /// state tensors are host copies, whatever the device.
     optimizer_state state_dict() const;
 
     /// @brief Restores state and per-group options from `sd`. Everything is checked first
@@ -297,19 +341,47 @@ inline state_value int_if_zero(double v)
     return v;
 }
 
-template <class T>
-host_tensor to_host(std::span<const T> data, const std::vector<std::int64_t>& shape)
+template <class Vector>
+auto data_of(Vector& v) noexcept
 {
+    if constexpr (std::is_pointer_v<decltype(v.data())>)
+        return v.data();
+    else
+        return v.data().get(); // thrust::pointer
+}
+
+template <class Device, class Vector>
+host_tensor to_host(const Vector& v, const std::vector<std::int64_t>& shape)
+{
+    using T = typename Vector::value_type;
     host_tensor h(dtype_of<T>(), shape);
-    if (!data.empty())
-        std::memcpy(h.bytes().data(), data.data(), data.size() * sizeof(T));
+    if (static_cast<std::size_t>(h.numel()) != v.size())
+        throw shape_error("a state tensor has " + std::to_string(v.size()) +
+                          " elements, its parameter's shape " + shape_string(shape) + " has " +
+                          std::to_string(h.numel()) +
+                          " (was the parameter resized after the optimizer stepped?)");
+    Device::download(data_of(v), v.size(), h.template data<T>().data());
     return h;
 }
 
-template <class T>
-T add_scaled(T a, T alpha, T b) noexcept
+template <class Device, class Vector>
+void from_host(const host_tensor& h, Vector& out)
 {
-#if defined(__GNUC__) && (defined(__FMA__) || defined(__ARM_FEATURE_FMA))
+    using T = typename Vector::value_type;
+    const auto data = h.template data<T>();
+    out.resize(data.size());
+    Device::upload(data.data(), data.size(), data_of(out));
+}
+
+template <class T>
+EMBER_HOST_DEVICE T add_scaled(T a, T alpha, T b) noexcept
+{
+#if defined(__CUDA_ARCH__)
+    if constexpr (std::is_same_v<T, float>)
+        return fmaf(alpha, b, a);
+    else
+        return fma(alpha, b, a);
+#elif defined(__GNUC__) && (defined(__FMA__) || defined(__ARM_FEATURE_FMA))
     if constexpr (std::is_same_v<T, float>)
         return __builtin_fmaf(alpha, b, a);
     else
@@ -320,16 +392,18 @@ T add_scaled(T a, T alpha, T b) noexcept
 }
 
 template <class T>
-T maximum(T a, T b) noexcept
+EMBER_HOST_DEVICE T maximum(T a, T b) noexcept
 {
     return (a != a || a > b) ? a : b;
 }
 
 template <class T>
-void sqrt_inplace(T* t, std::size_t n) noexcept
+EMBER_HOST_DEVICE void sqrt_inplace(T* t, std::size_t n) noexcept
 {
     std::size_t i = 0;
-#if defined(__AVX__)
+#if defined(__CUDA_ARCH__)
+    // GPUs have no errno: the plain loop below is the fast one.
+#elif defined(__AVX__)
     if constexpr (std::is_same_v<T, float>)
         for (; i + 8 <= n; i += 8)
             _mm256_storeu_ps(t + i, _mm256_sqrt_ps(_mm256_loadu_ps(t + i)));
@@ -503,8 +577,8 @@ inline void dict_reader::finish() const
 
 } // namespace detail
 
-template <class Derived, class T, class Options, class State>
-optimizer<Derived, T, Options, State>::optimizer(std::vector<group_type> groups)
+template <class Derived, class T, class Options, class State, class Device>
+optimizer<Derived, T, Options, State, Device>::optimizer(std::vector<group_type> groups)
 {
     if (groups.empty())
         throw value_error(prefix() + "optimizer got an empty parameter list");
@@ -514,8 +588,8 @@ optimizer<Derived, T, Options, State>::optimizer(std::vector<group_type> groups)
         add_param_group(std::move(g));
 }
 
-template <class Derived, class T, class Options, class State>
-void optimizer<Derived, T, Options, State>::add_param_group(group_type group)
+template <class Derived, class T, class Options, class State, class Device>
+void optimizer<Derived, T, Options, State, Device>::add_param_group(group_type group)
 {
     const std::string where = prefix() + "param group " + std::to_string(m_groups.size());
     Derived::check_options(group.options, where);
@@ -535,19 +609,19 @@ void optimizer<Derived, T, Options, State>::add_param_group(group_type group)
     m_groups.push_back(std::move(group));
 }
 
-template <class Derived, class T, class Options, class State>
-void optimizer<Derived, T, Options, State>::zero_grad()
+template <class Derived, class T, class Options, class State, class Device>
+void optimizer<Derived, T, Options, State, Device>::zero_grad()
 {
     for (auto& g : m_groups)
         for (const auto& p : g.params)
         {
-            std::span<T> grad = p.grad();
-            std::fill(grad.begin(), grad.end(), T(0));
+            const std::span<T> grad = p.grad();
+            Device::fill(grad.data(), grad.size(), T(0));
         }
 }
 
-template <class Derived, class T, class Options, class State>
-void optimizer<Derived, T, Options, State>::step()
+template <class Derived, class T, class Options, class State, class Device>
+void optimizer<Derived, T, Options, State, Device>::step()
 {
     std::size_t index = 0;
     for (std::size_t g = 0; g < m_groups.size(); ++g)
@@ -561,7 +635,7 @@ void optimizer<Derived, T, Options, State>::step()
                               " (add parameters with add_param_group, not through param_groups())");
         for (std::size_t j = 0; j < group.params.size(); ++j, ++index)
         {
-            const nn::param_ref<T>& p = group.params[j];
+            const nn::param_ref<T, Device>& p = group.params[j];
             if (!p.requires_grad())
                 continue;
             std::span<T> value = p.value();
@@ -575,8 +649,8 @@ void optimizer<Derived, T, Options, State>::step()
     }
 }
 
-template <class Derived, class T, class Options, class State>
-optimizer_state optimizer<Derived, T, Options, State>::state_dict() const
+template <class Derived, class T, class Options, class State, class Device>
+optimizer_state optimizer<Derived, T, Options, State, Device>::state_dict() const
 {
     optimizer_state sd;
     std::int64_t index = 0;
@@ -591,16 +665,25 @@ optimizer_state optimizer<Derived, T, Options, State>::state_dict() const
         {
             packed.params.push_back(index);
             const State& s = m_state[g][j];
-            if (s.initialized)
+            if (!s.initialized)
+                continue;
+            try
+            {
                 Derived::write_state(s, group.params[j].shape(), sd.state[index]);
+            }
+            catch (const shape_error& e)
+            {
+                throw shape_error(prefix() + "state_dict: state[" + std::to_string(index) +
+                                  "]: " + e.what());
+            }
         }
         sd.param_groups.push_back(std::move(packed));
     }
     return sd;
 }
 
-template <class Derived, class T, class Options, class State>
-void optimizer<Derived, T, Options, State>::load_state_dict(const optimizer_state& sd)
+template <class Derived, class T, class Options, class State, class Device>
+void optimizer<Derived, T, Options, State, Device>::load_state_dict(const optimizer_state& sd)
 {
     const std::string where = prefix() + "load_state_dict";
     if (sd.param_groups.size() != m_groups.size())

@@ -27,25 +27,31 @@ struct rmsprop_options
     bool maximize = false;
 };
 
-/// @brief One parameter's RMSprop state; `step` is an int as in PyTorch. The momentum buffer
-/// exists when momentum > 0 and the gradient average when centered.
-template <class T>
+/// @brief One parameter's RMSprop state, its buffers in the device's memory; `step` is an int
+/// as in PyTorch. The momentum buffer exists when momentum > 0 and the gradient average when
+/// centered.
+template <class T, class Device = cpu>
 struct rmsprop_state
 {
+    using vector_type = typename Device::template vector_type<T>;
+
     bool initialized = false;
     bool has_momentum_buffer = false;
     bool has_grad_avg = false;
     std::int64_t step = 0;
-    std::vector<T> square_avg;
-    std::vector<T> momentum_buffer;
-    std::vector<T> grad_avg;
+    vector_type square_avg;
+    vector_type momentum_buffer;
+    vector_type grad_avg;
 };
 
-/// @brief torch.optim.RMSprop over parameters of element type T.
-template <class T = float>
-class rmsprop : public optimizer<rmsprop<T>, T, rmsprop_options, rmsprop_state<T>>
+/// @brief torch.optim.RMSprop over parameters of element type T on `Device`.
+template <class T = float, class Device = cpu>
+class rmsprop
+    : public optimizer<rmsprop<T, Device>, T, rmsprop_options, rmsprop_state<T, Device>, Device>
 {
-    using base_type = optimizer<rmsprop<T>, T, rmsprop_options, rmsprop_state<T>>;
+    using base_type =
+        optimizer<rmsprop<T, Device>, T, rmsprop_options, rmsprop_state<T, Device>, Device>;
+    using state_type = rmsprop_state<T, Device>;
     friend base_type;
 
 public:
@@ -53,7 +59,8 @@ public:
     static constexpr std::string_view name = "rmsprop";
 
     /// @brief One group holding `params` (what `model.parameters()` returns).
-    explicit rmsprop(std::vector<nn::param_ref<T>> params, const rmsprop_options& options = {})
+    explicit rmsprop(std::vector<nn::param_ref<T, Device>> params,
+                     const rmsprop_options& options = {})
         : base_type(detail::single_group(std::move(params), options, name))
     {
     }
@@ -65,19 +72,19 @@ private:
     static void write_options(const rmsprop_options& o, ordered_dict<state_value>& out);
     static rmsprop_options read_options(detail::dict_reader& in);
     static void update(const rmsprop_options& o, std::span<T> value, std::span<const T> grad,
-                       rmsprop_state<T>& s, std::size_t index);
-    static void write_state(const rmsprop_state<T>& s, const std::vector<std::int64_t>& shape,
+                       state_type& s, std::size_t index);
+    static void write_state(const state_type& s, const std::vector<std::int64_t>& shape,
                             ordered_dict<state_value>& out);
-    static rmsprop_state<T> read_state(detail::dict_reader& in, const rmsprop_options& o,
-                                       const std::vector<std::int64_t>& shape);
+    static state_type read_state(detail::dict_reader& in, const rmsprop_options& o,
+                                 const std::vector<std::int64_t>& shape);
 };
 
-template <class T>
-rmsprop(std::vector<nn::param_ref<T>>) -> rmsprop<T>;
-template <class T>
-rmsprop(std::vector<nn::param_ref<T>>, const rmsprop_options&) -> rmsprop<T>;
-template <class T>
-rmsprop(std::vector<param_group<T, rmsprop_options>>) -> rmsprop<T>;
+template <class T, class Device>
+rmsprop(std::vector<nn::param_ref<T, Device>>) -> rmsprop<T, Device>;
+template <class T, class Device>
+rmsprop(std::vector<nn::param_ref<T, Device>>, const rmsprop_options&) -> rmsprop<T, Device>;
+template <class T, class Device>
+rmsprop(std::vector<param_group<T, rmsprop_options, Device>>) -> rmsprop<T, Device>;
 
 /*******************
  * implementation  *
@@ -92,51 +99,82 @@ struct rmsprop_scalars
     T sign, weight_decay, alpha, one_minus_alpha, eps, momentum, neg_lr;
 };
 
-// One RMSprop step over n elements, in PyTorch's order of operations, block by block so that
-// the square roots go through sqrt_inplace.
-template <class T, bool Decay, bool Centered, bool Momentum>
-void rmsprop_kernel(std::size_t n, T* __restrict x, const T* __restrict g, T* __restrict sq,
-                    T* __restrict buf, T* __restrict ga, const rmsprop_scalars<T> k)
+// One RMSprop step over elements [begin, end), at most Block of them, in PyTorch's order of
+// operations; the square roots are taken together by sqrt_inplace.
+template <class T, bool Decay, bool Centered, bool Momentum, std::size_t Block>
+EMBER_HOST_DEVICE void rmsprop_block(std::size_t begin, std::size_t end, T* __restrict__ x,
+                                     const T* __restrict__ g, T* __restrict__ sq,
+                                     T* __restrict__ buf, T* __restrict__ ga,
+                                     const rmsprop_scalars<T> k)
 {
-    T root[sqrt_block_size];
-    T grad[sqrt_block_size];
-    for (std::size_t start = 0; start < n; start += sqrt_block_size)
+    T root[Block];
+    T grad[Block];
+    const std::size_t len = end - begin;
+    for (std::size_t j = 0, i = begin; j < len; ++j, ++i)
     {
-        const std::size_t len = std::min(sqrt_block_size, n - start);
-        for (std::size_t j = 0, i = start; j < len; ++j, ++i)
+        T gi = k.sign * g[i]; // maximize: -grad
+        if constexpr (Decay)
+            gi = add_scaled(gi, k.weight_decay, x[i]); // grad.add(param, alpha=weight_decay)
+        sq[i] = sq[i] * k.alpha + k.one_minus_alpha * gi * gi; // mul_().addcmul_()
+        if constexpr (Centered)
         {
-            T gi = k.sign * g[i]; // maximize: -grad
-            if constexpr (Decay)
-                gi = add_scaled(gi, k.weight_decay, x[i]); // grad.add(param, alpha=weight_decay)
-            sq[i] = sq[i] * k.alpha + k.one_minus_alpha * gi * gi; // mul_().addcmul_()
-            if constexpr (Centered)
-            {
-                ga[i] = add_scaled(ga[i] * k.alpha, k.one_minus_alpha, gi);
-                root[j] = sq[i] + T(-1) * ga[i] * ga[i]; // addcmul(value=-1)
-            }
-            else
-                root[j] = sq[i];
-            grad[j] = gi;
+            ga[i] = add_scaled(ga[i] * k.alpha, k.one_minus_alpha, gi);
+            root[j] = sq[i] + T(-1) * ga[i] * ga[i]; // addcmul(value=-1)
         }
-        sqrt_inplace(root, len);
-        for (std::size_t j = 0, i = start; j < len; ++j, ++i)
+        else
+            root[j] = sq[i];
+        grad[j] = gi;
+    }
+    sqrt_inplace(root, len);
+    for (std::size_t j = 0, i = begin; j < len; ++j, ++i)
+    {
+        const T avg = root[j] + k.eps; // .sqrt_().add_(eps)
+        if constexpr (Momentum)
         {
-            const T avg = root[j] + k.eps; // .sqrt_().add_(eps)
-            if constexpr (Momentum)
-            {
-                buf[i] = buf[i] * k.momentum + grad[j] / avg; // mul_().addcdiv_()
-                x[i] = add_scaled(x[i], k.neg_lr, buf[i]);    // param.add_(buf, alpha=-lr)
-            }
-            else
-                x[i] = x[i] + k.neg_lr * grad[j] / avg; // addcdiv_(value=-lr)
+            buf[i] = buf[i] * k.momentum + grad[j] / avg; // mul_().addcdiv_()
+            x[i] = add_scaled(x[i], k.neg_lr, buf[i]);    // param.add_(buf, alpha=-lr)
         }
+        else
+            x[i] = x[i] + k.neg_lr * grad[j] / avg; // addcdiv_(value=-lr)
     }
 }
 
+// One RMSprop step over n elements on Device, block by block (see block_size).
+template <class Device, class T, bool Decay, bool Centered, bool Momentum>
+void rmsprop_step(std::size_t n, T* x, const T* g, T* sq, T* buf, T* ga, const rmsprop_scalars<T> k)
+{
+    Device::for_each(
+        block_count(n, block_size<Device>), EMBER_KERNEL(std::size_t b) {
+            const std::size_t begin = b * block_size<Device>;
+            const std::size_t end = n - begin < block_size<Device> ? n : begin + block_size<Device>;
+            rmsprop_block<T, Decay, Centered, Momentum, block_size<Device>>(begin, end, x, g, sq,
+                                                                            buf, ga, k);
+        });
+}
+
+// rmsprop_step with the flags with_flags picks (a named functor: see sgd_launch).
+template <class Device, class T>
+struct rmsprop_launch
+{
+    std::size_t n;
+    T* x;
+    const T* g;
+    T* sq;
+    T* buf;
+    T* ga;
+    rmsprop_scalars<T> k;
+
+    template <bool Decay, bool Centered, bool Momentum>
+    void operator()() const
+    {
+        rmsprop_step<Device, T, Decay, Centered, Momentum>(n, x, g, sq, buf, ga, k);
+    }
+};
+
 } // namespace detail
 
-template <class T>
-void rmsprop<T>::check_options(const rmsprop_options& o, std::string_view where)
+template <class T, class Device>
+void rmsprop<T, Device>::check_options(const rmsprop_options& o, std::string_view where)
 {
     const std::string at = std::string(where) + ": ";
     if (!(0.0 <= o.lr))
@@ -151,8 +189,8 @@ void rmsprop<T>::check_options(const rmsprop_options& o, std::string_view where)
         throw value_error(at + "Invalid alpha value: " + detail::repr(o.alpha));
 }
 
-template <class T>
-void rmsprop<T>::write_options(const rmsprop_options& o, ordered_dict<state_value>& out)
+template <class T, class Device>
+void rmsprop<T, Device>::write_options(const rmsprop_options& o, ordered_dict<state_value>& out)
 {
     out.insert("lr", o.lr);
     out.insert("momentum", detail::int_if_zero(o.momentum));
@@ -165,8 +203,8 @@ void rmsprop<T>::write_options(const rmsprop_options& o, ordered_dict<state_valu
     out.insert("differentiable", false);
 }
 
-template <class T>
-rmsprop_options rmsprop<T>::read_options(detail::dict_reader& in)
+template <class T, class Device>
+rmsprop_options rmsprop<T, Device>::read_options(detail::dict_reader& in)
 {
     rmsprop_options o;
     o.lr = in.number("lr");
@@ -182,9 +220,9 @@ rmsprop_options rmsprop<T>::read_options(detail::dict_reader& in)
     return o;
 }
 
-template <class T>
-void rmsprop<T>::update(const rmsprop_options& o, std::span<T> value, std::span<const T> grad,
-                        rmsprop_state<T>& s, std::size_t index)
+template <class T, class Device>
+void rmsprop<T, Device>::update(const rmsprop_options& o, std::span<T> value,
+                                std::span<const T> grad, state_type& s, std::size_t index)
 {
     const std::size_t n = value.size();
     const bool use_momentum = o.momentum > 0;
@@ -221,51 +259,41 @@ void rmsprop<T>::update(const rmsprop_options& o, std::span<T> value, std::span<
     k.eps = static_cast<T>(o.eps);
     k.momentum = static_cast<T>(o.momentum);
     k.neg_lr = static_cast<T>(-o.lr);
-    T* x = value.data();
-    const T* g = grad.data();
-    T* sq = s.square_avg.data();
-    T* buf = s.momentum_buffer.data();
-    T* ga = s.grad_avg.data();
-    detail::with_flags(
-        [&]<bool Decay, bool Centered, bool Momentum>()
-        { detail::rmsprop_kernel<T, Decay, Centered, Momentum>(n, x, g, sq, buf, ga, k); },
-        o.weight_decay != 0, centered, use_momentum);
+    detail::with_flags(detail::rmsprop_launch<Device, T>{n, value.data(), grad.data(),
+                                                         detail::data_of(s.square_avg),
+                                                         detail::data_of(s.momentum_buffer),
+                                                         detail::data_of(s.grad_avg), k},
+                       o.weight_decay != 0, centered, use_momentum);
 }
 
-template <class T>
-void rmsprop<T>::write_state(const rmsprop_state<T>& s, const std::vector<std::int64_t>& shape,
-                             ordered_dict<state_value>& out)
+template <class T, class Device>
+void rmsprop<T, Device>::write_state(const state_type& s, const std::vector<std::int64_t>& shape,
+                                     ordered_dict<state_value>& out)
 {
     out.insert("step", s.step);
-    out.insert("square_avg", detail::to_host(std::span<const T>(s.square_avg), shape));
+    out.insert("square_avg", detail::to_host<Device>(s.square_avg, shape));
     if (s.has_momentum_buffer)
-        out.insert("momentum_buffer",
-                   detail::to_host(std::span<const T>(s.momentum_buffer), shape));
+        out.insert("momentum_buffer", detail::to_host<Device>(s.momentum_buffer, shape));
     if (s.has_grad_avg)
-        out.insert("grad_avg", detail::to_host(std::span<const T>(s.grad_avg), shape));
+        out.insert("grad_avg", detail::to_host<Device>(s.grad_avg, shape));
 }
 
-template <class T>
-rmsprop_state<T> rmsprop<T>::read_state(detail::dict_reader& in, const rmsprop_options& o,
-                                        const std::vector<std::int64_t>& shape)
+template <class T, class Device>
+auto rmsprop<T, Device>::read_state(detail::dict_reader& in, const rmsprop_options& o,
+                                    const std::vector<std::int64_t>& shape) -> state_type
 {
-    rmsprop_state<T> s;
+    state_type s;
     s.initialized = true;
     s.step = static_cast<std::int64_t>(in.step("step"));
-    auto copy = [](const host_tensor* t, std::vector<T>& out)
-    {
-        auto data = t->data<T>();
-        out.assign(data.begin(), data.end());
-    };
-    copy(in.tensor<T>("square_avg", shape, true), s.square_avg);
+    detail::from_host<Device>(*in.tensor<T>("square_avg", shape, true), s.square_avg);
     if (const host_tensor* t = in.tensor<T>("momentum_buffer", shape, o.momentum > 0))
     {
-        copy(t, s.momentum_buffer);
+        detail::from_host<Device>(*t, s.momentum_buffer);
         s.has_momentum_buffer = true;
     }
     if (const host_tensor* t = in.tensor<T>("grad_avg", shape, o.centered))
     {
-        copy(t, s.grad_avg);
+        detail::from_host<Device>(*t, s.grad_avg);
         s.has_grad_avg = true;
     }
     return s;

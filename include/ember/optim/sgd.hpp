@@ -4,7 +4,7 @@
 /// decay and maximize: torch.optim.SGD's update, in its order of operations.
 ///
 /// @code
-/// ember::optim::sgd opt(model.parameters(), {.lr = 0.01, .momentum = 0.9});
+/// ember::optim::sgd opt(model.parameters(), {.lr = 0.01, .momentum = 0.9}); // model's device
 /// @endcode
 
 #include "ember/optim/optimizer.hpp"
@@ -27,21 +27,22 @@ struct sgd_options
     bool maximize = false;
 };
 
-/// @brief One parameter's SGD state: the momentum buffer, absent until momentum is used
-/// (PyTorch stores None in its place when momentum is 0).
-template <class T>
+/// @brief One parameter's SGD state: the momentum buffer (in the device's memory), absent
+/// until momentum is used (PyTorch stores None in its place when momentum is 0).
+template <class T, class Device = cpu>
 struct sgd_state
 {
     bool initialized = false;
     bool has_momentum_buffer = false;
-    std::vector<T> momentum_buffer;
+    typename Device::template vector_type<T> momentum_buffer;
 };
 
-/// @brief torch.optim.SGD over parameters of element type T.
-template <class T = float>
-class sgd : public optimizer<sgd<T>, T, sgd_options, sgd_state<T>>
+/// @brief torch.optim.SGD over parameters of element type T on `Device`.
+template <class T = float, class Device = cpu>
+class sgd : public optimizer<sgd<T, Device>, T, sgd_options, sgd_state<T, Device>, Device>
 {
-    using base_type = optimizer<sgd<T>, T, sgd_options, sgd_state<T>>;
+    using base_type = optimizer<sgd<T, Device>, T, sgd_options, sgd_state<T, Device>, Device>;
+    using state_type = sgd_state<T, Device>;
     friend base_type;
 
 public:
@@ -49,7 +50,7 @@ public:
     static constexpr std::string_view name = "sgd";
 
     /// @brief One group holding `params` (what `model.parameters()` returns).
-    sgd(std::vector<nn::param_ref<T>> params, const sgd_options& options)
+    sgd(std::vector<nn::param_ref<T, Device>> params, const sgd_options& options)
         : base_type(detail::single_group(std::move(params), options, name))
     {
     }
@@ -61,24 +62,24 @@ private:
     static void write_options(const sgd_options& o, ordered_dict<state_value>& out);
     static sgd_options read_options(detail::dict_reader& in);
     static void update(const sgd_options& o, std::span<T> value, std::span<const T> grad,
-                       sgd_state<T>& s, std::size_t index);
-    static void write_state(const sgd_state<T>& s, const std::vector<std::int64_t>& shape,
+                       state_type& s, std::size_t index);
+    static void write_state(const state_type& s, const std::vector<std::int64_t>& shape,
                             ordered_dict<state_value>& out);
-    static sgd_state<T> read_state(detail::dict_reader& in, const sgd_options& o,
-                                   const std::vector<std::int64_t>& shape);
+    static state_type read_state(detail::dict_reader& in, const sgd_options& o,
+                                 const std::vector<std::int64_t>& shape);
 };
 
-template <class T>
-sgd(std::vector<nn::param_ref<T>>, const sgd_options&) -> sgd<T>;
-template <class T>
-sgd(std::vector<param_group<T, sgd_options>>) -> sgd<T>;
+template <class T, class Device>
+sgd(std::vector<nn::param_ref<T, Device>>, const sgd_options&) -> sgd<T, Device>;
+template <class T, class Device>
+sgd(std::vector<param_group<T, sgd_options, Device>>) -> sgd<T, Device>;
 
 /*******************
  * implementation  *
  *******************/
 
-template <class T>
-void sgd<T>::check_options(const sgd_options& o, std::string_view where)
+template <class T, class Device>
+void sgd<T, Device>::check_options(const sgd_options& o, std::string_view where)
 {
     const std::string at = std::string(where) + ": ";
     if (std::isnan(o.lr))
@@ -93,8 +94,8 @@ void sgd<T>::check_options(const sgd_options& o, std::string_view where)
         throw value_error(at + "Nesterov momentum requires a momentum and zero dampening");
 }
 
-template <class T>
-void sgd<T>::write_options(const sgd_options& o, ordered_dict<state_value>& out)
+template <class T, class Device>
+void sgd<T, Device>::write_options(const sgd_options& o, ordered_dict<state_value>& out)
 {
     out.insert("lr", o.lr);
     out.insert("momentum", detail::int_if_zero(o.momentum));
@@ -106,8 +107,8 @@ void sgd<T>::write_options(const sgd_options& o, ordered_dict<state_value>& out)
     out.insert("differentiable", false);
 }
 
-template <class T>
-sgd_options sgd<T>::read_options(detail::dict_reader& in)
+template <class T, class Device>
+sgd_options sgd<T, Device>::read_options(detail::dict_reader& in)
 {
     sgd_options o;
     o.lr = in.number("lr");
@@ -124,33 +125,73 @@ sgd_options sgd<T>::read_options(detail::dict_reader& in)
 
 namespace detail
 {
-// One SGD step over n elements. On the first step with momentum the buffer is zero and
-// buffer_momentum 0, keep 1, so it becomes a copy of d, as PyTorch's clone.
-template <class T, bool Decay, bool Momentum, bool Nesterov>
-void sgd_kernel(std::size_t n, T* __restrict x, const T* __restrict g, T* __restrict buf, T sign,
-                T weight_decay, T buffer_momentum, T keep, T momentum, T neg_lr)
+
+template <class T>
+struct sgd_scalars
 {
-    for (std::size_t i = 0; i < n; ++i)
+    T sign, weight_decay, buffer_momentum, keep, momentum, neg_lr;
+};
+
+// One SGD step over elements [begin, end). On the first step with momentum the buffer is zero
+// and buffer_momentum 0, keep 1, so it becomes a copy of d, as PyTorch's clone.
+template <class T, bool Decay, bool Momentum, bool Nesterov>
+EMBER_HOST_DEVICE void sgd_block(std::size_t begin, std::size_t end, T* __restrict__ x,
+                                 const T* __restrict__ g, T* __restrict__ buf,
+                                 const sgd_scalars<T> k)
+{
+    for (std::size_t i = begin; i < end; ++i)
     {
-        T d = sign * g[i]; // maximize: -grad
+        T d = k.sign * g[i]; // maximize: -grad
         if constexpr (Decay)
-            d = add_scaled(d, weight_decay, x[i]); // d_p.add(param, alpha=weight_decay)
+            d = add_scaled(d, k.weight_decay, x[i]); // d_p.add(param, alpha=weight_decay)
         if constexpr (Momentum)
         {
-            buf[i] = add_scaled(buf[i] * buffer_momentum, keep, d); // mul_().add_(alpha=1-τ)
+            buf[i] = add_scaled(buf[i] * k.buffer_momentum, k.keep, d); // mul_().add_(1-τ)
             if constexpr (Nesterov)
-                d = add_scaled(d, momentum, buf[i]);
+                d = add_scaled(d, k.momentum, buf[i]);
             else
                 d = buf[i];
         }
-        x[i] = add_scaled(x[i], neg_lr, d); // param.add_(d_p, alpha=-lr)
+        x[i] = add_scaled(x[i], k.neg_lr, d); // param.add_(d_p, alpha=-lr)
     }
 }
+
+// One SGD step over n elements on Device, block by block (see block_size).
+template <class Device, class T, bool Decay, bool Momentum, bool Nesterov>
+void sgd_step(std::size_t n, T* x, const T* g, T* buf, const sgd_scalars<T> k)
+{
+    Device::for_each(
+        block_count(n, block_size<Device>), EMBER_KERNEL(std::size_t b) {
+            const std::size_t begin = b * block_size<Device>;
+            const std::size_t end = n - begin < block_size<Device> ? n : begin + block_size<Device>;
+            sgd_block<T, Decay, Momentum, Nesterov>(begin, end, x, g, buf, k);
+        });
+}
+
+// sgd_step with the flags with_flags picks. A named functor, not a generic lambda in update():
+// nvcc rewrites a member of a class template with default arguments that contains one into
+// code g++ rejects.
+template <class Device, class T>
+struct sgd_launch
+{
+    std::size_t n;
+    T* x;
+    const T* g;
+    T* buf;
+    sgd_scalars<T> k;
+
+    template <bool Decay, bool Momentum, bool Nesterov>
+    void operator()() const
+    {
+        sgd_step<Device, T, Decay, Momentum, Nesterov>(n, x, g, buf, k);
+    }
+};
+
 } // namespace detail
 
-template <class T>
-void sgd<T>::update(const sgd_options& o, std::span<T> value, std::span<const T> grad,
-                    sgd_state<T>& s, std::size_t index)
+template <class T, class Device>
+void sgd<T, Device>::update(const sgd_options& o, std::span<T> value, std::span<const T> grad,
+                            state_type& s, std::size_t index)
 {
     const std::size_t n = value.size();
     const bool use_momentum = o.momentum != 0;
@@ -167,45 +208,37 @@ void sgd<T>::update(const sgd_options& o, std::span<T> value, std::span<const T>
         detail::check_state_size(name, index, "momentum_buffer", s.momentum_buffer.size(), n);
     }
     // Scalars are Python floats in PyTorch, rounded to T by the tensor ops.
-    const T sign = o.maximize ? T(-1) : T(1);
-    const T weight_decay = static_cast<T>(o.weight_decay);
-    const T momentum = static_cast<T>(o.momentum);
-    const T buffer_momentum = first ? T(0) : momentum;
-    const T keep = first ? T(1) : static_cast<T>(1 - o.dampening);
-    const T neg_lr = static_cast<T>(-o.lr);
-    T* x = value.data();
-    const T* g = grad.data();
-    T* buf = s.momentum_buffer.data();
-    detail::with_flags(
-        [&]<bool Decay, bool Momentum, bool Nesterov>()
-        {
-            detail::sgd_kernel<T, Decay, Momentum, Nesterov>(
-                n, x, g, buf, sign, weight_decay, buffer_momentum, keep, momentum, neg_lr);
-        },
-        o.weight_decay != 0, use_momentum, o.nesterov);
+    detail::sgd_scalars<T> k;
+    k.sign = o.maximize ? T(-1) : T(1);
+    k.weight_decay = static_cast<T>(o.weight_decay);
+    k.momentum = static_cast<T>(o.momentum);
+    k.buffer_momentum = first ? T(0) : k.momentum;
+    k.keep = first ? T(1) : static_cast<T>(1 - o.dampening);
+    k.neg_lr = static_cast<T>(-o.lr);
+    detail::with_flags(detail::sgd_launch<Device, T>{n, value.data(), grad.data(),
+                                                     detail::data_of(s.momentum_buffer), k},
+                       o.weight_decay != 0, use_momentum, o.nesterov);
 }
 
-template <class T>
-void sgd<T>::write_state(const sgd_state<T>& s, const std::vector<std::int64_t>& shape,
-                         ordered_dict<state_value>& out)
+template <class T, class Device>
+void sgd<T, Device>::write_state(const state_type& s, const std::vector<std::int64_t>& shape,
+                                 ordered_dict<state_value>& out)
 {
     if (s.has_momentum_buffer)
-        out.insert("momentum_buffer",
-                   detail::to_host(std::span<const T>(s.momentum_buffer), shape));
+        out.insert("momentum_buffer", detail::to_host<Device>(s.momentum_buffer, shape));
     else
         out.insert("momentum_buffer", std::monostate{});
 }
 
-template <class T>
-sgd_state<T> sgd<T>::read_state(detail::dict_reader& in, const sgd_options&,
-                                const std::vector<std::int64_t>& shape)
+template <class T, class Device>
+auto sgd<T, Device>::read_state(detail::dict_reader& in, const sgd_options&,
+                                const std::vector<std::int64_t>& shape) -> state_type
 {
-    sgd_state<T> s;
+    state_type s;
     s.initialized = true;
     if (const host_tensor* t = in.tensor<T>("momentum_buffer", shape, true, true))
     {
-        auto data = t->data<T>();
-        s.momentum_buffer.assign(data.begin(), data.end());
+        detail::from_host<Device>(*t, s.momentum_buffer);
         s.has_momentum_buffer = true;
     }
     return s;

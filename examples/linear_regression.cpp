@@ -10,48 +10,10 @@
 #include <ember/ember.hpp>
 
 #include <cstdio>
+#include <string_view>
 #include <vector>
 
-// ============================================
-// 3. Build Model — the lesson's LinearRegressionModel
-// ============================================
-template <class Device = ember::cpu>
-struct LinearRegressionModel : ember::nn::module<LinearRegressionModel<Device>, Device>
-{
-    using tensor = ember::tensor<float, 2>;
-    ember::nn::parameter<float, 1, Device> weight{ember::randn<float>({1})};
-    ember::nn::parameter<float, 1, Device> bias{ember::randn<float>({1})};
-
-    template <class V>
-    void visit(V&& v)
-    {
-        v("weight", weight);
-        v("bias", bias);
-    }
-
-    // forward(x) = weight * x + bias
-    const tensor& forward(const tensor& x)
-    {
-        if (this->caching())
-            m_x = x;
-        m_y.resize(x.shape());
-        xt::noalias(m_y) = weight.value(0) * x + bias.value(0);
-        return m_y;
-    }
-
-    // d/dweight = sum(dy * x), d/dbias = sum(dy), d/dx = weight * dy
-    const tensor& backward(const tensor& dy)
-    {
-        weight.grad(0) += xt::sum(dy * m_x)();
-        bias.grad(0) += xt::sum(dy)();
-        m_dx.resize(dy.shape());
-        xt::noalias(m_dx) = weight.value(0) * dy;
-        return m_dx;
-    }
-
-private:
-    tensor m_x, m_y, m_dx;
-};
+#include "lesson_model.hpp"
 
 template <class Device>
 int run()
@@ -84,8 +46,13 @@ int run()
     std::printf("Train: %zu, Val: %zu, Test: %zu\n", X_train.shape(0), X_val.shape(0),
                 X_test.shape(0));
 
+    // Step 8 of the lesson: the model and the data on the device
+    const auto X_train_d = ember::to<Device>(X_train), y_train_d = ember::to<Device>(y_train);
+    const auto X_val_d = ember::to<Device>(X_val), y_val_d = ember::to<Device>(y_val);
+    const auto X_test_d = ember::to<Device>(X_test), y_test_d = ember::to<Device>(y_test);
+
     LinearRegressionModel<Device> model;
-    ember::nn::mse_loss<float> criterion;
+    ember::nn::mse_loss<float, 2, Device> criterion;
     ember::optim::sgd optimizer(model.parameters(), {.lr = 0.01});
 
     // ============================================
@@ -98,8 +65,8 @@ int run()
     {
         // Training: forward, loss, zero_grad, backward, step
         model.train();
-        const auto& y_pred = model(X_train);
-        float loss = criterion(y_pred, y_train);
+        const auto& y_pred = model(X_train_d);
+        float loss = criterion(y_pred, y_train_d);
         optimizer.zero_grad();
         model.backward(criterion.backward());
         optimizer.step();
@@ -110,7 +77,7 @@ int run()
         float val_loss;
         {
             ember::no_grad guard;
-            val_loss = criterion(model(X_val), y_val);
+            val_loss = criterion(model(X_val_d), y_val_d);
         }
         val_losses.push_back(val_loss);
 
@@ -170,7 +137,7 @@ int run()
         ember::no_grad guard;
         final_weight = loaded_model.weight.item();
         final_bias = loaded_model.bias.item();
-        test_loss = criterion(loaded_model(X_test), y_test);
+        test_loss = criterion(loaded_model(X_test_d), y_test_d);
     }
     std::printf("\nFinal Results:\n");
     std::printf("  Learned weight: %.4f (true: %g)\n", final_weight, weight);
@@ -182,7 +149,7 @@ int run()
     std::printf("\nPredictions for new data:\n");
     {
         ember::no_grad guard;
-        const auto& predictions = loaded_model(new_data);
+        const auto predictions = ember::to_host(loaded_model(ember::to<Device>(new_data)));
         for (std::size_t i = 0; i < new_data.shape(0); ++i)
             std::printf("  X = %.2f -> y = %.4f\n", new_data(i, 0), predictions(i, 0));
     }
@@ -201,7 +168,7 @@ int run()
     std::vector<double> y_plot;
     {
         ember::no_grad guard;
-        y_plot = column(loaded_model(X));
+        y_plot = column(ember::to_host(loaded_model(ember::to<Device>(X))));
     }
     char learned[64];
     std::snprintf(learned, sizeof learned, "Learned: y=%.2fX+%.2f", final_weight, final_bias);
@@ -222,11 +189,22 @@ int run()
     return 0;
 }
 
-int main()
+// `linear_regression [--device cpu|cuda|thrust_omp|thrust_cpp]`: by default cuda when this
+// program was built with CUDA and a GPU is usable, else cpu, as the lesson's
+// `device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')`.
+int main(int argc, char** argv)
 {
     try
     {
-        return run<ember::cpu>();
+        ember::device_kind device = ember::default_device();
+        if (argc == 3 && std::string_view(argv[1]) == "--device")
+            device = ember::parse_device(argv[2]);
+        else if (argc != 1)
+        {
+            std::fprintf(stderr, "usage: %s [--device cpu|cuda|thrust_omp|thrust_cpp]\n", argv[0]);
+            return 2;
+        }
+        return ember::with_device(device, []<class Device>() { return run<Device>(); });
     }
     catch (const ember::error& e)
     {

@@ -1,4 +1,5 @@
 // The README's first example, compiled with the others so it cannot rot.
+#include <cstdio>
 #include <ember/ember.hpp>
 namespace nn = ember::nn;
 
@@ -17,10 +18,13 @@ int main()
         optimizer.zero_grad();
         model.backward(criterion.backward()); // backward
         optimizer.step();
+        if (step % 20 == 0)
+            std::printf("step %d: loss %.4f\n", step, loss);
     }
     ember::save(model.state_dict(), "model.ember");
 
     model.eval();
     ember::no_grad guard; // with torch.no_grad():
     const auto& logits = model(x);
+    std::printf("logits: %zu x %zu\n", logits.shape(0), logits.shape(1));
 }

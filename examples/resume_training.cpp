@@ -11,41 +11,7 @@
 #include <cstring>
 #include <vector>
 
-// The lesson's LinearRegressionModel (as in examples/linear_regression.cpp).
-struct LinearRegressionModel : ember::nn::module<LinearRegressionModel>
-{
-    using tensor = ember::tensor<float, 2>;
-    ember::nn::parameter<float, 1> weight{ember::randn<float>({1})};
-    ember::nn::parameter<float, 1> bias{ember::randn<float>({1})};
-
-    template <class V>
-    void visit(V&& v)
-    {
-        v("weight", weight);
-        v("bias", bias);
-    }
-
-    const tensor& forward(const tensor& x)
-    {
-        if (this->caching())
-            m_x = x;
-        m_y.resize(x.shape());
-        xt::noalias(m_y) = weight.value(0) * x + bias.value(0);
-        return m_y;
-    }
-
-    const tensor& backward(const tensor& dy)
-    {
-        weight.grad(0) += xt::sum(dy * m_x)();
-        bias.grad(0) += xt::sum(dy)();
-        m_dx.resize(dy.shape());
-        xt::noalias(m_dx) = weight.value(0) * dy;
-        return m_dx;
-    }
-
-private:
-    tensor m_x, m_y, m_dx;
-};
+#include "lesson_model.hpp"
 
 using dataset = ember::data::tensor_dataset<ember::tensor<float, 2>, ember::tensor<float, 2>>;
 using subset = ember::data::subset<dataset>;
@@ -54,7 +20,6 @@ constexpr double learning_rate = 0.01;
 constexpr ember::data::data_loader_options loader_options{
     .batch_size = 8, .shuffle = true, .seed = 42};
 
-// Everything one run trains with, and what it has recorded.
 struct training
 {
     training(const subset& train, const subset& val)
@@ -155,7 +120,7 @@ struct training
                     model.bias.item(), test_loss(test));
     }
 
-    LinearRegressionModel model;
+    LinearRegressionModel<> model;
     ember::nn::mse_loss<float> criterion;
     ember::optim::sgd<float> optimizer;
     ember::data::data_loader<subset> loader;

@@ -5,14 +5,17 @@
 set -euo pipefail
 example=$(realpath "$1")
 golden=$(realpath "$2")
+device=${3:-cpu} # the device to run it on (the build's test_device); PyTorch's golden ran on cpu
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-"$example" > out.txt
+"$example" --device "$device" > out.txt
+grep -qx "Using device: $device" out.txt \
+  || { echo "FAIL: no 'Using device: $device' line"; head -1 out.txt; exit 1; }
 # The checkpoint's timestamp is the time of each run: check its form, then mask it on both sides.
 grep -Eq '^Saved: [0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}$' out.txt \
   || { echo "FAIL: no 'Saved: <ISO 8601 timestamp>' line"; grep '^Saved' out.txt; exit 1; }
-mask() { sed -E 's/^Saved: .*/Saved: <timestamp>/' "$1"; }
+mask() { sed -E 's/^Saved: .*/Saved: <timestamp>/; s/^Using device: .*/Using device: <device>/' "$1"; }
 if ! diff -u <(mask "$golden") <(mask out.txt); then
   echo "FAIL: the workflow's output differs from PyTorch's (above: - PyTorch, + ember)"
   exit 1

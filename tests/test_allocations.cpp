@@ -38,6 +38,8 @@
 #include <string>
 #include <vector>
 
+#include "../examples/lesson_model.hpp" // the lesson's LinearRegressionModel
+
 // ---- the counting allocator ----------------------------------------------------------------
 
 #if defined(__GLIBC__)
@@ -276,43 +278,6 @@ using namespace ember;
 
 namespace
 {
-
-// examples/linear_regression.cpp's model, unchanged.
-template <class Device = ember::cpu>
-struct LinearRegressionModel : ember::nn::module<LinearRegressionModel<Device>, Device>
-{
-    using tensor = ember::tensor<float, 2>;
-    ember::nn::parameter<float, 1, Device> weight{ember::randn<float>({1})};
-    ember::nn::parameter<float, 1, Device> bias{ember::randn<float>({1})};
-
-    template <class V>
-    void visit(V&& v)
-    {
-        v("weight", weight);
-        v("bias", bias);
-    }
-
-    const tensor& forward(const tensor& x)
-    {
-        if (this->caching())
-            m_x = x;
-        m_y.resize(x.shape());
-        xt::noalias(m_y) = weight.value(0) * x + bias.value(0);
-        return m_y;
-    }
-
-    const tensor& backward(const tensor& dy)
-    {
-        weight.grad(0) += xt::sum(dy * m_x)();
-        bias.grad(0) += xt::sum(dy)();
-        m_dx.resize(dy.shape());
-        xt::noalias(m_dx) = weight.value(0) * dy;
-        return m_dx;
-    }
-
-private:
-    tensor m_x, m_y, m_dx;
-};
 
 tensor<float, 2> column(std::size_t n, float from, float step)
 {

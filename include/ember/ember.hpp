@@ -14,6 +14,8 @@
 #include "ember/core/tensor.hpp"
 
 #include "ember/device/cpu.hpp"
+#include "ember/device/dispatch.hpp"
+#include "ember/device/transfer.hpp"
 
 #include "ember/nn/gradcheck.hpp"
 #include "ember/nn/layers.hpp"
@@ -31,5 +33,9 @@
 #include "ember/serialize/file.hpp"
 #include "ember/serialize/pytorch.hpp"
 #include "ember/serialize/safetensors.hpp"
+
+#include "ember/history.hpp"
+#include "ember/metrics.hpp"
+#include "ember/progress.hpp"
 
 #include "ember/plot/svg.hpp"

@@ -1,7 +1,9 @@
 #pragma once
 /// @file
-/// ember's data pipeline in one include: datasets, splits, randperm and the data_loader.
+/// ember's data pipeline in one include: datasets, CSV files, splits, randperm and the
+/// data_loader.
 
+#include "ember/data/csv.hpp"
 #include "ember/data/data_loader.hpp"
 #include "ember/data/dataset.hpp"
 #include "ember/data/randperm.hpp"

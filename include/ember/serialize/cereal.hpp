@@ -559,10 +559,9 @@ void tensor_elements(Archive& ar, dtype type, Bytes* bytes, std::size_t nbytes,
         using U = decltype(tag);
         using P = std::conditional_t<loading, U*, const U*>;
         auto* p = reinterpret_cast<P>(bytes);
-        const std::size_t n = nbytes / sizeof(U);
         if constexpr (is_text_archive_v<Archive>)
         {
-            for (std::size_t i = 0; i < n; ++i)
+            for (std::size_t i = 0; i < nbytes / sizeof(U); ++i)
                 ar(const_cast<U&>(p[i]));
         }
         else

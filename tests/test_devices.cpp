@@ -1,0 +1,218 @@
+// Devices: choosing one at run time, moving tensors, models and optimizer state between them,
+// files that load onto any device, and the same training giving the same numbers on each.
+// Built with g++ (cpu, and thrust_omp when Meson found Thrust and OpenMP) and, when Meson's
+// cuda option is on, again by nvcc, where the cuda cases run if a GPU is usable and the
+// no-GPU behaviour is checked otherwise.
+#include "ember/device/dispatch.hpp"
+#include "ember/device/transfer.hpp"
+#include "ember/loss/mse.hpp"
+#include "ember/nn/linear.hpp"
+#include "ember/optim/sgd.hpp"
+#include "ember/serialize/file.hpp"
+
+#include <boost/mpl/list.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+using namespace ember;
+
+namespace
+{
+
+#if defined(__CUDACC__)
+#define DEVICES_CUDA , ember::cuda
+#else
+#define DEVICES_CUDA
+#endif
+#if defined(EMBER_WITH_THRUST_OMP) && defined(_OPENMP)
+#define DEVICES_OMP , ember::thrust_omp
+#else
+#define DEVICES_OMP
+#endif
+// Every device compiled into this test.
+using devices = boost::mpl::list<ember::cpu DEVICES_OMP DEVICES_CUDA>;
+
+template <class Device>
+bool usable()
+{
+    if (Device::is_available())
+        return true;
+    BOOST_TEST_MESSAGE(std::string(Device::name) + " is compiled in but not usable here: skipped");
+    return false;
+}
+
+tensor<float, 2> batch()
+{
+    tensor<float, 2> x = tensor<float, 2>::from_shape({6, 3});
+    for (std::size_t i = 0; i < x.size(); ++i)
+        x.data()[i] = static_cast<float>(i % 5) * 0.25f - 0.5f;
+    return x;
+}
+
+std::filesystem::path temp_file(const std::string& name)
+{
+    return std::filesystem::temp_directory_path() / ("ember-test-devices-" + name);
+}
+
+// `steps` of SGD with momentum on a linear layer, from manual_seed(1); returns the state_dict.
+template <class Device>
+state_dict train(int steps)
+{
+    manual_seed(1);
+    nn::linear<float, Device> layer(3, 2);
+    nn::mse_loss<float, 2, Device> loss;
+    optim::sgd opt(layer.parameters(), {.lr = 0.1, .momentum = 0.9});
+    const auto x = to<Device>(batch());
+    const auto y = to<Device>(tensor<float, 2>(xt::ones<float>({6, 2})));
+    for (int s = 0; s < steps; ++s)
+    {
+        loss(layer(x), y);
+        opt.zero_grad();
+        layer.backward(loss.backward());
+        opt.step();
+    }
+    return layer.state_dict();
+}
+
+void check_close(const state_dict& a, const state_dict& b, double tol)
+{
+    BOOST_TEST_REQUIRE(a.size() == b.size());
+    for (const auto& [key, t] : a)
+    {
+        const host_tensor* u = b.find(key);
+        BOOST_TEST_REQUIRE(u != nullptr, "missing key " << key);
+        BOOST_TEST_REQUIRE((t.shape() == u->shape()));
+        auto x = t.data<float>(), y = u->data<float>();
+        for (std::size_t i = 0; i < x.size(); ++i)
+            BOOST_TEST(std::abs(x[i] - y[i]) <= tol * (1 + std::abs(x[i])), key << "[" << i << "]");
+    }
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(device_names_parse_and_unknown_names_are_refused)
+{
+    BOOST_TEST((parse_device("cpu") == device_kind::cpu));
+    BOOST_TEST((parse_device("cuda") == device_kind::cuda));
+    BOOST_TEST((parse_device("thrust_omp") == device_kind::thrust_omp));
+    BOOST_TEST(device_name(device_kind::thrust_cpp) == "thrust_cpp");
+    try
+    {
+        parse_device("gpu0");
+        BOOST_FAIL("no error");
+    }
+    catch (const value_error& e)
+    {
+        BOOST_TEST(std::string(e.what()) ==
+                   "unknown device 'gpu0': expected cpu, cuda, thrust_omp or thrust_cpp");
+    }
+}
+
+BOOST_AUTO_TEST_CASE(cpu_is_always_there_and_cuda_only_when_usable)
+{
+    BOOST_TEST(is_available(device_kind::cpu));
+    BOOST_TEST(cuda_is_available() == is_available(device_kind::cuda));
+    BOOST_TEST((default_device() == (cuda_is_available() ? device_kind::cuda : device_kind::cpu)));
+#if !defined(__CUDACC__)
+    BOOST_TEST(!cuda_is_available()); // built without CUDA: false, not a crash
+#endif
+}
+
+BOOST_AUTO_TEST_CASE(with_device_runs_the_chosen_policy_and_refuses_a_missing_one)
+{
+    const std::string name =
+        with_device(device_kind::cpu, []<class D>() { return std::string(D::name); });
+    BOOST_TEST(name == "cpu");
+    if (!cuda_is_available())
+    {
+        try
+        {
+            with_device(device_kind::cuda, []<class D>() { return 0; });
+            BOOST_FAIL("no error");
+        }
+        catch (const device_error& e)
+        {
+            const std::string what = e.what();
+            BOOST_TEST(what.find("device 'cuda' is not") == 0, what);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(tensors_move_to_a_device_and_back_unchanged, Device, devices)
+{
+    if (!usable<Device>())
+        return;
+    const auto x = batch();
+    const auto d = to<Device>(x);
+    BOOST_TEST(d.size() == x.size());
+    const auto back = to_host(d);
+    BOOST_TEST((back == x));
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(the_same_training_gives_the_same_numbers_on_every_device, Device,
+                              devices)
+{
+    if (!usable<Device>())
+        return;
+    // Sums run in another order on parallel devices: equal to cpu up to float rounding.
+    check_close(train<Device>(5), train<cpu>(5), 1e-5);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_file_saved_on_one_device_loads_onto_every_other, Device, devices)
+{
+    if (!usable<Device>())
+        return;
+    manual_seed(3);
+    nn::linear<float, Device> on_device(3, 2);
+    const auto path = temp_file(std::string(Device::name) + ".pth");
+    save(on_device.state_dict(), path);
+    // map_location: the same file onto cpu, and onto this device again.
+    nn::linear<float> on_cpu(3, 2);
+    on_cpu.load_state_dict(load<state_dict>(path));
+    BOOST_TEST((on_cpu.state_dict() == on_device.state_dict()));
+    nn::linear<float, Device> again(3, 2);
+    again.load_state_dict(load<state_dict>(path));
+    BOOST_TEST((again.state_dict() == on_device.state_dict()));
+    std::filesystem::remove(path);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_model_and_its_optimizer_move_between_devices_mid_training, Device,
+                              devices)
+{
+    if (!usable<Device>())
+        return;
+    manual_seed(1);
+    nn::linear<float> model(3, 2);
+    nn::mse_loss<float> loss;
+    optim::sgd opt(model.parameters(), {.lr = 0.1, .momentum = 0.9});
+    const auto x = batch();
+    const tensor<float, 2> y = xt::ones<float>({6, 2});
+    auto step = [](auto& m, auto& l, auto& o, const auto& in, const auto& target)
+    {
+        l(m(in), target);
+        o.zero_grad();
+        m.backward(l.backward());
+        o.step();
+    };
+    for (int s = 0; s < 3; ++s)
+        step(model, loss, opt, x, y);
+
+    // model.to(device), and the optimizer's state with it (momentum buffers).
+    auto moved = to<nn::linear<float, Device>>(model, 3, 2);
+    BOOST_TEST((moved.state_dict() == model.state_dict()));
+    optim::sgd moved_opt(moved.parameters(), {.lr = 0.1, .momentum = 0.9});
+    moved_opt.load_state_dict(opt.state_dict());
+    nn::mse_loss<float, 2, Device> moved_loss;
+    const auto xd = to<Device>(x);
+    const auto yd = to<Device>(y);
+    for (int s = 0; s < 3; ++s)
+    {
+        step(model, loss, opt, x, y);
+        step(moved, moved_loss, moved_opt, xd, yd);
+    }
+    check_close(moved.state_dict(), model.state_dict(), 1e-5);
+}

@@ -41,13 +41,8 @@ template <class Device>
 void lesson(result& r)
 {
     ember::manual_seed(42);
-    const std::size_t n = 35; // the lesson's training split
-    ember::tensor<float, 2> x = ember::tensor<float, 2>::from_shape({n, 1});
-    for (std::size_t i = 0; i < n; ++i)
-        x(i, 0) = static_cast<float>(0.02 * static_cast<double>(i));
-    ember::tensor<float, 2> y = 0.7f * x;
-    y = y + 0.3f;
-    const auto X = ember::to<Device>(x), Y = ember::to<Device>(y);
+    const auto data = make_lesson_data(0.7f, 0.3f, 35); // the lesson's training split
+    const auto X = ember::to<Device>(data.X), Y = ember::to<Device>(data.y);
 
     LinearRegressionModel<Device> model;
     ember::nn::mse_loss<float, 2, Device> criterion;

@@ -1,5 +1,5 @@
 #pragma once
-// The lesson's LinearRegressionModel (step 3 of the workflow), shared by the examples that
+// The lesson's data (step 2) and LinearRegressionModel (step 3), shared by the examples that
 // train it: two named parameters and hand-written forward and backward, one kernel each, so the
 // same model runs on every device.
 #include <ember/ember.hpp>
@@ -58,3 +58,21 @@ struct LinearRegressionModel : ember::nn::module<LinearRegressionModel<Device>, 
 private:
     tensor m_x, m_y, m_dx;
 };
+
+/// The lesson's data: X = torch.arange(0, 1, 0.02).unsqueeze(dim=1) (n = 50 points, or the first
+/// n) and y = weight * X + bias, each rounded to float as PyTorch rounds them.
+struct lesson_data
+{
+    ember::tensor<float, 2> X;
+    ember::tensor<float, 2> y;
+};
+
+inline lesson_data make_lesson_data(float weight = 0.7f, float bias = 0.3f, std::size_t n = 50)
+{
+    lesson_data d{ember::tensor<float, 2>::from_shape({n, 1}), {}};
+    for (std::size_t i = 0; i < n; ++i)
+        d.X(i, 0) = static_cast<float>(0.02 * static_cast<double>(i));
+    d.y = weight * d.X;
+    d.y = d.y + bias; // two roundings, as PyTorch's `weight * X + bias`
+    return d;
+}

@@ -29,12 +29,8 @@ int run()
     // ============================================
     const float weight = 0.7f, bias = 0.3f;
     // torch.arange(0, 1, 0.02).unsqueeze(dim=1), and y = weight * X + bias, rounded as PyTorch does
-    const std::size_t n = 50;
-    ember::tensor<float, 2> X = ember::tensor<float, 2>::from_shape({n, 1});
-    for (std::size_t i = 0; i < n; ++i)
-        X(i, 0) = static_cast<float>(0.02 * static_cast<double>(i));
-    ember::tensor<float, 2> y = weight * X;
-    y = y + bias;
+    const auto [X, y] = make_lesson_data(weight, bias);
+    const std::size_t n = X.shape(0);
 
     const auto train_split = static_cast<std::size_t>(0.7 * n);
     const auto val_split = static_cast<std::size_t>(0.85 * n);

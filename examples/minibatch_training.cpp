@@ -35,12 +35,7 @@ int run()
     // 1. Setup and 2. Prepare Data
     // ============================================
     const float weight = 0.7f, bias = 0.3f;
-    const std::size_t n = 50;
-    ember::tensor<float, 2> X = ember::tensor<float, 2>::from_shape({n, 1});
-    for (std::size_t i = 0; i < n; ++i)
-        X(i, 0) = static_cast<float>(0.02 * static_cast<double>(i));
-    ember::tensor<float, 2> y = weight * X;
-    y = y + bias;
+    const auto [X, y] = make_lesson_data(weight, bias);
     const dataset data(X, y);
     const auto [train, val, test] = ember::data::split(data, {0.7, 0.15, 0.15});
     const auto [X_train, y_train] = ember::data::materialize(train);

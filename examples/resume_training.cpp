@@ -138,12 +138,7 @@ bool same_bits(const std::vector<T>& a, const std::vector<T>& b)
 int run()
 {
     // The lesson's data: y = 0.7 X + 0.3 on X = 0, 0.02, ..., 0.98, split 70/15/15 in order.
-    const std::size_t n = 50;
-    ember::tensor<float, 2> X = ember::tensor<float, 2>::from_shape({n, 1});
-    for (std::size_t i = 0; i < n; ++i)
-        X(i, 0) = static_cast<float>(0.02 * static_cast<double>(i));
-    ember::tensor<float, 2> y = 0.7f * X;
-    y = y + 0.3f;
+    const auto [X, y] = make_lesson_data();
     const dataset data(X, y);
     const auto [train, val, test] = ember::data::split(data, {0.7, 0.15, 0.15});
     std::printf("Train: %zu, Val: %zu, Test: %zu (mini-batches of %zu, shuffled)\n", train.size(),

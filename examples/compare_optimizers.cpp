@@ -21,11 +21,6 @@ using batch = dataset::batch_type;
 constexpr double learning_rate = 0.01;
 constexpr int epochs = 100;
 
-std::vector<double> column(const ember::tensor<float, 2>& t)
-{
-    return std::vector<double>(t.begin(), t.end());
-}
-
 // The lesson's training loop with any optimizer; losses go into `rows` as NAME_train_loss and
 // NAME_val_loss, one row per epoch.
 template <class Optimizer>
@@ -142,11 +137,7 @@ int run()
     for (std::size_t k = 0; k < loaded.size(); ++k)
     {
         auto& ax = fig.subplot(1, 3, static_cast<int>(k) + 2);
-        ax.scatter(column(X_train), column(y_train),
-                   {.label = "Train data", .color = "b", .alpha = 0.6});
-        ax.scatter(column(X_val), column(y_val), {.label = "Val data", .color = "g", .alpha = 0.6});
-        ax.scatter(column(X_test), column(y_test),
-                   {.label = "Test data", .color = "r", .alpha = 0.6});
+        scatter_splits(ax, X_train, y_train, X_val, y_val, X_test, y_test);
         char label[64];
         std::snprintf(label, sizeof label, "Learned: y=%.2fX+%.2f", loaded[k].weight,
                       loaded[k].bias);
@@ -162,13 +153,5 @@ int run()
 
 int main()
 {
-    try
-    {
-        return run();
-    }
-    catch (const ember::error& e)
-    {
-        std::fprintf(stderr, "error: %s\n", e.what());
-        return 1;
-    }
+    return run_reporting_errors(run);
 }

@@ -5,6 +5,8 @@
 #include <ember/ember.hpp>
 
 #include <cstddef>
+#include <cstdio>
+#include <vector>
 
 template <class Device = ember::cpu>
 struct LinearRegressionModel : ember::nn::module<LinearRegressionModel<Device>, Device>
@@ -75,4 +77,40 @@ inline lesson_data make_lesson_data(float weight = 0.7f, float bias = 0.3f, std:
     d.y = weight * d.X;
     d.y = d.y + bias; // two roundings, as PyTorch's `weight * X + bias`
     return d;
+}
+
+/// A column tensor's values as doubles, as plot::axes takes them.
+inline std::vector<double> column(const ember::tensor<float, 2>& t)
+{
+    return std::vector<double>(t.begin(), t.end());
+}
+
+/// The lesson's three splits as scatter plots: train in blue, validation green, test red.
+inline void scatter_splits(ember::plot::axes& ax, const ember::tensor<float, 2>& X_train,
+                           const ember::tensor<float, 2>& y_train,
+                           const ember::tensor<float, 2>& X_val,
+                           const ember::tensor<float, 2>& y_val,
+                           const ember::tensor<float, 2>& X_test,
+                           const ember::tensor<float, 2>& y_test)
+{
+    ax.scatter(column(X_train), column(y_train),
+               {.label = "Train data", .color = "b", .alpha = 0.6});
+    ax.scatter(column(X_val), column(y_val), {.label = "Val data", .color = "g", .alpha = 0.6});
+    ax.scatter(column(X_test), column(y_test), {.label = "Test data", .color = "r", .alpha = 0.6});
+}
+
+/// What an example's main() does: runs `run` and turns an ember::error into its message on
+/// stderr and exit status 1.
+template <class F>
+int run_reporting_errors(F&& run)
+{
+    try
+    {
+        return run();
+    }
+    catch (const ember::error& e)
+    {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        return 1;
+    }
 }

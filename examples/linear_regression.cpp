@@ -159,8 +159,6 @@ int run()
     curves.plot(val_losses, {.label = "Validation", .width = 2});
     curves.xlabel("Epoch").ylabel("Loss (MSE)").title("Training Progress").legend().grid(true, 0.3);
 
-    auto column = [](const ember::tensor<float, 2>& t)
-    { return std::vector<double>(t.begin(), t.end()); };
     std::vector<double> y_plot;
     {
         ember::no_grad guard;
@@ -169,11 +167,7 @@ int run()
     char learned[64];
     std::snprintf(learned, sizeof learned, "Learned: y=%.2fX+%.2f", final_weight, final_bias);
     auto& preds = fig.subplot(1, 2, 2);
-    preds.scatter(column(X_train), column(y_train),
-                  {.label = "Train data", .color = "b", .alpha = 0.6});
-    preds.scatter(column(X_val), column(y_val), {.label = "Val data", .color = "g", .alpha = 0.6});
-    preds.scatter(column(X_test), column(y_test),
-                  {.label = "Test data", .color = "r", .alpha = 0.6});
+    scatter_splits(preds, X_train, y_train, X_val, y_val, X_test, y_test);
     preds.plot(column(X), y_plot, {.label = learned, .color = "r", .width = 2});
     preds.plot(column(X), column(y),
                {.label = "True: y=0.7X+0.3", .color = "g", .width = 2, .dashed = true});

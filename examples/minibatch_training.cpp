@@ -24,11 +24,6 @@ constexpr std::size_t epochs = 100;
 constexpr ember::data::data_loader_options loader_options{
     .batch_size = 8, .shuffle = true, .seed = 42};
 
-std::vector<double> column(const ember::tensor<float, 2>& t)
-{
-    return std::vector<double>(t.begin(), t.end());
-}
-
 int run()
 {
     // ============================================
@@ -155,11 +150,7 @@ int run()
     const std::vector<double> y_full = column(full_batch(X));
     const std::vector<double> y_plot = column(loaded_model(X));
     auto& preds = fig.subplot(1, 2, 2);
-    preds.scatter(column(X_train), column(y_train),
-                  {.label = "Train data", .color = "b", .alpha = 0.6});
-    preds.scatter(column(X_val), column(y_val), {.label = "Val data", .color = "g", .alpha = 0.6});
-    preds.scatter(column(X_test), column(y_test),
-                  {.label = "Test data", .color = "r", .alpha = 0.6});
+    scatter_splits(preds, X_train, y_train, X_val, y_val, X_test, y_test);
     preds.plot(column(X), y_plot, {.label = learned, .color = "r", .width = 2});
     preds.plot(column(X), y_full, {.label = full_learned, .color = "#7f7f7f", .width = 1.5});
     preds.plot(column(X), column(y),
@@ -172,13 +163,5 @@ int run()
 
 int main()
 {
-    try
-    {
-        return run();
-    }
-    catch (const ember::error& e)
-    {
-        std::fprintf(stderr, "error: %s\n", e.what());
-        return 1;
-    }
+    return run_reporting_errors(run);
 }

@@ -29,11 +29,6 @@ std::string lr_name(double lr)
     return buf;
 }
 
-std::vector<double> column(const ember::tensor<float, 2>& t)
-{
-    return std::vector<double>(t.begin(), t.end());
-}
-
 int run()
 {
     // The lesson's data: y = 0.7 X + 0.3 on X = 0, 0.02, ..., 0.98, split 70/15/15 in order.
@@ -137,11 +132,7 @@ int run()
                                .ylabel = "Validation loss (MSE)",
                                .title = "Validation Loss by Learning Rate"});
     auto& preds = fig.subplot(1, 2, 2);
-    preds.scatter(column(X_train), column(y_train),
-                  {.label = "Train data", .color = "b", .alpha = 0.6});
-    preds.scatter(column(X_val), column(y_val), {.label = "Val data", .color = "g", .alpha = 0.6});
-    preds.scatter(column(X_test), column(y_test),
-                  {.label = "Test data", .color = "r", .alpha = 0.6});
+    scatter_splits(preds, X_train, y_train, X_val, y_val, X_test, y_test);
     for (std::size_t k = 0; k < curves.size(); ++k)
         preds.plot(column(X), curves[k], {.label = labels[k], .color = colors[k], .width = 2});
     preds.plot(column(X), column(y),
@@ -154,13 +145,5 @@ int run()
 
 int main()
 {
-    try
-    {
-        return run();
-    }
-    catch (const ember::error& e)
-    {
-        std::fprintf(stderr, "error: %s\n", e.what());
-        return 1;
-    }
+    return run_reporting_errors(run);
 }

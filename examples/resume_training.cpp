@@ -191,13 +191,5 @@ int run()
 
 int main()
 {
-    try
-    {
-        return run();
-    }
-    catch (const ember::error& e)
-    {
-        std::fprintf(stderr, "error: %s\n", e.what());
-        return 1;
-    }
+    return run_reporting_errors(run);
 }

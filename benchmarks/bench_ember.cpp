@@ -240,7 +240,7 @@ void set_bytes(benchmark::State& state)
 void save_state_dict(benchmark::State& state)
 {
     big_model model;
-    const auto path = bench::temp_dir() / "ember_state.pth";
+    const auto path = bench::temp_dir() / "ember_state.ember";
     for (auto _ : state)
         ember::save(model.state_dict(), path);
     set_bytes(state);
@@ -250,7 +250,7 @@ void save_state_dict(benchmark::State& state)
 void load_state_dict(benchmark::State& state)
 {
     big_model model;
-    const auto path = bench::temp_dir() / "ember_state.pth";
+    const auto path = bench::temp_dir() / "ember_state.ember";
     ember::save(model.state_dict(), path);
     for (auto _ : state)
         model.load_state_dict(ember::load<ember::state_dict>(path));

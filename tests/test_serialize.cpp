@@ -12,7 +12,10 @@
 #include <boost/mpl/list.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -319,4 +322,186 @@ BOOST_AUTO_TEST_CASE(saving_over_an_existing_file_replaces_it_and_leaves_no_temp
     for ([[maybe_unused]] auto& entry : fs::directory_iterator(dir.path))
         ++files;
     BOOST_TEST(files == 1u);
+}
+
+// ---- large files: streamed saving, mapped loading, one-pass checksums -----------------------
+
+namespace
+{
+// Two tensors above the streaming size (detail::large_block) and a file above
+// detail::file_bytes::map_threshold, with small records between them.
+state_dict large_state_dict()
+{
+    state_dict sd = sample_state_dict();
+    tensor<float, 2> w = tensor<float, 2>::from_shape({512, 300});
+    for (std::size_t i = 0; i < w.size(); ++i)
+        w.data()[i] = static_cast<float>(i % 1009) * 0.25f - 3.f;
+    sd.insert("big.weight", host_tensor::from(w));
+    sd.insert("between", host_tensor::from(tensor<std::int64_t, 1>{1, 2, 3}));
+    tensor<double, 1> v = tensor<double, 1>::from_shape({100000});
+    for (std::size_t i = 0; i < v.size(); ++i)
+        v.data()[i] = static_cast<double>(i) / 7.0;
+    sd.insert("big.bias", host_tensor::from(v));
+    return sd;
+}
+
+std::size_t find_bytes(const std::vector<char>& hay, const void* needle, std::size_t n)
+{
+    const auto* p = static_cast<const char*>(needle);
+    auto it = std::search(hay.begin(), hay.end(), p, p + n);
+    BOOST_REQUIRE(it != hay.end());
+    return static_cast<std::size_t>(it - hay.begin());
+}
+
+// Re-seals the payload checksum (offset 32) and the header checksum over a changed payload.
+void reseal(std::vector<char>& b)
+{
+    const auto* p = reinterpret_cast<const std::byte*>(b.data());
+    const std::uint32_t crc = detail::crc32_of({p + detail::header_size, b.size() - 40});
+    for (int i = 0; i < 4; ++i)
+        b[32 + i] = static_cast<char>((crc >> (8 * i)) & 0xff);
+    patch_header(b, 8, detail::container_version);
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(a_streamed_container_is_byte_for_byte_the_in_memory_encoding)
+{
+    temp_dir dir;
+    const auto sd = large_state_dict();
+    save(sd, dir.path / "big.ember");
+    const auto bytes = read_bytes(dir.path / "big.ember");
+    BOOST_TEST(bytes.size() > detail::file_bytes::map_threshold);
+    const auto expected = detail::encode_container(sd);
+    BOOST_TEST(bytes.size() == expected.size());
+    BOOST_TEST((std::memcmp(bytes.data(), expected.data(), expected.size()) == 0));
+    BOOST_TEST(detail::file_bytes(dir.path / "big.ember").mapped());
+    BOOST_TEST((load<state_dict>(dir.path / "big.ember") == sd));
+    // Small files are read, not mapped (so file_ops.read still sees them).
+    save(sample_state_dict(), dir.path / "small.ember");
+    BOOST_TEST(!detail::file_bytes(dir.path / "small.ember").mapped());
+}
+
+BOOST_AUTO_TEST_CASE(a_flipped_bit_in_a_large_tensor_is_a_payload_checksum_mismatch)
+{
+    temp_dir dir;
+    const auto sd = large_state_dict();
+    save(sd, dir.path / "big.ember");
+    auto bytes = read_bytes(dir.path / "big.ember");
+    const auto& big = sd.at("big.weight");
+    const std::size_t at = find_bytes(bytes, big.bytes().data(), 64) + 100000;
+    bytes[at] = static_cast<char>(bytes[at] ^ 0x10);
+    write_bytes(dir.path / "bad.ember", bytes);
+    try
+    {
+        load<state_dict>(dir.path / "bad.ember");
+        BOOST_FAIL("expected format_error");
+    }
+    catch (const format_error& e)
+    {
+        const std::string msg = e.what();
+        BOOST_TEST_INFO("message: " << msg);
+        BOOST_TEST(msg.find("payload checksum mismatch") != std::string::npos);
+        BOOST_TEST(msg.find("bad.ember") != std::string::npos);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_large_tensor_whose_own_checksum_fails_is_named_by_its_key)
+{
+    // The payload checksum re-sealed over a changed tensor: only the tensor's own CRC-32,
+    // computed in the same pass as the copy, can catch it.
+    temp_dir dir;
+    const auto sd = large_state_dict();
+    save(sd, dir.path / "big.ember");
+    auto bytes = read_bytes(dir.path / "big.ember");
+    const std::size_t at = find_bytes(bytes, sd.at("big.bias").bytes().data(), 64) + 700000;
+    bytes[at] = static_cast<char>(bytes[at] ^ 0x01);
+    reseal(bytes);
+    write_bytes(dir.path / "bad.ember", bytes);
+    try
+    {
+        load<state_dict>(dir.path / "bad.ember");
+        BOOST_FAIL("expected format_error");
+    }
+    catch (const format_error& e)
+    {
+        const std::string msg = e.what();
+        BOOST_TEST_INFO("message: " << msg);
+        BOOST_TEST(msg.find("key 'big.bias'") != std::string::npos);
+        BOOST_TEST(msg.find("data checksum mismatch") != std::string::npos);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_truncated_large_file_is_a_format_error)
+{
+    temp_dir dir;
+    save(large_state_dict(), dir.path / "big.ember");
+    auto bytes = read_bytes(dir.path / "big.ember");
+    for (std::size_t n : {bytes.size() - 1, bytes.size() / 2, std::size_t{1} << 20})
+    {
+        write_bytes(dir.path / "cut.ember", {bytes.begin(), bytes.begin() + n});
+        BOOST_CHECK_THROW(load<state_dict>(dir.path / "cut.ember"), format_error);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_write_failing_inside_a_large_tensor_keeps_the_previous_file)
+{
+    temp_dir dir;
+    const fs::path target = dir.path / "big.ember";
+    save(sample_state_dict(), target);
+    const auto before = read_bytes(target);
+    static int writes = 0;
+    writes = 0;
+    detail::file_ops ops;
+    ops.write = [](int fd, const void* b, std::size_t n) -> ssize_t
+    {
+        if (++writes == 3) // inside big.weight's data, written piece by piece
+        {
+            errno = ENOSPC;
+            return -1;
+        }
+        return ::write(fd, b, n);
+    };
+    {
+        detail::scoped_file_ops failing(ops);
+        try
+        {
+            save(large_state_dict(), target);
+            BOOST_FAIL("expected io_error");
+        }
+        catch (const io_error& e)
+        {
+            const std::string msg = e.what();
+            BOOST_TEST_INFO("message: " << msg);
+            BOOST_TEST(msg.find("write failed after") != std::string::npos);
+            BOOST_TEST(msg.find(std::strerror(ENOSPC)) != std::string::npos);
+        }
+    }
+    BOOST_TEST((read_bytes(target) == before));
+    std::size_t files = 0;
+    for ([[maybe_unused]] auto& entry : fs::directory_iterator(dir.path))
+        ++files;
+    BOOST_TEST(files == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(checksumming_streams_agree_with_a_plain_crc)
+{
+    std::vector<std::byte> data(300000);
+    for (std::size_t i = 0; i < data.size(); ++i)
+        data[i] = static_cast<std::byte>((i * 2654435761u) >> 13);
+    const std::uint32_t whole = detail::crc32_of(data);
+    const std::span<const std::byte> all(data);
+    BOOST_TEST(detail::crc32_concat(detail::crc32_of(all.first(1234)),
+                                    detail::crc32_of(all.subspan(1234)),
+                                    data.size() - 1234) == whole);
+    // Read as a small piece, a large block and a rest left unread.
+    detail::checksumming_source src(all);
+    std::vector<char> out(200000);
+    BOOST_TEST(src.sgetn(out.data(), 10) == 10);
+    BOOST_TEST(src.sgetn(out.data(), 200000) == 200000);
+    BOOST_TEST((std::memcmp(out.data(), data.data() + 10, out.size()) == 0));
+    // The block's checksum is remembered for the bytes where they were copied to.
+    const std::span<const std::byte> copied(reinterpret_cast<const std::byte*>(out.data()),
+                                            out.size());
+    BOOST_TEST(detail::crc32_of_block(copied) == detail::crc32_of(all.subspan(10, 200000)));
+    BOOST_TEST(src.crc() == whole);
 }

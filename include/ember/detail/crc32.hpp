@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <utility>
 
 #include <zlib.h>
 
@@ -30,6 +31,42 @@ inline std::uint32_t crc32_update(std::uint32_t crc, std::span<const std::byte> 
 inline std::uint32_t crc32_of(std::span<const std::byte> bytes)
 {
     return crc32_update(0, bytes);
+}
+
+/// The CRC-32 of A followed by B, from crc_a, crc_b and B's length (zlib's crc32_combine:
+/// a few hundred operations, whatever the lengths).
+inline std::uint32_t crc32_concat(std::uint32_t crc_a, std::uint32_t crc_b, std::size_t size_b)
+{
+    return static_cast<std::uint32_t>(::crc32_combine(crc_a, crc_b, static_cast<z_off_t>(size_b)));
+}
+
+/// The CRC-32 of the last large block a checksumming stream (memory_stream.hpp) wrote or read,
+/// so that the tensor record that wrote or read it does not read its bytes a second time:
+/// saving a large tensor then reads its bytes once, loading one copies and checks it in one
+/// pass. Per thread; every such stream overwrites it on each transfer and clears it when it
+/// is destroyed, and take_block_crc consumes it.
+struct block_crc
+{
+    const std::byte* data = nullptr;
+    std::size_t size = 0;
+    std::uint32_t crc = 0;
+};
+
+inline block_crc& last_block_crc() noexcept
+{
+    thread_local block_crc memo;
+    return memo;
+}
+
+/// The CRC-32 of `bytes`: the remembered one if the last block a checksumming stream moved was
+/// exactly these bytes, else computed.
+inline std::uint32_t crc32_of_block(std::span<const std::byte> bytes)
+{
+    block_crc& memo = last_block_crc();
+    const block_crc m = std::exchange(memo, block_crc{});
+    if (!bytes.empty() && m.data == bytes.data() && m.size == bytes.size())
+        return m.crc;
+    return crc32_of(bytes);
 }
 
 } // namespace ember::detail

@@ -19,6 +19,7 @@
 
 #include "ember/core/error.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstdio>
@@ -87,6 +88,45 @@ inline std::string errno_text(int err)
     return std::strerror(err);
 }
 
+/// The temporary file of an atomic write, handed to the producer of atomic_write_with. Every
+/// write goes through file_ops.write; short and interrupted writes are continued; a failure
+/// throws io_error ("cannot save 'path': write failed after X of Y bytes: reason").
+class atomic_file_writer
+{
+public:
+    atomic_file_writer(int fd, std::size_t total, const std::string& target) noexcept
+        : m_fd(fd), m_total(total), m_target(target)
+    {
+    }
+
+    /// Appends `bytes` to the file.
+    void write(std::span<const std::byte> bytes);
+
+    /// Overwrites the file's first bytes (a header whose checksums are known only once the
+    /// rest is written); the file's size does not change.
+    void rewrite_front(std::span<const std::byte> bytes);
+
+    /// Bytes appended so far.
+    std::size_t written() const noexcept { return m_written; }
+
+private:
+    /// Writes all of `bytes` at the current offset; `done` counts them for messages.
+    void write_all(std::span<const std::byte> bytes, std::size_t& done, std::size_t total);
+    [[noreturn]] void fail(const std::string& what) const;
+
+    int m_fd;
+    std::size_t m_total;
+    const std::string& m_target;
+    std::size_t m_written = 0;
+};
+
+/// Writes a file of `total` bytes, produced by `produce(atomic_file_writer&)`, to `path`
+/// atomically and durably, or throws and leaves `path` as it was (see the file comment for a
+/// failure after the rename). Whatever `produce` throws removes the temporary and propagates.
+/// `total` is what messages call the file's size; the bytes written must add up to it.
+template <class Produce>
+void atomic_write_with(const std::filesystem::path& path, std::size_t total, Produce&& produce);
+
 /// Writes `bytes` to `path` atomically and durably, or throws io_error and leaves `path` as it
 /// was (see the file comment for a failure after the rename).
 void atomic_write(const std::filesystem::path& path, std::span<const std::byte> bytes);
@@ -94,11 +134,73 @@ void atomic_write(const std::filesystem::path& path, std::span<const std::byte> 
 /// The whole content of `path`, or io_error naming the path and the reason.
 std::vector<std::byte> read_file(const std::filesystem::path& path);
 
+/// Opens `path` read-only through file_ops and sets `size`; throws io_error unless it is a
+/// regular file. The caller closes the descriptor (file_ops.close).
+int open_regular_file(const std::filesystem::path& path, std::size_t& size);
+
+/// Reads exactly `out.size()` bytes from `fd` through file_ops.read, continuing short and
+/// interrupted reads; io_error naming `name` otherwise. Does not close `fd`.
+void read_exactly(int fd, std::span<std::byte> out, const std::string& name);
+
 /*******************
  * implementation  *
  *******************/
 
-inline void atomic_write(const std::filesystem::path& path, std::span<const std::byte> bytes)
+inline void atomic_file_writer::fail(const std::string& what) const
+{
+    throw io_error("cannot save '" + m_target + "': " + what);
+}
+
+inline void atomic_file_writer::write_all(std::span<const std::byte> bytes, std::size_t& done,
+                                          std::size_t total)
+{
+    const file_ops& ops = active_file_ops();
+    const std::byte* p = bytes.data();
+    std::size_t left = bytes.size();
+    while (left > 0)
+    {
+        const ssize_t n = ops.write(m_fd, p, left);
+        if (n < 0)
+        {
+            const int err = errno;
+            if (err == EINTR)
+                continue;
+            fail("write failed after " + std::to_string(done) + " of " + std::to_string(total) +
+                 " bytes: " + errno_text(err));
+        }
+        if (n == 0) // a regular file never does this; retrying could spin forever
+            fail("write made no progress after " + std::to_string(done) + " of " +
+                 std::to_string(total) + " bytes");
+        p += n;
+        left -= static_cast<std::size_t>(n);
+        done += static_cast<std::size_t>(n);
+    }
+}
+
+inline void atomic_file_writer::write(std::span<const std::byte> bytes)
+{
+    if (bytes.size() > m_total - std::min(m_written, m_total))
+        fail("the data grew to more than the " + std::to_string(m_total) +
+             " bytes it was sized at (changed while being saved?)");
+    write_all(bytes, m_written, m_total);
+}
+
+inline void atomic_file_writer::rewrite_front(std::span<const std::byte> bytes)
+{
+    if (bytes.size() > m_written)
+        fail("internal error: rewriting " + std::to_string(bytes.size()) + " bytes of a " +
+             std::to_string(m_written) + "-byte file");
+    if (::lseek(m_fd, 0, SEEK_SET) != 0)
+    {
+        const int err = errno;
+        fail("seek to the file's start failed: " + errno_text(err));
+    }
+    std::size_t done = 0;
+    write_all(bytes, done, bytes.size());
+}
+
+template <class Produce>
+void atomic_write_with(const std::filesystem::path& path, std::size_t total, Produce&& produce)
 {
     namespace fs = std::filesystem;
     const file_ops& ops = active_file_ops();
@@ -124,34 +226,33 @@ inline void atomic_write(const std::filesystem::path& path, std::span<const std:
     if (fd < 0)
         throw io_error("cannot save '" + target + "': no free temporary file name");
 
-    // Removes the temporary (closing it first if still open) and throws; the error of the
-    // failed step is the one reported, whatever the clean-up meets.
-    auto fail = [&](const std::string& what)
+    // Removes the temporary (closing it first if still open); the error of the failed step is
+    // the one reported, whatever the clean-up meets.
+    auto clean_up = [&]
     {
         if (fd >= 0)
             ops.close(fd);
         ops.unlink(temp.c_str());
+    };
+    auto fail = [&](const std::string& what)
+    {
+        clean_up();
         throw io_error("cannot save '" + target + "': " + what);
     };
 
-    const std::byte* p = bytes.data();
-    std::size_t left = bytes.size();
-    while (left > 0)
+    try
     {
-        const ssize_t n = ops.write(fd, p, left);
-        if (n < 0)
-        {
-            const int err = errno;
-            if (err == EINTR)
-                continue;
-            fail("write failed after " + std::to_string(bytes.size() - left) + " of " +
-                 std::to_string(bytes.size()) + " bytes: " + errno_text(err));
-        }
-        if (n == 0) // a regular file never does this; retrying could spin forever
-            fail("write made no progress after " + std::to_string(bytes.size() - left) + " of " +
-                 std::to_string(bytes.size()) + " bytes");
-        p += n;
-        left -= static_cast<std::size_t>(n);
+        atomic_file_writer writer(fd, total, target);
+        produce(writer);
+        if (writer.written() != total)
+            throw io_error("cannot save '" + target + "': wrote " +
+                           std::to_string(writer.written()) + " of the " + std::to_string(total) +
+                           " bytes it was sized at (changed while being saved?)");
+    }
+    catch (...)
+    {
+        clean_up();
+        throw;
     }
     if (ops.fsync(fd) != 0)
     {
@@ -185,7 +286,12 @@ inline void atomic_write(const std::filesystem::path& path, std::span<const std:
         throw io_error("saved '" + target + "' but fsync of its folder failed: " + errno_text(err));
 }
 
-inline std::vector<std::byte> read_file(const std::filesystem::path& path)
+inline void atomic_write(const std::filesystem::path& path, std::span<const std::byte> bytes)
+{
+    atomic_write_with(path, bytes.size(), [&](atomic_file_writer& w) { w.write(bytes); });
+}
+
+inline int open_regular_file(const std::filesystem::path& path, std::size_t& size)
 {
     const file_ops& ops = active_file_ops();
     const std::string name = path.string();
@@ -207,33 +313,53 @@ inline std::vector<std::byte> read_file(const std::filesystem::path& path)
                         : S_ISREG(st.st_mode) ? errno_text(err)
                                               : std::string("it is not a regular file")));
     }
-    std::vector<std::byte> bytes;
-    try
-    {
-        bytes.resize(static_cast<std::size_t>(st.st_size));
-    }
-    catch (const std::exception&) // bad_alloc or length_error: the file does not fit in memory
-    {
-        ops.close(fd);
-        throw io_error("cannot read '" + name + "': its " + std::to_string(st.st_size) +
-                       " bytes do not fit in memory");
-    }
+    size = static_cast<std::size_t>(st.st_size);
+    return fd;
+}
+
+inline void read_exactly(int fd, std::span<std::byte> out, const std::string& name)
+{
+    const file_ops& ops = active_file_ops();
     std::size_t got = 0;
-    while (got < bytes.size())
+    while (got < out.size())
     {
-        const ssize_t n = ops.read(fd, bytes.data() + got, bytes.size() - got);
+        const ssize_t n = ops.read(fd, out.data() + got, out.size() - got);
         const int err = errno;
         if (n < 0 && err == EINTR)
             continue;
         if (n <= 0)
-        {
-            ops.close(fd);
             throw io_error("cannot read '" + name + "': " +
                            (n == 0 ? "file shrank while reading (" + std::to_string(got) + " of " +
-                                         std::to_string(bytes.size()) + " bytes)"
+                                         std::to_string(out.size()) + " bytes)"
                                    : errno_text(err)));
-        }
         got += static_cast<std::size_t>(n);
+    }
+}
+
+inline std::vector<std::byte> read_file(const std::filesystem::path& path)
+{
+    const file_ops& ops = active_file_ops();
+    const std::string name = path.string();
+    std::size_t size = 0;
+    const int fd = open_regular_file(path, size);
+    std::vector<std::byte> bytes;
+    try
+    {
+        try
+        {
+            bytes.resize(size);
+        }
+        catch (const std::exception&) // bad_alloc or length_error: the file does not fit in memory
+        {
+            throw io_error("cannot read '" + name + "': its " + std::to_string(size) +
+                           " bytes do not fit in memory");
+        }
+        read_exactly(fd, bytes, name);
+    }
+    catch (...)
+    {
+        ops.close(fd);
+        throw;
     }
     ops.close(fd);
     return bytes;

@@ -14,6 +14,7 @@
 #include <span>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -29,6 +30,10 @@ class mapped_file
 public:
     mapped_file() = default;
     explicit mapped_file(const std::filesystem::path& path);
+    /// Maps the first `size` bytes of the open file `fd` (left open); `populate` maps every
+    /// page at once (one system call instead of a page fault per 4 KiB for a file read
+    /// whole). Throws io_error naming `name`.
+    mapped_file(int fd, std::size_t size, const std::string& name, bool populate = false);
     ~mapped_file() { unmap(); }
 
     mapped_file(mapped_file&& other) noexcept
@@ -67,6 +72,29 @@ private:
     std::size_t m_size = 0;
 };
 
+/// A whole file's bytes, read into memory or, from map_threshold bytes up, mapped: a large
+/// file is then used in place (no copy, no fresh pages to fault in and fill).
+class file_bytes
+{
+public:
+    /// Files at least this large are mapped rather than read.
+    static constexpr std::size_t map_threshold = std::size_t{1} << 20;
+
+    /// The content of `path`: opened and, below map_threshold, read through file_ops (so
+    /// tests can make those calls fail); io_error naming the path and the reason.
+    explicit file_bytes(const std::filesystem::path& path);
+
+    std::span<const std::byte> bytes() const noexcept
+    {
+        return m_map.size() != 0 ? m_map.bytes() : std::span<const std::byte>(m_read);
+    }
+    bool mapped() const noexcept { return m_map.size() != 0; }
+
+private:
+    std::vector<std::byte> m_read;
+    mapped_file m_map;
+};
+
 /*******************
  * implementation  *
  *******************/
@@ -96,13 +124,53 @@ inline mapped_file::mapped_file(const std::filesystem::path& path)
         ::close(fd);
         return;
     }
-    void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int err = errno;
+    try
+    {
+        *this = mapped_file(fd, size, name);
+    }
+    catch (...)
+    {
+        ::close(fd);
+        throw;
+    }
     ::close(fd);
+}
+
+inline mapped_file::mapped_file(int fd, std::size_t size, const std::string& name, bool populate)
+{
+    if (size == 0)
+        return; // mmap refuses a zero length; an empty span is the whole file
+    void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE | (populate ? MAP_POPULATE : 0), fd, 0);
     if (p == MAP_FAILED)
-        throw io_error("cannot map '" + name + "': " + errno_text(err));
+        throw io_error("cannot map '" + name + "': " + errno_text(errno));
     m_data = p;
     m_size = size;
+}
+
+inline file_bytes::file_bytes(const std::filesystem::path& path)
+{
+    const file_ops& ops = active_file_ops();
+    const std::string name = path.string();
+    std::size_t size = 0;
+    const int fd = open_regular_file(path, size);
+    try
+    {
+        if (size >= map_threshold)
+        {
+            m_map = mapped_file(fd, size, name, /*populate=*/true);
+        }
+        else
+        {
+            m_read.resize(size);
+            read_exactly(fd, m_read, name);
+        }
+    }
+    catch (...)
+    {
+        ops.close(fd);
+        throw;
+    }
+    ops.close(fd);
 }
 
 } // namespace ember::detail

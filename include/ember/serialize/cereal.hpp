@@ -543,7 +543,7 @@ inline std::uint32_t tensor_crc32(const host_tensor& t)
 {
     static_assert(std::endian::native == std::endian::little,
                   "ember's tensor checksums assume a little-endian host");
-    return crc32_of(t.bytes());
+    return crc32_of_block(t.bytes());
 }
 
 // Tensor elements as their own width, so a portable archive swaps bytes per element. Text

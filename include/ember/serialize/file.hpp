@@ -49,15 +49,20 @@
 /// a JSON or XML file may leave it out, to be edited by hand), and the object itself under its
 /// content name.
 ///
-/// Saving is crash-safe in every format (detail::atomic_write). Loading checks the header, the
-/// sizes and both checksums before it parses a byte of payload, and parses every format with a
-/// byte budget so a corrupt length can never cause a large allocation. Every failure is an
-/// ember::error naming the file.
+/// Saving is crash-safe in every format (detail::atomic_write); a container streams into its
+/// temporary file, checksummed as it goes, with no copy of the file in memory. Loading maps a
+/// large file rather than reading it; it checks the container's header and sizes before it
+/// parses a byte of payload, and the payload's checksum as it parses, in the same pass that
+/// copies each tensor's bytes out (before anything is returned; a mismatch is reported as
+/// such whatever else the parse met). Every format is parsed with a byte budget, so a corrupt
+/// length can never cause an allocation larger than the file. Every failure is an ember::error
+/// naming the file.
 
 #include "ember/core/error.hpp"
 #include "ember/core/state_dict.hpp"
 #include "ember/detail/crc32.hpp"
 #include "ember/detail/file_io.hpp"
+#include "ember/detail/mapped_file.hpp"
 #include "ember/detail/memory_stream.hpp"
 #include "ember/optim/optimizer_state.hpp"
 #include "ember/serialize/cereal.hpp"
@@ -418,33 +423,91 @@ inline std::string describe_content(std::uint32_t content)
     return "content kind " + std::to_string(content) + ", which this build does not know";
 }
 
+/// The container's header for a payload of `payload_size` bytes with CRC-32 `payload_crc`.
+inline std::array<std::byte, header_size>
+container_header_bytes(file_content content, std::uint64_t payload_size, std::uint32_t payload_crc)
+{
+    std::array<std::byte, header_size> header{};
+    std::byte* h = header.data();
+    std::memcpy(h, file_magic.data(), file_magic.size());
+    put_le<std::uint32_t>(h + 8, container_version);
+    put_le<std::uint32_t>(h + 12, static_cast<std::uint32_t>(content));
+    put_le<std::uint32_t>(h + 16, version_number);
+    put_le<std::uint32_t>(h + 20, 0);
+    put_le<std::uint64_t>(h + 24, payload_size);
+    put_le<std::uint32_t>(h + 32, payload_crc);
+    put_le<std::uint32_t>(h + 36, crc32_of({h, 36}));
+    return header;
+}
+
 template <class T>
 std::vector<std::byte> encode_container(const T& obj)
 {
     std::vector<std::byte> bytes = portable_bytes(obj, header_size);
     const std::span<const std::byte> payload(bytes.data() + header_size,
                                              bytes.size() - header_size);
-    std::byte* h = bytes.data();
-    std::memcpy(h, file_magic.data(), file_magic.size());
-    put_le<std::uint32_t>(h + 8, container_version);
-    put_le<std::uint32_t>(h + 12, static_cast<std::uint32_t>(file_content_of<T>::value));
-    put_le<std::uint32_t>(h + 16, version_number);
-    put_le<std::uint32_t>(h + 20, 0);
-    put_le<std::uint64_t>(h + 24, payload.size());
-    put_le<std::uint32_t>(h + 32, crc32_of(payload));
-    put_le<std::uint32_t>(h + 36, crc32_of({h, 36}));
+    const auto header =
+        container_header_bytes(file_content_of<T>::value, payload.size(), crc32_of(payload));
+    std::memcpy(bytes.data(), header.data(), header_size);
     return bytes;
+}
+
+/// Saves `obj` as a container at `path` crash-safely without building the file in memory: the
+/// payload streams into the temporary file as cereal writes it, checksummed on the way (each
+/// tensor's bytes are read once, for its own CRC-32 and the payload's), and the header, whose
+/// checksum needs the whole payload, is written over the zeros left for it before the fsync.
+template <class T>
+void save_container(const T& obj, const std::filesystem::path& path)
+{
+    counting_sink counter; // the size first, for the writer's checks and messages
+    {
+        std::ostream os(&counter);
+        cereal::PortableBinaryOutputArchive ar(os);
+        ar(obj);
+    }
+    const std::size_t payload_size = counter.size();
+    atomic_write_with(
+        path, header_size + payload_size,
+        [&](atomic_file_writer& writer)
+        {
+            checksumming_sink<atomic_file_writer> sink(writer, header_size);
+            {
+                std::ostream os(&sink);
+                os.exceptions(std::ios::badbit); // the writer's io_error, not cereal's message
+                cereal::PortableBinaryOutputArchive ar(os);
+                ar(obj);
+            }
+            sink.flush();
+            if (sink.size() != payload_size)
+                throw io_error("cannot save '" + path.string() + "': its payload came to " +
+                               std::to_string(sink.size()) + " bytes, sized at " +
+                               std::to_string(payload_size) + " (changed while being saved?)");
+            const auto header =
+                container_header_bytes(file_content_of<T>::value, payload_size, sink.crc());
+            writer.rewrite_front(header);
+        });
 }
 
 template <class T>
 T decode_container(std::span<const std::byte> bytes, std::string_view name)
 {
-    const container_header header = read_container_header(bytes, name);
+    // The payload's CRC-32 is computed while it is parsed (one pass over a tensor's bytes
+    // copies and checks them), and checked before the object is returned. Parsing first is
+    // safe: the load budget bounds every allocation by the payload's real size. Whatever the
+    // parse finds wrong, a payload whose checksum does not match is reported as that.
+    const container_header header = read_container_header(bytes, name, /*check_payload=*/false);
     if (header.content != static_cast<std::uint32_t>(file_content_of<T>::value))
         throw file_error(name, "holds " + describe_content(header.content) + ", not a " +
                                    std::string(content_name(file_content_of<T>::value)));
+    const auto stored_crc = get_le<std::uint32_t>(bytes.data() + 32);
+    auto check_crc = [&](std::uint32_t actual)
+    {
+        if (actual != stored_crc)
+            throw file_error(name, "payload checksum mismatch (stored " + hex32(stored_crc) +
+                                       ", computed " + hex32(actual) + "): the file is corrupt");
+    };
     T obj{};
-    span_source source(header.payload);
+    checksumming_source source(header.payload);
     std::istream is(&source);
     try
     {
@@ -454,15 +517,18 @@ T decode_container(std::span<const std::byte> bytes, std::string_view name)
     }
     catch (const format_error& e)
     {
+        check_crc(source.crc());
         throw file_error(name, std::string(e.what()) + " (near offset " +
                                    std::to_string(header_size + source.consumed()) + ")");
     }
     catch (const cereal::Exception& e)
     {
+        check_crc(source.crc());
         throw file_error(name, "payload is malformed near offset " +
                                    std::to_string(header_size + source.consumed()) + ": " +
                                    e.what());
     }
+    check_crc(source.crc());
     if (source.remaining() != 0)
         throw file_error(name, std::to_string(source.remaining()) +
                                    " unread bytes after the payload's end");
@@ -960,6 +1026,8 @@ void save(const T& obj, const std::filesystem::path& path)
 template <class T>
 void save(const T& obj, const std::filesystem::path& path, file_format format)
 {
+    if (format == file_format::ember)
+        return detail::save_container(obj, path);
     const std::vector<std::byte> bytes = detail::encode(obj, format, pytorch::folder_for(path));
     detail::atomic_write(path, bytes);
 }
@@ -967,15 +1035,16 @@ void save(const T& obj, const std::filesystem::path& path, file_format format)
 template <class T>
 T load(const std::filesystem::path& path)
 {
-    const std::vector<std::byte> bytes = detail::read_file(path);
+    const detail::file_bytes file(path);
+    const std::span<const std::byte> bytes = file.bytes();
     return detail::decode<T>(bytes, detail::detect_format(bytes, path), path.string());
 }
 
 template <class T>
 T load(const std::filesystem::path& path, file_format format)
 {
-    const std::vector<std::byte> bytes = detail::read_file(path);
-    return detail::decode<T>(bytes, format, path.string());
+    const detail::file_bytes file(path);
+    return detail::decode<T>(file.bytes(), format, path.string());
 }
 
 inline file_info probe(const std::filesystem::path& path)

@@ -7,10 +7,11 @@
 // - a larger one where a GPU earns its keep: an MLP 256 → 1024 → 1024 → 1 on 8192 samples,
 //   mini-batches of 1024, Adam, a few epochs.
 //
-//   build/examples/device_timing [epochs of the MLP, default 5]
+//   build/examples/device_timing [epochs of the MLP, default 5]    writes device_timing.svg
 #include <ember/ember.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -28,12 +29,14 @@ double seconds_since(clock_type::time_point start)
     return std::chrono::duration<double>(clock_type::now() - start).count();
 }
 
+// Times and the loss curve against elapsed time, for the table and the figure.
 struct result
 {
     double lesson_seconds;
     float lesson_loss;
     double mlp_seconds;
     float mlp_loss;
+    std::vector<double> lesson_ms, lesson_losses, mlp_s, mlp_losses;
 };
 
 // The lesson's workflow: 100 epochs of full-batch SGD on y = 0.7 x + 0.3.
@@ -55,6 +58,8 @@ void lesson(result& r)
         optimizer.zero_grad();
         model.backward(criterion.backward());
         optimizer.step();
+        r.lesson_ms.push_back(seconds_since(start) * 1e3);
+        r.lesson_losses.push_back(loss);
     }
     r.lesson_seconds = seconds_since(start);
     r.lesson_loss = loss;
@@ -98,6 +103,8 @@ void mlp(result& r, int epochs)
             optimizer.zero_grad();
             model.backward(criterion.backward());
             optimizer.step();
+            r.mlp_s.push_back(seconds_since(start));
+            r.mlp_losses.push_back(loss);
         }
     r.mlp_seconds = seconds_since(start);
     r.mlp_loss = loss;
@@ -122,6 +129,16 @@ int main(int argc, char** argv)
                             : "this program was built without CUDA");
         std::printf("%-12s %14s %12s %14s %12s\n", "device", "lesson (ms)", "final loss", "MLP (s)",
                     "final loss");
+        // The figure: each device's loss against the time it took to get there.
+        ember::plot::figure fig(12, 5);
+        auto& lesson_axes = fig.subplot(1, 2, 1);
+        lesson_axes.xlabel("Time (ms)").ylabel("Loss (MSE)").title("The lesson, 100 epochs");
+        auto& mlp_axes = fig.subplot(1, 2, 2);
+        mlp_axes.xlabel("Time (s)").ylabel("Loss (MSE)").title("MLP 256-1024-1024-1, Adam");
+        // Every device runs the same training: its final losses must agree with cpu's, to float
+        // rounding (parallel sums add in another order).
+        result reference{};
+        bool agree = true;
         for (auto kind :
              {ember::device_kind::cpu, ember::device_kind::thrust_omp, ember::device_kind::cuda})
         {
@@ -137,7 +154,27 @@ int main(int argc, char** argv)
             std::printf("%-12s %14.3f %12.6f %14.3f %12.6f\n",
                         std::string(ember::device_name(kind)).c_str(), r.lesson_seconds * 1e3,
                         r.lesson_loss, r.mlp_seconds, r.mlp_loss);
+            if (kind == ember::device_kind::cpu)
+                reference = r;
+            else if (std::abs(r.lesson_loss - reference.lesson_loss) >
+                         1e-4 * std::abs(reference.lesson_loss) ||
+                     std::abs(r.mlp_loss - reference.mlp_loss) >
+                         1e-2 * std::abs(reference.mlp_loss))
+            {
+                std::printf("  %s's final losses differ from cpu's\n",
+                            std::string(ember::device_name(kind)).c_str());
+                agree = false;
+            }
+            const std::string name(ember::device_name(kind));
+            lesson_axes.plot(r.lesson_ms, r.lesson_losses, {.label = name, .width = 2});
+            mlp_axes.plot(r.mlp_s, r.mlp_losses, {.label = name, .width = 2});
         }
+        lesson_axes.legend().grid(true, 0.3);
+        mlp_axes.legend().grid(true, 0.3);
+        fig.save("device_timing.svg");
+        std::printf("Figure saved to device_timing.svg\n");
+        if (!agree)
+            return 1;
     }
     catch (const ember::error& e)
     {

@@ -154,3 +154,19 @@ BOOST_AUTO_TEST_CASE(labels_name_the_split_and_the_metric)
     BOOST_TEST(ember::plot::history_label("lr") == "lr");
     BOOST_TEST(ember::plot::history_label("training_loss") == "training_loss");
 }
+
+BOOST_AUTO_TEST_CASE(a_panel_stays_usable_after_more_panels_are_added)
+{
+    // matplotlib's habit: take every panel first, draw into them afterwards.
+    ember::plot::figure fig(12, 5);
+    auto& first = fig.subplot(1, 3, 1);
+    auto& second = fig.subplot(1, 3, 2);
+    auto& third = fig.subplot(1, 3, 3);
+    const std::vector<double> y{1, 2, 3};
+    first.plot(y, {.label = "first"}).title("First");
+    second.plot(y, {.label = "second"}).title("Second");
+    third.plot(y, {.label = "third"}).title("Third");
+    const std::string svg = fig.to_svg();
+    for (const char* t : {"First", "Second", "Third"})
+        BOOST_TEST(svg.find(t) != std::string::npos, t);
+}

@@ -23,6 +23,7 @@
 #include <limits>
 #include <span>
 #include <string>
+#include <deque>
 #include <vector>
 
 namespace ember::plot
@@ -106,6 +107,7 @@ public:
     }
 
     /// @brief The panel at 1-based `index` of a rows × cols grid (plt.subplot(rows, cols, i)).
+    /// The reference stays valid for the figure's lifetime, as more panels are added.
     axes& subplot(int rows, int cols, int index);
 
     /// @brief The whole figure as an SVG document.
@@ -121,7 +123,8 @@ private:
         axes ax;
     };
     double m_width, m_height;
-    std::vector<panel> m_panels;
+    // A deque: adding a panel keeps the references subplot() returned for the others valid.
+    std::deque<panel> m_panels;
 };
 
 /*******************

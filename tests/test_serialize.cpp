@@ -505,3 +505,26 @@ BOOST_AUTO_TEST_CASE(checksumming_streams_agree_with_a_plain_crc)
     BOOST_TEST(detail::crc32_of_block(copied) == detail::crc32_of(all.subspan(10, 200000)));
     BOOST_TEST(src.crc() == whole);
 }
+
+BOOST_AUTO_TEST_CASE(crc32_agrees_with_zlib_at_every_length_and_alignment)
+{
+    // crc32_update may take a carry-less-multiply path (x86-64 with PCLMULQDQ) for 64 bytes
+    // and more; zlib's own crc32 is the reference.
+    std::vector<std::byte> data(4096 + 64);
+    std::uint32_t x = 12345;
+    for (auto& b : data)
+    {
+        x = x * 1103515245u + 12345u;
+        b = static_cast<std::byte>(x >> 16);
+    }
+    for (std::size_t offset : {0, 1, 7, 16, 33})
+        for (std::size_t n = 0; n <= 4096; n += (n < 300 ? 1 : 61))
+            for (std::uint32_t start : {0u, 0xdeadbeefu})
+            {
+                const std::span<const std::byte> s(data.data() + offset, n);
+                const auto expected = static_cast<std::uint32_t>(
+                    ::crc32(start, reinterpret_cast<const Bytef*>(s.data()), static_cast<uInt>(n)));
+                BOOST_TEST_CONTEXT("offset " << offset << ", " << n << " bytes, start " << start)
+                BOOST_TEST(detail::crc32_update(start, s) == expected);
+            }
+}

@@ -258,6 +258,33 @@ void load_state_dict(benchmark::State& state)
     std::filesystem::remove(path);
 }
 
+// The file format's share alone: ember::save of a state_dict made once, outside the timing
+// (no state_dict() copy of the parameters), and ember::load<state_dict> without
+// load_state_dict's copy into the model. Not compared with LibTorch (its save and load take the
+// module); they say how much of save and load is the file and how much the state_dict.
+void save_file_only(benchmark::State& state)
+{
+    const ember::state_dict sd = big_model().state_dict();
+    const auto path = bench::temp_dir() / "ember_state.ember";
+    for (auto _ : state)
+        ember::save(sd, path);
+    set_bytes(state);
+    std::filesystem::remove(path);
+}
+
+void load_file_only(benchmark::State& state)
+{
+    const auto path = bench::temp_dir() / "ember_state.ember";
+    ember::save(big_model().state_dict(), path);
+    for (auto _ : state)
+    {
+        ember::state_dict sd = ember::load<ember::state_dict>(path);
+        benchmark::DoNotOptimize(sd);
+    }
+    set_bytes(state);
+    std::filesystem::remove(path);
+}
+
 // The same bytes written with one write() per tensor into a new file, then fsync (durable, as
 // ember's save is) or not; and read back whole.
 void write_all(int fd, const char* p, std::size_t n)
@@ -370,6 +397,8 @@ void register_all()
     };
     reg_io("save", save_state_dict);
     reg_io("load", load_state_dict);
+    reg_io("save_file_only", save_file_only);
+    reg_io("load_file_only", load_file_only);
     reg_io("plain_write_fsync", [](benchmark::State& s) { plain_write(s, true); });
     reg_io("plain_write", [](benchmark::State& s) { plain_write(s, false); });
     reg_io("plain_read", plain_read);

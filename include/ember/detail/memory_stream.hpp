@@ -132,6 +132,8 @@ protected:
         if (count < large_block)
         {
             last_block_crc() = {};
+            if (count == 0) // an empty tensor's data may be a null pointer
+                return n;
             if (count > static_cast<std::size_t>(epptr() - pptr()))
                 flush();
             std::memcpy(pptr(), s, count);
@@ -214,7 +216,8 @@ protected:
         if (count < large_block)
         {
             last_block_crc() = {};
-            std::memcpy(dst, src, count);
+            if (count != 0) // an empty tensor's data may be a null pointer
+                std::memcpy(dst, src, count);
         }
         else
         {

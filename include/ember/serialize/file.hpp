@@ -51,7 +51,9 @@
 ///
 /// Saving is crash-safe in every format (detail::atomic_write); a container streams into its
 /// temporary file, checksummed as it goes, with no copy of the file in memory. Loading maps a
-/// large file rather than reading it; it checks the container's header and sizes before it
+/// file of 1 MiB or more rather than reading it (as with any mapping, another process that
+/// truncates the file during the load raises SIGBUS; ember's own saves replace a file by
+/// rename, which is safe); it checks the container's header and sizes before it
 /// parses a byte of payload, and the payload's checksum as it parses, in the same pass that
 /// copies each tensor's bytes out (before anything is returned; a mismatch is reported as
 /// such whatever else the parse met). Every format is parsed with a byte budget, so a corrupt
@@ -341,14 +343,18 @@ std::vector<std::byte> portable_bytes(const T& obj, std::size_t reserve_front = 
     // Sized by a first, counting pass (cheap: a tensor is one write): a vector grown as the
     // archive writes would copy the payload over and over and fault in about twice its size,
     // which made saving a large state_dict several times slower than writing its bytes.
-    counting_sink counter;
+    std::size_t size = 0;
     {
+        counting_sink counter;
         std::ostream os(&counter);
-        cereal::PortableBinaryOutputArchive ar(os);
-        ar(obj);
+        {
+            cereal::PortableBinaryOutputArchive ar(os);
+            ar(obj);
+        }
+        size = counter.size();
     }
     std::vector<std::byte> bytes;
-    bytes.reserve(reserve_front + counter.size());
+    bytes.reserve(reserve_front + size);
     bytes.resize(reserve_front);
     {
         vector_sink sink(bytes);
@@ -459,13 +465,16 @@ std::vector<std::byte> encode_container(const T& obj)
 template <class T>
 void save_container(const T& obj, const std::filesystem::path& path)
 {
-    counting_sink counter; // the size first, for the writer's checks and messages
+    std::size_t payload_size = 0; // the size first, for the writer's checks and messages
     {
+        counting_sink counter;
         std::ostream os(&counter);
-        cereal::PortableBinaryOutputArchive ar(os);
-        ar(obj);
+        {
+            cereal::PortableBinaryOutputArchive ar(os);
+            ar(obj);
+        }
+        payload_size = counter.size();
     }
-    const std::size_t payload_size = counter.size();
     atomic_write_with(
         path, header_size + payload_size,
         [&](atomic_file_writer& writer)

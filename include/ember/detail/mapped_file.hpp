@@ -139,8 +139,14 @@ inline mapped_file::mapped_file(const std::filesystem::path& path)
 inline mapped_file::mapped_file(int fd, std::size_t size, const std::string& name, bool populate)
 {
     if (size == 0)
-        return; // mmap refuses a zero length; an empty span is the whole file
-    void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE | (populate ? MAP_POPULATE : 0), fd, 0);
+        return;     // mmap refuses a zero length; an empty span is the whole file
+#ifdef MAP_POPULATE // Linux; elsewhere pages fault in as they are read
+    const int flags = MAP_PRIVATE | (populate ? MAP_POPULATE : 0);
+#else
+    const int flags = MAP_PRIVATE;
+    (void)populate;
+#endif
+    void* p = ::mmap(nullptr, size, PROT_READ, flags, fd, 0);
     if (p == MAP_FAILED)
         throw io_error("cannot map '" + name + "': " + errno_text(errno));
     m_data = p;

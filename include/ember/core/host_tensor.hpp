@@ -57,6 +57,11 @@ public:
     template <class T, std::size_t N>
     void copy_to(tensor<T, N>& out, std::string_view what = "tensor") const;
 
+    /// @brief Throws dtype_error or shape_error naming `what` unless this tensor has dtype T and
+    /// `shape` (what every copy into an existing tensor, on any device, checks first).
+    template <class T, class S>
+    void check_matches(const S& shape, std::string_view what) const;
+
     /// @brief A new xtensor with this tensor's data; the dtype and rank must match.
     template <class T, std::size_t N>
     tensor<T, N> to_tensor() const;
@@ -148,14 +153,20 @@ T host_tensor::item() const
     return d[0];
 }
 
-template <class T, std::size_t N>
-void host_tensor::copy_to(tensor<T, N>& out, std::string_view what) const
+template <class T, class S>
+void host_tensor::check_matches(const S& shape, std::string_view what) const
 {
     if (dtype_of<T>() != m_dtype)
         throw dtype_error(std::string(what) + ": expected dtype " +
                           std::string(dtype_name(dtype_of<T>())) + ", got " +
                           std::string(dtype_name(m_dtype)));
-    check_shape(m_shape, out.shape(), what);
+    check_shape(m_shape, shape, what);
+}
+
+template <class T, std::size_t N>
+void host_tensor::copy_to(tensor<T, N>& out, std::string_view what) const
+{
+    check_matches<T>(out.shape(), what);
     if (out.size() != 0)
         std::memcpy(out.data(), m_bytes.data(), out.size() * sizeof(T));
 }

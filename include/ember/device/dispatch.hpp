@@ -19,13 +19,17 @@
 #include "ember/core/error.hpp"
 #include "ember/device/cpu.hpp"
 
+// Which policies this translation unit has, decided once here.
 #if defined(__CUDACC__)
+#define EMBER_DISPATCH_CUDA
 #include "ember/device/cuda.hpp"
 #endif
 #if defined(EMBER_WITH_THRUST_OMP) && defined(_OPENMP)
+#define EMBER_DISPATCH_THRUST_OMP
 #include "ember/device/thrust_omp.hpp"
 #endif
 #if defined(EMBER_WITH_THRUST_CPP) || defined(EMBER_TEST_DEVICE_THRUST_CPP)
+#define EMBER_DISPATCH_THRUST_CPP
 #include "ember/device/thrust_cpp.hpp"
 #endif
 
@@ -107,19 +111,19 @@ constexpr bool is_compiled(device_kind kind) noexcept
     case device_kind::cpu:
         return true;
     case device_kind::cuda:
-#if defined(__CUDACC__)
+#if defined(EMBER_DISPATCH_CUDA)
         return true;
 #else
         return false;
 #endif
     case device_kind::thrust_omp:
-#if defined(EMBER_WITH_THRUST_OMP) && defined(_OPENMP)
+#if defined(EMBER_DISPATCH_THRUST_OMP)
         return true;
 #else
         return false;
 #endif
     case device_kind::thrust_cpp:
-#if defined(EMBER_WITH_THRUST_CPP) || defined(EMBER_TEST_DEVICE_THRUST_CPP)
+#if defined(EMBER_DISPATCH_THRUST_CPP)
         return true;
 #else
         return false;
@@ -130,7 +134,7 @@ constexpr bool is_compiled(device_kind kind) noexcept
 
 inline bool cuda_is_available() noexcept
 {
-#if defined(__CUDACC__)
+#if defined(EMBER_DISPATCH_CUDA)
     return cuda::is_available();
 #else
     return false;
@@ -158,15 +162,15 @@ decltype(auto) with_device(device_kind kind, F&& f)
                                               : "compiled into this program"));
     switch (kind)
     {
-#if defined(__CUDACC__)
+#if defined(EMBER_DISPATCH_CUDA)
     case device_kind::cuda:
         return std::forward<F>(f).template operator()<cuda>();
 #endif
-#if defined(EMBER_WITH_THRUST_OMP) && defined(_OPENMP)
+#if defined(EMBER_DISPATCH_THRUST_OMP)
     case device_kind::thrust_omp:
         return std::forward<F>(f).template operator()<thrust_omp>();
 #endif
-#if defined(EMBER_WITH_THRUST_CPP) || defined(EMBER_TEST_DEVICE_THRUST_CPP)
+#if defined(EMBER_DISPATCH_THRUST_CPP)
     case device_kind::thrust_cpp:
         return std::forward<F>(f).template operator()<thrust_cpp>();
 #endif

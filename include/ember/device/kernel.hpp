@@ -57,6 +57,18 @@ namespace detail
 {
 template <class...>
 inline constexpr bool always_false = false;
+
+/// @brief The largest of x[0], ..., x[n - 1] (n > 0), the first of equals as std::max_element
+/// picks it; callable in kernels (softmax, log_softmax and cross-entropy shift rows by it).
+template <class T>
+EMBER_HOST_DEVICE T row_max(const T* x, std::size_t n) noexcept
+{
+    T top = x[0];
+    for (std::size_t j = 1; j < n; ++j)
+        if (top < x[j])
+            top = x[j];
+    return top;
 }
+} // namespace detail
 
 } // namespace ember

@@ -109,11 +109,7 @@ struct thrust_device
     template <class T, std::size_t N>
     static void copy_from_host(const host_tensor& h, tensor_type<T, N>& out, std::string_view what)
     {
-        if (h.dtype() != dtype_of<T>())
-            throw dtype_error(std::string(what) + ": expected dtype " +
-                              std::string(dtype_name(dtype_of<T>())) + ", got " +
-                              std::string(dtype_name(h.dtype())));
-        check_shape(h.shape(), out.shape(), what);
+        h.template check_matches<T>(out.shape(), what);
         upload(h.template data<T>().data(), out.size(), out.data());
     }
 };

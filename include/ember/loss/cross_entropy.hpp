@@ -279,10 +279,7 @@ EMBER_HOST_DEVICE T cross_entropy_loss<T, Device>::row(const T* x, std::size_t c
     using acc = detail::loss_accumulator_t<T>;
     // log p_c = x_c - lse, lse = log sum_c e^x_c, taken about the row's maximum (the first
     // maximum, as std::max_element picks it; classes > 0 since target < classes).
-    T top = x[0];
-    for (std::size_t c = 1; c < classes; ++c)
-        if (top < x[c])
-            top = x[c];
+    const T top = ember::detail::row_max(x, classes);
     acc sum_exp = 0;
     acc sum_x = 0;
     for (std::size_t c = 0; c < classes; ++c)

@@ -382,10 +382,7 @@ auto softmax<T, N, Device>::forward(const tensor_type& x) -> const tensor_type&
         rows, EMBER_KERNEL(std::size_t r) {
             const T* xr = in + r * d;
             T* yr = out + r * d;
-            T mx = xr[0]; // std::max_element's choice: the first of the largest
-            for (std::size_t j = 1; j < d; ++j)
-                if (mx < xr[j])
-                    mx = xr[j];
+            const T mx = ember::detail::row_max(xr, d);
             T sum = 0;
             for (std::size_t j = 0; j < d; ++j)
             {
@@ -438,10 +435,7 @@ auto log_softmax<T, N, Device>::forward(const tensor_type& x) -> const tensor_ty
         rows, EMBER_KERNEL(std::size_t r) {
             const T* xr = in + r * d;
             T* yr = out + r * d;
-            T mx = xr[0]; // std::max_element's choice: the first of the largest
-            for (std::size_t j = 1; j < d; ++j)
-                if (mx < xr[j])
-                    mx = xr[j];
+            const T mx = ember::detail::row_max(xr, d);
             T sum = 0;
             for (std::size_t j = 0; j < d; ++j)
                 sum += std::exp(xr[j] - mx);

@@ -31,6 +31,7 @@
 #include "ember/serialize/cereal.hpp"
 #include "ember/serialize/checkpoint_manager.hpp"
 #include "ember/serialize/file.hpp"
+#include "ember/serialize/module.hpp"
 #include "ember/serialize/pytorch.hpp"
 #include "ember/serialize/safetensors.hpp"
 

@@ -3,6 +3,8 @@
 /// host_tensor: a device-neutral tensor (dtype, shape, bytes) — what state_dicts and files hold.
 /// Parameters live on whatever device their module uses; state_dicts always hold host_tensors,
 /// so saving, loading and moving between devices all go through this one type.
+/// host_tensor_view: the same description over bytes it does not own, so a module's parameters
+/// can be saved, and a mapped file's tensors loaded into them, without a copy in between.
 
 #include "ember/core/dtype.hpp"
 #include "ember/core/error.hpp"
@@ -85,9 +87,73 @@ private:
     std::vector<std::byte> m_bytes;
 };
 
+/// @brief A host tensor's dtype and shape over bytes owned elsewhere (a parameter's memory, a
+/// record in a mapped file); valid while they are. Every host_tensor converts to one.
+class host_tensor_view
+{
+public:
+    host_tensor_view() = default;
+
+    /// @brief Views `bytes` as a tensor; throws value_error unless they are exactly the
+    /// shape's size.
+    host_tensor_view(ember::dtype type, std::vector<std::int64_t> shape,
+                     std::span<const std::byte> bytes);
+
+    host_tensor_view(const host_tensor& t) // NOLINT: implicit, as std::string_view from string
+        : m_dtype(t.dtype()), m_shape(t.shape()), m_bytes(t.bytes())
+    {
+    }
+
+    ember::dtype dtype() const noexcept { return m_dtype; }
+    const std::vector<std::int64_t>& shape() const noexcept { return m_shape; }
+    std::size_t dim() const noexcept { return m_shape.size(); }
+    std::size_t numel() const noexcept { return m_bytes.size() / dtype_size(m_dtype); }
+    std::size_t nbytes() const noexcept { return m_bytes.size(); }
+    std::span<const std::byte> bytes() const noexcept { return m_bytes; }
+
+    /// @brief The elements as T; throws dtype_error unless T is this tensor's dtype.
+    template <class T>
+    std::span<const T> data() const;
+
+    /// @brief As host_tensor::check_matches.
+    template <class T, class S>
+    void check_matches(const S& shape, std::string_view what) const;
+
+    /// @brief As host_tensor::copy_to: into `out`, which must have this dtype and shape.
+    template <class T, std::size_t N>
+    void copy_to(tensor<T, N>& out, std::string_view what = "tensor") const;
+
+private:
+    ember::dtype m_dtype = ember::dtype::float32;
+    std::vector<std::int64_t> m_shape;
+    std::span<const std::byte> m_bytes;
+};
+
 /*******************
  * implementation  *
  *******************/
+
+namespace detail
+{
+template <class T>
+void check_tensor_dtype(dtype type)
+{
+    if (dtype_of<T>() != type)
+        throw dtype_error("tensor holds " + std::string(dtype_name(type)) + ", not " +
+                          std::string(dtype_name(dtype_of<T>())));
+}
+
+template <class T, class S>
+void check_tensor_matches(dtype type, const std::vector<std::int64_t>& shape, const S& expected,
+                          std::string_view what)
+{
+    if (dtype_of<T>() != type)
+        throw dtype_error(std::string(what) + ": expected dtype " +
+                          std::string(dtype_name(dtype_of<T>())) + ", got " +
+                          std::string(dtype_name(type)));
+    check_shape(shape, expected, what);
+}
+} // namespace detail
 
 inline std::size_t host_tensor::checked_numel(const std::vector<std::int64_t>& shape,
                                               std::size_t element_size)
@@ -124,9 +190,7 @@ host_tensor host_tensor::from(const tensor<T, N>& t)
 template <class T>
 void host_tensor::check_dtype() const
 {
-    if (dtype_of<T>() != m_dtype)
-        throw dtype_error("tensor holds " + std::string(dtype_name(m_dtype)) + ", not " +
-                          std::string(dtype_name(dtype_of<T>())));
+    detail::check_tensor_dtype<T>(m_dtype);
 }
 
 template <class T>
@@ -156,19 +220,13 @@ T host_tensor::item() const
 template <class T, class S>
 void host_tensor::check_matches(const S& shape, std::string_view what) const
 {
-    if (dtype_of<T>() != m_dtype)
-        throw dtype_error(std::string(what) + ": expected dtype " +
-                          std::string(dtype_name(dtype_of<T>())) + ", got " +
-                          std::string(dtype_name(m_dtype)));
-    check_shape(m_shape, shape, what);
+    detail::check_tensor_matches<T>(m_dtype, m_shape, shape, what);
 }
 
 template <class T, std::size_t N>
 void host_tensor::copy_to(tensor<T, N>& out, std::string_view what) const
 {
-    check_matches<T>(out.shape(), what);
-    if (out.size() != 0)
-        std::memcpy(out.data(), m_bytes.data(), out.size() * sizeof(T));
+    host_tensor_view(*this).copy_to(out, what);
 }
 
 template <class T, std::size_t N>
@@ -183,6 +241,39 @@ tensor<T, N> host_tensor::to_tensor() const
     tensor<T, N> t(s);
     copy_to(t);
     return t;
+}
+
+inline host_tensor_view::host_tensor_view(ember::dtype type, std::vector<std::int64_t> shape,
+                                          std::span<const std::byte> bytes)
+    : m_dtype(type), m_shape(std::move(shape)), m_bytes(bytes)
+{
+    const std::size_t expected =
+        host_tensor::checked_numel(m_shape, dtype_size(type)) * dtype_size(type);
+    if (bytes.size() != expected)
+        throw value_error("a " + std::string(dtype_name(type)) + " tensor of shape " +
+                          shape_string(m_shape) + " is " + std::to_string(expected) +
+                          " bytes, the view has " + std::to_string(bytes.size()));
+}
+
+template <class T>
+std::span<const T> host_tensor_view::data() const
+{
+    detail::check_tensor_dtype<T>(m_dtype);
+    return {reinterpret_cast<const T*>(m_bytes.data()), numel()};
+}
+
+template <class T, class S>
+void host_tensor_view::check_matches(const S& shape, std::string_view what) const
+{
+    detail::check_tensor_matches<T>(m_dtype, m_shape, shape, what);
+}
+
+template <class T, std::size_t N>
+void host_tensor_view::copy_to(tensor<T, N>& out, std::string_view what) const
+{
+    check_matches<T>(out.shape(), what);
+    if (out.size() != 0)
+        std::memcpy(out.data(), m_bytes.data(), out.size() * sizeof(T));
 }
 
 } // namespace ember

@@ -12,4 +12,9 @@ namespace ember
 /// @brief Insertion-ordered map from parameter or buffer name to host tensor.
 using state_dict = ordered_dict<host_tensor>;
 
+/// @brief A state_dict whose tensors are views (of a module's parameters while they are saved,
+/// of a mapped file while it is loaded): what `ember::save(model, path)` and
+/// `ember::load(model, path)` use to move parameters without a copy in between.
+using state_dict_view = ordered_dict<host_tensor_view>;
+
 } // namespace ember

@@ -207,6 +207,26 @@ public:
         return m_crc;
     }
 
+    /// The next `n` bytes (at most remaining()) where they are, consumed as a read would
+    /// consume them: a large block is checksummed now and remembered (last_block_crc), so
+    /// a tensor read in place costs one pass over its bytes and no copy.
+    std::span<const std::byte> take(std::size_t n)
+    {
+        const std::size_t count = std::min(n, remaining());
+        const auto* src = reinterpret_cast<const std::byte*>(gptr());
+        last_block_crc() = {};
+        if (count >= large_block)
+        {
+            catch_up(src);
+            const std::uint32_t crc = crc32_of({src, count});
+            m_crc = crc32_concat(m_crc, crc, count);
+            m_done = src + count;
+            last_block_crc() = {src, count, crc};
+        }
+        setg(eback(), gptr() + count, egptr());
+        return {src, count};
+    }
+
 protected:
     std::streamsize xsgetn(char* s, std::streamsize n) override
     {

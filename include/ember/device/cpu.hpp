@@ -92,9 +92,11 @@ struct cpu
         return host_tensor::from(t);
     }
 
-    /// @brief Copies a host tensor into an existing device tensor of the same dtype and shape.
+    /// @brief Copies a host tensor (or a view of one) into an existing device tensor of the
+    /// same dtype and shape.
     template <class T, std::size_t N>
-    static void copy_from_host(const host_tensor& h, tensor_type<T, N>& out, std::string_view what)
+    static void copy_from_host(const host_tensor_view& h, tensor_type<T, N>& out,
+                               std::string_view what)
     {
         h.copy_to(out, what);
     }

@@ -36,7 +36,8 @@ namespace ember
 /// - `gemm(...)`: C = alpha op(A) op(B) + beta C on row-major device buffers;
 /// - `copy(src, n, dst)`, `fill(dst, n, v)`: on device buffers;
 /// - `upload(host, n, dst)`, `download(src, n, host)`: between host and device memory;
-/// - `to_host(t)`, `copy_from_host(h, t, what)`: tensors to and from ember::host_tensor.
+/// - `to_host(t)`, `copy_from_host(h, t, what)`: tensors to an ember::host_tensor, and from
+///   one (or a host_tensor_view).
 template <class D>
 concept device_policy = requires
 {

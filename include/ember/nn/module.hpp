@@ -148,7 +148,21 @@ public:
     /// @brief Copies `sd` into the parameters and buffers. Nothing changes unless everything
     /// fits: a shape or dtype mismatch throws, naming the key and both shapes; with `strict`,
     /// missing or unexpected keys throw key_error listing them; without, they are returned.
-    load_result load_state_dict(const ember::state_dict& sd, bool strict = true);
+    load_result load_state_dict(const ember::state_dict& sd, bool strict = true)
+    {
+        return load_state_dict_from(sd, strict);
+    }
+    /// @brief The same from views (ember::load(model, path) passes a mapped file's tensors).
+    load_result load_state_dict(const ember::state_dict_view& sd, bool strict = true)
+    {
+        return load_state_dict_from(sd, strict);
+    }
+
+    /// @brief Views of the parameters and buffers by name, in state_dict order, with no copy:
+    /// what `ember::save(model, path)` writes. Valid while the module lives and its tensors
+    /// keep their shapes. For devices whose memory the host reads (cpu, Thrust on the host);
+    /// on others, state_dict() copies to the host.
+    ember::state_dict_view state_dict_view() const requires Device::host_memory;
 
     /// @brief Handles on every parameter of element type T, in state_dict order (for optimizers).
     template <class T = void>
@@ -182,6 +196,10 @@ protected:
 
     template <class, class>
     friend class module;
+
+private:
+    template <class V>
+    load_result load_state_dict_from(const ordered_dict<V>& sd, bool strict);
 };
 
 /*******************
@@ -227,7 +245,32 @@ ember::state_dict module<Derived, Device>::state_dict() const
 }
 
 template <class Derived, class Device>
-load_result module<Derived, Device>::load_state_dict(const ember::state_dict& sd, bool strict)
+ember::state_dict_view module<Derived, Device>::state_dict_view() const requires Device::host_memory
+{
+    ember::state_dict_view sd;
+    auto f = [&sd](std::string_view name, auto& member)
+    {
+        using X = std::remove_cvref_t<decltype(member)>;
+        if constexpr (is_parameter_v<X> || is_buffer_v<X>)
+        {
+            static_assert(X::device_type::host_memory,
+                          "ember: state_dict_view(): a submodule lives on a device whose memory "
+                          "the host cannot read; use state_dict()");
+            using T = typename X::value_type;
+            const auto& s = member.value.shape();
+            const auto* p = reinterpret_cast<const std::byte*>(member.value.data());
+            sd.insert(std::string(name),
+                      host_tensor_view(dtype_of<T>(), std::vector<std::int64_t>(s.begin(), s.end()),
+                                       {p, member.value.size() * sizeof(T)}));
+        }
+    };
+    detail::walk<true>(const_cast<Derived&>(derived()), std::string(), f);
+    return sd;
+}
+
+template <class Derived, class Device>
+template <class V>
+load_result module<Derived, Device>::load_state_dict_from(const ordered_dict<V>& sd, bool strict)
 {
     load_result result;
     std::vector<std::string> matched;
@@ -237,7 +280,7 @@ load_result module<Derived, Device>::load_state_dict(const ember::state_dict& sd
         using X = std::remove_cvref_t<decltype(member)>;
         if constexpr (is_parameter_v<X> || is_buffer_v<X>)
         {
-            const host_tensor* src = sd.find(name);
+            const V* src = sd.find(name);
             if (!src)
             {
                 result.missing_keys.emplace_back(name);
@@ -288,7 +331,7 @@ load_result module<Derived, Device>::load_state_dict(const ember::state_dict& sd
         using X = std::remove_cvref_t<decltype(member)>;
         if constexpr (is_parameter_v<X> || is_buffer_v<X>)
         {
-            if (const host_tensor* src = sd.find(name))
+            if (const V* src = sd.find(name))
                 X::device_type::copy_from_host(*src, member.value, name);
         }
     };

@@ -27,6 +27,7 @@
 #include "ember/core/ordered_dict.hpp"
 #include "ember/core/state_dict.hpp"
 #include "ember/detail/crc32.hpp"
+#include "ember/detail/memory_stream.hpp"
 #include "ember/optim/optimizer_state.hpp"
 
 #include <cereal/cereal.hpp>
@@ -539,7 +540,7 @@ void load_double(Archive& ar, const char* name, double& d)
 
 /// CRC-32 of a tensor's elements as little-endian bytes (its memory on every host ember runs
 /// on; a big-endian host would checksum a byte-swapped copy).
-inline std::uint32_t tensor_crc32(const host_tensor& t)
+inline std::uint32_t tensor_crc32(const host_tensor_view& t)
 {
     static_assert(std::endian::native == std::endian::little,
                   "ember's tensor checksums assume a little-endian host");
@@ -626,9 +627,10 @@ void tensor_elements(Archive& ar, dtype type, Bytes* bytes, std::size_t nbytes,
 
 } // namespace detail
 
-/// Version 2: dtype, shape, data, then the CRC-32 of the data (`crc32`).
+/// Version 2: dtype, shape, data, then the CRC-32 of the data (`crc32`). A host_tensor and a
+/// view of one write the same record.
 template <class Archive>
-void save(Archive& ar, const host_tensor& t, std::uint32_t version)
+void save(Archive& ar, const host_tensor_view& t, std::uint32_t version)
 {
     detail::save_string(ar, "dtype", std::string(dtype_name(t.dtype())));
     detail::in_node(ar, "shape", [&] { detail::save_vector(ar, t.shape()); });
@@ -650,31 +652,126 @@ void save(Archive& ar, const host_tensor& t, std::uint32_t version)
 }
 
 template <class Archive>
+void save(Archive& ar, const host_tensor& t, std::uint32_t version)
+{
+    save(ar, host_tensor_view(t), version);
+}
+
+namespace detail
+{
+/// The dtype and shape that start a tensor record.
+template <class Archive>
+std::pair<dtype, std::vector<std::int64_t>> load_tensor_head(Archive& ar, std::string& name)
+{
+    load_string(ar, "dtype", name, "tensor dtype");
+    dtype type = parse_dtype(name);
+
+    std::vector<std::int64_t> shape;
+    in_node(ar, "shape",
+            [&]
+            {
+                cereal::size_type rank = 0;
+                ar(cereal::make_size_tag(rank));
+                if (rank > max_tensor_rank)
+                    throw format_error("tensor rank " + std::to_string(rank) + " exceeds " +
+                                       std::to_string(max_tensor_rank));
+                reserve_from_budget(rank, sizeof(std::int64_t), "tensor shape");
+                shape.resize(static_cast<std::size_t>(rank));
+                if constexpr (is_text_archive_v<Archive>)
+                    for (auto& d : shape)
+                        ar(d);
+                else
+                    ar(cereal::binary_data(shape.data(), shape.size() * sizeof(std::int64_t)));
+            });
+    return {type, std::move(shape)};
+}
+
+/// The stored CRC-32 that ends a version-2 tensor record, checked against `actual`.
+template <class Archive>
+void check_tensor_crc(Archive& ar, std::uint32_t actual, const std::string& what)
+{
+    std::uint64_t stored = 0;
+    if constexpr (is_text_archive_v<Archive>)
+    {
+        std::string text;
+        ar(cereal::make_nvp("crc32", text));
+        if (!parse_hex(text, stored) || stored > 0xffffffffu)
+            throw format_error(what + ": checksum '" + text + "' is not 0x and 8 hex digits");
+    }
+    else
+    {
+        std::uint32_t crc = 0;
+        ar(cereal::make_nvp("crc32", crc));
+        stored = crc;
+    }
+    if (stored != actual)
+        throw format_error(what + ": data checksum mismatch (stored " + hex_text(stored, 8) +
+                           ", computed " + hex_text(actual, 8) + ")");
+}
+
+/// The bytes a binary archive is read from, when they are all in memory and stay there:
+/// loading a host_tensor_view takes its data from here in place rather than copying it. Set
+/// for the duration of a decode by in_place_scope (serialize/file.hpp's mapped loads); per
+/// thread.
+inline checksumming_source*& in_place_source() noexcept
+{
+    thread_local checksumming_source* source = nullptr;
+    return source;
+}
+
+struct in_place_scope
+{
+    explicit in_place_scope(checksumming_source& s) noexcept { in_place_source() = &s; }
+    ~in_place_scope() { in_place_source() = nullptr; }
+    in_place_scope(const in_place_scope&) = delete;
+    in_place_scope& operator=(const in_place_scope&) = delete;
+};
+} // namespace detail
+
+/// A view's record is read in place: its data stays in the (mapped) payload it was read from,
+/// checksummed there. Only binary archives over an in-place source can do that.
+template <class Archive>
+void load(Archive& ar, host_tensor_view& t, std::uint32_t version)
+{
+    static_assert(!detail::is_text_archive_v<Archive>,
+                  "ember: host_tensor_view loads in place, from binary archives only");
+    detail::check_version(version, 2, "tensor record");
+    detail::checksumming_source* source = detail::in_place_source();
+    if (!source)
+        throw format_error("a tensor view is read only in place from an ember container "
+                           "(ember::load(model, path))");
+    std::string name;
+    auto head = detail::load_tensor_head(ar, name); // no binding: lambdas below capture these
+    const dtype type = head.first;
+    std::vector<std::int64_t> shape = std::move(head.second);
+    std::size_t numel = 0;
+    try
+    {
+        numel = host_tensor::checked_numel(shape, dtype_size(type));
+    }
+    catch (const value_error& e)
+    {
+        throw format_error(e.what());
+    }
+    const std::string what = "tensor of shape " + shape_string(shape) + " (" + name + ")";
+    const std::size_t nbytes = numel * dtype_size(type);
+    if (nbytes > source->remaining())
+        throw format_error(what + " needs " + std::to_string(nbytes) + " bytes, " +
+                           std::to_string(source->remaining()) + " remain");
+    host_tensor_view loaded(type, std::move(shape), source->take(nbytes));
+    if (version >= 2)
+        detail::check_tensor_crc(ar, detail::tensor_crc32(loaded), what);
+    t = std::move(loaded);
+}
+
+template <class Archive>
 void load(Archive& ar, host_tensor& t, std::uint32_t version)
 {
     detail::check_version(version, 2, "tensor record");
     std::string name;
-    detail::load_string(ar, "dtype", name, "tensor dtype");
-    dtype type = detail::parse_dtype(name);
-
-    std::vector<std::int64_t> shape;
-    detail::in_node(
-        ar, "shape",
-        [&]
-        {
-            cereal::size_type rank = 0;
-            ar(cereal::make_size_tag(rank));
-            if (rank > max_tensor_rank)
-                throw format_error("tensor rank " + std::to_string(rank) + " exceeds " +
-                                   std::to_string(max_tensor_rank));
-            detail::reserve_from_budget(rank, sizeof(std::int64_t), "tensor shape");
-            shape.resize(static_cast<std::size_t>(rank));
-            if constexpr (detail::is_text_archive_v<Archive>)
-                for (auto& d : shape)
-                    ar(d);
-            else
-                ar(cereal::binary_data(shape.data(), shape.size() * sizeof(std::int64_t)));
-        });
+    auto head = detail::load_tensor_head(ar, name); // no binding: lambdas below capture these
+    const dtype type = head.first;
+    std::vector<std::int64_t> shape = std::move(head.second);
 
     std::size_t numel = 0;
     try
@@ -706,27 +803,7 @@ void load(Archive& ar, host_tensor& t, std::uint32_t version)
                                                 version);
                     });
     if (version >= 2)
-    {
-        std::uint64_t stored = 0;
-        if constexpr (detail::is_text_archive_v<Archive>)
-        {
-            std::string text;
-            ar(cereal::make_nvp("crc32", text));
-            if (!detail::parse_hex(text, stored) || stored > 0xffffffffu)
-                throw format_error(what + ": checksum '" + text + "' is not 0x and 8 hex digits");
-        }
-        else
-        {
-            std::uint32_t crc = 0;
-            ar(cereal::make_nvp("crc32", crc));
-            stored = crc;
-        }
-        const std::uint32_t actual = detail::tensor_crc32(loaded);
-        if (stored != actual)
-            throw format_error(what + ": data checksum mismatch (stored " +
-                               detail::hex_text(stored, 8) + ", computed " +
-                               detail::hex_text(actual, 8) + ")");
-    }
+        detail::check_tensor_crc(ar, detail::tensor_crc32(loaded), what);
     t = std::move(loaded);
 }
 
@@ -1024,6 +1101,9 @@ void load(Archive& ar, V& v, std::uint32_t version)
 
 CEREAL_CLASS_VERSION(ember::host_tensor, 2);
 CEREAL_CLASS_VERSION(ember::ordered_dict<ember::host_tensor>, 1);
+// A view writes and reads the same records as the tensor it views.
+CEREAL_CLASS_VERSION(ember::host_tensor_view, 2);
+CEREAL_CLASS_VERSION(ember::ordered_dict<ember::host_tensor_view>, 1);
 CEREAL_CLASS_VERSION(ember::ordered_dict<ember::optim::state_value>, 1);
 CEREAL_CLASS_VERSION(ember::generator_state, 1);
 CEREAL_CLASS_VERSION(ember::optim::state_value, 1);

@@ -129,6 +129,13 @@ struct file_content_of<state_dict>
     static constexpr file_content value = file_content::state_dict;
 };
 
+/// Views of a module's tensors save (and load in place) as the state_dict they view.
+template <>
+struct file_content_of<state_dict_view>
+{
+    static constexpr file_content value = file_content::state_dict;
+};
+
 template <>
 struct file_content_of<optim::optimizer_state>
 {
@@ -517,6 +524,7 @@ T decode_container(std::span<const std::byte> bytes, std::string_view name)
     };
     T obj{};
     checksumming_source source(header.payload);
+    const in_place_scope in_place(source); // tensor views are read where they are
     std::istream is(&source);
     try
     {

@@ -1,0 +1,236 @@
+// ember::save(model, path) and ember::load(model, path): the same files as the state_dict
+// route, written from the parameters and loaded into them without a state_dict in between,
+// and every way such a load can fail leaves the model as it was. On the test device.
+#include <ember/core/generator.hpp>
+#include <ember/nn/batchnorm.hpp>
+#include <ember/nn/linear.hpp>
+#include <ember/nn/sequential.hpp>
+#include <ember/serialize/module.hpp>
+
+#include "test_device.hpp"
+
+#include <boost/test/unit_test.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+using namespace ember;
+namespace fs = std::filesystem;
+
+namespace
+{
+using model_type =
+    nn::sequential<nn::linear<float, test_device>, nn::batch_norm1d<float, test_device>,
+                   nn::linear<float, test_device>>;
+
+// 300 × 512 floats (600 KB) is above detail::large_block, so its bytes take the in-place path
+// (checksummed where they are mapped); the file is above the mapping threshold too.
+model_type make_model(std::uint64_t seed)
+{
+    manual_seed(seed);
+    return model_type(nn::linear<float, test_device>(512, 300),
+                      nn::batch_norm1d<float, test_device>(300),
+                      nn::linear<float, test_device>(300, 3));
+}
+
+struct temp_dir
+{
+    fs::path path =
+        fs::temp_directory_path() / ("ember_test_module_file_" + std::to_string(::getpid()));
+    temp_dir() { fs::create_directories(path); }
+    ~temp_dir() { fs::remove_all(path); }
+};
+
+std::vector<char> read_bytes(const fs::path& p)
+{
+    std::ifstream f(p, std::ios::binary);
+    return {std::istreambuf_iterator<char>(f), {}};
+}
+
+void write_bytes(const fs::path& p, const std::vector<char>& b)
+{
+    std::ofstream f(p, std::ios::binary | std::ios::trunc);
+    f.write(b.data(), static_cast<std::streamsize>(b.size()));
+}
+
+template <class E, class F>
+std::string message_of(F&& f)
+{
+    try
+    {
+        f();
+    }
+    catch (const E& e)
+    {
+        return e.what();
+    }
+    BOOST_FAIL("no exception of the expected type");
+    return {};
+}
+
+bool contains(const std::string& s, const std::string& part)
+{
+    return s.find(part) != std::string::npos;
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(saving_a_model_writes_the_file_its_state_dict_would)
+{
+    temp_dir dir;
+    auto model = make_model(1);
+    save(model, dir.path / "a.ember");
+    save(model.state_dict(), dir.path / "b.ember");
+    BOOST_TEST((read_bytes(dir.path / "a.ember") == read_bytes(dir.path / "b.ember")));
+    // Other formats go through the state_dict: the same bytes there too (same file name:
+    // PyTorch's zip names its folder after it).
+    fs::create_directories(dir.path / "a");
+    fs::create_directories(dir.path / "b");
+    save(model, dir.path / "a" / "m.pth");
+    save(model.state_dict(), dir.path / "b" / "m.pth");
+    BOOST_TEST((read_bytes(dir.path / "a" / "m.pth") == read_bytes(dir.path / "b" / "m.pth")));
+}
+
+BOOST_AUTO_TEST_CASE(state_dict_view_views_the_parameters_themselves)
+{
+    auto model = make_model(1);
+    const state_dict_view views = model.state_dict_view();
+    const state_dict sd = model.state_dict();
+    BOOST_TEST(views.keys() == sd.keys());
+    for (const auto& [key, t] : sd)
+    {
+        const host_tensor_view& v = views.at(key);
+        BOOST_TEST((v.dtype() == t.dtype()));
+        BOOST_TEST(v.shape() == t.shape());
+        BOOST_TEST(v.nbytes() == t.nbytes());
+        if constexpr (test_device::host_memory)
+            BOOST_TEST((v.nbytes() == 0 ||
+                        std::memcmp(v.bytes().data(), t.bytes().data(), t.nbytes()) == 0));
+    }
+    BOOST_TEST((views.at("0.weight").bytes().data() ==
+                reinterpret_cast<const std::byte*>(model.get<0>().weight.value.data())));
+}
+
+BOOST_AUTO_TEST_CASE(loading_into_a_model_restores_every_parameter_and_buffer)
+{
+    temp_dir dir;
+    auto saved = make_model(1);
+    saved.get<1>().running_mean.value.fill(0.5f); // buffers are state too
+    save(saved, dir.path / "m.ember");
+    auto model = make_model(2);
+    BOOST_TEST(!(model.state_dict() == saved.state_dict()));
+    const nn::load_result r = load(model, dir.path / "m.ember");
+    BOOST_TEST(r.missing_keys.empty());
+    BOOST_TEST(r.unexpected_keys.empty());
+    BOOST_TEST((model.state_dict() == saved.state_dict()));
+}
+
+BOOST_AUTO_TEST_CASE(loading_into_a_model_reads_every_format_a_state_dict_does)
+{
+    temp_dir dir;
+    auto saved = make_model(1);
+    for (const char* name : {"m.pth", "m.safetensors", "m.json", "m.ember"})
+    {
+        BOOST_TEST_CONTEXT(name)
+        {
+            save(saved.state_dict(), dir.path / name);
+            auto model = make_model(2);
+            load(model, dir.path / name);
+            BOOST_TEST((model.state_dict() == saved.state_dict()));
+        }
+    }
+    // An explicit format, whatever the extension.
+    save(saved, dir.path / "weights.bin", file_format::ember);
+    auto model = make_model(2);
+    load(model, dir.path / "weights.bin", file_format::ember);
+    BOOST_TEST((model.state_dict() == saved.state_dict()));
+}
+
+BOOST_AUTO_TEST_CASE(a_corrupt_tensor_is_a_format_error_and_the_model_is_unchanged)
+{
+    temp_dir dir;
+    auto saved = make_model(1);
+    save(saved, dir.path / "m.ember");
+    auto bytes = read_bytes(dir.path / "m.ember");
+    bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 0x04); // in 0.weight
+    write_bytes(dir.path / "bad.ember", bytes);
+    auto model = make_model(2);
+    const state_dict before = model.state_dict();
+    const std::string msg = message_of<format_error>([&] { load(model, dir.path / "bad.ember"); });
+    BOOST_TEST_INFO(msg);
+    BOOST_TEST(contains(msg, "bad.ember"));
+    BOOST_TEST(contains(msg, "checksum mismatch"));
+    BOOST_TEST((model.state_dict() == before));
+}
+
+BOOST_AUTO_TEST_CASE(a_truncated_file_is_a_format_error_and_the_model_is_unchanged)
+{
+    temp_dir dir;
+    save(make_model(1), dir.path / "m.ember");
+    const auto bytes = read_bytes(dir.path / "m.ember");
+    auto model = make_model(2);
+    const state_dict before = model.state_dict();
+    for (std::size_t n : {std::size_t{10}, std::size_t{100}, bytes.size() / 2, bytes.size() - 1})
+    {
+        write_bytes(dir.path / "cut.ember", {bytes.begin(), bytes.begin() + static_cast<long>(n)});
+        BOOST_CHECK_THROW(load(model, dir.path / "cut.ember"), format_error);
+    }
+    BOOST_TEST((model.state_dict() == before));
+}
+
+BOOST_AUTO_TEST_CASE(a_model_of_another_shape_is_a_shape_error_naming_file_and_key)
+{
+    temp_dir dir;
+    manual_seed(3);
+    nn::sequential other(nn::linear<float, test_device>(512, 300),
+                         nn::batch_norm1d<float, test_device>(300),
+                         nn::linear<float, test_device>(300, 4));
+    save(other, dir.path / "four.ember");
+    auto model = make_model(2);
+    const state_dict before = model.state_dict();
+    const std::string msg = message_of<shape_error>([&] { load(model, dir.path / "four.ember"); });
+    BOOST_TEST_INFO(msg);
+    BOOST_TEST(contains(msg, "four.ember"));
+    BOOST_TEST(contains(msg, "'2.weight'"));
+    BOOST_TEST(contains(msg, "[4, 300]"));
+    BOOST_TEST((model.state_dict() == before));
+}
+
+BOOST_AUTO_TEST_CASE(missing_keys_throw_when_strict_and_are_returned_when_not)
+{
+    temp_dir dir;
+    auto saved = make_model(1);
+    state_dict partial;
+    for (const auto& [key, t] : saved.state_dict())
+        if (key.rfind("2.", 0) != 0)
+            partial.insert(key, t);
+    save(partial, dir.path / "partial.ember");
+    auto model = make_model(2);
+    const state_dict before = model.state_dict();
+    const std::string msg = message_of<key_error>([&] { load(model, dir.path / "partial.ember"); });
+    BOOST_TEST_INFO(msg);
+    BOOST_TEST(contains(msg, "partial.ember"));
+    BOOST_TEST(contains(msg, "'2.weight'"));
+    BOOST_TEST((model.state_dict() == before));
+
+    const nn::load_result r = load(model, dir.path / "partial.ember", /*strict=*/false);
+    BOOST_TEST(r.missing_keys == (std::vector<std::string>{"2.weight", "2.bias"}));
+    BOOST_TEST((model.state_dict().at("0.weight") == saved.state_dict().at("0.weight")));
+    BOOST_TEST((model.state_dict().at("2.weight") == before.at("2.weight")));
+}
+
+BOOST_AUTO_TEST_CASE(a_file_holding_something_else_says_what_it_holds)
+{
+    temp_dir dir;
+    optim::optimizer_state s;
+    save(s, dir.path / "opt.ember");
+    auto model = make_model(2);
+    const std::string msg = message_of<format_error>([&] { load(model, dir.path / "opt.ember"); });
+    BOOST_TEST_INFO(msg);
+    BOOST_TEST(contains(msg, "optimizer state"));
+    BOOST_CHECK_THROW(load(model, dir.path / "missing.ember"), io_error);
+}

@@ -200,12 +200,15 @@ struct adam_scalars
 };
 
 // One Adam (or, Decoupled, AdamW) step over elements [begin, end), at most Block of them, in
-// PyTorch's order of operations; the square roots are taken together by sqrt_inplace.
-template <class T, bool Decoupled, bool Decay, bool Amsgrad, std::size_t Block>
+// PyTorch's order of operations; the square roots are taken together by sqrt_inplace. Isa:
+// the dispatched variant it is inlined into (see adam_step).
+template <class T, bool Decoupled, bool Decay, bool Amsgrad, std::size_t Block,
+          simd_isa Isa = simd_isa::baseline>
 EMBER_HOST_DEVICE void adam_block(std::size_t begin, std::size_t end, T* __restrict__ x,
                                   const T* __restrict__ g, T* __restrict__ m, T* __restrict__ v,
                                   T* __restrict__ vmax, const adam_scalars<T> k)
 {
+    EMBER_NO_FP_CONTRACT
     T root[Block];
     const std::size_t len = end - begin;
     for (std::size_t j = 0, i = begin; j < len; ++j, ++i)
@@ -225,7 +228,7 @@ EMBER_HOST_DEVICE void adam_block(std::size_t begin, std::size_t end, T* __restr
         else
             root[j] = v[i];
     }
-    sqrt_inplace(root, len);
+    sqrt_inplace<Isa>(root, len);
     for (std::size_t j = 0, i = begin; j < len; ++j, ++i)
     {
         const T denom = root[j] / k.bias_correction2_sqrt + k.eps; // (sqrt / bc2_sqrt).add_(eps)
@@ -233,10 +236,42 @@ EMBER_HOST_DEVICE void adam_block(std::size_t begin, std::size_t end, T* __restr
     }
 }
 
-// One Adam (or AdamW) step over n elements on Device, block by block (see block_size).
+#if EMBER_SIMD_DISPATCH
+// adam_block over [0, n) on the cpu, block by block as cpu::for_each runs them, compiled for
+// the instruction set of the variant it is inlined into (adam_cpu_avx2).
+template <class T, bool Decoupled, bool Decay, bool Amsgrad, simd_isa Isa>
+inline void adam_cpu_blocks(std::size_t n, T* x, const T* g, T* m, T* v, T* vmax,
+                            const adam_scalars<T> k)
+{
+    constexpr std::size_t block = block_size<cpu>;
+    for (std::size_t begin = 0; begin < n; begin += block)
+        adam_block<T, Decoupled, Decay, Amsgrad, block, Isa>(
+            begin, n - begin < block ? n : begin + block, x, g, m, v, vmax, k);
+}
+
+template <class T, bool Decoupled, bool Decay, bool Amsgrad>
+EMBER_TARGET_AVX2 void adam_cpu_avx2(std::size_t n, T* x, const T* g, T* m, T* v, T* vmax,
+                                     const adam_scalars<T> k)
+{
+    adam_cpu_blocks<T, Decoupled, Decay, Amsgrad, simd_isa::avx2>(n, x, g, m, v, vmax, k);
+}
+#endif
+
+// One Adam (or AdamW) step over n elements on Device, block by block (see block_size). On the
+// cpu, compiled for AVX2 where the CPU has it (see detail/simd_dispatch.hpp): same results.
 template <class Device, class T, bool Decoupled, bool Decay, bool Amsgrad>
 void adam_step(std::size_t n, T* x, const T* g, T* m, T* v, T* vmax, const adam_scalars<T> k)
 {
+#if EMBER_SIMD_DISPATCH
+    if constexpr (std::is_same_v<Device, cpu>)
+        switch (active_simd_isa())
+        {
+        case simd_isa::avx2:
+            return adam_cpu_avx2<T, Decoupled, Decay, Amsgrad>(n, x, g, m, v, vmax, k);
+        case simd_isa::baseline:
+            break;
+        }
+#endif
     Device::for_each(
         block_count(n, block_size<Device>), EMBER_KERNEL(std::size_t b) {
             const std::size_t begin = b * block_size<Device>;

@@ -13,7 +13,10 @@
 ///
 /// A kernel is written once, as a function over a block of elements [begin, end) (see
 /// detail::block_size): one element per GPU thread, 256 on host memory, where the block's
-/// loops vectorize and its square roots go through detail::sqrt_inplace.
+/// loops vectorize and its square roots go through detail::sqrt_inplace. On the `cpu` device
+/// with GCC or Clang on x86-64 the kernels of Adam/AdamW, SGD and RMSprop are also compiled
+/// for AVX2 and picked at run time where the CPU has it, with the same results bit for bit
+/// (see detail/simd_dispatch.hpp).
 ///
 /// What a derived class `D` provides (all may be static):
 /// - `static constexpr std::string_view name` for messages;
@@ -31,6 +34,7 @@
 #include "ember/core/error.hpp"
 #include "ember/core/host_tensor.hpp"
 #include "ember/core/ordered_dict.hpp"
+#include "ember/detail/simd_dispatch.hpp"
 #include "ember/device/cpu.hpp"
 #include "ember/device/kernel.hpp"
 #include "ember/nn/parameter.hpp"
@@ -91,6 +95,9 @@ struct param_group
 
 namespace detail
 {
+
+using ember::detail::active_simd_isa;
+using ember::detail::simd_isa;
 
 /// @brief Calls `f.template operator()<b...>()` with each runtime bool as a template argument,
 /// so kernels test their options at compile time and their loop bodies have no branches. The
@@ -158,8 +165,9 @@ EMBER_HOST_DEVICE T maximum(T a, T b) noexcept;
 /// @brief `t[i] = sqrt(t[i])` for i < n, vectorized on the host. GCC keeps std::sqrt scalar
 /// unless -fno-math-errno (it may have to set errno; PyTorch builds without errno), which made
 /// Adam several times slower, so this one loop uses the (correctly rounded) vector
-/// instructions; kernels collect a block's square roots in an array and call it once.
-template <class T>
+/// instructions; kernels collect a block's square roots in an array and call it once. `Isa`
+/// is the dispatched variant calling it.
+template <simd_isa Isa = simd_isa::baseline, class T>
 EMBER_HOST_DEVICE void sqrt_inplace(T* t, std::size_t n) noexcept;
 
 /// @brief Throws shape_error unless a state buffer still has one element per parameter
@@ -376,6 +384,7 @@ void from_host(const host_tensor& h, Vector& out)
 template <class T>
 EMBER_HOST_DEVICE T add_scaled(T a, T alpha, T b) noexcept
 {
+    EMBER_NO_FP_CONTRACT
 #if defined(__CUDA_ARCH__)
     if constexpr (std::is_same_v<T, float>)
         return fmaf(alpha, b, a);
@@ -397,10 +406,49 @@ EMBER_HOST_DEVICE T maximum(T a, T b) noexcept
     return (a != a || a > b) ? a : b;
 }
 
+#if EMBER_SIMD_DISPATCH
+// sqrt_inplace's loop for the AVX2 variants. Builtins, not <immintrin.h>, which would add half
+// a second to the compilation of every file that includes an optimizer.
 template <class T>
+__attribute__((target("avx"))) inline std::size_t sqrt_avx(T* t, std::size_t n) noexcept
+{
+    std::size_t i = 0;
+    if constexpr (std::is_same_v<T, float>)
+    {
+        typedef float v8sf __attribute__((vector_size(32)));
+        for (; i + 8 <= n; i += 8)
+        {
+            v8sf r;
+            __builtin_memcpy(&r, t + i, sizeof(r));
+            r = __builtin_ia32_sqrtps256(r);
+            __builtin_memcpy(t + i, &r, sizeof(r));
+        }
+    }
+    else
+    {
+        typedef double v4df __attribute__((vector_size(32)));
+        for (; i + 4 <= n; i += 4)
+        {
+            v4df r;
+            __builtin_memcpy(&r, t + i, sizeof(r));
+            r = __builtin_ia32_sqrtpd256(r);
+            __builtin_memcpy(t + i, &r, sizeof(r));
+        }
+    }
+    return i;
+}
+#endif
+
+template <simd_isa Isa, class T>
 EMBER_HOST_DEVICE void sqrt_inplace(T* t, std::size_t n) noexcept
 {
     std::size_t i = 0;
+#if EMBER_SIMD_DISPATCH
+    if constexpr (Isa != simd_isa::baseline)
+    {
+        i = sqrt_avx(t, n);
+    }
+#endif
 #if defined(__CUDA_ARCH__)
     // GPUs have no errno: the plain loop below is the fast one.
 #elif defined(__AVX__)

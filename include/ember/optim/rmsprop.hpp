@@ -100,13 +100,16 @@ struct rmsprop_scalars
 };
 
 // One RMSprop step over elements [begin, end), at most Block of them, in PyTorch's order of
-// operations; the square roots are taken together by sqrt_inplace.
-template <class T, bool Decay, bool Centered, bool Momentum, std::size_t Block>
+// operations; the square roots are taken together by sqrt_inplace. Isa: the dispatched variant
+// it is inlined into (see rmsprop_step).
+template <class T, bool Decay, bool Centered, bool Momentum, std::size_t Block,
+          simd_isa Isa = simd_isa::baseline>
 EMBER_HOST_DEVICE void rmsprop_block(std::size_t begin, std::size_t end, T* __restrict__ x,
                                      const T* __restrict__ g, T* __restrict__ sq,
                                      T* __restrict__ buf, T* __restrict__ ga,
                                      const rmsprop_scalars<T> k)
 {
+    EMBER_NO_FP_CONTRACT
     T root[Block];
     T grad[Block];
     const std::size_t len = end - begin;
@@ -125,7 +128,7 @@ EMBER_HOST_DEVICE void rmsprop_block(std::size_t begin, std::size_t end, T* __re
             root[j] = sq[i];
         grad[j] = gi;
     }
-    sqrt_inplace(root, len);
+    sqrt_inplace<Isa>(root, len);
     for (std::size_t j = 0, i = begin; j < len; ++j, ++i)
     {
         const T avg = root[j] + k.eps; // .sqrt_().add_(eps)
@@ -139,10 +142,42 @@ EMBER_HOST_DEVICE void rmsprop_block(std::size_t begin, std::size_t end, T* __re
     }
 }
 
-// One RMSprop step over n elements on Device, block by block (see block_size).
+#if EMBER_SIMD_DISPATCH
+// rmsprop_block over [0, n) on the cpu, block by block as cpu::for_each runs them, compiled for
+// the instruction set of the variant it is inlined into (rmsprop_cpu_avx2).
+template <class T, bool Decay, bool Centered, bool Momentum, simd_isa Isa>
+inline void rmsprop_cpu_blocks(std::size_t n, T* x, const T* g, T* sq, T* buf, T* ga,
+                               const rmsprop_scalars<T> k)
+{
+    constexpr std::size_t block = block_size<cpu>;
+    for (std::size_t begin = 0; begin < n; begin += block)
+        rmsprop_block<T, Decay, Centered, Momentum, block, Isa>(
+            begin, n - begin < block ? n : begin + block, x, g, sq, buf, ga, k);
+}
+
+template <class T, bool Decay, bool Centered, bool Momentum>
+EMBER_TARGET_AVX2 void rmsprop_cpu_avx2(std::size_t n, T* x, const T* g, T* sq, T* buf, T* ga,
+                                        const rmsprop_scalars<T> k)
+{
+    rmsprop_cpu_blocks<T, Decay, Centered, Momentum, simd_isa::avx2>(n, x, g, sq, buf, ga, k);
+}
+#endif
+
+// One RMSprop step over n elements on Device, block by block (see block_size). On the cpu,
+// compiled for AVX2 where the CPU has it (see detail/simd_dispatch.hpp): same results.
 template <class Device, class T, bool Decay, bool Centered, bool Momentum>
 void rmsprop_step(std::size_t n, T* x, const T* g, T* sq, T* buf, T* ga, const rmsprop_scalars<T> k)
 {
+#if EMBER_SIMD_DISPATCH
+    if constexpr (std::is_same_v<Device, cpu>)
+        switch (active_simd_isa())
+        {
+        case simd_isa::avx2:
+            return rmsprop_cpu_avx2<T, Decay, Centered, Momentum>(n, x, g, sq, buf, ga, k);
+        case simd_isa::baseline:
+            break;
+        }
+#endif
     Device::for_each(
         block_count(n, block_size<Device>), EMBER_KERNEL(std::size_t b) {
             const std::size_t begin = b * block_size<Device>;

@@ -139,6 +139,7 @@ EMBER_HOST_DEVICE void sgd_block(std::size_t begin, std::size_t end, T* __restri
                                  const T* __restrict__ g, T* __restrict__ buf,
                                  const sgd_scalars<T> k)
 {
+    EMBER_NO_FP_CONTRACT
     for (std::size_t i = begin; i < end; ++i)
     {
         T d = k.sign * g[i]; // maximize: -grad
@@ -156,10 +157,40 @@ EMBER_HOST_DEVICE void sgd_block(std::size_t begin, std::size_t end, T* __restri
     }
 }
 
-// One SGD step over n elements on Device, block by block (see block_size).
+#if EMBER_SIMD_DISPATCH
+// sgd_block over [0, n) on the cpu, block by block as cpu::for_each runs them, compiled for
+// the instruction set of the variant it is inlined into (sgd_cpu_avx2).
+template <class T, bool Decay, bool Momentum, bool Nesterov>
+inline void sgd_cpu_blocks(std::size_t n, T* x, const T* g, T* buf, const sgd_scalars<T> k)
+{
+    constexpr std::size_t block = block_size<cpu>;
+    for (std::size_t begin = 0; begin < n; begin += block)
+        sgd_block<T, Decay, Momentum, Nesterov>(begin, n - begin < block ? n : begin + block, x, g,
+                                                buf, k);
+}
+
+template <class T, bool Decay, bool Momentum, bool Nesterov>
+EMBER_TARGET_AVX2 void sgd_cpu_avx2(std::size_t n, T* x, const T* g, T* buf, const sgd_scalars<T> k)
+{
+    sgd_cpu_blocks<T, Decay, Momentum, Nesterov>(n, x, g, buf, k);
+}
+#endif
+
+// One SGD step over n elements on Device, block by block (see block_size). On the cpu, compiled
+// for AVX2 where the CPU has it (see detail/simd_dispatch.hpp): same results.
 template <class Device, class T, bool Decay, bool Momentum, bool Nesterov>
 void sgd_step(std::size_t n, T* x, const T* g, T* buf, const sgd_scalars<T> k)
 {
+#if EMBER_SIMD_DISPATCH
+    if constexpr (std::is_same_v<Device, cpu>)
+        switch (active_simd_isa())
+        {
+        case simd_isa::avx2:
+            return sgd_cpu_avx2<T, Decay, Momentum, Nesterov>(n, x, g, buf, k);
+        case simd_isa::baseline:
+            break;
+        }
+#endif
     Device::for_each(
         block_count(n, block_size<Device>), EMBER_KERNEL(std::size_t b) {
             const std::size_t begin = b * block_size<Device>;

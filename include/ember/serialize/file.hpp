@@ -1077,3 +1077,11 @@ inline file_info probe(const std::filesystem::path& path, file_format format)
 }
 
 } // namespace ember
+
+// A program that links ember's precompiled formats (src/ember_formats.cpp) compiles none of
+// their code itself.
+#if defined(EMBER_PRECOMPILED_FORMATS)
+#define EMBER_FORMATS_EXTERN extern
+#include "ember/serialize/precompiled.hpp"
+#undef EMBER_FORMATS_EXTERN
+#endif

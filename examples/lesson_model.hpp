@@ -2,7 +2,15 @@
 // The lesson's data (step 2) and LinearRegressionModel (step 3), shared by the examples that
 // train it: two named parameters and hand-written forward and backward, one kernel each, so the
 // same model runs on every device.
-#include <ember/ember.hpp>
+#include <ember/core/error.hpp>
+#include <ember/core/generator.hpp>
+#include <ember/core/tensor.hpp>
+#include <ember/device/cpu.hpp>
+#include <ember/device/kernel.hpp>
+#include <ember/device/transfer.hpp>
+#include <ember/nn/module.hpp>
+#include <ember/nn/parameter.hpp>
+#include <ember/plot/svg.hpp>
 
 #include <cstddef>
 #include <cstdio>

@@ -7,7 +7,11 @@
 //   build/examples/linear_regression      writes linear_model.pth, checkpoint.tar and
 //                                          training.svg here
 //   build/tools/ember inspect checkpoint.tar   shows what the checkpoint holds
-#include <ember/ember.hpp>
+#include <ember/core/grad_mode.hpp>
+#include <ember/device/dispatch.hpp>
+#include <ember/loss/mse.hpp>
+#include <ember/optim/sgd.hpp>
+#include <ember/serialize/file.hpp>
 
 #include <cstdio>
 #include <string_view>

@@ -7,6 +7,7 @@
 #include <ember/nn/sequential.hpp>
 #include <ember/serialize/module.hpp>
 
+#include "golden/container_v1.hpp"
 #include "test_device.hpp"
 
 #include <boost/test/unit_test.hpp>
@@ -233,4 +234,51 @@ BOOST_AUTO_TEST_CASE(a_file_holding_something_else_says_what_it_holds)
     BOOST_TEST_INFO(msg);
     BOOST_TEST(contains(msg, "optimizer state"));
     BOOST_CHECK_THROW(load(model, dir.path / "missing.ember"), io_error);
+}
+
+namespace
+{
+// The model behind tests/golden/container_v1.hpp's state_dict (ember 0.1's container, whose
+// tensor records carry no checksum): mixed dtypes and a 0-d buffer, all small records.
+struct v1_layer : nn::module<v1_layer>
+{
+    nn::parameter<float, 2> weight{tensor<float, 2>::from_shape({2, 3})};
+    nn::parameter<double, 1> bias{tensor<double, 1>::from_shape({2})};
+
+    template <class V>
+    void visit(V&& v)
+    {
+        v("weight", weight);
+        v("bias", bias);
+    }
+};
+
+struct v1_model : nn::module<v1_model>
+{
+    v1_layer fc1;
+    nn::buffer<std::int64_t, 0> steps{tensor<std::int64_t, 0>(0)};
+
+    template <class V>
+    void visit(V&& v)
+    {
+        v("fc1", fc1);
+        v("steps", steps);
+    }
+};
+} // namespace
+
+BOOST_AUTO_TEST_CASE(an_ember_0_1_container_loads_into_a_model_in_place)
+{
+    temp_dir dir;
+    const auto& bytes = fixture::container_v1_state_dict;
+    write_bytes(dir.path / "v1.ember",
+                std::vector<char>(reinterpret_cast<const char*>(bytes),
+                                  reinterpret_cast<const char*>(bytes) + sizeof bytes));
+    v1_model model;
+    load(model, dir.path / "v1.ember");
+    v1_model expected;
+    expected.load_state_dict(load<state_dict>(dir.path / "v1.ember"));
+    BOOST_TEST((model.state_dict() == expected.state_dict()));
+    BOOST_TEST(model.steps.value() == 42);
+    BOOST_TEST(model.fc1.bias.value(1) == -0.2);
 }

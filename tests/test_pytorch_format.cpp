@@ -3,6 +3,8 @@
 // layout and loads back; hostile pickles and zips fail with a format_error naming the fault.
 // Live round trips through real PyTorch run in the 'pytorch_roundtrip' test.
 #include <ember/core/generator.hpp>
+#include <ember/nn/module.hpp>
+#include <ember/serialize/module.hpp>
 #include <ember/serialize/pytorch.hpp>
 
 #include "golden/pytorch_files.hpp"
@@ -512,6 +514,73 @@ BOOST_AUTO_TEST_CASE(views_are_materialised_contiguous_from_their_storage)
     const auto expanded = pt::from_bytes<ember::state_dict>(e);
     const auto x = expanded.at("t").data<float>();
     BOOST_TEST((std::vector<float>(x.begin(), x.end()) == std::vector<float>{9, 9, 9}));
+}
+
+namespace
+{
+// A module shaped like scripts/make_torch_files.py's views.pt: contiguous tensors (read in
+// place by ember::load(model, path)) beside strided, transposed, expanded and permuted views
+// (materialised), in four dtypes.
+struct views_model : ember::nn::module<views_model>
+{
+    template <class T, std::size_t N>
+    using buf = ember::nn::buffer<T, N>;
+    buf<float, 2> base{ember::tensor<float, 2>::from_shape({4, 6})};
+    buf<float, 2> transposed{ember::tensor<float, 2>::from_shape({6, 4})};
+    buf<float, 2> strided{ember::tensor<float, 2>::from_shape({3, 3})};
+    buf<std::int32_t, 1> offset{ember::tensor<std::int32_t, 1>::from_shape({4})};
+    buf<double, 1> shared_a{ember::tensor<double, 1>::from_shape({4})};
+    buf<double, 1> shared_b{ember::tensor<double, 1>::from_shape({4})};
+    buf<float, 2> expanded{ember::tensor<float, 2>::from_shape({2, 3})};
+    buf<float, 1> column{ember::tensor<float, 1>::from_shape({4})};
+    buf<std::int16_t, 3> permuted{ember::tensor<std::int16_t, 3>::from_shape({4, 2, 3})};
+
+    template <class V>
+    void visit(V&& v)
+    {
+        v("base", base);
+        v("transposed", transposed);
+        v("strided", strided);
+        v("offset", offset);
+        v("shared_a", shared_a);
+        v("shared_b", shared_b);
+        v("expanded", expanded);
+        v("column", column);
+        v("permuted", permuted);
+    }
+};
+} // namespace
+
+BOOST_AUTO_TEST_CASE(a_model_loads_pytorch_views_in_place_and_copies_the_strided_ones)
+{
+    for (const char* version : {"torch-1.13", "torch-2.15"})
+    {
+        BOOST_TEST_CONTEXT(version)
+        {
+            const fs::path file = data_folder() / "pytorch" / version / "views.pt";
+            views_model model;
+            const auto result = ember::load(model, file);
+            BOOST_TEST(result.missing_keys.empty());
+            const auto expected = pt::load<ember::state_dict>(file);
+            BOOST_TEST((model.state_dict() == expected));
+            BOOST_TEST(model.permuted.value(3, 1, 2) ==
+                       expected.at("permuted").data<std::int16_t>()[23]);
+        }
+    }
+    // A file for another model: key_error naming the file, nothing changed.
+    views_model model;
+    model.base.value.fill(7.f);
+    const fs::path mlp = data_folder() / "pytorch/torch-1.13/mlp.pth";
+    try
+    {
+        ember::load(model, mlp);
+        BOOST_FAIL("expected key_error");
+    }
+    catch (const ember::key_error& e)
+    {
+        BOOST_TEST(std::string(e.what()).find("mlp.pth") != std::string::npos, e.what());
+    }
+    BOOST_TEST(model.base.value(3, 5) == 7.f);
 }
 
 // ---- Hostile pickles ---------------------------------------------------------------------

@@ -17,7 +17,7 @@ namespace ember::detail
 {
 
 /// Continues the CRC-32 `crc` over `bytes` (start with crc32_of({}) == 0).
-inline std::uint32_t crc32_update(std::uint32_t crc, std::span<const std::byte> bytes)
+inline std::uint32_t crc32_update(std::uint32_t crc, std::span<const std::byte> bytes) noexcept
 {
     // ISA-L's crc32_gzip_refl is zlib's crc32 (the same reflected polynomial, inverted on the
     // way in and out, so checksums chain the same way), about seven times faster than zlib
@@ -30,7 +30,7 @@ inline std::uint32_t crc32_update(std::uint32_t crc, std::span<const std::byte> 
 }
 
 /// The CRC-32 of `bytes`.
-inline std::uint32_t crc32_of(std::span<const std::byte> bytes)
+inline std::uint32_t crc32_of(std::span<const std::byte> bytes) noexcept
 {
     return crc32_update(0, bytes);
 }

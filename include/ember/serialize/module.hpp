@@ -12,8 +12,9 @@
 /// In ember's container format, parameters in host memory are written from where they are
 /// (state_dict_view), and a load maps the file, checks every checksum there and, once keys,
 /// dtypes and shapes all fit, copies each tensor straight into its parameter: no state_dict is
-/// built on either side. Other formats, and devices whose memory the host cannot read, go
-/// through a state_dict.
+/// built on either side. PyTorch's zip is loaded the same way (its records are stored
+/// uncompressed and checked when the archive opens). Other formats, saving in other formats,
+/// and devices whose memory the host cannot read go through a state_dict.
 
 #include "ember/nn/module.hpp"
 #include "ember/serialize/file.hpp"
@@ -64,6 +65,15 @@ nn::load_result load_into(M& model, std::span<const std::byte> bytes, file_forma
     {
         if (format == file_format::ember && has_file_magic(bytes))
             return model.load_state_dict(decode_container<state_dict_view>(bytes, name), strict);
+        if (format == file_format::pytorch && !has_file_magic(bytes))
+        {
+            // A zip's records are stored, not compressed: contiguous tensors are read where they
+            // are, once the archive (every record's CRC-32) has been checked.
+            pytorch::detail::archive_reader reader(bytes, quoted_name(name), {});
+            state_dict copies; // the tensors that cannot be viewed (strided, big-endian)
+            return model.load_state_dict(reader.to_state_dict_view(reader.root(), "", copies),
+                                         strict);
+        }
         return model.load_state_dict(decode<state_dict>(bytes, format, name), strict);
     }
     catch (const key_error& e)

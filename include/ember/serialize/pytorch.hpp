@@ -140,11 +140,17 @@ public:
 
     value to_value(const pickle_node& n, const std::string& path, std::size_t depth = 0);
     state_dict to_state_dict(const pickle_node& n, const std::string& path);
+    /// The same as views: of the archive's own bytes for contiguous tensors, of copies added
+    /// to `copies` for the others.
+    state_dict_view to_state_dict_view(const pickle_node& n, const std::string& path,
+                                       state_dict& copies);
     optim::optimizer_state to_optimizer_state(const pickle_node& n, const std::string& path);
     checkpoint to_checkpoint(const pickle_node& n);
     host_tensor to_tensor(const pickle_node& n, const std::string& path);
 
 private:
+    template <class Dict, class Make>
+    Dict tensor_dict(const pickle_node& n, const std::string& path, Make&& make);
     [[noreturn]] void fail(const std::string& path, const std::string& message) const
     {
         throw format_error(m_what + ": " + (path.empty() ? "" : path + ": ") + message);
@@ -285,6 +291,19 @@ inline std::string archive_reader::dict_key(const pickle_node& key, const std::s
                    " (ember's dicts have str keys; int keys become decimal strings)");
 }
 
+/// Whether a tensor's elements lie in its storage in row-major order without gaps.
+inline bool is_contiguous(const pickle_tensor& t)
+{
+    std::int64_t expected = 1;
+    for (std::size_t i = t.size.size(); i-- > 0;)
+    {
+        if (t.size[i] != 1 && t.stride[i] != expected)
+            return false;
+        expected *= t.size[i];
+    }
+    return true;
+}
+
 inline host_tensor archive_reader::to_tensor(const pickle_node& n, const std::string& path)
 {
     if (n.kind != pickle_kind::tensor)
@@ -310,15 +329,7 @@ inline host_tensor archive_reader::to_tensor(const pickle_node& n, const std::st
     std::byte* dst = out.bytes().data();
     const std::size_t rank = t.size.size();
 
-    bool contiguous = true;
-    std::int64_t expected = 1;
-    for (std::size_t i = rank; i-- > 0;)
-    {
-        if (t.size[i] != 1 && t.stride[i] != expected)
-            contiguous = false;
-        expected *= t.size[i];
-    }
-    if (contiguous)
+    if (is_contiguous(t))
         std::memcpy(dst, src, numel * es);
     else
     {
@@ -413,12 +424,13 @@ inline value archive_reader::to_value(const pickle_node& n, const std::string& p
     fail(path, std::string("is a ") + kind_name(n) + ", which has no ember value");
 }
 
-inline state_dict archive_reader::to_state_dict(const pickle_node& n, const std::string& path)
+template <class Dict, class Make>
+Dict archive_reader::tensor_dict(const pickle_node& n, const std::string& path, Make&& make)
 {
     if (n.kind != pickle_kind::dict)
         fail(path,
              std::string("is a ") + kind_name(n) + ", not a state_dict (a dict of str to tensor)");
-    state_dict out;
+    Dict out;
     for (const auto& [k, v] : n.entries())
     {
         if (k->kind != pickle_kind::string)
@@ -437,9 +449,39 @@ inline state_dict archive_reader::to_state_dict(const pickle_node& n, const std:
         }
         if (out.contains(key))
             fail(path, "has the key '" + key + "' twice");
-        out.insert(key, to_tensor(*v, path + key_repr(key)));
+        out.insert(key, make(*v, path + key_repr(key)));
     }
     return out;
+}
+
+inline state_dict archive_reader::to_state_dict(const pickle_node& n, const std::string& path)
+{
+    return tensor_dict<state_dict>(
+        n, path, [this](const pickle_node& v, const std::string& p) { return to_tensor(v, p); });
+}
+
+inline state_dict_view archive_reader::to_state_dict_view(const pickle_node& n,
+                                                          const std::string& path,
+                                                          state_dict& copies)
+{
+    auto view = [&](const pickle_node& v, const std::string& p) -> host_tensor_view
+    {
+        if (!m_swap && v.kind == pickle_kind::tensor && is_contiguous(v.tensor()))
+        {
+            // In place: the record's bytes, whose bounds and CRC-32 the archive checked when it
+            // opened; no copy, so nothing counts against max_tensor_bytes. (A big-endian file's
+            // tensors are swapped into copies.)
+            const pickle_tensor& t = v.tensor();
+            const pickle_storage& st = t.storage->storage();
+            const std::size_t es = dtype_size(st.dtype);
+            const std::size_t numel = host_tensor::checked_numel(t.size, es);
+            const std::byte* data =
+                numel == 0 ? nullptr : m_storage_data.at(t.storage).data() + t.offset * es;
+            return host_tensor_view(st.dtype, t.size, {data, numel * es});
+        }
+        return copies.insert(p, to_tensor(v, p));
+    };
+    return tensor_dict<state_dict_view>(n, path, view);
 }
 
 inline optim::state_value archive_reader::to_state_value(const pickle_node& n,

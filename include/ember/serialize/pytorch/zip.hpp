@@ -25,8 +25,7 @@
 /// Everything the reader returns is a view into the caller's bytes.
 
 #include "ember/core/error.hpp"
-
-#include <zlib.h>
+#include "ember/detail/crc32.hpp"
 
 #include <algorithm>
 #include <cstddef>
@@ -167,18 +166,10 @@ void append_le(std::vector<std::byte>& out, U v)
         out.push_back(static_cast<std::byte>((static_cast<std::uint64_t>(v) >> (8 * i)) & 0xffu));
 }
 
+/// The CRC-32 a zip records for an entry: zlib's, computed by ISA-L (detail/crc32.hpp).
 inline std::uint32_t crc32(std::span<const std::byte> bytes) noexcept
 {
-    uLong crc = ::crc32(0L, Z_NULL, 0);
-    // zlib takes uInt lengths; feed large buffers in pieces.
-    constexpr std::size_t piece = std::size_t{1} << 30;
-    for (std::size_t off = 0; off < bytes.size(); off += piece)
-    {
-        const std::size_t n = std::min(piece, bytes.size() - off);
-        crc =
-            ::crc32(crc, reinterpret_cast<const Bytef*>(bytes.data() + off), static_cast<uInt>(n));
-    }
-    return static_cast<std::uint32_t>(crc);
+    return ember::detail::crc32_of(bytes);
 }
 
 /// a + b, or false when it overflows.

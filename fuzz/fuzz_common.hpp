@@ -9,6 +9,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <span>
 #include <typeinfo>
@@ -81,6 +82,22 @@ void check_decode(bytes_view bytes, ember::file_format format)
     }
     if (ember::detail::encode(again, format) != once)
         finding("load and save are not a fixed point", "the second save differs");
+}
+
+/// An in-place decode (views, for ember::load(model, path)) must give the tensors the copying
+/// decode gives: same keys in the same order, dtypes, shapes and bytes.
+inline void check_views_match(const ember::state_dict& copied, const ember::state_dict_view& viewed)
+{
+    const char* what = "the in-place decode disagrees with the copying one";
+    if (copied.keys() != viewed.keys())
+        finding(what, "keys differ");
+    for (const auto& [key, t] : copied)
+    {
+        const ember::host_tensor_view& v = viewed.at(key);
+        if (v.dtype() != t.dtype() || v.shape() != t.shape() || v.nbytes() != t.nbytes() ||
+            (t.nbytes() != 0 && std::memcmp(v.bytes().data(), t.bytes().data(), t.nbytes()) != 0))
+            finding(what, key.c_str());
+    }
 }
 
 /// The 40-byte container header for a payload of content `kind`, with correct checksums: the

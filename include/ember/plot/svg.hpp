@@ -19,11 +19,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <deque>
 #include <filesystem>
 #include <limits>
 #include <span>
 #include <string>
-#include <deque>
 #include <vector>
 
 namespace ember::plot
@@ -131,6 +131,21 @@ private:
  * implementation  *
  *******************/
 
+} // namespace ember::plot
+
+// With EMBER_PRECOMPILED_FORMATS the figure is compiled once, with the file formats, in
+// src/ember_formats.cpp (which defines EMBER_FORMATS_DEFINITIONS): a program that draws then
+// compiles none of this.
+#if !defined(EMBER_PRECOMPILED_FORMATS) || defined(EMBER_FORMATS_DEFINITIONS)
+#if defined(EMBER_FORMATS_DEFINITIONS)
+#define EMBER_PLOT_INLINE
+#else
+#define EMBER_PLOT_INLINE inline
+#endif
+
+namespace ember::plot
+{
+
 namespace detail
 {
 inline constexpr const char* default_colors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728",
@@ -230,7 +245,7 @@ inline std::string tick_label(double v)
 }
 } // namespace detail
 
-inline const std::string& axes::next_color(std::string& c)
+EMBER_PLOT_INLINE const std::string& axes::next_color(std::string& c)
 {
     if (c.empty())
         c = detail::default_colors[m_series.size() % std::size(detail::default_colors)];
@@ -238,7 +253,7 @@ inline const std::string& axes::next_color(std::string& c)
     return c;
 }
 
-inline axes& axes::plot(std::span<const double> x, std::span<const double> y, style s)
+EMBER_PLOT_INLINE axes& axes::plot(std::span<const double> x, std::span<const double> y, style s)
 {
     if (x.size() != y.size())
         throw shape_error("plot: x has " + std::to_string(x.size()) + " values, y has " +
@@ -248,7 +263,7 @@ inline axes& axes::plot(std::span<const double> x, std::span<const double> y, st
     return *this;
 }
 
-inline axes& axes::plot(std::span<const double> y, style s)
+EMBER_PLOT_INLINE axes& axes::plot(std::span<const double> y, style s)
 {
     std::vector<double> x(y.size());
     for (std::size_t i = 0; i < x.size(); ++i)
@@ -256,7 +271,7 @@ inline axes& axes::plot(std::span<const double> y, style s)
     return plot(x, y, std::move(s));
 }
 
-inline axes& axes::scatter(std::span<const double> x, std::span<const double> y, style s)
+EMBER_PLOT_INLINE axes& axes::scatter(std::span<const double> x, std::span<const double> y, style s)
 {
     if (x.size() != y.size())
         throw shape_error("scatter: x has " + std::to_string(x.size()) + " values, y has " +
@@ -266,7 +281,7 @@ inline axes& axes::scatter(std::span<const double> x, std::span<const double> y,
     return *this;
 }
 
-inline std::string axes::render(double x0, double y0, double w, double h) const
+EMBER_PLOT_INLINE std::string axes::render(double x0, double y0, double w, double h) const
 {
     using detail::num;
     // Room for tick labels, axis labels and the title.
@@ -413,7 +428,7 @@ inline std::string axes::render(double x0, double y0, double w, double h) const
     return out;
 }
 
-inline axes& figure::subplot(int rows, int cols, int index)
+EMBER_PLOT_INLINE axes& figure::subplot(int rows, int cols, int index)
 {
     if (rows < 1 || cols < 1 || index < 1 || index > rows * cols)
         throw value_error("subplot(" + std::to_string(rows) + ", " + std::to_string(cols) + ", " +
@@ -426,7 +441,7 @@ inline axes& figure::subplot(int rows, int cols, int index)
     return m_panels.back().ax;
 }
 
-inline std::string figure::to_svg() const
+EMBER_PLOT_INLINE std::string figure::to_svg() const
 {
     std::string out = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
                       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" +
@@ -443,10 +458,13 @@ inline std::string figure::to_svg() const
     return out + "</svg>\n";
 }
 
-inline void figure::save(const std::filesystem::path& path) const
+EMBER_PLOT_INLINE void figure::save(const std::filesystem::path& path) const
 {
     const std::string svg = to_svg();
     ember::detail::atomic_write(path, {reinterpret_cast<const std::byte*>(svg.data()), svg.size()});
 }
 
 } // namespace ember::plot
+
+#undef EMBER_PLOT_INLINE
+#endif

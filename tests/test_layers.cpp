@@ -13,6 +13,7 @@
 
 #include "golden/layers.hpp"
 #include "test_device.hpp"
+#include "test_files.hpp"
 
 #if __has_include(<thrust/version.h>)
 #include <ember/device/thrust_cpp.hpp>
@@ -33,7 +34,9 @@
 
 using namespace ember;
 namespace gl = golden::layers;
+using test::contains;
 using test::dtensor;
+using test::message_of;
 
 // The layers on the test device, under their nn:: names.
 namespace dnn
@@ -144,27 +147,6 @@ template <class BN>
 std::int64_t tracked(const BN& bn)
 {
     return test::host(bn.num_batches_tracked.value)();
-}
-
-// Runs f and returns the message of the E it throws (fails the test if it throws nothing).
-template <class E, class F>
-std::string message_of(F&& f)
-{
-    try
-    {
-        f();
-    }
-    catch (const E& e)
-    {
-        return e.what();
-    }
-    BOOST_FAIL("expected an exception");
-    return {};
-}
-
-bool contains(const std::string& s, std::string_view part)
-{
-    return s.find(part) != std::string::npos;
 }
 
 // An input whose elements stay away from 0, where relu's derivative jumps.

@@ -9,18 +9,21 @@
 
 #include "golden/container_v1.hpp"
 #include "test_device.hpp"
+#include "test_files.hpp"
 
 #include <boost/test/unit_test.hpp>
 
-#include <algorithm>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 using namespace ember;
+using test::contains;
+using test::message_of;
+using test::read_bytes;
+using test::temp_dir;
+using test::write_bytes;
 namespace fs = std::filesystem;
 
 namespace
@@ -39,45 +42,6 @@ model_type make_model(std::uint64_t seed)
                       nn::linear<float, test_device>(300, 3));
 }
 
-struct temp_dir
-{
-    fs::path path =
-        fs::temp_directory_path() / ("ember_test_module_file_" + std::to_string(::getpid()));
-    temp_dir() { fs::create_directories(path); }
-    ~temp_dir() { fs::remove_all(path); }
-};
-
-std::vector<char> read_bytes(const fs::path& p)
-{
-    std::ifstream f(p, std::ios::binary);
-    return {std::istreambuf_iterator<char>(f), {}};
-}
-
-void write_bytes(const fs::path& p, const std::vector<char>& b)
-{
-    std::ofstream f(p, std::ios::binary | std::ios::trunc);
-    f.write(b.data(), static_cast<std::streamsize>(b.size()));
-}
-
-template <class E, class F>
-std::string message_of(F&& f)
-{
-    try
-    {
-        f();
-    }
-    catch (const E& e)
-    {
-        return e.what();
-    }
-    BOOST_FAIL("no exception of the expected type");
-    return {};
-}
-
-bool contains(const std::string& s, const std::string& part)
-{
-    return s.find(part) != std::string::npos;
-}
 } // namespace
 
 BOOST_AUTO_TEST_CASE(saving_a_model_writes_the_file_its_state_dict_would)

@@ -12,6 +12,8 @@
 #include <boost/mpl/list.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include "test_files.hpp"
+
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -22,6 +24,14 @@
 
 using namespace ember;
 namespace fs = std::filesystem;
+using test::read_bytes;
+using test::write_bytes;
+
+// This file's scratch folders.
+struct temp_dir : test::temp_dir
+{
+    temp_dir() : test::temp_dir("ember_test_serialize") {}
+};
 
 namespace
 {
@@ -67,26 +77,6 @@ T round_trip(const T& value)
         ar(cereal::make_nvp("value", back));
     }
     return back;
-}
-
-struct temp_dir
-{
-    fs::path path =
-        fs::temp_directory_path() / ("ember_test_serialize_" + std::to_string(::getpid()));
-    temp_dir() { fs::create_directories(path); }
-    ~temp_dir() { fs::remove_all(path); }
-};
-
-std::vector<char> read_bytes(const fs::path& p)
-{
-    std::ifstream f(p, std::ios::binary);
-    return {std::istreambuf_iterator<char>(f), {}};
-}
-
-void write_bytes(const fs::path& p, const std::vector<char>& b)
-{
-    std::ofstream f(p, std::ios::binary | std::ios::trunc);
-    f.write(b.data(), static_cast<std::streamsize>(b.size()));
 }
 
 struct binary_archives

@@ -659,14 +659,23 @@ void save(Archive& ar, const host_tensor& t, std::uint32_t version)
 
 namespace detail
 {
-/// The dtype and shape that start a tensor record.
-template <class Archive>
-std::pair<dtype, std::vector<std::int64_t>> load_tensor_head(Archive& ar, std::string& name)
+/// What starts a tensor record: dtype and shape, with the element count they make (checked
+/// for overflow) and how messages name the tensor.
+struct tensor_head
 {
-    load_string(ar, "dtype", name, "tensor dtype");
-    dtype type = parse_dtype(name);
-
+    dtype type = dtype::float32;
     std::vector<std::int64_t> shape;
+    std::size_t numel = 0;
+    std::string what;
+};
+
+template <class Archive>
+tensor_head load_tensor_head(Archive& ar)
+{
+    tensor_head head;
+    std::string name;
+    load_string(ar, "dtype", name, "tensor dtype");
+    head.type = parse_dtype(name);
     in_node(ar, "shape",
             [&]
             {
@@ -676,14 +685,24 @@ std::pair<dtype, std::vector<std::int64_t>> load_tensor_head(Archive& ar, std::s
                     throw format_error("tensor rank " + std::to_string(rank) + " exceeds " +
                                        std::to_string(max_tensor_rank));
                 reserve_from_budget(rank, sizeof(std::int64_t), "tensor shape");
-                shape.resize(static_cast<std::size_t>(rank));
+                head.shape.resize(static_cast<std::size_t>(rank));
                 if constexpr (is_text_archive_v<Archive>)
-                    for (auto& d : shape)
+                    for (auto& d : head.shape)
                         ar(d);
                 else
-                    ar(cereal::binary_data(shape.data(), shape.size() * sizeof(std::int64_t)));
+                    ar(cereal::binary_data(head.shape.data(),
+                                           head.shape.size() * sizeof(std::int64_t)));
             });
-    return {type, std::move(shape)};
+    try
+    {
+        head.numel = host_tensor::checked_numel(head.shape, dtype_size(head.type));
+    }
+    catch (const value_error& e)
+    {
+        throw format_error(e.what());
+    }
+    head.what = "tensor of shape " + shape_string(head.shape) + " (" + name + ")";
+    return head;
 }
 
 /// The stored CRC-32 that ends a version-2 tensor record, checked against `actual`.
@@ -740,27 +759,14 @@ void load(Archive& ar, host_tensor_view& t, std::uint32_t version)
     if (!source)
         throw format_error("a tensor view is read only in place from an ember container "
                            "(ember::load(model, path))");
-    std::string name;
-    auto head = detail::load_tensor_head(ar, name); // no binding: lambdas below capture these
-    const dtype type = head.first;
-    std::vector<std::int64_t> shape = std::move(head.second);
-    std::size_t numel = 0;
-    try
-    {
-        numel = host_tensor::checked_numel(shape, dtype_size(type));
-    }
-    catch (const value_error& e)
-    {
-        throw format_error(e.what());
-    }
-    const std::string what = "tensor of shape " + shape_string(shape) + " (" + name + ")";
-    const std::size_t nbytes = numel * dtype_size(type);
+    detail::tensor_head head = detail::load_tensor_head(ar);
+    const std::size_t nbytes = head.numel * dtype_size(head.type);
     if (nbytes > source->remaining())
-        throw format_error(what + " needs " + std::to_string(nbytes) + " bytes, " +
+        throw format_error(head.what + " needs " + std::to_string(nbytes) + " bytes, " +
                            std::to_string(source->remaining()) + " remain");
-    host_tensor_view loaded(type, std::move(shape), source->take(nbytes));
+    host_tensor_view loaded(head.type, std::move(head.shape), source->take(nbytes));
     if (version >= 2)
-        detail::check_tensor_crc(ar, detail::tensor_crc32(loaded), what);
+        detail::check_tensor_crc(ar, detail::tensor_crc32(loaded), head.what);
     t = std::move(loaded);
 }
 
@@ -768,21 +774,11 @@ template <class Archive>
 void load(Archive& ar, host_tensor& t, std::uint32_t version)
 {
     detail::check_version(version, 2, "tensor record");
-    std::string name;
-    auto head = detail::load_tensor_head(ar, name); // no binding: lambdas below capture these
-    const dtype type = head.first;
-    std::vector<std::int64_t> shape = std::move(head.second);
-
-    std::size_t numel = 0;
-    try
-    {
-        numel = host_tensor::checked_numel(shape, dtype_size(type));
-    }
-    catch (const value_error& e)
-    {
-        throw format_error(e.what());
-    }
-    const std::string what = "tensor of shape " + shape_string(shape) + " (" + name + ")";
+    detail::tensor_head head = detail::load_tensor_head(ar);
+    // Named references, not a structured binding: the lambda below captures them.
+    const dtype type = head.type;
+    const std::size_t numel = head.numel;
+    const std::string& what = head.what;
     host_tensor loaded;
     detail::in_node(ar, "data",
                     [&]
@@ -798,7 +794,7 @@ void load(Archive& ar, host_tensor& t, std::uint32_t version)
                         }
                         else
                             detail::reserve_from_budget(numel, dtype_size(type), what);
-                        loaded = host_tensor(type, std::move(shape));
+                        loaded = host_tensor(type, std::move(head.shape));
                         detail::tensor_elements(ar, type, loaded.bytes().data(), loaded.nbytes(),
                                                 version);
                     });

@@ -1,0 +1,73 @@
+#pragma once
+/// @file
+/// What tests that write files and check errors share: a scratch folder removed afterwards,
+/// whole-file reads and writes, and the message of an expected exception.
+
+#include <boost/test/unit_test.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <unistd.h>
+
+namespace test
+{
+
+/// @brief A fresh folder under the system's temporary folder, named after `name` and this
+/// process (tests run in parallel), removed with everything in it at the end of scope.
+struct temp_dir
+{
+    std::filesystem::path path;
+
+    explicit temp_dir(const std::string& name = "ember_test")
+        : path(std::filesystem::temp_directory_path() / (name + "_" + std::to_string(::getpid())))
+    {
+        std::filesystem::create_directories(path);
+    }
+    ~temp_dir() { std::filesystem::remove_all(path); }
+    temp_dir(const temp_dir&) = delete;
+    temp_dir& operator=(const temp_dir&) = delete;
+};
+
+/// @brief The whole content of `p`.
+inline std::vector<char> read_bytes(const std::filesystem::path& p)
+{
+    std::ifstream f(p, std::ios::binary);
+    return {std::istreambuf_iterator<char>(f), {}};
+}
+
+/// @brief Replaces `p`'s content with `b`.
+inline void write_bytes(const std::filesystem::path& p, const std::vector<char>& b)
+{
+    std::ofstream f(p, std::ios::binary | std::ios::trunc);
+    f.write(b.data(), static_cast<std::streamsize>(b.size()));
+}
+
+/// @brief Runs `f` and returns the message of the E it throws (fails the test if it throws
+/// nothing, or something else).
+template <class E, class F>
+std::string message_of(F&& f)
+{
+    try
+    {
+        f();
+    }
+    catch (const E& e)
+    {
+        return e.what();
+    }
+    BOOST_FAIL("expected an exception");
+    return {};
+}
+
+/// @brief Whether `s` contains `part`.
+inline bool contains(const std::string& s, std::string_view part)
+{
+    return s.find(part) != std::string::npos;
+}
+
+} // namespace test

@@ -445,3 +445,19 @@ auto adam_impl<T, Device, Decoupled, Options>::read_state(dict_reader& in, const
 } // namespace detail
 
 } // namespace ember::optim
+
+// With EMBER_PRECOMPILED (detail/precompiled.hpp) Adam and AdamW over float parameters in host
+// memory is compiled once, in src/ember_precompiled.cpp, not in every file that trains.
+#if !EMBER_DEFINITIONS
+extern template struct ember::optim::detail::adam_impl<float, ember::cpu, false,
+                                                       ember::optim::adam_options>;
+extern template struct ember::optim::detail::adam_impl<float, ember::cpu, true,
+                                                       ember::optim::adamw_options>;
+extern template class ember::optim::optimizer<
+    ember::optim::adam<float>, float, ember::optim::adam_options, ember::optim::adam_state<float>>;
+extern template class ember::optim::optimizer<ember::optim::adamw<float>, float,
+                                              ember::optim::adamw_options,
+                                              ember::optim::adam_state<float>>;
+extern template class ember::optim::adam<float>;
+extern template class ember::optim::adamw<float>;
+#endif

@@ -34,6 +34,7 @@
 #include "ember/core/error.hpp"
 #include "ember/core/host_tensor.hpp"
 #include "ember/core/ordered_dict.hpp"
+#include "ember/detail/precompiled.hpp"
 #include "ember/detail/simd_dispatch.hpp"
 #include "ember/device/cpu.hpp"
 #include "ember/device/kernel.hpp"

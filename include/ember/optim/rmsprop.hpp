@@ -335,3 +335,12 @@ auto rmsprop<T, Device>::read_state(detail::dict_reader& in, const rmsprop_optio
 }
 
 } // namespace ember::optim
+
+// With EMBER_PRECOMPILED (detail/precompiled.hpp) RMSprop over float parameters in host
+// memory is compiled once, in src/ember_precompiled.cpp, not in every file that trains.
+#if !EMBER_DEFINITIONS
+extern template class ember::optim::optimizer<ember::optim::rmsprop<float>, float,
+                                              ember::optim::rmsprop_options,
+                                              ember::optim::rmsprop_state<float>>;
+extern template class ember::optim::rmsprop<float>;
+#endif

@@ -276,3 +276,11 @@ auto sgd<T, Device>::read_state(detail::dict_reader& in, const sgd_options&,
 }
 
 } // namespace ember::optim
+
+// With EMBER_PRECOMPILED (detail/precompiled.hpp) SGD over float parameters in host
+// memory is compiled once, in src/ember_precompiled.cpp, not in every file that trains.
+#if !EMBER_DEFINITIONS
+extern template class ember::optim::optimizer<
+    ember::optim::sgd<float>, float, ember::optim::sgd_options, ember::optim::sgd_state<float>>;
+extern template class ember::optim::sgd<float>;
+#endif

@@ -15,6 +15,7 @@
 
 #include "ember/core/error.hpp"
 #include "ember/detail/file_io.hpp"
+#include "ember/detail/precompiled.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -133,15 +134,10 @@ private:
 
 } // namespace ember::plot
 
-// With EMBER_PRECOMPILED_FORMATS the figure is compiled once, with the file formats, in
-// src/ember_formats.cpp (which defines EMBER_FORMATS_DEFINITIONS): a program that draws then
-// compiles none of this.
-#if !defined(EMBER_PRECOMPILED_FORMATS) || defined(EMBER_FORMATS_DEFINITIONS)
-#if defined(EMBER_FORMATS_DEFINITIONS)
-#define EMBER_PLOT_INLINE
-#else
-#define EMBER_PLOT_INLINE inline
-#endif
+// With EMBER_PRECOMPILED the figure is compiled once, with the file formats, in
+// src/ember_precompiled.cpp (which defines EMBER_PRECOMPILED_DEFINITIONS): a program that draws
+// then compiles none of this.
+#if EMBER_DEFINITIONS
 
 namespace ember::plot
 {
@@ -245,7 +241,7 @@ inline std::string tick_label(double v)
 }
 } // namespace detail
 
-EMBER_PLOT_INLINE const std::string& axes::next_color(std::string& c)
+EMBER_PRECOMPILED_INLINE const std::string& axes::next_color(std::string& c)
 {
     if (c.empty())
         c = detail::default_colors[m_series.size() % std::size(detail::default_colors)];
@@ -253,7 +249,8 @@ EMBER_PLOT_INLINE const std::string& axes::next_color(std::string& c)
     return c;
 }
 
-EMBER_PLOT_INLINE axes& axes::plot(std::span<const double> x, std::span<const double> y, style s)
+EMBER_PRECOMPILED_INLINE axes& axes::plot(std::span<const double> x, std::span<const double> y,
+                                          style s)
 {
     if (x.size() != y.size())
         throw shape_error("plot: x has " + std::to_string(x.size()) + " values, y has " +
@@ -263,7 +260,7 @@ EMBER_PLOT_INLINE axes& axes::plot(std::span<const double> x, std::span<const do
     return *this;
 }
 
-EMBER_PLOT_INLINE axes& axes::plot(std::span<const double> y, style s)
+EMBER_PRECOMPILED_INLINE axes& axes::plot(std::span<const double> y, style s)
 {
     std::vector<double> x(y.size());
     for (std::size_t i = 0; i < x.size(); ++i)
@@ -271,7 +268,8 @@ EMBER_PLOT_INLINE axes& axes::plot(std::span<const double> y, style s)
     return plot(x, y, std::move(s));
 }
 
-EMBER_PLOT_INLINE axes& axes::scatter(std::span<const double> x, std::span<const double> y, style s)
+EMBER_PRECOMPILED_INLINE axes& axes::scatter(std::span<const double> x, std::span<const double> y,
+                                             style s)
 {
     if (x.size() != y.size())
         throw shape_error("scatter: x has " + std::to_string(x.size()) + " values, y has " +
@@ -281,7 +279,7 @@ EMBER_PLOT_INLINE axes& axes::scatter(std::span<const double> x, std::span<const
     return *this;
 }
 
-EMBER_PLOT_INLINE std::string axes::render(double x0, double y0, double w, double h) const
+EMBER_PRECOMPILED_INLINE std::string axes::render(double x0, double y0, double w, double h) const
 {
     using detail::num;
     // Room for tick labels, axis labels and the title.
@@ -428,7 +426,7 @@ EMBER_PLOT_INLINE std::string axes::render(double x0, double y0, double w, doubl
     return out;
 }
 
-EMBER_PLOT_INLINE axes& figure::subplot(int rows, int cols, int index)
+EMBER_PRECOMPILED_INLINE axes& figure::subplot(int rows, int cols, int index)
 {
     if (rows < 1 || cols < 1 || index < 1 || index > rows * cols)
         throw value_error("subplot(" + std::to_string(rows) + ", " + std::to_string(cols) + ", " +
@@ -441,7 +439,7 @@ EMBER_PLOT_INLINE axes& figure::subplot(int rows, int cols, int index)
     return m_panels.back().ax;
 }
 
-EMBER_PLOT_INLINE std::string figure::to_svg() const
+EMBER_PRECOMPILED_INLINE std::string figure::to_svg() const
 {
     std::string out = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
                       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" +
@@ -458,7 +456,7 @@ EMBER_PLOT_INLINE std::string figure::to_svg() const
     return out + "</svg>\n";
 }
 
-EMBER_PLOT_INLINE void figure::save(const std::filesystem::path& path) const
+EMBER_PRECOMPILED_INLINE void figure::save(const std::filesystem::path& path) const
 {
     const std::string svg = to_svg();
     ember::detail::atomic_write(path, {reinterpret_cast<const std::byte*>(svg.data()), svg.size()});
@@ -466,5 +464,4 @@ EMBER_PLOT_INLINE void figure::save(const std::filesystem::path& path) const
 
 } // namespace ember::plot
 
-#undef EMBER_PLOT_INLINE
 #endif

@@ -59,52 +59,21 @@
 /// such whatever else the parse met). Every format is parsed with a byte budget, so a corrupt
 /// length can never cause an allocation larger than the file. Every failure is an ember::error
 /// naming the file.
+///
+/// With EMBER_PRECOMPILED (detail/precompiled.hpp) a file sees only the declarations below;
+/// save and load for state_dict, optim::optimizer_state and checkpoint, and the functions beside
+/// them, are compiled once in src/ember_precompiled.cpp.
 
 #include "ember/core/error.hpp"
 #include "ember/core/state_dict.hpp"
-#include "ember/detail/crc32.hpp"
-#include "ember/detail/file_io.hpp"
-#include "ember/detail/mapped_file.hpp"
-#include "ember/detail/memory_stream.hpp"
+#include "ember/detail/precompiled.hpp"
 #include "ember/optim/optimizer_state.hpp"
-#include "ember/serialize/cereal.hpp"
 #include "ember/serialize/checkpoint.hpp"
-#include "ember/serialize/pytorch.hpp"
-#include "ember/serialize/safetensors.hpp"
-#include "ember/version.hpp"
 
-#include <cereal/archives/binary.hpp>
-#include <cereal/archives/json.hpp>
-#include <cereal/archives/portable_binary.hpp>
-#include <cereal/archives/xml.hpp>
-
-// The JSON validator reads with the same RapidJSON cereal uses: its bundled copy, or the
-// system's where a distribution (Debian) unbundled it.
-#if __has_include(<cereal/external/rapidjson/error/en.h>)
-#include <cereal/external/rapidjson/error/en.h>
-#include <cereal/external/rapidjson/memorystream.h>
-#include <cereal/external/rapidjson/reader.h>
-#define EMBER_RAPIDJSON CEREAL_RAPIDJSON_NAMESPACE
-#else
-#include <rapidjson/error/en.h>
-#include <rapidjson/memorystream.h>
-#include <rapidjson/reader.h>
-#define EMBER_RAPIDJSON RAPIDJSON_NAMESPACE
-#endif
-
-#include <algorithm>
-#include <array>
-#include <cctype>
 #include <cstdint>
-#include <cstring>
 #include <filesystem>
-#include <istream>
-#include <optional>
-#include <ostream>
-#include <span>
 #include <string>
 #include <string_view>
-#include <vector>
 
 namespace ember
 {
@@ -204,11 +173,63 @@ struct file_info
 file_info probe(const std::filesystem::path& path);
 file_info probe(const std::filesystem::path& path, file_format format);
 
+} // namespace ember
+
 /*******************
  * implementation  *
  *******************/
 
-inline std::string_view content_name(file_content c) noexcept
+// The definitions. With EMBER_PRECOMPILED they are compiled once, in
+// src/ember_precompiled.cpp (detail/precompiled.hpp), and a program's own files parse none of
+// the format code below nor the cereal, PyTorch and safetensors headers it needs.
+#if EMBER_DEFINITIONS
+
+#include "ember/detail/crc32.hpp"
+#include "ember/detail/file_io.hpp"
+#include "ember/detail/mapped_file.hpp"
+#include "ember/detail/memory_stream.hpp"
+#include "ember/serialize/cereal.hpp"
+#include "ember/serialize/pytorch.hpp"
+#include "ember/serialize/safetensors.hpp"
+#include "ember/version.hpp"
+
+#include <cereal/archives/binary.hpp>
+#include <cereal/archives/json.hpp>
+#include <cereal/archives/portable_binary.hpp>
+#include <cereal/archives/xml.hpp>
+
+// The JSON validator reads with the same RapidJSON cereal uses: its bundled copy, or the
+// system's where a distribution (Debian) unbundled it.
+#if __has_include(<cereal/external/rapidjson/error/en.h>)
+#include <cereal/external/rapidjson/error/en.h>
+#include <cereal/external/rapidjson/memorystream.h>
+#include <cereal/external/rapidjson/reader.h>
+#define EMBER_RAPIDJSON CEREAL_RAPIDJSON_NAMESPACE
+#else
+#include <rapidjson/error/en.h>
+#include <rapidjson/memorystream.h>
+#include <rapidjson/reader.h>
+#define EMBER_RAPIDJSON RAPIDJSON_NAMESPACE
+#endif
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <istream>
+#include <optional>
+#include <ostream>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ember
+{
+
+EMBER_PRECOMPILED_INLINE std::string_view content_name(file_content c) noexcept
 {
     switch (c)
     {
@@ -222,7 +243,7 @@ inline std::string_view content_name(file_content c) noexcept
     return "unknown content";
 }
 
-inline std::string_view format_name(file_format f) noexcept
+EMBER_PRECOMPILED_INLINE std::string_view format_name(file_format f) noexcept
 {
     switch (f)
     {
@@ -244,7 +265,7 @@ inline std::string_view format_name(file_format f) noexcept
     return "unknown format";
 }
 
-inline file_format format_from_extension(const std::filesystem::path& path)
+EMBER_PRECOMPILED_INLINE file_format format_from_extension(const std::filesystem::path& path)
 {
     std::string ext = path.extension().string();
     std::transform(ext.begin(), ext.end(), ext.begin(),
@@ -1064,13 +1085,13 @@ T load(const std::filesystem::path& path, file_format format)
     return detail::decode<T>(file.bytes(), format, path.string());
 }
 
-inline file_info probe(const std::filesystem::path& path)
+EMBER_PRECOMPILED_INLINE file_info probe(const std::filesystem::path& path)
 {
     const std::vector<std::byte> bytes = detail::read_file(path);
     return detail::probe_bytes(bytes, detail::detect_format(bytes, path), path.string());
 }
 
-inline file_info probe(const std::filesystem::path& path, file_format format)
+EMBER_PRECOMPILED_INLINE file_info probe(const std::filesystem::path& path, file_format format)
 {
     const std::vector<std::byte> bytes = detail::read_file(path);
     return detail::probe_bytes(bytes, format, path.string());
@@ -1078,10 +1099,4 @@ inline file_info probe(const std::filesystem::path& path, file_format format)
 
 } // namespace ember
 
-// A program that links ember's precompiled formats (src/ember_formats.cpp) compiles none of
-// their code itself.
-#if defined(EMBER_PRECOMPILED_FORMATS)
-#define EMBER_FORMATS_EXTERN extern
-#include "ember/serialize/precompiled.hpp"
-#undef EMBER_FORMATS_EXTERN
-#endif
+#endif // EMBER_DEFINITIONS

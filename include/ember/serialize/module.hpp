@@ -16,10 +16,14 @@
 /// uncompressed and checked when the archive opens). Other formats, saving in other formats,
 /// and devices whose memory the host cannot read go through a state_dict.
 
+#include "ember/core/state_dict.hpp"
+#include "ember/detail/mapped_file.hpp"
+#include "ember/detail/precompiled.hpp"
 #include "ember/nn/module.hpp"
 #include "ember/serialize/file.hpp"
 
 #include <filesystem>
+#include <optional>
 #include <string>
 
 namespace ember
@@ -55,26 +59,44 @@ requires nn::is_module_v<M> nn::load_result load(M& model, const std::filesystem
 
 namespace detail
 {
+template <class T>
+void save_container(const T& obj, const std::filesystem::path& path); // file.hpp
+
+/// @brief A state_dict file opened to be loaded into a module, every checksum already checked:
+/// in ember's container and PyTorch's zip, views of the tensors where they lie in the mapped
+/// file (the few a view cannot show, strided or big-endian ones, copied); in the other formats,
+/// the decoded state_dict. Not a template, so that it is compiled once with the formats.
+class state_dict_file
+{
+public:
+    /// Throws what load<state_dict>(path[, format]) throws.
+    state_dict_file(const std::filesystem::path& path, std::optional<file_format> format);
+    state_dict_file(const state_dict_file&) = delete;
+    state_dict_file& operator=(const state_dict_file&) = delete;
+
+    /// The file's tensors in place, or nullptr where they were decoded (then: decoded()).
+    const state_dict_view* views() const noexcept { return m_in_place ? &m_views : nullptr; }
+    const state_dict& decoded() const noexcept { return m_decoded; }
+    const std::string& name() const noexcept { return m_name; }
+
+private:
+    file_bytes m_file;
+    std::string m_name;
+    bool m_in_place = false;
+    state_dict_view m_views;
+    state_dict m_decoded; // the whole state_dict, or the tensors m_views could not show
+};
+
 template <class M>
-nn::load_result load_into(M& model, std::span<const std::byte> bytes, file_format format,
-                          const std::string& name, bool strict)
+nn::load_result load_into(M& model, const state_dict_file& file, bool strict)
 {
     // load_state_dict's errors are about the model and a file: name the file.
-    auto naming = [&](const auto& e) { return "'" + name + "': " + e.what(); };
+    auto naming = [&](const auto& e) { return "'" + file.name() + "': " + e.what(); };
     try
     {
-        if (format == file_format::ember && has_file_magic(bytes))
-            return model.load_state_dict(decode_container<state_dict_view>(bytes, name), strict);
-        if (format == file_format::pytorch && !has_file_magic(bytes))
-        {
-            // A zip's records are stored, not compressed: contiguous tensors are read where they
-            // are, once the archive (every record's CRC-32) has been checked.
-            pytorch::detail::archive_reader reader(bytes, quoted_name(name), {});
-            state_dict copies; // the tensors that cannot be viewed (strided, big-endian)
-            return model.load_state_dict(reader.to_state_dict_view(reader.root(), "", copies),
-                                         strict);
-        }
-        return model.load_state_dict(decode<state_dict>(bytes, format, name), strict);
+        if (const state_dict_view* views = file.views())
+            return model.load_state_dict(*views, strict);
+        return model.load_state_dict(file.decoded(), strict);
     }
     catch (const key_error& e)
     {
@@ -114,18 +136,42 @@ template <class M>
 requires nn::is_module_v<M> nn::load_result load(M& model, const std::filesystem::path& path,
                                                  bool strict)
 {
-    const detail::file_bytes file(path);
-    const std::span<const std::byte> bytes = file.bytes();
-    return detail::load_into(model, bytes, detail::detect_format(bytes, path), path.string(),
-                             strict);
+    return detail::load_into(model, detail::state_dict_file(path, std::nullopt), strict);
 }
 
 template <class M>
 requires nn::is_module_v<M> nn::load_result load(M& model, const std::filesystem::path& path,
                                                  file_format format, bool strict)
 {
-    const detail::file_bytes file(path);
-    return detail::load_into(model, file.bytes(), format, path.string(), strict);
+    return detail::load_into(model, detail::state_dict_file(path, format), strict);
 }
 
 } // namespace ember
+
+#if EMBER_DEFINITIONS
+namespace ember::detail
+{
+EMBER_PRECOMPILED_INLINE state_dict_file::state_dict_file(const std::filesystem::path& path,
+                                                          std::optional<file_format> format)
+    : m_file(path), m_name(path.string())
+{
+    const std::span<const std::byte> bytes = m_file.bytes();
+    const file_format f = format ? *format : detect_format(bytes, path);
+    if (f == file_format::ember && has_file_magic(bytes))
+    {
+        m_views = decode_container<state_dict_view>(bytes, m_name);
+        m_in_place = true;
+    }
+    else if (f == file_format::pytorch && !has_file_magic(bytes))
+    {
+        // A zip's records are stored, not compressed: contiguous tensors are read where they
+        // are, once the archive (every record's CRC-32) has been checked.
+        pytorch::detail::archive_reader reader(bytes, quoted_name(m_name), {});
+        m_views = reader.to_state_dict_view(reader.root(), "", m_decoded);
+        m_in_place = true;
+    }
+    else
+        m_decoded = decode<state_dict>(bytes, f, m_name);
+}
+} // namespace ember::detail
+#endif

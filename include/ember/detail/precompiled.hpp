@@ -1,0 +1,24 @@
+#pragma once
+/// @file
+/// Where ember's precompiled part is compiled: the file formats, the SVG figure, and the
+/// optimizers over float parameters in host memory. Header-only (the default), every file that
+/// uses them compiles them. A program that defines EMBER_PRECOMPILED for all its files and
+/// links src/ember_precompiled.cpp (Meson: ember_precompiled_dep) gets only the formats' and
+/// the figure's declarations, and the optimizers as extern templates; ember_precompiled.cpp
+/// defines EMBER_PRECOMPILED_DEFINITIONS and compiles them all once, out of line.
+///
+/// EMBER_DEFINITIONS is 1 where this file compiles those definitions (header-only, or
+/// ember_precompiled.cpp) and 0 where it only declares them. EMBER_PRECOMPILED_INLINE marks
+/// their non-template definitions: `inline` header-only, nothing in ember_precompiled.cpp.
+
+#if defined(EMBER_PRECOMPILED) && !defined(EMBER_PRECOMPILED_DEFINITIONS)
+#define EMBER_DEFINITIONS 0
+#else
+#define EMBER_DEFINITIONS 1
+#endif
+
+#if defined(EMBER_PRECOMPILED_DEFINITIONS)
+#define EMBER_PRECOMPILED_INLINE
+#else
+#define EMBER_PRECOMPILED_INLINE inline
+#endif

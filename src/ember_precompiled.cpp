@@ -1,20 +1,26 @@
-// ember's precompiled part: the file formats, the SVG figure and the optimizers over float
-// parameters in host memory, compiled once for the programs that link it (Meson:
+// ember's precompiled part: the file formats, the SVG figure, the training tools (history,
+// progress bar, plot_history, split_lengths) and the optimizers over float parameters in host
+// memory, compiled once for the programs that link it (Meson:
 // ember_precompiled_dep; elsewhere: compile this file into the program and define
 // EMBER_PRECOMPILED for every other file). ember stays header-only without it. With it, a
-// program's files see only the formats' and the figure's declarations, and the optimizers as
-// extern templates (detail/precompiled.hpp): they parse none of the format code or the cereal,
-// PyTorch and safetensors headers behind it, and generate none of that code. This file holds
-// the definitions.
+// program's files see only the declarations of the formats, the figure and the tools, and the
+// optimizers as extern templates (detail/precompiled.hpp): they parse none of the format code or
+// the cereal, PyTorch and safetensors headers behind it, and generate none of that code. This file
+// holds the definitions.
 #if defined(EMBER_PRECOMPILED)
 #error "compile ember_precompiled.cpp without EMBER_PRECOMPILED"
 #endif
 
 #define EMBER_PRECOMPILED_DEFINITIONS // the out-of-line definitions (detail/precompiled.hpp)
+#include "ember/data/split.hpp"
+#include "ember/history.hpp"
 #include "ember/optim/optimizers.hpp"
+#include "ember/plot/history.hpp"
 #include "ember/plot/svg.hpp"
+#include "ember/progress.hpp"
 #include "ember/serialize/file.hpp"
 #include "ember/serialize/module.hpp"
+#include "ember/serialize/pytorch.hpp"
 
 // What the formats' declarations promise: saving and loading every type ember::save accepts,
 // in every format, and ember::save(model, path)'s container of views.
@@ -29,6 +35,18 @@ namespace ember
 EMBER_PRECOMPILED_FORMATS_FOR(state_dict)
 EMBER_PRECOMPILED_FORMATS_FOR(optim::optimizer_state)
 EMBER_PRECOMPILED_FORMATS_FOR(checkpoint)
+
+// PyTorch's format on its own (serialize/pytorch.hpp), for every type it holds.
+#define EMBER_PRECOMPILED_PYTORCH_FOR(T)                                                           \
+    template T pytorch::load<T>(const std::filesystem::path&, const pytorch::load_options&);       \
+    template std::vector<std::byte> pytorch::to_bytes<T>(const T&, std::string_view);              \
+    template T pytorch::from_bytes<T>(std::span<const std::byte>, std::string_view,                \
+                                      const pytorch::load_options&);
+
+EMBER_PRECOMPILED_PYTORCH_FOR(state_dict)
+EMBER_PRECOMPILED_PYTORCH_FOR(optim::optimizer_state)
+EMBER_PRECOMPILED_PYTORCH_FOR(checkpoint)
+EMBER_PRECOMPILED_PYTORCH_FOR(value)
 
 namespace detail
 {

@@ -1,17 +1,23 @@
 // ember's precompiled part (src/ember_precompiled.cpp, EMBER_PRECOMPILED): this file sees only
-// the declarations of the file formats and the figure, and the optimizers over float as extern
-// templates, so it parses none of the format code; the definitions come from the library it
-// links. Saving, loading, probing, drawing and training with every optimizer must still work
-// (and link), on the cpu.
+// the declarations of the file formats, the figure and the training tools, and the optimizers
+// over float as extern templates, so it parses none of the format code; the definitions come
+// from the library it links. Saving, loading, probing, drawing, recording a history, drawing a
+// progress bar, PyTorch's own functions and training with every optimizer must still work (and
+// link), on the cpu.
 #include <ember/core/generator.hpp>
+#include <ember/data/split.hpp>
+#include <ember/history.hpp>
 #include <ember/loss/mse.hpp>
 #include <ember/nn/activation.hpp>
 #include <ember/nn/linear.hpp>
 #include <ember/nn/sequential.hpp>
 #include <ember/optim/optimizers.hpp>
+#include <ember/plot/history.hpp>
 #include <ember/plot/svg.hpp>
+#include <ember/progress.hpp>
 #include <ember/serialize/file.hpp>
 #include <ember/serialize/module.hpp>
+#include <ember/serialize/pytorch.hpp>
 
 #include "test_files.hpp"
 
@@ -19,6 +25,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -188,4 +195,51 @@ BOOST_AUTO_TEST_CASE(the_figure_is_linked)
     const std::string svg = fig.to_svg();
     BOOST_TEST(contains(svg, "<svg"));
     BOOST_TEST(contains(svg, "loss"));
+}
+
+BOOST_AUTO_TEST_CASE(the_training_tools_are_linked)
+{
+    temp_dir dir("ember_precompiled");
+    history h;
+    h.append({{"epoch", 1}, {"train_loss", 0.5}});
+    h.append({{"epoch", 2}, {"train_loss", 0.25}, {"val_loss", 0.3}});
+    h.save_csv(dir.path / "history.csv");
+    const history back = history::load_csv(dir.path / "history.csv");
+    BOOST_TEST((back == h));
+    BOOST_TEST((history::from_value(h.to_value()) == h));
+    BOOST_TEST(h.last("val_loss") == 0.3);
+    BOOST_TEST(contains(message_of<key_error>([&] { h["accuracy"]; }), "accuracy"));
+
+    std::ostringstream out;
+    double t = 0;
+    progress_bar bar(1, 2, {.out = &out, .terminal = false, .clock = [&t] { return t; }});
+    bar.begin_epoch(0);
+    bar.update(1.0, 10);
+    t = 1;
+    bar.update(3.0, 10);
+    BOOST_TEST(bar.end_epoch({{"val_loss", 0.5}}) == 2.0);
+    BOOST_TEST(contains(out.str(), "Epoch 1/1"));
+    BOOST_TEST(contains(out.str(), "val_loss"));
+
+    plot::figure fig(6, 4);
+    plot::plot_history(fig.subplot(1, 1, 1), h);
+    BOOST_TEST(contains(fig.to_svg(), plot::history_label("train_loss")));
+
+    const std::vector<double> fractions = {0.7, 0.3};
+    BOOST_TEST((data::split_lengths(10, fractions, true) == std::vector<std::size_t>{7, 3}));
+    BOOST_TEST(contains(message_of<value_error>([&] { data::split_lengths(10, {}, true); }),
+                        "no lengths"));
+}
+
+BOOST_AUTO_TEST_CASE(pytorch_s_own_functions_are_linked)
+{
+    temp_dir dir("ember_precompiled");
+    const value v = value::dict{{"epoch", value(std::int64_t{3})}, {"name", value("run")}};
+    pytorch::save(v, dir.path / "v.pt");
+    BOOST_TEST((pytorch::load<value>(dir.path / "v.pt") == v));
+    BOOST_TEST(pytorch::folder_for(dir.path / "model.pth") == "model");
+    const state_dict sd = make_model(1).state_dict();
+    BOOST_TEST(same_tensors(pytorch::from_bytes<state_dict>(pytorch::to_bytes(sd)), sd));
+    const generator_state g = default_generator().state();
+    BOOST_TEST((pytorch::from_torch_rng_state(pytorch::to_torch_rng_state(g)) == g));
 }

@@ -18,11 +18,9 @@
 
 #include "ember/core/error.hpp"
 #include "ember/core/value.hpp"
-#include "ember/data/csv.hpp"
-#include "ember/detail/file_io.hpp"
+#include "ember/detail/precompiled.hpp"
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <cstddef>
 #include <filesystem>
@@ -80,9 +78,23 @@ private:
     std::size_t m_rows = 0;
 };
 
+} // namespace ember
+
 /*******************
  * implementation  *
  *******************/
+
+// With EMBER_PRECOMPILED these are compiled once, in src/ember_precompiled.cpp
+// (detail/precompiled.hpp).
+#if EMBER_DEFINITIONS
+
+#include "ember/data/csv.hpp"
+#include "ember/detail/file_io.hpp"
+
+#include <charconv>
+
+namespace ember
+{
 
 namespace detail
 {
@@ -119,7 +131,7 @@ inline std::string csv_field(std::string_view s)
 
 } // namespace detail
 
-inline void history::check_name(std::string_view name)
+EMBER_PRECOMPILED_INLINE void history::check_name(std::string_view name)
 {
     if (name.empty())
         throw value_error("history: a column name cannot be empty");
@@ -128,7 +140,7 @@ inline void history::check_name(std::string_view name)
                           "' has a line break (it could not be a CSV header)");
 }
 
-inline std::size_t history::column(std::string_view name)
+EMBER_PRECOMPILED_INLINE std::size_t history::column(std::string_view name)
 {
     auto it = std::find(m_names.begin(), m_names.end(), name);
     if (it != m_names.end())
@@ -138,7 +150,8 @@ inline std::size_t history::column(std::string_view name)
     return m_names.size() - 1;
 }
 
-inline void history::append(std::initializer_list<std::pair<std::string_view, double>> row)
+EMBER_PRECOMPILED_INLINE void
+history::append(std::initializer_list<std::pair<std::string_view, double>> row)
 {
     std::vector<std::pair<std::string, double>> copy;
     copy.reserve(row.size());
@@ -147,7 +160,7 @@ inline void history::append(std::initializer_list<std::pair<std::string_view, do
     append(copy);
 }
 
-inline void history::append(std::span<const std::pair<std::string, double>> row)
+EMBER_PRECOMPILED_INLINE void history::append(std::span<const std::pair<std::string, double>> row)
 {
     for (std::size_t i = 0; i < row.size(); ++i)
         for (std::size_t j = 0; j < i; ++j)
@@ -168,12 +181,12 @@ inline void history::append(std::span<const std::pair<std::string, double>> row)
     ++m_rows;
 }
 
-inline bool history::contains(std::string_view name) const noexcept
+EMBER_PRECOMPILED_INLINE bool history::contains(std::string_view name) const noexcept
 {
     return std::find(m_names.begin(), m_names.end(), name) != m_names.end();
 }
 
-inline const std::vector<double>& history::operator[](std::string_view name) const
+EMBER_PRECOMPILED_INLINE const std::vector<double>& history::operator[](std::string_view name) const
 {
     auto it = std::find(m_names.begin(), m_names.end(), name);
     if (it == m_names.end())
@@ -187,7 +200,7 @@ inline const std::vector<double>& history::operator[](std::string_view name) con
     return m_columns[static_cast<std::size_t>(it - m_names.begin())];
 }
 
-inline double history::last(std::string_view name) const
+EMBER_PRECOMPILED_INLINE double history::last(std::string_view name) const
 {
     const auto& c = (*this)[name];
     if (c.empty())
@@ -195,7 +208,7 @@ inline double history::last(std::string_view name) const
     return c.back();
 }
 
-inline void history::save_csv(const std::filesystem::path& path) const
+EMBER_PRECOMPILED_INLINE void history::save_csv(const std::filesystem::path& path) const
 {
     std::string text;
     for (std::size_t c = 0; c < m_names.size(); ++c)
@@ -218,7 +231,7 @@ inline void history::save_csv(const std::filesystem::path& path) const
     detail::atomic_write(path, std::as_bytes(std::span(text.data(), text.size())));
 }
 
-inline history history::load_csv(const std::filesystem::path& path)
+EMBER_PRECOMPILED_INLINE history history::load_csv(const std::filesystem::path& path)
 {
     const data::csv_table<double> table = data::read_csv_table<double>(path);
     history h;
@@ -238,7 +251,7 @@ inline history history::load_csv(const std::filesystem::path& path)
     return h;
 }
 
-inline value history::to_value() const
+EMBER_PRECOMPILED_INLINE value history::to_value() const
 {
     value::dict out;
     for (std::size_t c = 0; c < m_names.size(); ++c)
@@ -246,7 +259,7 @@ inline value history::to_value() const
     return out;
 }
 
-inline history history::from_value(const value& v)
+EMBER_PRECOMPILED_INLINE history history::from_value(const value& v)
 {
     if (!v.is_dict())
         throw value_error(std::string("history::from_value: expected a dict of columns, got ") +
@@ -280,7 +293,7 @@ inline history history::from_value(const value& v)
     return h;
 }
 
-inline bool operator==(const history& a, const history& b)
+EMBER_PRECOMPILED_INLINE bool operator==(const history& a, const history& b)
 {
     if (a.m_names != b.m_names || a.m_rows != b.m_rows)
         return false;
@@ -297,3 +310,5 @@ inline bool operator==(const history& a, const history& b)
 }
 
 } // namespace ember
+
+#endif // EMBER_DEFINITIONS

@@ -26,13 +26,11 @@
 /// options, so output can be captured and tested. update() allocates nothing: lines are
 /// formatted into a fixed buffer, and redraws are throttled to `min_interval`.
 
-#include "ember/history.hpp"
+#include "ember/detail/precompiled.hpp"
 
 #include <algorithm>
 #include <array>
-#include <chrono>
 #include <cmath>
-#include <cstdarg>
 #include <cstddef>
 #include <cstdio>
 #include <functional>
@@ -43,8 +41,6 @@
 #include <ostream>
 #include <string_view>
 #include <utility>
-
-#include <unistd.h>
 
 namespace ember
 {
@@ -114,6 +110,23 @@ private:
     std::size_t m_length = 0;
 };
 
+} // namespace ember
+
+/*******************
+ * implementation  *
+ *******************/
+
+// With EMBER_PRECOMPILED these are compiled once, in src/ember_precompiled.cpp
+// (detail/precompiled.hpp).
+#if EMBER_DEFINITIONS
+
+#include <chrono>
+#include <cstdarg>
+#include <unistd.h>
+
+namespace ember
+{
+
 namespace detail
 {
 
@@ -144,12 +157,9 @@ inline void format_duration(double seconds, char* out, std::size_t size)
 
 } // namespace detail
 
-/*******************
- * implementation  *
- *******************/
-
-inline progress_bar::progress_bar(std::size_t epochs, std::size_t batches_per_epoch,
-                                  progress_options options)
+EMBER_PRECOMPILED_INLINE progress_bar::progress_bar(std::size_t epochs,
+                                                    std::size_t batches_per_epoch,
+                                                    progress_options options)
     : m_options(std::move(options)), m_epochs(epochs), m_batches(batches_per_epoch)
 {
     if (!m_options.out)
@@ -157,7 +167,7 @@ inline progress_bar::progress_bar(std::size_t epochs, std::size_t batches_per_ep
     m_terminal = m_options.terminal.value_or(detail::stream_is_terminal(m_options.out));
 }
 
-inline double progress_bar::now() const
+EMBER_PRECOMPILED_INLINE double progress_bar::now() const
 {
     if (m_options.clock)
         return m_options.clock();
@@ -165,13 +175,13 @@ inline double progress_bar::now() const
     return duration<double>(steady_clock::now().time_since_epoch()).count();
 }
 
-inline double progress_bar::epoch_loss() const noexcept
+EMBER_PRECOMPILED_INLINE double progress_bar::epoch_loss() const noexcept
 {
     return m_samples ? m_loss_sum / static_cast<double>(m_samples)
                      : std::numeric_limits<double>::quiet_NaN();
 }
 
-inline void progress_bar::begin_epoch(std::size_t epoch)
+EMBER_PRECOMPILED_INLINE void progress_bar::begin_epoch(std::size_t epoch)
 {
     const double t = now();
     if (std::isnan(m_run_start))
@@ -186,7 +196,7 @@ inline void progress_bar::begin_epoch(std::size_t epoch)
         draw(false, {});
 }
 
-inline void progress_bar::update(double loss, std::size_t samples)
+EMBER_PRECOMPILED_INLINE void progress_bar::update(double loss, std::size_t samples)
 {
     ++m_batch;
     ++m_done;
@@ -207,7 +217,7 @@ inline void progress_bar::update(double loss, std::size_t samples)
     }
 }
 
-inline double
+EMBER_PRECOMPILED_INLINE double
 progress_bar::end_epoch(std::initializer_list<std::pair<std::string_view, double>> metrics)
 {
     draw(true, metrics);
@@ -215,7 +225,7 @@ progress_bar::end_epoch(std::initializer_list<std::pair<std::string_view, double
     return epoch_loss();
 }
 
-inline void progress_bar::append(const char* format, ...)
+EMBER_PRECOMPILED_INLINE void progress_bar::append(const char* format, ...)
 {
     if (m_length >= m_line.size())
         return;
@@ -227,8 +237,8 @@ inline void progress_bar::append(const char* format, ...)
         m_length = std::min(m_line.size() - 1, m_length + static_cast<std::size_t>(n));
 }
 
-inline void progress_bar::draw(bool final,
-                               std::initializer_list<std::pair<std::string_view, double>> metrics)
+EMBER_PRECOMPILED_INLINE void
+progress_bar::draw(bool final, std::initializer_list<std::pair<std::string_view, double>> metrics)
 {
     const double t = now();
     const double epoch_time = t - m_epoch_start;
@@ -296,3 +306,5 @@ inline void progress_bar::draw(bool final,
 }
 
 } // namespace ember
+
+#endif // EMBER_DEFINITIONS

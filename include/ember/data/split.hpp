@@ -20,6 +20,7 @@
 #include "ember/core/generator.hpp"
 #include "ember/data/dataset.hpp"
 #include "ember/data/randperm.hpp"
+#include "ember/detail/precompiled.hpp"
 
 #include <array>
 #include <cmath>
@@ -54,13 +55,16 @@ std::array<subset<std::remove_cvref_t<D>>, K> random_split(D&& data, const doubl
 /// @brief The sizes `split` (slicing = true) or `random_split` (slicing = false) gives to n
 /// samples; throws value_error on negative or non-integer counts, fractions outside [0, 1], or
 /// lengths that add up to neither n nor 1.
-inline std::vector<std::size_t> split_lengths(std::size_t n, std::span<const double> lengths,
-                                              bool slicing);
+std::vector<std::size_t> split_lengths(std::size_t n, std::span<const double> lengths,
+                                       bool slicing);
 
 /*******************
  * implementation  *
  *******************/
 
+// With EMBER_PRECOMPILED split_lengths is compiled once, in src/ember_precompiled.cpp
+// (detail/precompiled.hpp).
+#if EMBER_DEFINITIONS
 namespace detail
 {
 // 49, 0.7, 1.0000000000000002: as Python prints a float, shortest first.
@@ -82,8 +86,8 @@ inline std::string number(double v)
 }
 } // namespace detail
 
-inline std::vector<std::size_t> split_lengths(std::size_t n, std::span<const double> lengths,
-                                              bool slicing)
+EMBER_PRECOMPILED_INLINE std::vector<std::size_t>
+split_lengths(std::size_t n, std::span<const double> lengths, bool slicing)
 {
     const char* where = slicing ? "split" : "random_split";
     if (lengths.empty())
@@ -140,6 +144,7 @@ inline std::vector<std::size_t> split_lengths(std::size_t n, std::span<const dou
         ++sizes[i % sizes.size()];
     return sizes;
 }
+#endif // EMBER_DEFINITIONS
 
 namespace detail
 {

@@ -15,6 +15,7 @@
 /// @endcode
 
 #include "ember/core/error.hpp"
+#include "ember/detail/precompiled.hpp"
 #include "ember/history.hpp"
 #include "ember/plot/svg.hpp"
 
@@ -58,9 +59,18 @@ axes& plot_history(axes& ax, const history& h, const history_plot_options& optio
 /// "test_accuracy" → "Test accuracy"; other names as they are.
 std::string history_label(std::string_view column);
 
+} // namespace ember::plot
+
 /*******************
  * implementation  *
  *******************/
+
+// With EMBER_PRECOMPILED these are compiled once, in src/ember_precompiled.cpp
+// (detail/precompiled.hpp).
+#if EMBER_DEFINITIONS
+
+namespace ember::plot
+{
 
 namespace detail
 {
@@ -70,7 +80,7 @@ inline bool ends_with(std::string_view s, std::string_view suffix) noexcept
 }
 } // namespace detail
 
-inline std::string history_label(std::string_view column)
+EMBER_PRECOMPILED_INLINE std::string history_label(std::string_view column)
 {
     static constexpr std::pair<std::string_view, std::string_view> prefixes[] = {
         {"train_", "Train"}, {"val_", "Validation"}, {"valid_", "Validation"}, {"test_", "Test"}};
@@ -91,7 +101,8 @@ inline std::string history_label(std::string_view column)
     return std::string(column);
 }
 
-inline axes& plot_history(axes& ax, const history& h, const history_plot_options& options)
+EMBER_PRECOMPILED_INLINE axes& plot_history(axes& ax, const history& h,
+                                            const history_plot_options& options)
 {
     std::vector<std::string> columns = options.columns;
     if (columns.empty())
@@ -149,3 +160,5 @@ inline axes& plot_history(axes& ax, const history& h, const history_plot_options
 }
 
 } // namespace ember::plot
+
+#endif // EMBER_DEFINITIONS

@@ -46,24 +46,18 @@
 #include "ember/core/host_tensor.hpp"
 #include "ember/core/state_dict.hpp"
 #include "ember/core/value.hpp"
-#include "ember/detail/file_io.hpp"
-#include "ember/detail/mapped_file.hpp"
+#include "ember/detail/precompiled.hpp"
 #include "ember/optim/optimizer_state.hpp"
 #include "ember/serialize/checkpoint.hpp"
-#include "ember/serialize/pytorch/pickle.hpp"
-#include "ember/serialize/pytorch/zip.hpp"
 
 #include <bit>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
-#include <deque>
 #include <filesystem>
 #include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
-#include <unordered_map>
 #include <vector>
 
 namespace ember::pytorch
@@ -111,9 +105,27 @@ generator_state from_torch_rng_state(const host_tensor& bytes, std::string_view 
 /// @brief The archive folder PyTorch would use for `path`: its stem, or "archive".
 std::string folder_for(const std::filesystem::path& path);
 
+} // namespace ember::pytorch
+
 /*******************
  * implementation  *
  *******************/
+
+// With EMBER_PRECOMPILED these are compiled once, in src/ember_precompiled.cpp
+// (detail/precompiled.hpp).
+#if EMBER_DEFINITIONS
+
+#include "ember/detail/file_io.hpp"
+#include "ember/detail/mapped_file.hpp"
+#include "ember/serialize/pytorch/pickle.hpp"
+#include "ember/serialize/pytorch/zip.hpp"
+
+#include <cstring>
+#include <deque>
+#include <unordered_map>
+
+namespace ember::pytorch
+{
 
 namespace detail
 {
@@ -976,7 +988,7 @@ T convert(archive_reader& reader)
 
 } // namespace detail
 
-inline std::string folder_for(const std::filesystem::path& path)
+EMBER_PRECOMPILED_INLINE std::string folder_for(const std::filesystem::path& path)
 {
     std::string stem = path.stem().string();
     for (char& c : stem)
@@ -985,7 +997,7 @@ inline std::string folder_for(const std::filesystem::path& path)
     return stem.empty() ? "archive" : stem;
 }
 
-inline host_tensor to_torch_rng_state(const generator_state& s)
+EMBER_PRECOMPILED_INLINE host_tensor to_torch_rng_state(const generator_state& s)
 {
     // PyTorch's CPUGeneratorImplState: the legacy THGenerator POD (initial seed, left,
     // seeded, next, 624 state words widened to 64 bits, the double normal cache), then the
@@ -1009,7 +1021,8 @@ inline host_tensor to_torch_rng_state(const generator_state& s)
     return t;
 }
 
-inline generator_state from_torch_rng_state(const host_tensor& t, std::string_view what)
+EMBER_PRECOMPILED_INLINE generator_state from_torch_rng_state(const host_tensor& t,
+                                                              std::string_view what)
 {
     if (t.dtype() != dtype::uint8 || t.shape().size() != 1 ||
         t.nbytes() != detail::torch_rng_state_size)
@@ -1076,24 +1089,27 @@ T load(const std::filesystem::path& path, const load_options& options)
     return from_bytes<T>(file.bytes(), what, options);
 }
 
-inline void save(const state_dict& obj, const std::filesystem::path& path)
+EMBER_PRECOMPILED_INLINE void save(const state_dict& obj, const std::filesystem::path& path)
 {
     ember::detail::atomic_write(path, to_bytes(obj, folder_for(path)));
 }
 
-inline void save(const optim::optimizer_state& obj, const std::filesystem::path& path)
+EMBER_PRECOMPILED_INLINE void save(const optim::optimizer_state& obj,
+                                   const std::filesystem::path& path)
 {
     ember::detail::atomic_write(path, to_bytes(obj, folder_for(path)));
 }
 
-inline void save(const checkpoint& obj, const std::filesystem::path& path)
+EMBER_PRECOMPILED_INLINE void save(const checkpoint& obj, const std::filesystem::path& path)
 {
     ember::detail::atomic_write(path, to_bytes(obj, folder_for(path)));
 }
 
-inline void save(const value& obj, const std::filesystem::path& path)
+EMBER_PRECOMPILED_INLINE void save(const value& obj, const std::filesystem::path& path)
 {
     ember::detail::atomic_write(path, to_bytes(obj, folder_for(path)));
 }
 
 } // namespace ember::pytorch
+
+#endif // EMBER_DEFINITIONS

@@ -3,6 +3,8 @@
 #   1. installed, found by Meson through pkg-config      (tests/consumer/meson)
 #   2. installed, found by CMake through emberConfig.cmake (tests/consumer/cmake)
 #   3. as a Meson subproject, via meson.override_dependency (tests/consumer/subproject)
+#   4. installed, with its precompiled part (<datadir>/ember/ember_precompiled.cpp) compiled
+#      into the program and EMBER_PRECOMPILED defined for the rest, by hand with pkg-config
 # Each builds and runs tests/consumer/main.cpp, which exits non-zero when ember disagrees
 # with PyTorch. Runs as the 'packaging' test of `meson test`; by hand:
 #   bash tests/packaging.sh /path/to/ember-source
@@ -105,6 +107,25 @@ ninja -C "$work/subproject/build"
 begin "consumer with ember as a Meson subproject: run"
 "$work/subproject/build/app" "$work/subproject/state.ember"
 
+begin "consumer with the installed precompiled part: build (pkg-config flags, by hand)"
+precompiled_src=$(find "$prefix" -name ember_precompiled.cpp -path '*/ember/*' -print -quit)
+if [[ ! -f $precompiled_src ]]; then
+    echo "missing from the install: <datadir>/ember/ember_precompiled.cpp" >&2
+    exit 1
+fi
+mkdir -p "$work/precompiled"
+read -ra ember_cflags <<<"$(pkg-config --cflags ember)"
+read -ra ember_libs <<<"$(pkg-config --libs ember)"
+cxx=${CXX:-c++}
+"$cxx" -std=c++20 -O1 "${ember_cflags[@]}" -c "$precompiled_src" \
+    -o "$work/precompiled/ember_precompiled.o"
+"$cxx" -std=c++20 -O1 "${ember_cflags[@]}" -DEMBER_PRECOMPILED -c "$consumers/main.cpp" \
+    -o "$work/precompiled/main.o"
+"$cxx" "$work/precompiled/main.o" "$work/precompiled/ember_precompiled.o" \
+    -o "$work/precompiled/app" "${ember_libs[@]}"
+begin "consumer with the installed precompiled part: run"
+"$work/precompiled/app" "$work/precompiled/state.ember"
+
 step=finished
 echo
-echo "packaging: all three consumers built and ran"
+echo "packaging: all four consumers built and ran"

@@ -52,19 +52,10 @@ namespace detail
 {
 template void save_container<state_dict_view>(const state_dict_view&, const std::filesystem::path&);
 } // namespace detail
-
-// The optimizers the headers declare extern (optim/sgd.hpp, adam.hpp, rmsprop.hpp).
-namespace optim
-{
-template class optimizer<sgd<float>, float, sgd_options, sgd_state<float>>;
-template class sgd<float>;
-template struct detail::adam_impl<float, cpu, false, adam_options>;
-template struct detail::adam_impl<float, cpu, true, adamw_options>;
-template class optimizer<adam<float>, float, adam_options, adam_state<float>>;
-template class optimizer<adamw<float>, float, adamw_options, adam_state<float>>;
-template class adam<float>;
-template class adamw<float>;
-template class optimizer<rmsprop<float>, float, rmsprop_options, rmsprop_state<float>>;
-template class rmsprop<float>;
-} // namespace optim
 } // namespace ember
+
+// The optimizers the headers declare extern (optim/sgd.hpp, adam.hpp, rmsprop.hpp) on the cpu;
+// src/ember_precompiled_thrust_omp.cpp has them on Thrust/OpenMP.
+EMBER_OPTIMIZER_INSTANCE(, sgd, sgd_options, sgd_state, ember::cpu)
+EMBER_ADAM_INSTANCES(, ember::cpu)
+EMBER_OPTIMIZER_INSTANCE(, rmsprop, rmsprop_options, rmsprop_state, ember::cpu)

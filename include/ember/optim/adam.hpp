@@ -446,18 +446,22 @@ auto adam_impl<T, Device, Decoupled, Options>::read_state(dict_reader& in, const
 
 } // namespace ember::optim
 
-// With EMBER_PRECOMPILED (detail/precompiled.hpp) Adam and AdamW over float parameters in host
-// memory is compiled once, in src/ember_precompiled.cpp, not in every file that trains.
+// Adam, AdamW and their common part over float on DEVICE (see EMBER_OPTIMIZER_INSTANCE).
+#define EMBER_ADAM_INSTANCES(EXTERN, DEVICE)                                                       \
+    EXTERN template struct ember::optim::detail::adam_impl<float, DEVICE, false,                   \
+                                                           ember::optim::adam_options>;            \
+    EXTERN template struct ember::optim::detail::adam_impl<float, DEVICE, true,                    \
+                                                           ember::optim::adamw_options>;           \
+    EMBER_OPTIMIZER_INSTANCE(EXTERN, adam, adam_options, adam_state, DEVICE)                       \
+    EMBER_OPTIMIZER_INSTANCE(EXTERN, adamw, adamw_options, adam_state, DEVICE)
+
+// With EMBER_PRECOMPILED (detail/precompiled.hpp) Adam and AdamW over float are compiled once, on
+// the cpu in src/ember_precompiled.cpp and on Thrust/OpenMP in
+// src/ember_precompiled_thrust_omp.cpp, not in every file that trains.
 #if !EMBER_DEFINITIONS
-extern template struct ember::optim::detail::adam_impl<float, ember::cpu, false,
-                                                       ember::optim::adam_options>;
-extern template struct ember::optim::detail::adam_impl<float, ember::cpu, true,
-                                                       ember::optim::adamw_options>;
-extern template class ember::optim::optimizer<
-    ember::optim::adam<float>, float, ember::optim::adam_options, ember::optim::adam_state<float>>;
-extern template class ember::optim::optimizer<ember::optim::adamw<float>, float,
-                                              ember::optim::adamw_options,
-                                              ember::optim::adam_state<float>>;
-extern template class ember::optim::adam<float>;
-extern template class ember::optim::adamw<float>;
+EMBER_ADAM_INSTANCES(extern, ember::cpu)
+#if defined(EMBER_WITH_THRUST_OMP) && defined(_OPENMP)
+#include "ember/device/thrust_omp.hpp"
+EMBER_ADAM_INSTANCES(extern, ember::thrust_omp)
+#endif
 #endif

@@ -68,6 +68,15 @@
 #endif
 #endif
 
+// EMBER_OPTIMIZER_INSTANCE(EXTERN, NAME, OPTIONS, STATE, DEVICE): optimizer NAME over float on
+// DEVICE and its base, as an explicit instantiation declaration (EXTERN = extern: the headers,
+// with EMBER_PRECOMPILED) or definition (EXTERN empty: src/ember_precompiled*.cpp).
+#define EMBER_OPTIMIZER_INSTANCE(EXTERN, NAME, OPTIONS, STATE, DEVICE)                             \
+    EXTERN template class ember::optim::optimizer<ember::optim::NAME<float, DEVICE>, float,        \
+                                                  ember::optim::OPTIONS,                           \
+                                                  ember::optim::STATE<float, DEVICE>, DEVICE>;     \
+    EXTERN template class ember::optim::NAME<float, DEVICE>;
+
 namespace ember::optim
 {
 

@@ -336,11 +336,13 @@ auto rmsprop<T, Device>::read_state(detail::dict_reader& in, const rmsprop_optio
 
 } // namespace ember::optim
 
-// With EMBER_PRECOMPILED (detail/precompiled.hpp) RMSprop over float parameters in host
-// memory is compiled once, in src/ember_precompiled.cpp, not in every file that trains.
+// With EMBER_PRECOMPILED (detail/precompiled.hpp) RMSprop over float is compiled once, on the
+// cpu in src/ember_precompiled.cpp and on Thrust/OpenMP in src/ember_precompiled_thrust_omp.cpp,
+// not in every file that trains.
 #if !EMBER_DEFINITIONS
-extern template class ember::optim::optimizer<ember::optim::rmsprop<float>, float,
-                                              ember::optim::rmsprop_options,
-                                              ember::optim::rmsprop_state<float>>;
-extern template class ember::optim::rmsprop<float>;
+EMBER_OPTIMIZER_INSTANCE(extern, rmsprop, rmsprop_options, rmsprop_state, ember::cpu)
+#if defined(EMBER_WITH_THRUST_OMP) && defined(_OPENMP)
+#include "ember/device/thrust_omp.hpp"
+EMBER_OPTIMIZER_INSTANCE(extern, rmsprop, rmsprop_options, rmsprop_state, ember::thrust_omp)
+#endif
 #endif

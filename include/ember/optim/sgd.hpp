@@ -277,10 +277,13 @@ auto sgd<T, Device>::read_state(detail::dict_reader& in, const sgd_options&,
 
 } // namespace ember::optim
 
-// With EMBER_PRECOMPILED (detail/precompiled.hpp) SGD over float parameters in host
-// memory is compiled once, in src/ember_precompiled.cpp, not in every file that trains.
+// With EMBER_PRECOMPILED (detail/precompiled.hpp) SGD over float is compiled once, on the
+// cpu in src/ember_precompiled.cpp and on Thrust/OpenMP in src/ember_precompiled_thrust_omp.cpp,
+// not in every file that trains.
 #if !EMBER_DEFINITIONS
-extern template class ember::optim::optimizer<
-    ember::optim::sgd<float>, float, ember::optim::sgd_options, ember::optim::sgd_state<float>>;
-extern template class ember::optim::sgd<float>;
+EMBER_OPTIMIZER_INSTANCE(extern, sgd, sgd_options, sgd_state, ember::cpu)
+#if defined(EMBER_WITH_THRUST_OMP) && defined(_OPENMP)
+#include "ember/device/thrust_omp.hpp"
+EMBER_OPTIMIZER_INSTANCE(extern, sgd, sgd_options, sgd_state, ember::thrust_omp)
+#endif
 #endif

@@ -1,0 +1,21 @@
+// ember's precompiled part for the Thrust/OpenMP device: the optimizers over float on
+// ember::thrust_omp, which the optimizer headers declare extern in files built with
+// EMBER_PRECOMPILED, EMBER_WITH_THRUST_OMP and OpenMP (see src/ember_precompiled.cpp for the
+// rest). Compile it with -fopenmp -DEMBER_WITH_THRUST_OMP and without EMBER_PRECOMPILED, beside
+// ember_precompiled.cpp, in programs that run on that device (Meson: ember_precompiled_dep does
+// it where Thrust and OpenMP were found). A program that does not use the device does not link
+// this object: nothing it compiles refers to it.
+#if defined(EMBER_PRECOMPILED)
+#error "compile ember_precompiled_thrust_omp.cpp without EMBER_PRECOMPILED"
+#endif
+#if !defined(EMBER_WITH_THRUST_OMP) || !defined(_OPENMP)
+#error "compile ember_precompiled_thrust_omp.cpp with -fopenmp -DEMBER_WITH_THRUST_OMP"
+#endif
+
+#define EMBER_PRECOMPILED_DEFINITIONS // the definitions (detail/precompiled.hpp)
+#include "ember/device/thrust_omp.hpp"
+#include "ember/optim/optimizers.hpp"
+
+EMBER_OPTIMIZER_INSTANCE(, sgd, sgd_options, sgd_state, ember::thrust_omp)
+EMBER_ADAM_INSTANCES(, ember::thrust_omp)
+EMBER_OPTIMIZER_INSTANCE(, rmsprop, rmsprop_options, rmsprop_state, ember::thrust_omp)

@@ -7,6 +7,7 @@
 #include <ember/serialize/file.hpp>
 
 #include "golden/container_v1.hpp"
+#include "test_files.hpp"
 
 #include <cereal/archives/binary.hpp>
 #include <cereal/archives/json.hpp>
@@ -28,26 +29,13 @@
 
 using namespace ember;
 namespace fs = std::filesystem;
+using test::temp_dir;
 
 namespace
 {
 
 constexpr double inf_d = std::numeric_limits<double>::infinity();
 constexpr double nan_d = std::numeric_limits<double>::quiet_NaN();
-
-struct temp_dir
-{
-    fs::path path;
-    temp_dir()
-    {
-        static int counter = 0;
-        path = fs::temp_directory_path() / ("ember_test_checkpoint_" + std::to_string(::getpid()) +
-                                            "_" + std::to_string(counter++));
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~temp_dir() { fs::remove_all(path); }
-};
 
 std::string read_text(const fs::path& p)
 {

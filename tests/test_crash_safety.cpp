@@ -3,6 +3,7 @@
 // an fsync is never retried, and a writer killed with SIGKILL at random moments always leaves
 // a file that loads as one whole version.
 #include "crash_versions.hpp"
+#include "test_files.hpp"
 
 #include <ember/detail/file_io.hpp>
 #include <ember/serialize/file.hpp>
@@ -31,26 +32,10 @@
 
 using namespace ember;
 namespace fs = std::filesystem;
+using test::temp_dir;
 
 namespace
 {
-
-struct temp_dir
-{
-    fs::path path =
-        fs::temp_directory_path() / ("ember_test_crash_safety_" + std::to_string(::getpid()));
-    temp_dir()
-    {
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~temp_dir()
-    {
-        std::error_code ec;
-        fs::permissions(path, fs::perms::owner_all, ec);
-        fs::remove_all(path, ec);
-    }
-};
 
 std::vector<char> read_bytes(const fs::path& p)
 {

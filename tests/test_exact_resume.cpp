@@ -16,6 +16,8 @@
 #define BOOST_TEST_NO_MAIN // main() below also runs the child half of a resume
 #include <boost/test/unit_test.hpp>
 
+#include "test_files.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -172,22 +174,10 @@ std::vector<float> losses_of(const checkpoint& c)
 }
 
 // A fresh folder for one test's files, removed at the end.
-struct scratch_dir
-{
-    fs::path path;
-    explicit scratch_dir(const std::string& name)
-        : path(fs::temp_directory_path() /
-               ("ember_exact_resume_" + name + "_" + std::to_string(::getpid())))
-    {
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~scratch_dir() { fs::remove_all(path); }
-};
 
 void check_resume(std::int64_t n, bool seeded_loader, const std::string& name)
 {
-    scratch_dir dir(name);
+    test::temp_dir dir("ember_exact_resume_" + name);
 
     // Straight: 2N steps.
     manual_seed(0);

@@ -4,6 +4,8 @@
 #include <ember/core/tensor.hpp>
 #include <ember/serialize/file.hpp>
 
+#include "test_files.hpp"
+
 #include <boost/test/unit_test.hpp>
 
 #include <cstring>
@@ -17,24 +19,10 @@
 
 using namespace ember;
 namespace fs = std::filesystem;
+using test::temp_dir;
 
 namespace
 {
-
-struct temp_dir
-{
-    fs::path path;
-    temp_dir()
-    {
-        static int counter = 0;
-        path =
-            fs::temp_directory_path() / ("ember_test_file_dispatch_" + std::to_string(::getpid()) +
-                                         "_" + std::to_string(counter++));
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~temp_dir() { fs::remove_all(path); }
-};
 
 std::vector<char> file_bytes(const fs::path& p)
 {

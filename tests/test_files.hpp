@@ -10,6 +10,7 @@
 #include <iterator>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 #include <unistd.h>
@@ -17,20 +18,36 @@
 namespace test
 {
 
-/// @brief A fresh folder under the system's temporary folder, named after `name` and this
-/// process (tests run in parallel), removed with everything in it at the end of scope.
+/// @brief A fresh folder under the system's temporary folder, named after `name`, this process
+/// (tests run in parallel) and a count (a test may hold several), removed with everything in it
+/// at the end of scope, write permission given back first (tests take it away).
 struct temp_dir
 {
     std::filesystem::path path;
 
     explicit temp_dir(const std::string& name = "ember_test")
-        : path(std::filesystem::temp_directory_path() / (name + "_" + std::to_string(::getpid())))
+        : path(std::filesystem::temp_directory_path() /
+               (name + "_" + std::to_string(::getpid()) + "_" + std::to_string(next_number())))
     {
+        std::filesystem::remove_all(path);
         std::filesystem::create_directories(path);
     }
-    ~temp_dir() { std::filesystem::remove_all(path); }
+    ~temp_dir()
+    {
+        std::error_code ec;
+        std::filesystem::permissions(path, std::filesystem::perms::owner_all,
+                                     std::filesystem::perm_options::add, ec);
+        std::filesystem::remove_all(path, ec);
+    }
     temp_dir(const temp_dir&) = delete;
     temp_dir& operator=(const temp_dir&) = delete;
+
+private:
+    static int next_number()
+    {
+        static int count = 0;
+        return count++;
+    }
 };
 
 /// @brief The whole content of `p`.

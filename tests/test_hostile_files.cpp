@@ -4,6 +4,7 @@
 // any single one over 64 MiB, and a child process loads the whole corpus under a 512 MiB
 // address-space limit. Inputs the fuzzers found live in tests/data/regressions/.
 #include "hostile_bytes.hpp"
+#include "test_files.hpp"
 
 #include <ember/serialize/cereal.hpp>
 #include <ember/serialize/file.hpp>
@@ -51,6 +52,7 @@
 using namespace ember;
 using hostile::payload;
 namespace fs = std::filesystem;
+using test::temp_dir;
 
 // ---- allocation accounting ---------------------------------------------------------------
 // While armed, any single allocation over the limit is refused (bad_alloc, which the checks
@@ -118,14 +120,6 @@ struct allocation_watch
         g_armed = true;
     }
     ~allocation_watch() { g_armed = false; }
-};
-
-struct temp_dir
-{
-    fs::path path =
-        fs::temp_directory_path() / ("ember_test_hostile_" + std::to_string(::getpid()));
-    temp_dir() { fs::create_directories(path); }
-    ~temp_dir() { fs::remove_all(path); }
 };
 
 void write_file(const fs::path& p, std::span<const std::byte> b)

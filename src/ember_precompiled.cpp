@@ -56,6 +56,6 @@ template void save_container<state_dict_view>(const state_dict_view&, const std:
 
 // The optimizers the headers declare extern (optim/sgd.hpp, adam.hpp, rmsprop.hpp) on the cpu;
 // src/ember_precompiled_thrust_omp.cpp has them on Thrust/OpenMP.
-EMBER_OPTIMIZER_INSTANCE(, sgd, sgd_options, sgd_state, ember::cpu)
+EMBER_SGD_INSTANCES(, ember::cpu)
 EMBER_ADAM_INSTANCES(, ember::cpu)
-EMBER_OPTIMIZER_INSTANCE(, rmsprop, rmsprop_options, rmsprop_state, ember::cpu)
+EMBER_RMSPROP_INSTANCES(, ember::cpu)

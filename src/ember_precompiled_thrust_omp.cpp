@@ -16,6 +16,6 @@
 #include "ember/device/thrust_omp.hpp"
 #include "ember/optim/optimizers.hpp"
 
-EMBER_OPTIMIZER_INSTANCE(, sgd, sgd_options, sgd_state, ember::thrust_omp)
+EMBER_SGD_INSTANCES(, ember::thrust_omp)
 EMBER_ADAM_INSTANCES(, ember::thrust_omp)
-EMBER_OPTIMIZER_INSTANCE(, rmsprop, rmsprop_options, rmsprop_state, ember::thrust_omp)
+EMBER_RMSPROP_INSTANCES(, ember::thrust_omp)

@@ -446,7 +446,8 @@ auto adam_impl<T, Device, Decoupled, Options>::read_state(dict_reader& in, const
 
 } // namespace ember::optim
 
-// Adam, AdamW and their common part over float on DEVICE (see EMBER_OPTIMIZER_INSTANCE).
+// Adam, AdamW and their common part over float on DEVICE, compiled once by ember's precompiled
+// part (EMBER_OPTIMIZER_EXTERN).
 #define EMBER_ADAM_INSTANCES(EXTERN, DEVICE)                                                       \
     EXTERN template struct ember::optim::detail::adam_impl<float, DEVICE, false,                   \
                                                            ember::optim::adam_options>;            \
@@ -454,14 +455,4 @@ auto adam_impl<T, Device, Decoupled, Options>::read_state(dict_reader& in, const
                                                            ember::optim::adamw_options>;           \
     EMBER_OPTIMIZER_INSTANCE(EXTERN, adam, adam_options, adam_state, DEVICE)                       \
     EMBER_OPTIMIZER_INSTANCE(EXTERN, adamw, adamw_options, adam_state, DEVICE)
-
-// With EMBER_PRECOMPILED (detail/precompiled.hpp) Adam and AdamW over float are compiled once, on
-// the cpu in src/ember_precompiled.cpp and on Thrust/OpenMP in
-// src/ember_precompiled_thrust_omp.cpp, not in every file that trains.
-#if !EMBER_DEFINITIONS
-EMBER_ADAM_INSTANCES(extern, ember::cpu)
-#if defined(EMBER_WITH_THRUST_OMP) && defined(_OPENMP)
-#include "ember/device/thrust_omp.hpp"
-EMBER_ADAM_INSTANCES(extern, ember::thrust_omp)
-#endif
-#endif
+EMBER_OPTIMIZER_EXTERN(EMBER_ADAM_INSTANCES)

@@ -69,13 +69,29 @@
 #endif
 
 // EMBER_OPTIMIZER_INSTANCE(EXTERN, NAME, OPTIONS, STATE, DEVICE): optimizer NAME over float on
-// DEVICE and its base, as an explicit instantiation declaration (EXTERN = extern: the headers,
-// with EMBER_PRECOMPILED) or definition (EXTERN empty: src/ember_precompiled*.cpp).
+// DEVICE and its base, as an explicit instantiation declaration (EXTERN = extern) or definition
+// (EXTERN empty). Each optimizer's header wraps it as EMBER_<NAME>_INSTANCES(EXTERN, DEVICE).
 #define EMBER_OPTIMIZER_INSTANCE(EXTERN, NAME, OPTIONS, STATE, DEVICE)                             \
     EXTERN template class ember::optim::optimizer<ember::optim::NAME<float, DEVICE>, float,        \
                                                   ember::optim::OPTIONS,                           \
                                                   ember::optim::STATE<float, DEVICE>, DEVICE>;     \
     EXTERN template class ember::optim::NAME<float, DEVICE>;
+
+// EMBER_OPTIMIZER_EXTERN(INSTANCES): at the end of an optimizer's header. With EMBER_PRECOMPILED
+// (detail/precompiled.hpp) it declares INSTANCES extern on the devices the precompiled part
+// compiles them for: the cpu (src/ember_precompiled.cpp) and, in files built for it,
+// Thrust/OpenMP (src/ember_precompiled_thrust_omp.cpp). Header-only, and in those two files,
+// which define them, it is empty.
+#if EMBER_DEFINITIONS
+#define EMBER_OPTIMIZER_EXTERN(INSTANCES)
+#elif defined(EMBER_WITH_THRUST_OMP) && defined(_OPENMP)
+#include "ember/device/thrust_omp.hpp"
+#define EMBER_OPTIMIZER_EXTERN(INSTANCES)                                                          \
+    INSTANCES(extern, ember::cpu)                                                                  \
+    INSTANCES(extern, ember::thrust_omp)
+#else
+#define EMBER_OPTIMIZER_EXTERN(INSTANCES) INSTANCES(extern, ember::cpu)
+#endif
 
 namespace ember::optim
 {

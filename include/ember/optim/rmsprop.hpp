@@ -336,13 +336,8 @@ auto rmsprop<T, Device>::read_state(detail::dict_reader& in, const rmsprop_optio
 
 } // namespace ember::optim
 
-// With EMBER_PRECOMPILED (detail/precompiled.hpp) RMSprop over float is compiled once, on the
-// cpu in src/ember_precompiled.cpp and on Thrust/OpenMP in src/ember_precompiled_thrust_omp.cpp,
-// not in every file that trains.
-#if !EMBER_DEFINITIONS
-EMBER_OPTIMIZER_INSTANCE(extern, rmsprop, rmsprop_options, rmsprop_state, ember::cpu)
-#if defined(EMBER_WITH_THRUST_OMP) && defined(_OPENMP)
-#include "ember/device/thrust_omp.hpp"
-EMBER_OPTIMIZER_INSTANCE(extern, rmsprop, rmsprop_options, rmsprop_state, ember::thrust_omp)
-#endif
-#endif
+// RMSprop over float on DEVICE, compiled once by ember's precompiled part
+// (EMBER_OPTIMIZER_EXTERN).
+#define EMBER_RMSPROP_INSTANCES(EXTERN, DEVICE)                                                    \
+    EMBER_OPTIMIZER_INSTANCE(EXTERN, rmsprop, rmsprop_options, rmsprop_state, DEVICE)
+EMBER_OPTIMIZER_EXTERN(EMBER_RMSPROP_INSTANCES)

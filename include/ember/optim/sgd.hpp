@@ -277,13 +277,7 @@ auto sgd<T, Device>::read_state(detail::dict_reader& in, const sgd_options&,
 
 } // namespace ember::optim
 
-// With EMBER_PRECOMPILED (detail/precompiled.hpp) SGD over float is compiled once, on the
-// cpu in src/ember_precompiled.cpp and on Thrust/OpenMP in src/ember_precompiled_thrust_omp.cpp,
-// not in every file that trains.
-#if !EMBER_DEFINITIONS
-EMBER_OPTIMIZER_INSTANCE(extern, sgd, sgd_options, sgd_state, ember::cpu)
-#if defined(EMBER_WITH_THRUST_OMP) && defined(_OPENMP)
-#include "ember/device/thrust_omp.hpp"
-EMBER_OPTIMIZER_INSTANCE(extern, sgd, sgd_options, sgd_state, ember::thrust_omp)
-#endif
-#endif
+// SGD over float on DEVICE, compiled once by ember's precompiled part (EMBER_OPTIMIZER_EXTERN).
+#define EMBER_SGD_INSTANCES(EXTERN, DEVICE)                                                        \
+    EMBER_OPTIMIZER_INSTANCE(EXTERN, sgd, sgd_options, sgd_state, DEVICE)
+EMBER_OPTIMIZER_EXTERN(EMBER_SGD_INSTANCES)

@@ -173,6 +173,14 @@ struct file_info
 file_info probe(const std::filesystem::path& path);
 file_info probe(const std::filesystem::path& path, file_format format);
 
+namespace detail
+{
+/// @brief save(obj, path, file_format::ember): the container, streamed crash-safely into `path`
+/// (also for a module's state_dict_view, from serialize/module.hpp).
+template <class T>
+void save_container(const T& obj, const std::filesystem::path& path);
+} // namespace detail
+
 } // namespace ember
 
 /*******************

@@ -59,9 +59,6 @@ requires nn::is_module_v<M> nn::load_result load(M& model, const std::filesystem
 
 namespace detail
 {
-template <class T>
-void save_container(const T& obj, const std::filesystem::path& path); // file.hpp
-
 /// @brief A state_dict file opened to be loaded into a module, every checksum already checked:
 /// in ember's container and PyTorch's zip, views of the tensors where they lie in the mapped
 /// file (the few a view cannot show, strided or big-endian ones, copied); in the other formats,

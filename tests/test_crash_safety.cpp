@@ -76,9 +76,11 @@ enum op
     op_close,
     op_rename,
     op_unlink,
+    op_allocate,
     op_count
 };
-const char* const op_names[] = {"open", "write", "read", "fsync", "close", "rename", "unlink"};
+const char* const op_names[] = {"open",  "write",  "read",   "fsync",
+                                "close", "rename", "unlink", "allocate"};
 
 // What the fake calls do; plain globals because file_ops holds plain function pointers.
 struct plan
@@ -147,12 +149,17 @@ int fake_unlink(const char* p)
 {
     return fails(op_unlink) ? -1 : ::unlink(p);
 }
+int fake_allocate(int fd, off_t size)
+{
+    return fails(op_allocate) ? -1 : detail::system_allocate(fd, size);
+}
 
 /// Routes this thread's file operations through the fakes for its lifetime.
 struct injected
 {
     detail::scoped_file_ops guard{detail::file_ops{fake_open, fake_write, fake_read, fake_fsync,
-                                                   fake_close, fake_rename, fake_unlink}};
+                                                   fake_close, fake_rename, fake_unlink,
+                                                   fake_allocate}};
     explicit injected(plan p) { g_plan = p; }
     int calls(op o) const { return g_plan.calls[o]; }
 };
@@ -314,6 +321,85 @@ BOOST_AUTO_TEST_CASE(a_failing_rename_throws_and_keeps_the_previous_file)
             BOOST_TEST(calls[op_unlink] == 1);
         }
     }
+}
+
+BOOST_AUTO_TEST_CASE(a_disk_too_small_for_the_file_fails_before_a_byte_is_written)
+{
+    temp_dir dir;
+    for (int err : {ENOSPC, EDQUOT, EFBIG})
+    {
+        BOOST_TEST_CONTEXT("errno " << err)
+        {
+            auto calls =
+                expect_failed_save(dir.path, failing(op_allocate, 1, err), "no room for its");
+            BOOST_TEST(calls[op_allocate] == 1);
+            BOOST_TEST(calls[op_write] == 0);
+            BOOST_TEST(calls[op_fsync] == 0);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_file_system_that_cannot_reserve_space_still_saves)
+{
+    // tmpfs before 2.6.x, NFS v3, FUSE file systems: fallocate is refused, the writes allocate.
+    temp_dir dir;
+    const fs::path target = dir.path / "model.ember";
+    save(old_state(), target);
+    for (int err : {EOPNOTSUPP, EINVAL, ENOSYS, EINTR})
+    {
+        BOOST_TEST_CONTEXT("errno " << err)
+        {
+            injected inject(failing(op_allocate, 1, err));
+            save(new_state(), target);
+            BOOST_TEST(inject.calls(op_allocate) == 1);
+            BOOST_TEST(inject.calls(op_fsync) == 2);
+        }
+        BOOST_TEST((load<state_dict>(target) == new_state()));
+        save(old_state(), target);
+    }
+}
+
+std::size_t open_descriptors()
+{
+    return static_cast<std::size_t>(
+        std::distance(fs::directory_iterator("/proc/self/fd"), fs::directory_iterator{}));
+}
+
+BOOST_AUTO_TEST_CASE(saving_over_a_large_file_replaces_it_and_lets_its_descriptor_go)
+{
+    // The replaced file is held open across the rename and closed on another thread (the
+    // kernel frees it then, off the saving thread): the new content must be in place when save
+    // returns, and the descriptor must not be leaked.
+    temp_dir dir;
+    const fs::path target = dir.path / "model.ember";
+    const std::size_t words = std::size_t{2} << 20; // 8 MiB, above replaced_file::min_size
+    save(crash_test::version_state(1, words), target);
+    const std::size_t before = open_descriptors();
+    for (std::int64_t v = 2; v <= 4; ++v)
+    {
+        save(crash_test::version_state(v, words), target);
+        BOOST_TEST((load<state_dict>(target) == crash_test::version_state(v, words)));
+    }
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (open_descriptors() > before && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    BOOST_TEST(open_descriptors() == before);
+    BOOST_TEST(entries(dir.path) == std::vector<std::string>{"model.ember"},
+               boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(saving_through_a_symbolic_link_replaces_the_link_not_the_file_it_names)
+{
+    temp_dir dir;
+    const fs::path real = dir.path / "real.ember";
+    const fs::path link = dir.path / "link.ember";
+    const std::size_t words = std::size_t{2} << 20;
+    save(crash_test::version_state(1, words), real);
+    fs::create_symlink(real, link);
+    save(crash_test::version_state(2, words), link);
+    BOOST_TEST(!fs::is_symlink(link));
+    BOOST_TEST((load<state_dict>(link) == crash_test::version_state(2, words)));
+    BOOST_TEST((load<state_dict>(real) == crash_test::version_state(1, words)));
 }
 
 BOOST_AUTO_TEST_CASE(a_temporary_that_cannot_be_created_is_an_io_error_naming_the_folder)

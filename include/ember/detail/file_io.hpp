@@ -3,8 +3,10 @@
 /// Crash-safe whole-file writes and checked whole-file reads (POSIX).
 ///
 /// atomic_write follows the recipe that keeps the previous file whole whatever happens: a
-/// temporary file in the target's folder (O_CREAT|O_EXCL), every write checked, fsync, close,
-/// rename over the target, fsync of the folder. On any failure before the rename the temporary
+/// temporary file in the target's folder (O_CREAT|O_EXCL), its space reserved (fallocate, so a
+/// full disk fails before the first write), every write checked, fsync, close, rename over the
+/// target, fsync of the folder. The file replaced is freed by the kernel on another thread
+/// (replaced_file), not inside the rename. On any failure before the rename the temporary
 /// is removed, an io_error names the path and the reason, and the old file is untouched. An
 /// fsync that failed is never retried: after a failed fsync the kernel may have dropped the
 /// dirty pages, so a second fsync can succeed without the data being on disk.
@@ -22,6 +24,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -33,6 +36,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -46,7 +50,22 @@ inline int system_open(const char* path, int flags, mode_t mode)
     return ::open(path, flags, mode);
 }
 
-/// The system calls atomic_write and read_file make. Defaults are the real calls; the table
+/// fallocate(2) of a file's first `size` bytes, where the system has it; -1 with errno
+/// EOPNOTSUPP elsewhere.
+inline int system_allocate(int fd, off_t size)
+{
+#if defined(__linux__)
+    return ::fallocate(fd, 0, 0, size);
+#else
+    (void)fd;
+    (void)size;
+    errno = EOPNOTSUPP;
+    return -1;
+#endif
+}
+
+/// The system calls atomic_write and read_file make (replaced_file's best-effort open and close
+/// are not among them: nothing depends on them succeeding). Defaults are the real calls; the table
 /// costs one pointer load per call, nothing beside a system call.
 struct file_ops
 {
@@ -57,6 +76,7 @@ struct file_ops
     int (*close)(int fd) = &::close;
     int (*rename)(const char* from, const char* to) = &::rename;
     int (*unlink)(const char* path) = &::unlink;
+    int (*allocate)(int fd, off_t size) = &system_allocate; // last: older tables stay valid
 };
 
 /// The table this thread's file operations use. Per thread, so a test that injects failures
@@ -121,6 +141,29 @@ private:
     std::size_t m_flushed = 0; // bytes whose writeback write() has started
 
     static constexpr std::size_t writeback_chunk = std::size_t{8} << 20;
+};
+
+/// The file a save is about to replace, held open across the rename and closed on a background
+/// thread. The kernel frees a file's cached pages and disk blocks when its last link and last
+/// descriptor are gone; without the hold that happens inside rename(), on the saving thread, and
+/// for a 400 MB file it took about 65 ms on ext4, a third of the save. Only a regular file with
+/// one link, of at least `min_size` bytes, is held; anything else is left to rename. Failing to
+/// open it is not an error: the save then simply pays for the freeing itself.
+class replaced_file
+{
+public:
+    explicit replaced_file(const std::filesystem::path& path) noexcept;
+    ~replaced_file();
+    replaced_file(const replaced_file&) = delete;
+    replaced_file& operator=(const replaced_file&) = delete;
+
+    /// Below this the freeing costs less than starting a thread.
+    static constexpr off_t min_size = off_t{4} << 20;
+
+private:
+    static void* close_in_background(void* fd) noexcept;
+
+    int m_fd = -1;
 };
 
 /// Writes a file of `total` bytes, produced by `produce(atomic_file_writer&)`, to `path`
@@ -213,6 +256,48 @@ inline void atomic_file_writer::rewrite_front(std::span<const std::byte> bytes)
     write_all(bytes, done, bytes.size());
 }
 
+inline replaced_file::replaced_file(const std::filesystem::path& path) noexcept
+{
+    // O_NOFOLLOW: rename replaces a symbolic link, never the file it points to. O_NONBLOCK: a
+    // FIFO at the path must not block the save.
+    const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    struct stat st
+    {
+    };
+    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 && st.st_size >= min_size)
+        m_fd = fd;
+    else
+        ::close(fd);
+}
+
+inline replaced_file::~replaced_file()
+{
+    if (m_fd < 0)
+        return;
+    // A detached POSIX thread, not std::thread: nothing waits for it (at exit the kernel closes
+    // the descriptor anyway), and <pthread.h> is a fraction of <thread> to parse.
+    pthread_attr_t attr;
+    pthread_t thread;
+    bool started = false;
+    if (::pthread_attr_init(&attr) == 0)
+    {
+        started = ::pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
+                  ::pthread_create(&thread, &attr, &close_in_background,
+                                   reinterpret_cast<void*>(static_cast<std::intptr_t>(m_fd))) == 0;
+        ::pthread_attr_destroy(&attr);
+    }
+    if (!started) // no thread to be had: free it here
+        ::close(m_fd);
+}
+
+inline void* replaced_file::close_in_background(void* fd) noexcept
+{
+    ::close(static_cast<int>(reinterpret_cast<std::intptr_t>(fd)));
+    return nullptr;
+}
+
 template <class Produce>
 void atomic_write_with(const std::filesystem::path& path, std::size_t total, Produce&& produce)
 {
@@ -254,6 +339,20 @@ void atomic_write_with(const std::filesystem::path& path, std::size_t total, Pro
         throw io_error("cannot save '" + target + "': " + what);
     };
 
+    // Reserve the whole file first: a disk too small for it fails here, before a byte is
+    // written, and ext4 then skips its per-page delayed-allocation bookkeeping (a tenth of a
+    // 400 MB save). Where the file system cannot reserve, the writes allocate as they go.
+    if (total > 0 && ops.allocate(fd, static_cast<off_t>(total)) != 0)
+    {
+        const int err = errno;
+        if (err == ENOSPC || err == EFBIG
+#ifdef EDQUOT
+            || err == EDQUOT
+#endif
+        )
+            fail("no room for its " + std::to_string(total) + " bytes: " + errno_text(err));
+    }
+
     try
     {
         atomic_file_writer writer(fd, total, target);
@@ -280,6 +379,7 @@ void atomic_write_with(const std::filesystem::path& path, std::size_t total, Pro
         const int err = errno;
         fail("close failed: " + errno_text(err));
     }
+    const replaced_file replaced(path); // released after the folder's fsync, or on a throw
     if (ops.rename(temp.c_str(), path.c_str()) != 0)
     {
         const int err = errno;

@@ -202,6 +202,26 @@ void mlp_matmul(benchmark::State& state, std::size_t batch)
         benchmark::ClobberMemory();
     }
     state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(batch));
+    // Two floating-point operations per multiply-add, as BLAS benchmarks count them.
+    const double macs =
+        double(b) * (2.0 * (in * hid + hid * hid + hid * out) + hid * hid + hid * out);
+    state.counters["FLOPS"] =
+        benchmark::Counter(2.0 * macs, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// What OpenBLAS's sgemm reaches on this machine at the thread count in use, on square matrices
+// large enough for its kernel to run at full speed: the ceiling for mlp_matmul's FLOPS.
+void blas_peak(benchmark::State& state, int n)
+{
+    std::vector<float> a(std::size_t(n) * n, 0.5f), b(a.size(), 0.25f), c(a.size());
+    for (auto _ : state)
+    {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(),
+                    n, 0.0f, c.data(), n);
+        benchmark::ClobberMemory();
+    }
+    state.counters["FLOPS"] =
+        benchmark::Counter(2.0 * n * n * n, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // ============================================================================================
@@ -383,6 +403,8 @@ void register_all()
         reg("mlp_matmul" + suffix, [batch](benchmark::State& s) { mlp_matmul(s, batch); })
             ->Unit(benchmark::kMicrosecond);
     }
+    reg("blas_peak/sgemm1024", [](benchmark::State& s) { blas_peak(s, 1024); })
+        ->Unit(benchmark::kMillisecond);
     reg("mlp_infer/b1", [](benchmark::State& s) { mlp_infer(s, 1); })
         ->Unit(benchmark::kMicrosecond);
     reg("mlp_infer/b256", [](benchmark::State& s) { mlp_infer(s, 256); })

@@ -2,14 +2,21 @@
 /// @file
 /// A read-only memory map of a whole file (POSIX), for loaders that use a file's bytes in place.
 ///
-/// The bytes stay valid while the mapped_file lives. If another process truncates the file
-/// while it is mapped, touching the lost pages raises SIGBUS: map files that are not being
-/// rewritten (ember's own writers replace files by rename, which is safe).
+/// The bytes stay valid while the mapped_file lives. If another program truncates the file while
+/// it is mapped (torch.save rewrites its file in place, for one), touching a lost page would
+/// raise SIGBUS and kill the process. ember's mappings are registered with a SIGBUS handler
+/// (shrink_guard) that puts a page of zeros where the lost one was and marks the mapping: the
+/// loader then reports an io_error (file_bytes::check_intact) instead of crashing. A SIGBUS
+/// outside every ember mapping goes to the handler the program had before, or kills as usual.
 
 #include "ember/core/error.hpp"
 #include "ember/detail/file_io.hpp"
 
+#include <atomic>
+#include <cerrno>
+#include <csignal>
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <span>
 #include <string>
@@ -24,6 +31,17 @@
 namespace ember::detail
 {
 
+namespace shrink_guard
+{
+/// Installs the handler (once per process) and registers [data, data + size); returns the
+/// registration, or -1 when every slot is taken (the mapping is then unguarded, as any mmap).
+int enroll(const void* data, std::size_t size) noexcept;
+/// Ends a registration; the mapping may then be unmapped.
+void withdraw(int slot) noexcept;
+/// Whether a page of the registered mapping was lost (read as zeros) since it was enrolled.
+bool lost_pages(int slot) noexcept;
+} // namespace shrink_guard
+
 /// Maps `path` read-only; throws io_error naming the path and the reason.
 class mapped_file
 {
@@ -37,7 +55,8 @@ public:
     ~mapped_file() { unmap(); }
 
     mapped_file(mapped_file&& other) noexcept
-        : m_data(std::exchange(other.m_data, nullptr)), m_size(std::exchange(other.m_size, 0))
+        : m_data(std::exchange(other.m_data, nullptr)), m_size(std::exchange(other.m_size, 0)),
+          m_guard(std::exchange(other.m_guard, -1))
     {
     }
     mapped_file& operator=(mapped_file&& other) noexcept
@@ -47,6 +66,7 @@ public:
             unmap();
             m_data = std::exchange(other.m_data, nullptr);
             m_size = std::exchange(other.m_size, 0);
+            m_guard = std::exchange(other.m_guard, -1);
         }
         return *this;
     }
@@ -59,17 +79,34 @@ public:
     }
     std::size_t size() const noexcept { return m_size; }
 
+    /// False once a page could not be read (the file shrank, or the disk failed) and was read
+    /// as zeros instead.
+    bool intact() const noexcept { return m_guard < 0 || !shrink_guard::lost_pages(m_guard); }
+
+    /// Throws io_error naming `name` unless intact(): whatever was decoded from the bytes is
+    /// not the file.
+    void check_intact(const std::string& name) const;
+
+    /// `decode()`'s result, checked with check_intact; when decode throws an ember::error and
+    /// part of the file was lost, that loss is the error reported.
+    template <class Decode>
+    auto decode_checked(const std::string& name, Decode&& decode) const;
+
 private:
     void unmap() noexcept
     {
+        if (m_guard >= 0)
+            shrink_guard::withdraw(m_guard);
         if (m_data != nullptr)
             ::munmap(m_data, m_size);
         m_data = nullptr;
         m_size = 0;
+        m_guard = -1;
     }
 
     void* m_data = nullptr;
     std::size_t m_size = 0;
+    int m_guard = -1;
 };
 
 /// A whole file's bytes, read into memory or, from map_threshold bytes up, mapped: a large
@@ -90,6 +127,15 @@ public:
     }
     bool mapped() const noexcept { return m_map.size() != 0; }
 
+    /// mapped_file::check_intact and decode_checked for the mapped file (a file read into
+    /// memory is always intact).
+    void check_intact(const std::string& name) const { m_map.check_intact(name); }
+    template <class Decode>
+    auto decode_checked(const std::string& name, Decode&& decode) const
+    {
+        return m_map.decode_checked(name, std::forward<Decode>(decode));
+    }
+
 private:
     std::vector<std::byte> m_read;
     mapped_file m_map;
@@ -98,6 +144,136 @@ private:
 /*******************
  * implementation  *
  *******************/
+
+namespace shrink_guard
+{
+struct slot
+{
+    std::atomic<bool> taken{false};
+    std::atomic<std::uintptr_t> begin{0}; // 0: free; written last, read first
+    std::atomic<std::uintptr_t> end{0};
+    std::atomic<bool> lost{false};
+};
+
+inline constexpr std::size_t slot_count = 64;
+
+struct registry
+{
+    slot slots[slot_count];
+    struct sigaction previous
+    {
+    };
+    std::uintptr_t page_size = 4096;
+};
+
+inline registry& global() noexcept
+{
+    static registry r;
+    return r;
+}
+
+// Async-signal-safe: atomics, mmap (a plain system call on Linux) and sigaction only.
+inline void on_sigbus(int sig, siginfo_t* info, void* context)
+{
+    const int saved_errno = errno;
+    registry& r = global();
+    const auto address = reinterpret_cast<std::uintptr_t>(info->si_addr);
+    for (slot& s : r.slots)
+    {
+        const std::uintptr_t begin = s.begin.load(std::memory_order_acquire);
+        if (begin == 0 || address < begin || address >= s.end.load(std::memory_order_acquire))
+            continue;
+        void* page = reinterpret_cast<void*>(address & ~(r.page_size - 1));
+        if (::mmap(page, r.page_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) !=
+            MAP_FAILED)
+        {
+            s.lost.store(true, std::memory_order_release);
+            errno = saved_errno;
+            return; // the read is retried and sees zeros
+        }
+    }
+    // Not an ember mapping: the program's own handler, or the default action (the access is
+    // retried with it restored, and kills as it would have without ember).
+    const struct sigaction& previous = r.previous;
+    if ((previous.sa_flags & SA_SIGINFO) != 0 && previous.sa_sigaction != nullptr)
+        previous.sa_sigaction(sig, info, context);
+    else if ((previous.sa_flags & SA_SIGINFO) == 0 && previous.sa_handler != SIG_DFL &&
+             previous.sa_handler != SIG_IGN)
+        previous.sa_handler(sig);
+    else
+    {
+        struct sigaction fallback
+        {
+        };
+        fallback.sa_handler = SIG_DFL;
+        ::sigaction(sig, &fallback, nullptr);
+    }
+    errno = saved_errno;
+}
+
+// Installs on_sigbus unless it is the handler now, keeping the one it replaces to pass other
+// faults on to. Checked at every mapping, not once: a program (or a test framework) that sets
+// its own SIGBUS handler later would otherwise switch the guard off for good.
+inline bool install() noexcept
+{
+    static std::atomic_flag busy = ATOMIC_FLAG_INIT;
+    while (busy.test_and_set(std::memory_order_acquire))
+        ; // two threads mapping at once: the second must not keep on_sigbus as "previous"
+    registry& r = global();
+    struct sigaction current
+    {
+    };
+    bool ok = ::sigaction(SIGBUS, nullptr, &current) == 0;
+    if (ok && !((current.sa_flags & SA_SIGINFO) != 0 && current.sa_sigaction == &on_sigbus))
+    {
+        const long page = ::sysconf(_SC_PAGESIZE);
+        if (page > 0)
+            r.page_size = static_cast<std::uintptr_t>(page);
+        struct sigaction action
+        {
+        };
+        action.sa_sigaction = &on_sigbus;
+        action.sa_flags = SA_SIGINFO;
+        sigemptyset(&action.sa_mask);
+        r.previous = current;
+        ok = ::sigaction(SIGBUS, &action, nullptr) == 0;
+    }
+    busy.clear(std::memory_order_release);
+    return ok;
+}
+
+inline int enroll(const void* data, std::size_t size) noexcept
+{
+    if (data == nullptr || size == 0 || !install())
+        return -1;
+    registry& r = global();
+    for (std::size_t i = 0; i < slot_count; ++i)
+    {
+        slot& s = r.slots[i];
+        bool expected = false;
+        if (!s.taken.compare_exchange_strong(expected, true, std::memory_order_acq_rel))
+            continue;
+        const auto begin = reinterpret_cast<std::uintptr_t>(data);
+        s.lost.store(false, std::memory_order_relaxed);
+        s.end.store(begin + size, std::memory_order_relaxed);
+        s.begin.store(begin, std::memory_order_release);
+        return static_cast<int>(i);
+    }
+    return -1;
+}
+
+inline void withdraw(int i) noexcept
+{
+    slot& s = global().slots[i];
+    s.begin.store(0, std::memory_order_release);
+    s.taken.store(false, std::memory_order_release);
+}
+
+inline bool lost_pages(int i) noexcept
+{
+    return global().slots[i].lost.load(std::memory_order_acquire);
+}
+} // namespace shrink_guard
 
 inline mapped_file::mapped_file(const std::filesystem::path& path)
 {
@@ -151,6 +327,31 @@ inline mapped_file::mapped_file(int fd, std::size_t size, const std::string& nam
         throw io_error("cannot map '" + name + "': " + errno_text(errno));
     m_data = p;
     m_size = size;
+    m_guard = shrink_guard::enroll(p, size);
+}
+
+inline void mapped_file::check_intact(const std::string& name) const
+{
+    if (!intact())
+        throw io_error("cannot load '" + name +
+                       "': part of it could not be read while it was being loaded (the file "
+                       "shrank: another program rewrote it in place?, or the disk failed)");
+}
+
+template <class Decode>
+auto mapped_file::decode_checked(const std::string& name, Decode&& decode) const
+{
+    try
+    {
+        auto result = decode();
+        check_intact(name);
+        return result;
+    }
+    catch (const ember::error&)
+    {
+        check_intact(name); // zeros read for a lost page made the decode fail: say so
+        throw;
+    }
 }
 
 inline file_bytes::file_bytes(const std::filesystem::path& path)

@@ -1083,14 +1083,17 @@ T load(const std::filesystem::path& path)
 {
     const detail::file_bytes file(path);
     const std::span<const std::byte> bytes = file.bytes();
-    return detail::decode<T>(bytes, detail::detect_format(bytes, path), path.string());
+    return file.decode_checked(
+        path.string(), [&]
+        { return detail::decode<T>(bytes, detail::detect_format(bytes, path), path.string()); });
 }
 
 template <class T>
 T load(const std::filesystem::path& path, file_format format)
 {
     const detail::file_bytes file(path);
-    return detail::decode<T>(file.bytes(), format, path.string());
+    return file.decode_checked(path.string(), [&]
+                               { return detail::decode<T>(file.bytes(), format, path.string()); });
 }
 
 EMBER_PRECOMPILED_INLINE file_info probe(const std::filesystem::path& path)

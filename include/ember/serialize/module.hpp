@@ -75,6 +75,8 @@ public:
     const state_dict_view* views() const noexcept { return m_in_place ? &m_views : nullptr; }
     const state_dict& decoded() const noexcept { return m_decoded; }
     const std::string& name() const noexcept { return m_name; }
+    /// io_error if part of the mapped file was lost since it was opened (file_bytes).
+    void check_intact() const { m_file.check_intact(m_name); }
 
 private:
     file_bytes m_file;
@@ -92,7 +94,13 @@ nn::load_result load_into(M& model, const state_dict_file& file, bool strict)
     try
     {
         if (const state_dict_view* views = file.views())
-            return model.load_state_dict(*views, strict);
+        {
+            // The views are the mapped file: if another program cut it short while it was
+            // copied, zeros were copied for what it lost. The model is then not the file's.
+            auto result = model.load_state_dict(*views, strict);
+            file.check_intact();
+            return result;
+        }
         return model.load_state_dict(file.decoded(), strict);
     }
     catch (const key_error& e)
@@ -154,21 +162,28 @@ EMBER_PRECOMPILED_INLINE state_dict_file::state_dict_file(const std::filesystem:
 {
     const std::span<const std::byte> bytes = m_file.bytes();
     const file_format f = format ? *format : detect_format(bytes, path);
-    if (f == file_format::ember && has_file_magic(bytes))
-    {
-        m_views = decode_container<state_dict_view>(bytes, m_name);
-        m_in_place = true;
-    }
-    else if (f == file_format::pytorch && !has_file_magic(bytes))
-    {
-        // A zip's records are stored, not compressed: contiguous tensors are read where they
-        // are, once the archive (every record's CRC-32) has been checked.
-        pytorch::detail::archive_reader reader(bytes, quoted_name(m_name), {});
-        m_views = reader.to_state_dict_view(reader.root(), "", m_decoded);
-        m_in_place = true;
-    }
-    else
-        m_decoded = decode<state_dict>(bytes, f, m_name);
+    m_file.decode_checked(m_name,
+                          [&]
+                          {
+                              if (f == file_format::ember && has_file_magic(bytes))
+                              {
+                                  m_views = decode_container<state_dict_view>(bytes, m_name);
+                                  m_in_place = true;
+                              }
+                              else if (f == file_format::pytorch && !has_file_magic(bytes))
+                              {
+                                  // A zip's records are stored, not compressed: contiguous
+                                  // tensors are read where they are, once the archive (every
+                                  // record's CRC-32) has been checked.
+                                  pytorch::detail::archive_reader reader(bytes, quoted_name(m_name),
+                                                                         {});
+                                  m_views = reader.to_state_dict_view(reader.root(), "", m_decoded);
+                                  m_in_place = true;
+                              }
+                              else
+                                  m_decoded = decode<state_dict>(bytes, f, m_name);
+                              return 0;
+                          });
 }
 } // namespace ember::detail
 #endif

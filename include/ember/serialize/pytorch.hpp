@@ -1086,7 +1086,8 @@ T load(const std::filesystem::path& path, const load_options& options)
     std::string what(1, '\'');
     what += path.string();
     what += '\'';
-    return from_bytes<T>(file.bytes(), what, options);
+    return file.decode_checked(path.string(),
+                               [&] { return from_bytes<T>(file.bytes(), what, options); });
 }
 
 EMBER_PRECOMPILED_INLINE void save(const state_dict& obj, const std::filesystem::path& path)

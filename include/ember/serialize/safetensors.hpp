@@ -144,6 +144,20 @@ public:
     explicit safe_open(const std::filesystem::path& path)
         : safe_open(ember::detail::mapped_file(path), quoted_path(path))
     {
+        m_path = path.string();
+    }
+
+    /// @brief The tensor `name`, copied; io_error if part of the file could not be read since
+    /// it was opened (another program cut it short: detail/mapped_file.hpp).
+    host_tensor get_tensor(std::string_view name) const
+    {
+        return m_file.decode_checked(m_path, [&] { return reader::get_tensor(name); });
+    }
+
+    /// @brief Every tensor, copied; the same check as get_tensor().
+    state_dict to_state_dict() const
+    {
+        return m_file.decode_checked(m_path, [&] { return reader::to_state_dict(); });
     }
 
 private:
@@ -159,6 +173,7 @@ private:
     {
     }
     ember::detail::mapped_file m_file; // mapping moved in; the bytes' address does not change
+    std::string m_path;
 };
 
 /// @brief Every tensor of the file at `path`, copied (T must be state_dict).

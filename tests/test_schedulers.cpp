@@ -5,6 +5,7 @@
 // resume in the middle of a run; a checkpoint torch.save wrote, resumed in ember; and the ways
 // a user gets it wrong.
 #include "golden/schedulers.hpp"
+#include "test_files.hpp"
 
 #include <ember/nn/parameter.hpp>
 #include <ember/optim/adam.hpp>
@@ -224,22 +225,7 @@ void check_plateau(const optim::reduce_lr_on_plateau_options& options, const gol
     check_state(sched.state_dict(), expected, what);
 }
 
-struct temp_dir
-{
-    fs::path path;
-    temp_dir()
-    {
-        path = fs::temp_directory_path() / ("ember_test_schedulers_" + std::to_string(::getpid()) +
-                                            "_" + std::to_string(counter()++));
-        fs::create_directories(path);
-    }
-    ~temp_dir() { fs::remove_all(path); }
-    static int& counter()
-    {
-        static int n = 0;
-        return n;
-    }
-};
+using test::temp_dir;
 
 } // namespace
 

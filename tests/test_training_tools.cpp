@@ -4,6 +4,7 @@
 // stream, with an injected clock; and the per-epoch history with its CSV file.
 #include "golden/training_tools.hpp"
 #include "test_device.hpp"
+#include "test_files.hpp"
 
 #include <ember/data/csv.hpp>
 #include <ember/data/dataset.hpp>
@@ -98,17 +99,9 @@ struct grads
 template <class T>
 constexpr double tolerance = std::is_same_v<T, float> ? 4e-7 : (test::exact ? 1e-15 : 1e-14);
 
-struct temp_dir
+// The shared scratch folder, with a way to write a text file into it.
+struct temp_dir : test::temp_dir
 {
-    fs::path path;
-    temp_dir()
-    {
-        static int n = 0;
-        path = fs::temp_directory_path() / ("ember_test_training_tools_" +
-                                            std::to_string(::getpid()) + "_" + std::to_string(n++));
-        fs::create_directories(path);
-    }
-    ~temp_dir() { fs::remove_all(path); }
     fs::path write(const std::string& name, const std::string& text) const
     {
         std::ofstream(path / name, std::ios::binary) << text;

@@ -19,6 +19,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -325,6 +326,9 @@ BOOST_AUTO_TEST_CASE(a_failing_rename_throws_and_keeps_the_previous_file)
 
 BOOST_AUTO_TEST_CASE(a_disk_too_small_for_the_file_fails_before_a_byte_is_written)
 {
+    // No file replaced earlier is still being freed: else the save waits for it and retries.
+    BOOST_REQUIRE(!detail::replaced_file::wait_for_releases(10000) ||
+                  !detail::replaced_file::wait_for_releases(0));
     temp_dir dir;
     for (int err : {ENOSPC, EDQUOT, EFBIG})
     {
@@ -337,6 +341,31 @@ BOOST_AUTO_TEST_CASE(a_disk_too_small_for_the_file_fails_before_a_byte_is_writte
             BOOST_TEST(calls[op_fsync] == 0);
         }
     }
+}
+
+BOOST_AUTO_TEST_CASE(a_full_disk_waits_for_the_file_the_last_save_replaced_to_be_freed)
+{
+    // The previous save's replaced file is freed on another thread; until it is, its blocks
+    // still count. A reservation refused meanwhile waits for it and is tried once more.
+    temp_dir dir;
+    const fs::path big = dir.path / "old.ember";
+    save(crash_test::version_state(1, std::size_t{2} << 20), big); // 8 MiB
+    std::optional<detail::replaced_file> held(std::in_place, big);
+    BOOST_REQUIRE(detail::replaced_file::wait_for_releases(0)); // it is held
+    std::thread release(
+        [&]
+        {
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            held.reset(); // closes it on a background thread: then the space is back
+        });
+    const fs::path target = dir.path / "model.ember";
+    {
+        injected inject(failing(op_allocate, 1, ENOSPC));
+        save(new_state(), target);
+        BOOST_TEST(inject.calls(op_allocate) == 2);
+    }
+    release.join();
+    BOOST_TEST((load<state_dict>(target) == new_state()));
 }
 
 BOOST_AUTO_TEST_CASE(a_file_system_that_cannot_reserve_space_still_saves)

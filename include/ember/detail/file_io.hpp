@@ -22,6 +22,7 @@
 #include "ember/core/error.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -38,6 +39,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 namespace ember::detail
@@ -160,8 +162,18 @@ public:
     /// Below this the freeing costs less than starting a thread.
     static constexpr off_t min_size = off_t{4} << 20;
 
+    /// Waits, up to `limit_ms`, until no replaced file is still held or being freed; false if
+    /// none was. A save that finds the disk full calls it before it gives up: its space may be
+    /// held by the file the previous save replaced.
+    static bool wait_for_releases(int limit_ms) noexcept;
+
 private:
     static void* close_in_background(void* fd) noexcept;
+    static std::atomic<int>& pending() noexcept
+    {
+        static std::atomic<int> count{0};
+        return count;
+    }
 
     int m_fd = -1;
 };
@@ -267,7 +279,10 @@ inline replaced_file::replaced_file(const std::filesystem::path& path) noexcept
     {
     };
     if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 && st.st_size >= min_size)
+    {
         m_fd = fd;
+        pending().fetch_add(1, std::memory_order_acq_rel);
+    }
     else
         ::close(fd);
 }
@@ -289,13 +304,27 @@ inline replaced_file::~replaced_file()
         ::pthread_attr_destroy(&attr);
     }
     if (!started) // no thread to be had: free it here
+    {
         ::close(m_fd);
+        pending().fetch_sub(1, std::memory_order_acq_rel);
+    }
 }
 
 inline void* replaced_file::close_in_background(void* fd) noexcept
 {
     ::close(static_cast<int>(reinterpret_cast<std::intptr_t>(fd)));
+    pending().fetch_sub(1, std::memory_order_acq_rel);
     return nullptr;
+}
+
+inline bool replaced_file::wait_for_releases(int limit_ms) noexcept
+{
+    if (pending().load(std::memory_order_acquire) == 0)
+        return false;
+    const timespec millisecond{0, 1000000};
+    for (int i = 0; i < limit_ms && pending().load(std::memory_order_acquire) != 0; ++i)
+        ::nanosleep(&millisecond, nullptr);
+    return true;
 }
 
 template <class Produce>
@@ -342,14 +371,25 @@ void atomic_write_with(const std::filesystem::path& path, std::size_t total, Pro
     // Reserve the whole file first: a disk too small for it fails here, before a byte is
     // written, and ext4 then skips its per-page delayed-allocation bookkeeping (a tenth of a
     // 400 MB save). Where the file system cannot reserve, the writes allocate as they go.
-    if (total > 0 && ops.allocate(fd, static_cast<off_t>(total)) != 0)
+    auto reserve = [&]
     {
-        const int err = errno;
-        if (err == ENOSPC || err == EFBIG
+        const int done = ops.allocate(fd, static_cast<off_t>(total));
+        const int err = done == 0 ? 0 : errno;
+        const bool no_room = err == ENOSPC || err == EFBIG
 #ifdef EDQUOT
-            || err == EDQUOT
+                             || err == EDQUOT
 #endif
-        )
+            ;
+        return no_room ? err : 0;
+    };
+    if (total > 0)
+    {
+        int err = reserve();
+        // The file the last save replaced may still be being freed (replaced_file): wait for
+        // its space, up to two seconds, and try once more.
+        if (err != 0 && err != EFBIG && replaced_file::wait_for_releases(2000))
+            err = reserve();
+        if (err != 0)
             fail("no room for its " + std::to_string(total) + " bytes: " + errno_text(err));
     }
 

@@ -87,8 +87,9 @@ public:
     /// not the file.
     void check_intact(const std::string& name) const;
 
-    /// `decode()`'s result, checked with check_intact; when decode throws an ember::error and
-    /// part of the file was lost, that loss is the error reported.
+    /// `decode()`'s result, checked with check_intact; when decode throws (an ember::error, or
+    /// bad_alloc for a size read as zeros) and part of the file was lost, that loss is the
+    /// error reported.
     template <class Decode>
     auto decode_checked(const std::string& name, Decode&& decode) const;
 
@@ -172,42 +173,79 @@ inline registry& global() noexcept
     return r;
 }
 
-// Async-signal-safe: atomics, mmap (a plain system call on Linux) and sigaction only.
+// Restores the default action for `sig`: a fault then retried kills as it would have without
+// ember, and a signal raised again is delivered with it.
+inline void default_action(int sig) noexcept
+{
+    struct sigaction fallback
+    {
+    };
+    fallback.sa_handler = SIG_DFL;
+    sigemptyset(&fallback.sa_mask);
+    ::sigaction(sig, &fallback, nullptr);
+}
+
+// Async-signal-safe: atomics, mmap (a plain system call on Linux), sigaction and raise only.
 inline void on_sigbus(int sig, siginfo_t* info, void* context)
 {
     const int saved_errno = errno;
     registry& r = global();
-    const auto address = reinterpret_cast<std::uintptr_t>(info->si_addr);
-    for (slot& s : r.slots)
+    // si_code > 0: the kernel's, for a fault at si_addr. A SIGBUS sent by kill() or raise()
+    // carries the sender's pid where si_addr would be, and is only passed on.
+    if (info != nullptr && info->si_code > 0)
     {
-        const std::uintptr_t begin = s.begin.load(std::memory_order_acquire);
-        if (begin == 0 || address < begin || address >= s.end.load(std::memory_order_acquire))
-            continue;
-        void* page = reinterpret_cast<void*>(address & ~(r.page_size - 1));
-        if (::mmap(page, r.page_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) !=
-            MAP_FAILED)
+        const auto address = reinterpret_cast<std::uintptr_t>(info->si_addr);
+        for (slot& s : r.slots)
         {
-            s.lost.store(true, std::memory_order_release);
-            errno = saved_errno;
-            return; // the read is retried and sees zeros
+            const std::uintptr_t begin = s.begin.load(std::memory_order_acquire);
+            if (begin == 0 || address < begin || address >= s.end.load(std::memory_order_acquire))
+                continue;
+            if (s.begin.load(std::memory_order_acquire) != begin)
+                continue; // withdrawn and taken again while read: not this mapping any more
+            void* page = reinterpret_cast<void*>(address & ~(r.page_size - 1));
+            if (::mmap(page, r.page_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
+                       0) != MAP_FAILED)
+            {
+                s.lost.store(true, std::memory_order_release);
+                errno = saved_errno;
+                return; // the read is retried and sees zeros
+            }
         }
     }
-    // Not an ember mapping: the program's own handler, or the default action (the access is
-    // retried with it restored, and kills as it would have without ember).
+    // Not an ember mapping: the handler the program had before. If that one passes the signal
+    // back here (it chained to ember's, or another copy of ember's in another shared library
+    // chains to this one), the second entry ends the loop with the default action.
+    static std::atomic<int> passing_on{0};
+    const bool user_sent = info == nullptr || info->si_code <= 0;
+    if (passing_on.fetch_add(1, std::memory_order_acq_rel) != 0)
+    {
+        passing_on.fetch_sub(1, std::memory_order_acq_rel);
+        default_action(sig);
+        if (user_sent)
+            ::raise(sig); // delivered once this handler returns: the default action
+        errno = saved_errno;
+        return;
+    }
     const struct sigaction& previous = r.previous;
-    if ((previous.sa_flags & SA_SIGINFO) != 0 && previous.sa_sigaction != nullptr)
+    if ((previous.sa_flags & SA_SIGINFO) != 0 && previous.sa_sigaction != nullptr &&
+        previous.sa_sigaction != &on_sigbus)
         previous.sa_sigaction(sig, info, context);
     else if ((previous.sa_flags & SA_SIGINFO) == 0 && previous.sa_handler != SIG_DFL &&
              previous.sa_handler != SIG_IGN)
         previous.sa_handler(sig);
+    else if ((previous.sa_flags & SA_SIGINFO) == 0 && previous.sa_handler == SIG_IGN && user_sent)
+    {
+        // ignored, as it was before ember
+    }
     else
     {
-        struct sigaction fallback
-        {
-        };
-        fallback.sa_handler = SIG_DFL;
-        ::sigaction(sig, &fallback, nullptr);
+        // SIG_DFL (or SIG_IGN for a fault, which the kernel does not let a program ignore):
+        // a fault is retried and kills; a sent signal is raised again and does.
+        default_action(sig);
+        if (user_sent)
+            ::raise(sig);
     }
+    passing_on.fetch_sub(1, std::memory_order_acq_rel);
     errno = saved_errno;
 }
 
@@ -233,7 +271,8 @@ inline bool install() noexcept
         {
         };
         action.sa_sigaction = &on_sigbus;
-        action.sa_flags = SA_SIGINFO;
+        // On the alternate stack if the program's handler ran there.
+        action.sa_flags = SA_SIGINFO | (current.sa_flags & SA_ONSTACK);
         sigemptyset(&action.sa_mask);
         r.previous = current;
         ok = ::sigaction(SIGBUS, &action, nullptr) == 0;
@@ -347,7 +386,7 @@ auto mapped_file::decode_checked(const std::string& name, Decode&& decode) const
         check_intact(name);
         return result;
     }
-    catch (const ember::error&)
+    catch (...)
     {
         check_intact(name); // zeros read for a lost page made the decode fail: say so
         throw;

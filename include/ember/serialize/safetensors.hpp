@@ -138,14 +138,26 @@ private:
 
 /// @brief A safetensors file mapped into memory (like Python's `safe_open`): tensors are read
 /// in place, nothing is copied until get_tensor().
-class safe_open : public reader
+class safe_open : private reader
 {
 public:
     explicit safe_open(const std::filesystem::path& path)
-        : safe_open(ember::detail::mapped_file(path), quoted_path(path))
+        : safe_open(ember::detail::mapped_file(path), path.string())
     {
-        m_path = path.string();
     }
+
+    using reader::contains;
+    using reader::info;
+    using reader::keys;
+    using reader::metadata;
+    using reader::size;
+
+    /// @brief The tensor `name` where it lies in the mapped file; key_error if absent. Its
+    /// bytes are read when used: if another program may cut the file short meanwhile, call
+    /// check_intact() after reading them (get_tensor and to_state_dict do).
+    tensor_view get_view(std::string_view name) const { return reader::get_view(name); }
+    /// @brief The i-th tensor in file order, in place (see get_view).
+    tensor_view view_at(std::size_t i) const { return reader::view_at(i); }
 
     /// @brief The tensor `name`, copied; io_error if part of the file could not be read since
     /// it was opened (another program cut it short: detail/mapped_file.hpp).
@@ -160,16 +172,22 @@ public:
         return m_file.decode_checked(m_path, [&] { return reader::to_state_dict(); });
     }
 
+    /// @brief io_error naming the file if part of it could not be read since it was opened
+    /// (read as zeros instead: what was read from it since is not the file).
+    void check_intact() const { m_file.check_intact(m_path); }
+
 private:
-    static std::string quoted_path(const std::filesystem::path& path)
+    static std::string quoted(const std::string& path)
     {
         std::string s(1, '\'');
-        s += path.string();
+        s += path;
         s += '\'';
         return s;
     }
-    safe_open(ember::detail::mapped_file&& file, std::string what)
-        : reader(file.bytes(), std::move(what)), m_file(std::move(file))
+    // The header is parsed from the mapping too: a page lost meanwhile is reported as such.
+    safe_open(ember::detail::mapped_file&& file, std::string path)
+        : reader(file.decode_checked(path, [&] { return reader(file.bytes(), quoted(path)); })),
+          m_file(std::move(file)), m_path(std::move(path))
     {
     }
     ember::detail::mapped_file m_file; // mapping moved in; the bytes' address does not change

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstddef>
 #include <string>
+#include <type_traits>
 
 namespace ember::nn
 {
@@ -150,16 +151,33 @@ auto linear<T, Device>::backward(const tensor_type& dy) -> const tensor_type&
                      weight.grad.data(), m_in);
     if (m_has_bias && bias.requires_grad)
     {
-        // Column sums of dy, each added in batch order (one element per thread on a GPU).
+        // Column sums of dy, each added in batch order: gb[j] + dy[0][j] + dy[1][j] + ...
         T* gb = bias.grad.data();
         const std::size_t out = m_out;
-        Device::for_each(
-            out, EMBER_KERNEL(std::size_t j) {
-                T s = gb[j];
-                for (std::size_t r = 0; r < batch; ++r)
-                    s += g[r * out + j];
-                gb[j] = s;
-            });
+        if constexpr (std::is_same_v<Device, cpu>)
+        {
+            // Row by row on one core: the same additions in the same order, but the inner loop
+            // runs along a row and vectorizes, where column by column it was a chain of
+            // dependent scalar additions down a strided column (the MLP step at batch 64:
+            // 909-913 -> 883-894 µs).
+            for (std::size_t r = 0; r < batch; ++r)
+            {
+                const T* row = g + r * out;
+                for (std::size_t j = 0; j < out; ++j)
+                    gb[j] += row[j];
+            }
+        }
+        else
+        {
+            // One column per thread.
+            Device::for_each(
+                out, EMBER_KERNEL(std::size_t j) {
+                    T s = gb[j];
+                    for (std::size_t r = 0; r < batch; ++r)
+                        s += g[r * out + j];
+                    gb[j] = s;
+                });
+        }
     }
     if (!this->requires_input_grad())
     {

@@ -34,6 +34,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <fcntl.h>
@@ -108,6 +109,15 @@ private:
 inline std::string errno_text(int err)
 {
     return std::strerror(err);
+}
+
+/// A file's name in quotes, as PyTorch's and safetensors' readers name it in messages.
+inline std::string quoted_name(std::string_view name)
+{
+    std::string q(1, '\'');
+    q += name;
+    q += '\'';
+    return q;
 }
 
 /// The temporary file of an atomic write, handed to the producer of atomic_write_with. Every

@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -87,9 +88,9 @@ public:
     /// not the file.
     void check_intact(const std::string& name) const;
 
-    /// `decode()`'s result, checked with check_intact; when decode throws (an ember::error, or
-    /// bad_alloc for a size read as zeros) and part of the file was lost, that loss is the
-    /// error reported.
+    /// `decode()`'s result (decode may return void), checked with check_intact; when decode
+    /// throws (an ember::error, or bad_alloc for a size read as zeros) and part of the file was
+    /// lost, that loss is the error reported.
     template <class Decode>
     auto decode_checked(const std::string& name, Decode&& decode) const;
 
@@ -374,22 +375,34 @@ inline void mapped_file::check_intact(const std::string& name) const
     if (!intact())
         throw io_error("cannot load '" + name +
                        "': part of it could not be read while it was being loaded (the file "
-                       "shrank: another program rewrote it in place?, or the disk failed)");
+                       "shrank, another program rewriting it in place, or the disk failed)");
 }
 
 template <class Decode>
 auto mapped_file::decode_checked(const std::string& name, Decode&& decode) const
 {
-    try
+    auto checked = [&]
     {
-        auto result = decode();
+        try
+        {
+            return decode();
+        }
+        catch (...)
+        {
+            check_intact(name); // zeros read for a lost page made the decode fail: say so
+            throw;
+        }
+    };
+    if constexpr (std::is_void_v<decltype(decode())>)
+    {
+        checked();
+        check_intact(name);
+    }
+    else
+    {
+        auto result = checked();
         check_intact(name);
         return result;
-    }
-    catch (...)
-    {
-        check_intact(name); // zeros read for a lost page made the decode fail: say so
-        throw;
     }
 }
 

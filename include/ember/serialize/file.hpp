@@ -886,15 +886,6 @@ file_info probe_raw(std::span<const std::byte> bytes, std::string_view name, fil
     return info;
 }
 
-/// A file's name in quotes, as PyTorch's and safetensors' readers name it in messages.
-inline std::string quoted_name(std::string_view name)
-{
-    std::string q(1, '\'');
-    q += name;
-    q += '\'';
-    return q;
-}
-
 /// The value_error for a safetensors file asked to hold something else than named tensors.
 template <class T>
 value_error not_for_safetensors(std::string_view doing)

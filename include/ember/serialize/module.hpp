@@ -79,6 +79,9 @@ public:
     void check_intact() const { m_file.check_intact(m_name); }
 
 private:
+    /// Decodes `bytes` (the mapped file) as format `f`: in place where it can.
+    void read(std::span<const std::byte> bytes, file_format f);
+
     file_bytes m_file;
     std::string m_name;
     bool m_in_place = false;
@@ -162,28 +165,26 @@ EMBER_PRECOMPILED_INLINE state_dict_file::state_dict_file(const std::filesystem:
 {
     const std::span<const std::byte> bytes = m_file.bytes();
     const file_format f = format ? *format : detect_format(bytes, path);
-    m_file.decode_checked(m_name,
-                          [&]
-                          {
-                              if (f == file_format::ember && has_file_magic(bytes))
-                              {
-                                  m_views = decode_container<state_dict_view>(bytes, m_name);
-                                  m_in_place = true;
-                              }
-                              else if (f == file_format::pytorch && !has_file_magic(bytes))
-                              {
-                                  // A zip's records are stored, not compressed: contiguous
-                                  // tensors are read where they are, once the archive (every
-                                  // record's CRC-32) has been checked.
-                                  pytorch::detail::archive_reader reader(bytes, quoted_name(m_name),
-                                                                         {});
-                                  m_views = reader.to_state_dict_view(reader.root(), "", m_decoded);
-                                  m_in_place = true;
-                              }
-                              else
-                                  m_decoded = decode<state_dict>(bytes, f, m_name);
-                              return 0;
-                          });
+    m_file.decode_checked(m_name, [&] { read(bytes, f); });
+}
+
+EMBER_PRECOMPILED_INLINE void state_dict_file::read(std::span<const std::byte> bytes, file_format f)
+{
+    if (f == file_format::ember && has_file_magic(bytes))
+    {
+        m_views = decode_container<state_dict_view>(bytes, m_name);
+        m_in_place = true;
+    }
+    else if (f == file_format::pytorch && !has_file_magic(bytes))
+    {
+        // A zip's records are stored, not compressed: contiguous tensors are read where they
+        // are, once the archive (every record's CRC-32) has been checked.
+        pytorch::detail::archive_reader reader(bytes, quoted_name(m_name), {});
+        m_views = reader.to_state_dict_view(reader.root(), "", m_decoded);
+        m_in_place = true;
+    }
+    else
+        m_decoded = decode<state_dict>(bytes, f, m_name);
 }
 } // namespace ember::detail
 #endif

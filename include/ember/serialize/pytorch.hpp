@@ -1083,11 +1083,10 @@ T load(const std::filesystem::path& path, const load_options& options)
     static_assert(detail::loadable_v<T>, "ember::pytorch::load<T>: T must be state_dict, "
                                          "optim::optimizer_state, checkpoint or value");
     const ember::detail::mapped_file file(path);
-    std::string what(1, '\'');
-    what += path.string();
-    what += '\'';
-    return file.decode_checked(path.string(),
-                               [&] { return from_bytes<T>(file.bytes(), what, options); });
+    const std::string name = path.string();
+    return file.decode_checked(
+        name,
+        [&] { return from_bytes<T>(file.bytes(), ember::detail::quoted_name(name), options); });
 }
 
 EMBER_PRECOMPILED_INLINE void save(const state_dict& obj, const std::filesystem::path& path)

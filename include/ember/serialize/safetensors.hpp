@@ -177,16 +177,10 @@ public:
     void check_intact() const { m_file.check_intact(m_path); }
 
 private:
-    static std::string quoted(const std::string& path)
-    {
-        std::string s(1, '\'');
-        s += path;
-        s += '\'';
-        return s;
-    }
     // The header is parsed from the mapping too: a page lost meanwhile is reported as such.
     safe_open(ember::detail::mapped_file&& file, std::string path)
-        : reader(file.decode_checked(path, [&] { return reader(file.bytes(), quoted(path)); })),
+        : reader(file.decode_checked(
+              path, [&] { return reader(file.bytes(), ember::detail::quoted_name(path)); })),
           m_file(std::move(file)), m_path(std::move(path))
     {
     }

@@ -9,6 +9,7 @@
 #include "ember/core/dtype.hpp"
 #include "ember/core/error.hpp"
 #include "ember/core/tensor.hpp"
+#include "ember/detail/stream_copy.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -272,8 +273,8 @@ template <class T, std::size_t N>
 void host_tensor_view::copy_to(tensor<T, N>& out, std::string_view what) const
 {
     check_matches<T>(out.shape(), what);
-    if (out.size() != 0)
-        std::memcpy(out.data(), m_bytes.data(), out.size() * sizeof(T));
+    // Around the cache when large: a file loaded into a model is more than the cache holds.
+    detail::stream_copy(out.data(), m_bytes.data(), out.size() * sizeof(T));
 }
 
 } // namespace ember

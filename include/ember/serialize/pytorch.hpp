@@ -342,7 +342,7 @@ inline host_tensor archive_reader::to_tensor(const pickle_node& n, const std::st
     const std::size_t rank = t.size.size();
 
     if (is_contiguous(t))
-        std::memcpy(dst, src, numel * es);
+        ember::detail::stream_copy(dst, src, numel * es);
     else
     {
         // Walk the outer dimensions with a counter; copy the innermost one as a run when it

@@ -17,8 +17,12 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__SSE2__)
+// Not in nvcc's device pass, as optimizer.hpp: the intrinsics are host code.
+#if defined(__SSE2__) && !defined(__CUDA_ARCH__)
+#define EMBER_STREAM_COPY_SSE2 1
 #include <emmintrin.h>
+#else
+#define EMBER_STREAM_COPY_SSE2 0
 #endif
 
 namespace ember::detail
@@ -30,7 +34,7 @@ inline constexpr std::size_t stream_copy_threshold = std::size_t(1) << 20;
 /// stores where SSE2 is there, whatever `n`; memcpy elsewhere.
 inline void copy_around_cache(void* dst, const void* src, std::size_t n) noexcept
 {
-#if defined(__SSE2__)
+#if EMBER_STREAM_COPY_SSE2
     auto* d = static_cast<unsigned char*>(dst);
     const auto* s = static_cast<const unsigned char*>(src);
     // Non-temporal stores need a 16-byte aligned destination; the source may be anywhere.

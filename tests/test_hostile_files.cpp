@@ -67,7 +67,9 @@ std::atomic<std::size_t> g_total{0};
 std::atomic<std::size_t> g_refused{0};
 } // namespace
 
-[[gnu::noinline]] void* operator new(std::size_t n)
+namespace
+{
+void watch(std::size_t n)
 {
     if (g_armed.load(std::memory_order_relaxed))
     {
@@ -82,9 +84,32 @@ std::atomic<std::size_t> g_refused{0};
             throw std::bad_alloc();
         }
     }
+}
+} // namespace
+
+[[gnu::noinline]] void* operator new(std::size_t n)
+{
+    watch(n);
     if (void* p = std::malloc(n == 0 ? 1 : n))
         return p;
     throw std::bad_alloc();
+}
+// The aligned form too: large host tensors are allocated with it (detail/tensor_allocator.hpp).
+[[gnu::noinline]] void* operator new(std::size_t n, std::align_val_t al)
+{
+    watch(n);
+    const auto a = static_cast<std::size_t>(al);
+    if (void* p = std::aligned_alloc(a, (n + a - 1) / a * a))
+        return p;
+    throw std::bad_alloc();
+}
+void operator delete(void* p, std::align_val_t) noexcept
+{
+    std::free(p);
+}
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept
+{
+    std::free(p);
 }
 [[gnu::noinline]] void* operator new[](std::size_t n)
 {

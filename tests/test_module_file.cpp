@@ -146,6 +146,26 @@ BOOST_AUTO_TEST_CASE(stream_copy_copies_every_byte_at_every_alignment_and_size)
             }
 }
 
+BOOST_AUTO_TEST_CASE(a_large_host_tensor_is_zeroed_and_on_huge_page_boundaries)
+{
+    // 5 MiB: from detail::huge_page_threshold up the bytes come from the huge-page allocator.
+    host_tensor big(dtype::float32, {5, 256, 1024});
+    BOOST_TEST(big.nbytes() == std::size_t{5} << 20);
+    BOOST_TEST(std::all_of(big.bytes().begin(), big.bytes().end(),
+                           [](std::byte b) { return b == std::byte{0}; }));
+#if defined(__linux__)
+    BOOST_TEST(reinterpret_cast<std::uintptr_t>(big.bytes().data()) % detail::huge_page_size == 0u);
+#endif
+    // Copies, moves and comparisons behave as before.
+    big.data<float>()[12345] = 1.5f;
+    host_tensor copy = big;
+    BOOST_TEST((copy == big));
+    host_tensor moved = std::move(copy);
+    BOOST_TEST(moved.data<float>()[12345] == 1.5f);
+    host_tensor small(dtype::float32, {4});
+    BOOST_TEST(!(small == big));
+}
+
 BOOST_AUTO_TEST_CASE(a_tensor_past_the_streaming_threshold_loads_exactly_in_every_format)
 {
     // 1024 × 300 floats (1.2 MB): its copy into the model goes around the cache.

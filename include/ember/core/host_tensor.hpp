@@ -10,6 +10,7 @@
 #include "ember/core/error.hpp"
 #include "ember/core/tensor.hpp"
 #include "ember/detail/stream_copy.hpp"
+#include "ember/detail/tensor_allocator.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -85,7 +86,7 @@ private:
 
     ember::dtype m_dtype = ember::dtype::float32;
     std::vector<std::int64_t> m_shape;
-    std::vector<std::byte> m_bytes;
+    std::vector<std::byte, detail::tensor_allocator<std::byte>> m_bytes; // huge pages when large
 };
 
 /// @brief A host tensor's dtype and shape over bytes owned elsewhere (a parameter's memory, a

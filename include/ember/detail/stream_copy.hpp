@@ -30,52 +30,41 @@ namespace ember::detail
 
 inline constexpr std::size_t stream_copy_threshold = std::size_t(1) << 20;
 
-/// @brief Copies `n` bytes from `src` to `dst` (which must not overlap) with non-temporal
-/// stores where SSE2 is there, whatever `n`; memcpy elsewhere.
-inline void copy_around_cache(void* dst, const void* src, std::size_t n) noexcept
-{
-#if EMBER_STREAM_COPY_SSE2
-    auto* d = static_cast<unsigned char*>(dst);
-    const auto* s = static_cast<const unsigned char*>(src);
-    // Non-temporal stores need a 16-byte aligned destination; the source may be anywhere.
-    std::size_t head = (16 - (reinterpret_cast<std::uintptr_t>(d) & 15)) & 15;
-    if (head > n)
-        head = n;
-    if (head != 0)
-        std::memcpy(d, s, head);
-    d += head;
-    s += head;
-    n -= head;
-    std::size_t i = 0;
-    for (; i + 64 <= n; i += 64) // a cache line at a time: four loads, then four stores
-    {
-        const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
-        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 16));
-        const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 32));
-        const __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 48));
-        _mm_stream_si128(reinterpret_cast<__m128i*>(d + i), a);
-        _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 16), b);
-        _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 32), c);
-        _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 48), e);
-    }
-    if (n != i)
-        std::memcpy(d + i, s + i, n - i);
-    // Non-temporal stores are weakly ordered: make them visible before anything after the
-    // copy (another thread told the load is done) can be.
-    _mm_sfence();
-#else
-    if (n != 0)
-        std::memcpy(dst, src, n);
-#endif
-}
-
 /// @brief Copies `n` bytes from `src` to `dst` (which must not overlap): around the cache from
-/// stream_copy_threshold up, memcpy below.
+/// stream_copy_threshold up where SSE2 is there, memcpy otherwise.
 inline void stream_copy(void* dst, const void* src, std::size_t n) noexcept
 {
+#if EMBER_STREAM_COPY_SSE2
     if (n >= stream_copy_threshold)
-        copy_around_cache(dst, src, n);
-    else if (n != 0) // an empty tensor's data may be a null pointer
+    {
+        auto* d = static_cast<unsigned char*>(dst);
+        const auto* s = static_cast<const unsigned char*>(src);
+        // Non-temporal stores need a 16-byte aligned destination; the source may be anywhere.
+        const std::size_t head = (16 - (reinterpret_cast<std::uintptr_t>(d) & 15)) & 15;
+        std::memcpy(d, s, head);
+        d += head;
+        s += head;
+        n -= head;
+        std::size_t i = 0;
+        for (; i + 64 <= n; i += 64) // a cache line at a time: four loads, then four stores
+        {
+            const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
+            const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 16));
+            const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 32));
+            const __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 48));
+            _mm_stream_si128(reinterpret_cast<__m128i*>(d + i), a);
+            _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 16), b);
+            _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 32), c);
+            _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 48), e);
+        }
+        std::memcpy(d + i, s + i, n - i);
+        // Non-temporal stores are weakly ordered: make them visible before anything after the
+        // copy (another thread told the load is done) can be.
+        _mm_sfence();
+        return;
+    }
+#endif
+    if (n != 0) // an empty tensor's data may be a null pointer
         std::memcpy(dst, src, n);
 }
 

@@ -2,13 +2,13 @@
 /// @file
 /// tensor_allocator: the allocator of host tensors' bytes (state_dicts, decoded files). On
 /// Linux, blocks from huge_page_threshold up are aligned to 2 MiB and advised as huge pages
-/// (MADV_HUGEPAGE), so where transparent huge pages are on (`always` or `madvise`, Debian's
-/// default) the kernel backs them with 2 MiB pages: a fresh 400 MB state_dict takes 200 page
-/// faults instead of 100 000. Measured, 400 MB in 16 MB tensors, one-off program:
-/// `model.load_state_dict(load<state_dict>(path))` 305-322 ms with glibc's plain malloc, 124 ms
-/// with its blocks advised so (GLIBC_TUNABLES=glibc.malloc.hugetlb=1, which a library cannot
-/// set for its users). The cost: the last huge page of a block may be touched past its end, up
-/// to 2 MiB more per tensor of at least 4 MiB. Elsewhere, and for smaller blocks, it is
+/// (MADV_HUGEPAGE), so where transparent huge pages are on (`always` or `madvise` in
+/// /sys/kernel/mm/transparent_hugepage/enabled) the kernel backs them with 2 MiB pages: a fresh 400
+/// MB state_dict takes 200 page faults instead of 100 000. Measured, 400 MB in 16 MB tensors,
+/// one-off program: `model.load_state_dict(load<state_dict>(path))` 305-322 ms with glibc's plain
+/// malloc, 124 ms with its blocks advised so (GLIBC_TUNABLES=glibc.malloc.hugetlb=1, which a
+/// library cannot set for its users). The cost: the last huge page of a block may be touched past
+/// its end, up to 2 MiB more per tensor of at least 4 MiB. Elsewhere, and for smaller blocks, it is
 /// operator new.
 
 #include <cstddef>
@@ -37,40 +37,43 @@ struct tensor_allocator
 
     T* allocate(std::size_t n)
     {
-        const std::size_t bytes = n * sizeof(T); // n <= max_size(): std::vector checks
-#if defined(__linux__)
-        if (bytes >= huge_page_threshold)
-        {
-            // The aligned operator new, which a program (or a test watching allocations) can
-            // replace like the plain one.
-            const std::size_t size = (bytes + huge_page_size - 1) / huge_page_size * huge_page_size;
-            void* p = ::operator new (size, std::align_val_t{huge_page_size});
+        if (!huge(n))
+            return static_cast<T*>(::operator new(n * sizeof(T)));
+        // The aligned operator new, which a program (or a test watching allocations) can replace
+        // like the plain one; whole huge pages, so the advice covers the block to its end.
+        const std::size_t size =
+            (n * sizeof(T) + huge_page_size - 1) / huge_page_size * huge_page_size;
+        void* p = ::operator new (size, std::align_val_t{huge_page_size});
 #if defined(MADV_HUGEPAGE)
-            ::madvise(p, size, MADV_HUGEPAGE); // advice: a kernel without THP just ignores it
+        ::madvise(p, size, MADV_HUGEPAGE); // advice: a kernel without THP just ignores it
 #endif
-            return static_cast<T*>(p);
-        }
-#endif
-        return static_cast<T*>(::operator new(bytes));
+        return static_cast<T*>(p);
     }
 
     void deallocate(T* p, std::size_t n) noexcept
     {
-#if defined(__linux__)
-        if (n * sizeof(T) >= huge_page_threshold)
-        {
+        if (huge(n))
             ::operator delete (p, std::align_val_t{huge_page_size});
-            return;
-        }
-#else
-        (void)n;
-#endif
-        ::operator delete(p);
+        else
+            ::operator delete(p);
     }
 
     friend bool operator==(const tensor_allocator&, const tensor_allocator&) noexcept
     {
         return true;
+    }
+
+private:
+    /// Whether `n` elements take the huge-page path: on Linux, from huge_page_threshold up
+    /// (n <= max_size(), which std::vector checks, so the product does not overflow).
+    static bool huge(std::size_t n) noexcept
+    {
+#if defined(__linux__)
+        return n * sizeof(T) >= huge_page_threshold;
+#else
+        (void)n;
+        return false;
+#endif
     }
 };
 

@@ -166,6 +166,33 @@ BOOST_AUTO_TEST_CASE(a_large_host_tensor_is_zeroed_and_on_huge_page_boundaries)
     BOOST_TEST(!(small == big));
 }
 
+BOOST_AUTO_TEST_CASE(a_large_tensor_is_on_huge_page_boundaries_and_works_as_any_xtensor)
+{
+    // 1280 × 1024 floats (5 MiB), a parameter's or a batch's size where huge pages pay.
+    auto big = ember::tensor<float, 2>::from_shape({1280, 1024});
+#if defined(__linux__)
+    BOOST_TEST(reinterpret_cast<std::uintptr_t>(big.data()) % detail::huge_page_size == 0u);
+#endif
+    for (std::size_t i = 0; i < big.size(); ++i)
+        big.data()[i] = static_cast<float>(i % 1000);
+    // Copies, moves, expressions, and xtensor's own containers (another allocator) both ways.
+    ember::tensor<float, 2> copy = big;
+    BOOST_TEST((copy == big));
+    ember::tensor<float, 2> doubled = 2.0f * big;
+    BOOST_TEST(doubled(1279, 1023) == 2.0f * big(1279, 1023));
+    const xt::xtensor<float, 2> plain = big;
+    BOOST_TEST((plain == big));
+    ember::tensor<float, 2> back = plain;
+    BOOST_TEST((back == big));
+    ember::tensor<float, 2> moved = std::move(copy);
+    BOOST_TEST(moved(640, 512) == big(640, 512));
+    // Resized below the threshold, and a small tensor, use the ordinary allocation.
+    moved.resize({3, 4});
+    BOOST_TEST(moved.size() == 12u);
+    ember::tensor<float, 1> small = {1.0f, 2.0f};
+    BOOST_TEST(small(1) == 2.0f);
+}
+
 BOOST_AUTO_TEST_CASE(a_tensor_past_the_streaming_threshold_loads_exactly_in_every_format)
 {
     // 1024 × 300 floats (1.2 MB): its copy into the model goes around the cache.

@@ -5,6 +5,7 @@
 /// check_shape(), which throws a message a user can act on.
 
 #include "ember/core/error.hpp"
+#include "ember/detail/tensor_allocator.hpp"
 #include "ember/detail/xtensor.hpp"
 
 #include <array>
@@ -17,9 +18,11 @@
 namespace ember
 {
 
-/// @brief A host tensor of element type T and rank N (row-major, contiguous).
+/// @brief A host tensor of element type T and rank N (row-major, contiguous). Its bytes come from
+/// detail::tensor_allocator: huge pages for large tensors on Linux (a parameter loaded from a file
+/// or updated by an optimizer is copied through 512 times fewer page-table entries).
 template <class T, std::size_t N>
-using tensor = xt::xtensor<T, N>;
+using tensor = xt::xtensor<T, N, xt::layout_type::row_major, detail::tensor_allocator<T>>;
 
 /// @brief `[35, 1]`: a shape as PyTorch prints it, for error messages.
 template <class S>

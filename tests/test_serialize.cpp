@@ -496,6 +496,81 @@ BOOST_AUTO_TEST_CASE(checksumming_streams_agree_with_a_plain_crc)
     BOOST_TEST(src.crc() == whole);
 }
 
+namespace
+{
+// A checksumming_sink's Writer that keeps every write, to see where the writes fall in the file.
+struct recording_writer
+{
+    std::vector<std::byte> file;
+    std::vector<std::size_t> ends; // the file offset where each write ended
+    void write(std::span<const std::byte> bytes)
+    {
+        if (bytes.empty())
+            return;
+        file.insert(file.end(), bytes.begin(), bytes.end());
+        ends.push_back(file.size());
+    }
+    std::size_t written() const noexcept { return file.size(); }
+};
+} // namespace
+
+BOOST_AUTO_TEST_CASE(a_large_block_is_written_in_pieces_that_end_on_piece_boundaries_of_the_file)
+{
+    // Whatever precedes a tensor's bytes, the writes of those bytes end on multiples of
+    // crc_piece in the file (the last one excepted), so the page cache keeps the file in folios
+    // of that size; the bytes and their checksums are the same as ever.
+    const std::size_t piece = detail::crc_piece;
+    std::vector<std::byte> block(3 * piece + 12345);
+    for (std::size_t i = 0; i < block.size(); ++i)
+        block[i] = static_cast<std::byte>((i * 2654435761u) >> 11);
+    for (std::size_t before :
+         {std::size_t(0), std::size_t(1), std::size_t(1000), piece - 1, piece, piece + 77})
+    {
+        BOOST_TEST_CONTEXT(before << " bytes before the block")
+        {
+            const std::size_t header = 16;
+            recording_writer writer;
+            std::vector<std::byte> front(before > header ? before - header : 0, std::byte{7});
+            const std::size_t start = header + front.size();
+            std::uint32_t block_crc = 0;
+            {
+                detail::checksumming_sink<recording_writer> sink(writer, header);
+                sink.sputn(reinterpret_cast<const char*>(front.data()),
+                           static_cast<std::streamsize>(front.size()));
+                sink.sputn(reinterpret_cast<const char*>(block.data()),
+                           static_cast<std::streamsize>(block.size()));
+                // the block's CRC-32 as the sink remembered it, from its pieces
+                BOOST_TEST(detail::last_block_crc().data == block.data());
+                block_crc = detail::crc32_of_block(block);
+                sink.flush();
+                BOOST_TEST(sink.size() == front.size() + block.size());
+                std::vector<std::byte> checked(front);
+                checked.insert(checked.end(), block.begin(), block.end());
+                BOOST_TEST(sink.crc() == detail::crc32_of(checked));
+            }
+            BOOST_TEST(block_crc == detail::crc32_of(block));
+            BOOST_REQUIRE(writer.file.size() == start + block.size());
+            BOOST_TEST(std::equal(block.begin(), block.end(), writer.file.begin() + start));
+            // The block's writes: every end but the last on a piece boundary, none longer than
+            // a piece.
+            std::vector<std::size_t> block_ends;
+            for (std::size_t end : writer.ends)
+                if (end > start)
+                    block_ends.push_back(end);
+            BOOST_REQUIRE(!block_ends.empty());
+            BOOST_TEST(block_ends.back() == start + block.size());
+            std::size_t previous = start;
+            for (std::size_t i = 0; i < block_ends.size(); ++i)
+            {
+                BOOST_TEST(block_ends[i] - previous <= piece);
+                if (i + 1 < block_ends.size())
+                    BOOST_TEST(block_ends[i] % piece == 0u);
+                previous = block_ends[i];
+            }
+        }
+    }
+}
+
 BOOST_AUTO_TEST_CASE(crc32_agrees_with_zlib_at_every_length_and_alignment)
 {
     // crc32_update is ISA-L's (carry-less multiplication, per CPU); zlib's own crc32 is the

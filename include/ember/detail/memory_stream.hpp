@@ -141,10 +141,13 @@ protected:
             return n;
         }
         flush();
+        // Pieces end on multiples of crc_piece in the file, so the page cache holds the file in
+        // folios of that size, which a later load maps whole (see docs/benchmarks.md).
         std::uint32_t crc = 0;
-        for (std::size_t off = 0; off < count; off += crc_piece)
+        std::size_t piece_size = crc_piece - m_writer.written() % crc_piece;
+        for (std::size_t off = 0; off < count; off += piece_size, piece_size = crc_piece)
         {
-            const std::span<const std::byte> piece(b + off, std::min(crc_piece, count - off));
+            const std::span<const std::byte> piece(b + off, std::min(piece_size, count - off));
             crc = crc32_update(crc, piece);
             m_writer.write(piece);
         }

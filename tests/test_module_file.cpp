@@ -253,6 +253,63 @@ BOOST_AUTO_TEST_CASE(a_truncated_file_is_a_format_error_and_the_model_is_unchang
     BOOST_TEST((model.state_dict() == before));
 }
 
+BOOST_AUTO_TEST_CASE(a_safetensors_file_loads_into_a_model_from_where_its_tensors_lie)
+{
+    temp_dir dir;
+    auto saved = make_model(1);
+    save(saved, dir.path / "m.safetensors");
+    // Views of the mapped file, as for ember's container and PyTorch's zip, not a decoded copy.
+    {
+        const detail::state_dict_file file(dir.path / "m.safetensors", std::nullopt);
+        BOOST_TEST(file.views() != nullptr);
+    }
+    auto model = make_model(2);
+    load(model, dir.path / "m.safetensors");
+    BOOST_TEST((model.state_dict() == saved.state_dict()));
+    // Cut short anywhere: a format error before anything is copied.
+    const auto bytes = read_bytes(dir.path / "m.safetensors");
+    auto other = make_model(3);
+    const state_dict before = other.state_dict();
+    for (std::size_t n : {std::size_t{10}, std::size_t{100}, bytes.size() / 2, bytes.size() - 1})
+    {
+        write_bytes(dir.path / "cut.safetensors",
+                    {bytes.begin(), bytes.begin() + static_cast<long>(n)});
+        BOOST_CHECK_THROW(load(other, dir.path / "cut.safetensors"), format_error);
+    }
+    BOOST_TEST((other.state_dict() == before));
+}
+
+BOOST_AUTO_TEST_CASE(a_safetensors_file_with_unaligned_tensors_loads_exactly)
+{
+    // The format does not align its data section: a header of odd length puts every tensor at
+    // an odd offset, so the in-place copy reads floats from unaligned bytes.
+    std::string header = R"({"weight":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},)"
+                         R"("bias":{"dtype":"F32","shape":[2],"data_offsets":[24,32]}})";
+    if (header.size() % 2 == 0)
+        header += ' ';
+    std::vector<char> file;
+    for (int i = 0; i < 8; ++i)
+        file.push_back(static_cast<char>((header.size() >> (8 * i)) & 0xFF));
+    file.insert(file.end(), header.begin(), header.end());
+    const float values[8] = {1.5f, -2.0f, 3.25f, 0.0f, 7.0f, -0.5f, 10.0f, -11.0f};
+    const auto* raw = reinterpret_cast<const char*>(values);
+    file.insert(file.end(), raw, raw + sizeof values);
+    temp_dir dir;
+    write_bytes(dir.path / "odd.safetensors", file);
+
+    nn::linear<float, test_device> layer(3, 2);
+    load(layer, dir.path / "odd.safetensors");
+    const state_dict sd = layer.state_dict();
+    const auto weight = sd.find("weight")->data<float>();
+    const auto bias = sd.find("bias")->data<float>();
+    BOOST_TEST(std::vector<float>(weight.begin(), weight.end()) ==
+                   std::vector<float>(values, values + 6),
+               boost::test_tools::per_element());
+    BOOST_TEST(std::vector<float>(bias.begin(), bias.end()) ==
+                   std::vector<float>(values + 6, values + 8),
+               boost::test_tools::per_element());
+}
+
 BOOST_AUTO_TEST_CASE(a_model_of_another_shape_is_a_shape_error_naming_file_and_key)
 {
     temp_dir dir;

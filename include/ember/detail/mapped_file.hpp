@@ -112,6 +112,22 @@ private:
     int m_guard = -1;
 };
 
+/// Reads a byte of every page of `bytes` (part of a mapping), so that a page the file has lost is
+/// read as zeros and recorded now (check_intact then reports it), before anything is copied out
+/// of the mapping into memory that cannot be restored. A loader that checksums the bytes first
+/// gets this from that pass; one that copies them straight out needs it.
+inline void touch_pages(std::span<const std::byte> bytes) noexcept
+{
+    constexpr std::size_t smallest_page = 4096;
+    unsigned char seen = 0;
+    for (std::size_t i = 0; i < bytes.size(); i += smallest_page)
+        seen = static_cast<unsigned char>(seen ^ static_cast<unsigned char>(bytes[i]));
+    if (!bytes.empty())
+        seen = static_cast<unsigned char>(seen ^ static_cast<unsigned char>(bytes.back()));
+    volatile unsigned char sink = seen; // the reads are the point: keep them
+    (void)sink;
+}
+
 /// A whole file's bytes, read into memory or, from map_threshold bytes up, mapped: a large
 /// file is then used in place (no copy, no fresh pages to fault in and fill).
 class file_bytes

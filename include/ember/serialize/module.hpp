@@ -60,9 +60,10 @@ requires nn::is_module_v<M> nn::load_result load(M& model, const std::filesystem
 namespace detail
 {
 /// @brief A state_dict file opened to be loaded into a module, every checksum already checked:
-/// in ember's container and PyTorch's zip, views of the tensors where they lie in the mapped
-/// file (the few a view cannot show, strided or big-endian ones, copied); in the other formats,
-/// the decoded state_dict. Not a template, so that it is compiled once with the formats.
+/// in ember's container, PyTorch's zip and safetensors, views of the tensors where they lie in
+/// the mapped file (the few a view cannot show, strided or big-endian ones, copied); in the
+/// other formats, the decoded state_dict. Not a template, so that it is compiled once with the
+/// formats.
 class state_dict_file
 {
 public:
@@ -181,6 +182,22 @@ EMBER_PRECOMPILED_INLINE void state_dict_file::read(std::span<const std::byte> b
         // are, once the archive (every record's CRC-32) has been checked.
         pytorch::detail::archive_reader reader(bytes, quoted_name(m_name), {});
         m_views = reader.to_state_dict_view(reader.root(), "", m_decoded);
+        m_in_place = true;
+    }
+    else if (f == file_format::safetensors)
+    {
+        // No checksums in this format: the header is checked against the file (every tensor's
+        // dtype, shape and bytes inside it, none overlapping), and the tensors are copied from
+        // where they lie, as decoding would copy them, but once. A page of every tensor is
+        // read first, so that a file cut short since it was mapped is an error before the
+        // model changes, as the other formats' checksum pass makes it.
+        const safetensors::reader reader(bytes, quoted_name(m_name));
+        for (std::size_t i = 0; i < reader.size(); ++i)
+        {
+            const safetensors::tensor_view v = reader.view_at(i);
+            m_views.insert(v.name(), host_tensor_view(v.dtype(), v.shape(), v.bytes()));
+        }
+        touch_pages(bytes);
         m_in_place = true;
     }
     else

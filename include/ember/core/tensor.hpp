@@ -18,9 +18,9 @@
 namespace ember
 {
 
-/// @brief A host tensor of element type T and rank N (row-major, contiguous). Its bytes come from
-/// detail::tensor_allocator: huge pages for large tensors on Linux (a parameter loaded from a file
-/// or updated by an optimizer is copied through 512 times fewer page-table entries).
+/// @brief A host tensor of element type T and rank N (row-major, contiguous): an xtensor container
+/// whose bytes come from detail::tensor_allocator, which gives tensors of 4 MiB and more huge pages
+/// on Linux (a file loaded into large parameters is copied with far fewer TLB misses).
 template <class T, std::size_t N>
 using tensor = xt::xtensor<T, N, xt::layout_type::row_major, detail::tensor_allocator<T>>;
 

@@ -191,12 +191,7 @@ EMBER_PRECOMPILED_INLINE void state_dict_file::read(std::span<const std::byte> b
         // where they lie, as decoding would copy them, but once. A page of every tensor is
         // read first, so that a file cut short since it was mapped is an error before the
         // model changes, as the other formats' checksum pass makes it.
-        const safetensors::reader reader(bytes, quoted_name(m_name));
-        for (std::size_t i = 0; i < reader.size(); ++i)
-        {
-            const safetensors::tensor_view v = reader.view_at(i);
-            m_views.insert(v.name(), host_tensor_view(v.dtype(), v.shape(), v.bytes()));
-        }
+        m_views = safetensors::reader(bytes, quoted_name(m_name)).to_state_dict_view();
         touch_pages(bytes);
         m_in_place = true;
     }

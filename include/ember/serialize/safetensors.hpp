@@ -128,6 +128,8 @@ public:
     const header& info() const noexcept { return m_header; }
     /// @brief Every tensor, copied, in file order.
     state_dict to_state_dict() const;
+    /// @brief Every tensor where it lies in the bytes, in file order (no copy).
+    state_dict_view to_state_dict_view() const;
 
 private:
     std::span<const std::byte> m_bytes;
@@ -848,6 +850,17 @@ inline state_dict reader::to_state_dict() const
         sd.insert(v.name(), v.to_host_tensor());
     }
     return sd;
+}
+
+inline state_dict_view reader::to_state_dict_view() const
+{
+    state_dict_view views;
+    for (std::size_t i = 0; i < size(); ++i)
+    {
+        const tensor_view v = view_at(i);
+        views.insert(v.name(), host_tensor_view(v.dtype(), v.shape(), v.bytes()));
+    }
+    return views;
 }
 
 inline state_dict from_bytes(std::span<const std::byte> bytes, std::string_view what)

@@ -48,10 +48,9 @@ EMBER_PRECOMPILED_PYTORCH_FOR(optim::optimizer_state)
 EMBER_PRECOMPILED_PYTORCH_FOR(checkpoint)
 EMBER_PRECOMPILED_PYTORCH_FOR(value)
 
-namespace detail
-{
-template void save_container<state_dict_view>(const state_dict_view&, const std::filesystem::path&);
-} // namespace detail
+// ember::save(model, path): a module's parameters, written from where they are.
+template void save<state_dict_view>(const state_dict_view&, const std::filesystem::path&,
+                                    file_format);
 } // namespace ember
 
 // The optimizers the headers declare extern (optim/sgd.hpp, adam.hpp, rmsprop.hpp) on the cpu;

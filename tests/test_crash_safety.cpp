@@ -183,9 +183,11 @@ bool contains(const std::string& text, const std::string& part)
 /// Saves new_state() over old_state() at dir/model.ember with `p` injected, and checks the
 /// save threw an io_error naming the file, the reason and `what`; the old bytes are unchanged
 /// and no temporary is left. Returns the calls made.
-std::array<int, op_count> expect_failed_save(const fs::path& dir, plan p, const std::string& what)
+std::array<int, op_count> expect_failed_save(const fs::path& dir, plan p, const std::string& what,
+                                             const std::string& name = "model.ember",
+                                             const state_dict& replacement = new_state())
 {
-    const fs::path target = dir / "model.ember";
+    const fs::path target = dir / name;
     save(old_state(), target);
     const auto before = read_bytes(target);
     const int err = p.fail_errno;
@@ -194,7 +196,7 @@ std::array<int, op_count> expect_failed_save(const fs::path& dir, plan p, const 
         injected inject(p);
         try
         {
-            save(new_state(), target);
+            save(replacement, target);
             BOOST_ERROR("save succeeded although " << op_names[p.fail_op] << " call " << p.fail_at
                                                    << " failed");
         }
@@ -211,8 +213,7 @@ std::array<int, op_count> expect_failed_save(const fs::path& dir, plan p, const 
     }
     BOOST_TEST((read_bytes(target) == before), "the previous file changed");
     BOOST_TEST((load<state_dict>(target) == old_state()));
-    BOOST_TEST(entries(dir) == std::vector<std::string>{"model.ember"},
-               boost::test_tools::per_element());
+    BOOST_TEST(entries(dir) == std::vector<std::string>{name}, boost::test_tools::per_element());
     return calls;
 }
 
@@ -251,6 +252,36 @@ BOOST_AUTO_TEST_CASE(a_failing_write_throws_and_keeps_the_previous_file)
                 BOOST_TEST(calls[op_rename] == 0);
             }
         }
+}
+
+BOOST_AUTO_TEST_CASE(a_streamed_pytorch_or_safetensors_save_that_fails_keeps_the_previous_file)
+{
+    // 400 KB of tensor data, written 4 KiB at a time, from where it lies. In the zip, a record
+    // this large gets its CRC-32 after its data, so the .pth's last write is that checksum,
+    // written back into the record's header: failing it too must leave the old file.
+    const state_dict big = crash_test::version_state(7, 100000);
+    for (const std::string name : {"model.pth", "model.safetensors"})
+    {
+        temp_dir dir;
+        int writes = 0;
+        {
+            injected count(failing(op_write, 0, 0, 4096));
+            save(big, dir.path / name);
+            writes = count.calls(op_write);
+        }
+        BOOST_TEST(writes > 100);
+        fs::remove(dir.path / name);
+        for (int at : {1, writes / 2, writes - 1, writes})
+        {
+            BOOST_TEST_CONTEXT(name << ", write call " << at << " of " << writes)
+            {
+                auto calls = expect_failed_save(dir.path, failing(op_write, at, EIO, 4096),
+                                                "write failed", name, big);
+                BOOST_TEST(calls[op_write] == at);
+                BOOST_TEST(calls[op_rename] == 0);
+            }
+        }
+    }
 }
 
 BOOST_AUTO_TEST_CASE(a_write_that_makes_no_progress_fails_instead_of_spinning)

@@ -3,6 +3,7 @@
 // layout and loads back; hostile pickles and zips fail with a format_error naming the fault.
 // Live round trips through real PyTorch run in the 'pytorch_roundtrip' test.
 #include <ember/core/generator.hpp>
+#include <ember/detail/crc32.hpp>
 #include <ember/nn/module.hpp>
 #include <ember/serialize/module.hpp>
 #include <ember/serialize/pytorch.hpp>
@@ -12,10 +13,13 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -891,6 +895,37 @@ BOOST_AUTO_TEST_CASE(zip64_records_that_disagree_are_refused)
     const std::size_t z = b.size() - 22 - 20 - 56;
     b[z + 32] = std::byte{2};
     CHECK_FORMAT_ERROR(pt::zip_reader(b), "end records disagree on the entry count");
+}
+
+BOOST_AUTO_TEST_CASE(a_large_record_gets_its_checksum_written_into_its_header_after_its_data)
+{
+    // From 64 KiB a record is checksummed as it is written (each tensor read once) and its
+    // CRC-32 goes into the local header at the end; with and without ZIP64 fields, the reader
+    // (which checks local header, central entry and data against each other) must agree.
+    std::vector<float> big(70000);
+    for (std::size_t i = 0; i < big.size(); ++i)
+        big[i] = static_cast<float>(i) * 0.5f;
+    const auto big_bytes = std::as_bytes(std::span<const float>(big));
+    for (bool zip64 : {false, true})
+    {
+        BOOST_TEST_CONTEXT("zip64 " << zip64)
+        {
+            pt::zip_writer zip({.force_zip64 = zip64});
+            zip.add("archive/small", floats({1, 2, 3}));
+            zip.add("archive/big", big_bytes);
+            zip.add("archive/after", floats({4}));
+            const bytes b = zip.finish();
+            pt::zip_reader reader(b);
+            const auto& e = reader.entries().at(1);
+            BOOST_TEST(e.crc32 == ember::detail::crc32_of(big_bytes));
+            std::uint32_t local_crc = 0;
+            std::memcpy(&local_crc, b.data() + e.header_offset + 14, 4);
+            BOOST_TEST(local_crc == e.crc32);
+            BOOST_TEST(e.data_offset % 64 == 0u);
+            const auto data = reader.data(e);
+            BOOST_TEST(std::equal(data.begin(), data.end(), big_bytes.begin(), big_bytes.end()));
+        }
+    }
 }
 
 BOOST_AUTO_TEST_CASE(other_pytorch_formats_get_a_clear_message)

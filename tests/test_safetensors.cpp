@@ -5,6 +5,7 @@
 #include <ember/serialize/safetensors.hpp>
 
 #include "golden/pytorch_files.hpp"
+#include "test_files.hpp"
 #include "torch_dump.hpp"
 
 #include <boost/test/unit_test.hpp>
@@ -161,6 +162,12 @@ BOOST_AUTO_TEST_CASE(embers_writer_reproduces_reference_files_byte_for_byte)
             const bytes reference = read(data_folder() / "safetensors" / name);
             st::reader r(reference);
             BOOST_TEST((st::to_bytes(r.to_state_dict(), r.metadata()) == reference));
+            // and saved, streamed into the file from the tensors, or from views of them
+            test::temp_dir dir;
+            st::save(r.to_state_dict(), dir.path / name, r.metadata());
+            BOOST_TEST((read(dir.path / name) == reference));
+            st::save(r.to_state_dict_view(), dir.path / "views.safetensors", r.metadata());
+            BOOST_TEST((read(dir.path / "views.safetensors") == reference));
         }
     }
 }

@@ -134,9 +134,13 @@ public:
     /// Appends `bytes` to the file.
     void write(std::span<const std::byte> bytes);
 
-    /// Overwrites the file's first bytes (a header whose checksums are known only once the
-    /// rest is written); the file's size does not change.
-    void rewrite_front(std::span<const std::byte> bytes);
+    /// Overwrites bytes written before, from `offset` (a header whose checksums are known only
+    /// once what follows it is written); the file's size does not change, and later writes
+    /// still append.
+    void rewrite_at(std::size_t offset, std::span<const std::byte> bytes);
+
+    /// Overwrites the file's first bytes (rewrite_at(0, bytes)).
+    void rewrite_front(std::span<const std::byte> bytes) { rewrite_at(0, bytes); }
 
     /// Bytes appended so far.
     std::size_t written() const noexcept { return m_written; }
@@ -264,18 +268,23 @@ inline void atomic_file_writer::write(std::span<const std::byte> bytes)
 #endif
 }
 
-inline void atomic_file_writer::rewrite_front(std::span<const std::byte> bytes)
+inline void atomic_file_writer::rewrite_at(std::size_t offset, std::span<const std::byte> bytes)
 {
-    if (bytes.size() > m_written)
-        fail("internal error: rewriting " + std::to_string(bytes.size()) + " bytes of a " +
-             std::to_string(m_written) + "-byte file");
-    if (::lseek(m_fd, 0, SEEK_SET) != 0)
+    if (offset > m_written || bytes.size() > m_written - offset)
+        fail("internal error: rewriting " + std::to_string(bytes.size()) + " bytes at offset " +
+             std::to_string(offset) + " of a " + std::to_string(m_written) + "-byte file");
+    auto seek = [&](std::size_t to)
     {
-        const int err = errno;
-        fail("seek to the file's start failed: " + errno_text(err));
-    }
+        if (::lseek(m_fd, static_cast<off_t>(to), SEEK_SET) != static_cast<off_t>(to))
+        {
+            const int err = errno;
+            fail("seek to offset " + std::to_string(to) + " failed: " + errno_text(err));
+        }
+    };
+    seek(offset);
     std::size_t done = 0;
     write_all(bytes, done, bytes.size());
+    seek(m_written);
 }
 
 inline replaced_file::replaced_file(const std::filesystem::path& path) noexcept

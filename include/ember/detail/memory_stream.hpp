@@ -49,6 +49,39 @@ inline constexpr std::size_t large_block = std::size_t{1} << 16;
 /// at a piece finds it in cache.
 inline constexpr std::size_t crc_piece = std::size_t{1} << 18;
 
+/// Writes `bytes` through `writer` (`write(span)`, `written()`) in pieces of crc_piece that
+/// end on its multiples in the file, so the page cache holds the file in folios of that size,
+/// which a later load maps whole (see docs/benchmarks.md); `on_piece(piece)` sees each piece
+/// just before it is written.
+template <class Writer, class OnPiece>
+void write_in_pieces(Writer& writer, std::span<const std::byte> bytes, OnPiece&& on_piece)
+{
+    std::size_t piece_size = crc_piece - writer.written() % crc_piece;
+    for (std::size_t off = 0; off < bytes.size(); off += piece_size, piece_size = crc_piece)
+    {
+        const auto piece = bytes.subspan(off, std::min(piece_size, bytes.size() - off));
+        on_piece(piece);
+        writer.write(piece);
+    }
+}
+
+template <class Writer>
+void write_in_pieces(Writer& writer, std::span<const std::byte> bytes)
+{
+    write_in_pieces(writer, bytes, [](std::span<const std::byte>) {});
+}
+
+/// write_in_pieces that returns the CRC-32 of `bytes`, each piece checksummed while it is in
+/// cache, just before it is written.
+template <class Writer>
+std::uint32_t write_checksummed(Writer& writer, std::span<const std::byte> bytes)
+{
+    std::uint32_t crc = 0;
+    write_in_pieces(writer, bytes,
+                    [&](std::span<const std::byte> piece) { crc = crc32_update(crc, piece); });
+    return crc;
+}
+
 /// Counts what is written and keeps nothing: sizes an archive before it is written for real.
 /// A large block's checksum is remembered as 0 (last_block_crc): nothing counted is kept, so a
 /// tensor record need not read its bytes to checksum them in this pass.
@@ -141,16 +174,7 @@ protected:
             return n;
         }
         flush();
-        // Pieces end on multiples of crc_piece in the file, so the page cache holds the file in
-        // folios of that size, which a later load maps whole (see docs/benchmarks.md).
-        std::uint32_t crc = 0;
-        std::size_t piece_size = crc_piece - m_writer.written() % crc_piece;
-        for (std::size_t off = 0; off < count; off += piece_size, piece_size = crc_piece)
-        {
-            const std::span<const std::byte> piece(b + off, std::min(piece_size, count - off));
-            crc = crc32_update(crc, piece);
-            m_writer.write(piece);
-        }
+        const std::uint32_t crc = write_checksummed(m_writer, {b, count});
         m_crc = crc32_concat(m_crc, crc, count);
         m_size += count;
         last_block_crc() = {b, count, crc};

@@ -49,16 +49,16 @@
 /// a JSON or XML file may leave it out, to be edited by hand), and the object itself under its
 /// content name.
 ///
-/// Saving is crash-safe in every format (detail::atomic_write); a container streams into its
-/// temporary file, checksummed as it goes, with no copy of the file in memory. Loading maps a
-/// file of 1 MiB or more rather than reading it (as with any mapping, another process that
-/// truncates the file during the load raises SIGBUS; ember's own saves replace a file by
-/// rename, which is safe); it checks the container's header and sizes before it
-/// parses a byte of payload, and the payload's checksum as it parses, in the same pass that
-/// copies each tensor's bytes out (before anything is returned; a mismatch is reported as
-/// such whatever else the parse met). Every format is parsed with a byte budget, so a corrupt
-/// length can never cause an allocation larger than the file. Every failure is an ember::error
-/// naming the file.
+/// Saving is crash-safe in every format (detail::atomic_write); a container, a PyTorch zip and
+/// a safetensors file stream into the temporary file, checksummed as they go, with no copy of
+/// the file in memory. Loading maps a file of 1 MiB or more rather than reading it (as with
+/// any mapping, another process that truncates the file during the load raises SIGBUS, which
+/// ember turns into an io_error; ember's own saves replace a file by rename, which is safe); it
+/// checks the container's header and sizes before it parses a byte of payload, and the
+/// payload's checksum as it parses, in the same pass that copies each tensor's bytes out
+/// (before anything is returned; a mismatch is reported as such whatever else the parse met).
+/// Every format is parsed with a byte budget, so a corrupt length can never cause an
+/// allocation larger than the file. Every failure is an ember::error naming the file.
 ///
 /// With EMBER_PRECOMPILED (detail/precompiled.hpp) a file sees only the declarations below;
 /// save and load for state_dict, optim::optimizer_state and checkpoint, and the functions beside
@@ -175,8 +175,7 @@ file_info probe(const std::filesystem::path& path, file_format format);
 
 namespace detail
 {
-/// @brief save(obj, path, file_format::ember): the container, streamed crash-safely into `path`
-/// (also for a module's state_dict_view, from serialize/module.hpp).
+/// @brief save(obj, path, file_format::ember): the container, streamed crash-safely into `path`.
 template <class T>
 void save_container(const T& obj, const std::filesystem::path& path);
 } // namespace detail
@@ -1063,8 +1062,22 @@ void save(const T& obj, const std::filesystem::path& path)
 template <class T>
 void save(const T& obj, const std::filesystem::path& path, file_format format)
 {
-    if (format == file_format::ember)
+    // The container, PyTorch's zip and safetensors stream into the file, each tensor written
+    // from where it lies; cereal's own archives are built in memory first.
+    switch (format)
+    {
+    case file_format::ember:
         return detail::save_container(obj, path);
+    case file_format::pytorch:
+        return pytorch::save(obj, path);
+    case file_format::safetensors:
+        if constexpr (std::is_same_v<T, state_dict> || std::is_same_v<T, state_dict_view>)
+            return safetensors::save(obj, path);
+        else
+            throw detail::not_for_safetensors<T>("save");
+    default:
+        break;
+    }
     const std::vector<std::byte> bytes = detail::encode(obj, format, pytorch::folder_for(path));
     detail::atomic_write(path, bytes);
 }

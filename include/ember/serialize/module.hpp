@@ -133,12 +133,12 @@ template <class M>
 requires nn::is_module_v<M>
 void save(const M& model, const std::filesystem::path& path, file_format format)
 {
+    // In host memory the parameters are written from where they are (save streams them);
+    // elsewhere they are copied to the host first.
     if constexpr (M::device_type::host_memory)
-    {
-        if (format == file_format::ember)
-            return detail::save_container(model.state_dict_view(), path);
-    }
-    save(model.state_dict(), path, format);
+        save(model.state_dict_view(), path, format);
+    else
+        save(model.state_dict(), path, format);
 }
 
 template <class M>

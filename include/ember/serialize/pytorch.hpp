@@ -34,8 +34,9 @@
 ///
 /// Saving writes what `torch.save` writes — protocol-2 `data.pkl`, `byteorder`, `data/<n>`
 /// (64-byte aligned), `version` — under a folder named after the file (as PyTorch does),
-/// crash-safely through detail::atomic_write. The output is deterministic (no timestamps).
-/// The file is assembled in memory first, so saving needs the model's size once more.
+/// crash-safely through detail::atomic_write_with. The output is deterministic (no
+/// timestamps). Saving streams: each tensor is written from where it lies and checksummed on
+/// the way, so it needs no second copy of the model (to_bytes builds the file in memory).
 /// Files are little-endian; loading a `byteorder: big` file swaps bytes. Beyond PyTorch's
 /// weights_only allowlist ember also reads `torch.torch_version.TorchVersion` (a str; the
 /// lesson's checkpoint stores `torch.__version__`, which PyTorch 2.x's weights_only refuses).
@@ -78,6 +79,8 @@ struct load_options
 /// @brief Writes `obj` as a PyTorch file at `path`, crash-safely (the old file stays whole if
 /// anything fails). Throws io_error, or value_error for something PyTorch's format cannot hold.
 void save(const state_dict& obj, const std::filesystem::path& path);
+/// @brief Saves tensors that stay where they are (a module's parameters: state_dict_view).
+void save(const state_dict_view& obj, const std::filesystem::path& path);
 void save(const optim::optimizer_state& obj, const std::filesystem::path& path);
 void save(const checkpoint& obj, const std::filesystem::path& path);
 void save(const value& obj, const std::filesystem::path& path);
@@ -117,6 +120,7 @@ std::string folder_for(const std::filesystem::path& path);
 
 #include "ember/detail/file_io.hpp"
 #include "ember/detail/mapped_file.hpp"
+#include "ember/detail/memory_stream.hpp"
 #include "ember/serialize/pytorch/pickle.hpp"
 #include "ember/serialize/pytorch/zip.hpp"
 
@@ -719,22 +723,29 @@ public:
 
     pickler& out() noexcept { return m_pickle; }
 
-    void tensor(const host_tensor& t)
+    /// A tensor whose bytes stay where they are until finish().
+    void tensor(const host_tensor_view& t)
     {
         const std::string key = std::to_string(m_tensors.size());
         m_pickle.tensor(t.dtype(), t.shape(), key, t.numel());
-        m_tensors.push_back(&t);
+        m_tensors.push_back(t.bytes());
     }
     /// A tensor this writer keeps alive until finish().
     void owned_tensor(host_tensor t) { tensor(m_owned.emplace_back(std::move(t))); }
 
     void write(const value& v, std::size_t depth = 0);
-    void write(const state_dict& sd);
+    template <class Tensor>
+    void write(const ordered_dict<Tensor>& sd);
     void write(const optim::state_value& v);
     void write(const optim::optimizer_state& s);
     void write(const checkpoint& c);
 
+    /// The archive's bytes.
     std::vector<std::byte> finish(zip_writer_options options = {});
+    /// Writes the archive through `out` (zip_stream_writer's Out); may be called again, as
+    /// sizing the file and then writing it do.
+    template <class Out>
+    void finish_into(Out& out, zip_writer_options options = {});
 
 private:
     template <class Range, class F>
@@ -759,7 +770,8 @@ private:
 
     std::string m_folder;
     pickler m_pickle;
-    std::vector<const host_tensor*> m_tensors;
+    std::vector<std::span<const std::byte>> m_tensors;
+    std::vector<std::byte> m_pkl; // the pickle, once finished
     std::deque<host_tensor> m_owned;
     std::deque<value> m_owned_values;
 };
@@ -813,7 +825,8 @@ inline void archive_writer::write(const value& v, std::size_t depth)
     }
 }
 
-inline void archive_writer::write(const state_dict& sd)
+template <class Tensor>
+void archive_writer::write(const ordered_dict<Tensor>& sd)
 {
     m_pickle.ordered_dict();
     dict_items(sd,
@@ -958,19 +971,61 @@ inline void archive_writer::write(const checkpoint& c)
 
 inline std::vector<std::byte> archive_writer::finish(zip_writer_options options)
 {
-    const std::vector<std::byte> pkl = m_pickle.finish();
-    std::size_t total = pkl.size() + 1024;
-    for (const host_tensor* t : m_tensors)
-        total += t->nbytes() + 256;
-    zip_writer zip(options);
-    zip.reserve(total + 128 * m_tensors.size());
+    zip_counting_out size;
+    finish_into(size, options);
+    zip_memory_out out;
+    out.bytes.reserve(size.written());
+    finish_into(out, options);
+    return std::move(out.bytes);
+}
+
+template <class Out>
+void archive_writer::finish_into(Out& out, zip_writer_options options)
+{
+    if (m_pkl.empty())
+        m_pkl = m_pickle.finish();
+    zip_stream_writer<Out> zip(out, options);
     const std::string prefix = m_folder + "/";
-    zip.add(prefix + "data.pkl", pkl);
-    zip.add(prefix + "byteorder", std::string_view("little"));
+    zip.add(prefix + "data.pkl", m_pkl);
+    zip.add(prefix + "byteorder", std::as_bytes(std::span<const char>("little", 6)));
     for (std::size_t i = 0; i < m_tensors.size(); ++i)
-        zip.add(prefix + "data/" + std::to_string(i), m_tensors[i]->bytes());
-    zip.add(prefix + "version", std::string_view("3\n"));
-    return zip.finish();
+        zip.add(prefix + "data/" + std::to_string(i), m_tensors[i]);
+    zip.add(prefix + "version", std::as_bytes(std::span<const char>("3\n", 2)));
+    zip.finish();
+}
+
+/// zip_stream_writer's output into the temporary file of an atomic write.
+struct zip_file_out
+{
+    ember::detail::atomic_file_writer& file;
+
+    void write(std::span<const std::byte> b) { file.write(b); }
+    std::size_t written() const noexcept { return file.written(); }
+    std::uint32_t write_checksummed(std::span<const std::byte> b)
+    {
+        return ember::detail::write_checksummed(file, b);
+    }
+    void rewrite_at(std::size_t offset, std::span<const std::byte> b)
+    {
+        file.rewrite_at(offset, b);
+    }
+};
+
+/// Saves `obj` at `path` crash-safely without building the file in memory: the archive is
+/// sized first (nothing read), then written into the temporary file as it is produced.
+template <class T>
+void save_streamed(const T& obj, const std::filesystem::path& path)
+{
+    archive_writer w{folder_for(path)};
+    w.write(obj);
+    zip_counting_out size;
+    w.finish_into(size);
+    ember::detail::atomic_write_with(path, size.written(),
+                                     [&](ember::detail::atomic_file_writer& file)
+                                     {
+                                         zip_file_out out{file};
+                                         w.finish_into(out);
+                                     });
 }
 
 template <class T>
@@ -1091,23 +1146,28 @@ T load(const std::filesystem::path& path, const load_options& options)
 
 EMBER_PRECOMPILED_INLINE void save(const state_dict& obj, const std::filesystem::path& path)
 {
-    ember::detail::atomic_write(path, to_bytes(obj, folder_for(path)));
+    detail::save_streamed(obj, path);
+}
+
+EMBER_PRECOMPILED_INLINE void save(const state_dict_view& obj, const std::filesystem::path& path)
+{
+    detail::save_streamed(obj, path);
 }
 
 EMBER_PRECOMPILED_INLINE void save(const optim::optimizer_state& obj,
                                    const std::filesystem::path& path)
 {
-    ember::detail::atomic_write(path, to_bytes(obj, folder_for(path)));
+    detail::save_streamed(obj, path);
 }
 
 EMBER_PRECOMPILED_INLINE void save(const checkpoint& obj, const std::filesystem::path& path)
 {
-    ember::detail::atomic_write(path, to_bytes(obj, folder_for(path)));
+    detail::save_streamed(obj, path);
 }
 
 EMBER_PRECOMPILED_INLINE void save(const value& obj, const std::filesystem::path& path)
 {
-    ember::detail::atomic_write(path, to_bytes(obj, folder_for(path)));
+    detail::save_streamed(obj, path);
 }
 
 } // namespace ember::pytorch

@@ -28,7 +28,8 @@
 /// Writing follows the reference writer byte for byte: tensors ordered by dtype (widest
 /// first: I64, F64, F32, I32, BF16, F16, I16, I8, U8, BOOL) then name, so every tensor is
 /// aligned to its element size; compact JSON; the header padded with spaces to a multiple of
-/// 8 bytes; "__metadata__" first and only when there is metadata.
+/// 8 bytes; "__metadata__" first and only when there is metadata. save() streams each
+/// tensor into the file from where it lies; to_bytes() builds the same bytes in memory.
 
 #include "ember/core/dtype.hpp"
 #include "ember/core/error.hpp"
@@ -37,6 +38,7 @@
 #include "ember/core/state_dict.hpp"
 #include "ember/detail/file_io.hpp"
 #include "ember/detail/mapped_file.hpp"
+#include "ember/detail/memory_stream.hpp"
 
 #include <algorithm>
 #include <bit>
@@ -201,9 +203,13 @@ state_dict from_bytes(std::span<const std::byte> bytes, std::string_view what = 
 std::vector<std::byte> to_bytes(const state_dict& tensors,
                                 const ordered_dict<std::string>& metadata = {});
 
-/// @brief Writes a safetensors file crash-safely. Throws value_error for a name the format
-/// reserves ("__metadata__") and io_error if the file cannot be written.
+/// @brief Writes a safetensors file crash-safely, each tensor from where it lies (no copy of
+/// the file in memory). Throws value_error for a name the format reserves ("__metadata__") and
+/// io_error if the file cannot be written.
 void save(const state_dict& tensors, const std::filesystem::path& path,
+          const ordered_dict<std::string>& metadata = {});
+/// @brief As above, for tensors that stay where they are (a module's parameters).
+void save(const state_dict_view& tensors, const std::filesystem::path& path,
           const ordered_dict<std::string>& metadata = {});
 
 /*******************
@@ -877,10 +883,22 @@ T load(const std::filesystem::path& path)
     return safe_open(path).to_state_dict();
 }
 
-inline std::vector<std::byte> to_bytes(const state_dict& tensors,
-                                       const ordered_dict<std::string>& metadata)
+namespace detail
 {
-    std::vector<const std::pair<std::string, host_tensor>*> order;
+/// A file's layout before its tensors: the 8-byte header size and the JSON header, and the
+/// tensors' bytes in the order the reference writer stores them (by dtype, then name).
+struct encoded_layout
+{
+    std::vector<std::byte> header;
+    std::vector<std::span<const std::byte>> data;
+    std::size_t size = 0; ///< the whole file's
+};
+
+template <class Tensor>
+encoded_layout encode_layout(const ordered_dict<Tensor>& tensors,
+                             const ordered_dict<std::string>& metadata)
+{
+    std::vector<const std::pair<std::string, Tensor>*> order;
     order.reserve(tensors.size());
     for (const auto& kv : tensors)
     {
@@ -891,8 +909,8 @@ inline std::vector<std::byte> to_bytes(const state_dict& tensors,
     std::stable_sort(order.begin(), order.end(),
                      [](const auto* a, const auto* b)
                      {
-                         const int ra = detail::dtype_rank(a->second.dtype());
-                         const int rb = detail::dtype_rank(b->second.dtype());
+                         const int ra = dtype_rank(a->second.dtype());
+                         const int rb = dtype_rank(b->second.dtype());
                          return ra != rb ? ra > rb : a->first < b->first;
                      });
 
@@ -906,21 +924,23 @@ inline std::vector<std::byte> to_bytes(const state_dict& tensors,
             if (!first)
                 json += ',';
             first = false;
-            detail::append_json_string(json, k);
+            append_json_string(json, k);
             json += ':';
-            detail::append_json_string(json, v);
+            append_json_string(json, v);
         }
         json += '}';
         first = false;
     }
+    encoded_layout layout;
+    layout.data.reserve(order.size());
     std::uint64_t offset = 0;
     for (const auto* kv : order)
     {
-        const host_tensor& t = kv->second;
+        const Tensor& t = kv->second;
         if (!first)
             json += ',';
         first = false;
-        detail::append_json_string(json, kv->first);
+        append_json_string(json, kv->first);
         json += ":{\"dtype\":\"";
         json += dtype_code(t.dtype());
         json += "\",\"shape\":[";
@@ -933,6 +953,7 @@ inline std::vector<std::byte> to_bytes(const state_dict& tensors,
         json += "],\"data_offsets\":[" + std::to_string(offset) + ",";
         offset += t.nbytes();
         json += std::to_string(offset) + "]}";
+        layout.data.push_back(t.bytes());
     }
     json += '}';
     json.append((8 - json.size() % 8) % 8, ' ');
@@ -941,25 +962,53 @@ inline std::vector<std::byte> to_bytes(const state_dict& tensors,
                           " bytes exceeds the format's limit of " +
                           std::to_string(max_header_size));
 
-    std::vector<std::byte> out;
-    out.reserve(8 + json.size() + static_cast<std::size_t>(offset));
     const std::uint64_t n = json.size();
+    layout.header.reserve(8 + json.size());
     for (int i = 0; i < 8; ++i)
-        out.push_back(static_cast<std::byte>((n >> (8 * i)) & 0xffu));
+        layout.header.push_back(static_cast<std::byte>((n >> (8 * i)) & 0xffu));
     for (char c : json)
-        out.push_back(static_cast<std::byte>(c));
-    for (const auto* kv : order)
-    {
-        auto b = kv->second.bytes();
-        out.insert(out.end(), b.begin(), b.end());
-    }
+        layout.header.push_back(static_cast<std::byte>(c));
+    layout.size = layout.header.size() + static_cast<std::size_t>(offset);
+    return layout;
+}
+
+template <class Tensor>
+void save_streamed(const ordered_dict<Tensor>& tensors, const std::filesystem::path& path,
+                   const ordered_dict<std::string>& metadata)
+{
+    const encoded_layout layout = encode_layout(tensors, metadata);
+    ember::detail::atomic_write_with(path, layout.size,
+                                     [&](ember::detail::atomic_file_writer& file)
+                                     {
+                                         file.write(layout.header);
+                                         for (const auto bytes : layout.data)
+                                             ember::detail::write_in_pieces(file, bytes);
+                                     });
+}
+} // namespace detail
+
+inline std::vector<std::byte> to_bytes(const state_dict& tensors,
+                                       const ordered_dict<std::string>& metadata)
+{
+    const detail::encoded_layout layout = detail::encode_layout(tensors, metadata);
+    std::vector<std::byte> out;
+    out.reserve(layout.size);
+    out.insert(out.end(), layout.header.begin(), layout.header.end());
+    for (const auto bytes : layout.data)
+        out.insert(out.end(), bytes.begin(), bytes.end());
     return out;
 }
 
 inline void save(const state_dict& tensors, const std::filesystem::path& path,
                  const ordered_dict<std::string>& metadata)
 {
-    ember::detail::atomic_write(path, to_bytes(tensors, metadata));
+    detail::save_streamed(tensors, path, metadata);
+}
+
+inline void save(const state_dict_view& tensors, const std::filesystem::path& path,
+                 const ordered_dict<std::string>& metadata)
+{
+    detail::save_streamed(tensors, path, metadata);
 }
 
 } // namespace ember::safetensors

@@ -105,28 +105,89 @@ struct zip_writer_options
     bool force_zip64 = false;   ///< ZIP64 fields even when nothing needs them (for tests)
 };
 
+/// @brief Writes a zip archive of stored entries as it goes, records aligned like PyTorch's,
+/// through `Out`, which has `write(span)` (appends), `written()` (bytes so far),
+/// `write_checksummed(span)` (appends a record's data, returns its CRC-32) and
+/// `rewrite_at(offset, span)`. A large record's data is written from where it lies, once:
+/// its local header goes out with a zero CRC-32, and finish() writes the real one over it.
+template <class Out>
+class zip_stream_writer
+{
+public:
+    explicit zip_stream_writer(Out& out, zip_writer_options options = {});
+
+    /// @brief Appends a record called `name` (full name, folder included).
+    void add(std::string_view name, std::span<const std::byte> data);
+    /// @brief Writes the central directory and the end records, then the CRC-32s left out of
+    /// local headers.
+    void finish();
+
+private:
+    Out& m_out;
+    zip_writer_options m_options;
+    std::vector<zip_entry> m_entries;
+    std::vector<std::size_t> m_unchecked; // entries whose local header still lacks its CRC-32
+    bool m_finished = false;
+};
+
+namespace detail
+{
+/// zip_stream_writer's output into a byte vector.
+struct zip_memory_out
+{
+    std::vector<std::byte> bytes;
+
+    void write(std::span<const std::byte> b) { bytes.insert(bytes.end(), b.begin(), b.end()); }
+    std::size_t written() const noexcept { return bytes.size(); }
+    std::uint32_t write_checksummed(std::span<const std::byte> b);
+    void rewrite_at(std::size_t offset, std::span<const std::byte> b)
+    {
+        std::memcpy(bytes.data() + offset, b.data(), b.size());
+    }
+};
+
+/// zip_stream_writer's output that only counts: an archive's size before it is written.
+struct zip_counting_out
+{
+    std::size_t size = 0;
+
+    void write(std::span<const std::byte> b) noexcept { size += b.size(); }
+    std::size_t written() const noexcept { return size; }
+    std::uint32_t write_checksummed(std::span<const std::byte> b) noexcept
+    {
+        size += b.size();
+        return 0;
+    }
+    void rewrite_at(std::size_t, std::span<const std::byte>) noexcept {}
+};
+} // namespace detail
+
 /// @brief Writes a zip archive of stored entries into memory, records aligned like PyTorch's.
 class zip_writer
 {
 public:
-    explicit zip_writer(zip_writer_options options = {});
+    explicit zip_writer(zip_writer_options options = {}) : m_stream(m_out, options) {}
+    zip_writer(const zip_writer&) = delete;
+    zip_writer& operator=(const zip_writer&) = delete;
 
     /// @brief Reserves room for `bytes` more bytes of output (avoids regrowth for big records).
-    void reserve(std::size_t bytes) { m_out.reserve(m_out.size() + bytes); }
+    void reserve(std::size_t bytes) { m_out.bytes.reserve(m_out.bytes.size() + bytes); }
     /// @brief Appends a record called `name` (full name, folder included).
-    void add(std::string_view name, std::span<const std::byte> data);
+    void add(std::string_view name, std::span<const std::byte> data) { m_stream.add(name, data); }
     void add(std::string_view name, std::string_view text)
     {
         add(name, std::as_bytes(std::span<const char>(text.data(), text.size())));
     }
     /// @brief Writes the central directory and returns the archive's bytes.
-    std::vector<std::byte> finish();
+    std::vector<std::byte> finish()
+    {
+        m_stream.finish();
+        return std::move(m_out.bytes);
+    }
 
 private:
-    zip_writer_options m_options;
-    std::vector<std::byte> m_out;
-    std::vector<zip_entry> m_entries;
-    bool m_finished = false;
+    detail::zip_memory_out m_out; // before m_stream, which holds a reference to it
+    zip_stream_writer<detail::zip_memory_out> m_stream;
 };
 
 /*******************
@@ -148,6 +209,8 @@ inline constexpr std::size_t end_size = 22;
 inline constexpr std::size_t zip64_end_size = 56;
 inline constexpr std::size_t zip64_locator_size = 20;
 inline constexpr std::uint32_t u32_max = 0xffffffffu;
+/// Records below this size are checksummed before their local header is written.
+inline constexpr std::size_t checksum_first_below = std::size_t{1} << 16;
 inline constexpr std::uint16_t u16_max = 0xffffu;
 
 template <class U>
@@ -593,14 +656,23 @@ inline std::span<const std::byte> zip_reader::data(const zip_entry& entry) const
                            static_cast<std::size_t>(entry.size));
 }
 
-inline zip_writer::zip_writer(zip_writer_options options) : m_options(options)
+inline std::uint32_t detail::zip_memory_out::write_checksummed(std::span<const std::byte> b)
+{
+    write(b);
+    return crc32(b);
+}
+
+template <class Out>
+zip_stream_writer<Out>::zip_stream_writer(Out& out, zip_writer_options options)
+    : m_out(out), m_options(options)
 {
     if (m_options.alignment == 0 || m_options.alignment > 0x8000)
         throw value_error("zip_writer: alignment " + std::to_string(m_options.alignment) +
                           " outside [1, 32768]");
 }
 
-inline void zip_writer::add(std::string_view name, std::span<const std::byte> data)
+template <class Out>
+void zip_stream_writer<Out>::add(std::string_view name, std::span<const std::byte> data)
 {
     using namespace detail;
     if (m_finished)
@@ -608,10 +680,13 @@ inline void zip_writer::add(std::string_view name, std::span<const std::byte> da
     if (name.empty() || name.size() > u16_max)
         throw value_error("zip_writer: record name of " + std::to_string(name.size()) +
                           " bytes (must be 1 to 65535)");
-    const std::uint64_t offset = m_out.size();
+    const std::uint64_t offset = m_out.written();
     const std::uint64_t size = data.size();
     const bool zip64 = m_options.force_zip64 || size >= u32_max || offset >= u32_max;
-    const std::uint32_t crc = detail::crc32(data);
+    // A small record is checksummed before its header is written; a large one as it is
+    // written, its CRC-32 going into the header at the end (finish).
+    const bool checksum_first = size < checksum_first_below;
+    const std::uint32_t crc = checksum_first ? detail::crc32(data) : 0;
 
     // Pad with an "FB" extra field so the data starts aligned, as PyTorch's writer does.
     const std::uint64_t unpadded = offset + local_header_size + name.size() + (zip64 ? 20 : 0) + 4;
@@ -619,41 +694,50 @@ inline void zip_writer::add(std::string_view name, std::span<const std::byte> da
         (m_options.alignment - unpadded % m_options.alignment) % m_options.alignment;
     const std::uint64_t extra = (zip64 ? 20 : 0) + 4 + padding;
 
-    append_le<std::uint32_t>(m_out, local_header_signature);
-    append_le<std::uint16_t>(m_out, zip64 ? 45 : 20); // version needed
-    append_le<std::uint16_t>(m_out, 0x0800);          // names are UTF-8
-    append_le<std::uint16_t>(m_out, 0);               // stored
-    append_le<std::uint16_t>(m_out, 0);               // time
-    append_le<std::uint16_t>(m_out, (1 << 5) | 1);    // date: 1980-01-01, as a fixed stamp
-    append_le<std::uint32_t>(m_out, crc);
-    append_le<std::uint32_t>(m_out, zip64 ? u32_max : static_cast<std::uint32_t>(size));
-    append_le<std::uint32_t>(m_out, zip64 ? u32_max : static_cast<std::uint32_t>(size));
-    append_le<std::uint16_t>(m_out, static_cast<std::uint16_t>(name.size()));
-    append_le<std::uint16_t>(m_out, static_cast<std::uint16_t>(extra));
+    std::vector<std::byte> h;
+    h.reserve(static_cast<std::size_t>(unpadded - offset + padding));
+    append_le<std::uint32_t>(h, local_header_signature);
+    append_le<std::uint16_t>(h, zip64 ? 45 : 20); // version needed
+    append_le<std::uint16_t>(h, 0x0800);          // names are UTF-8
+    append_le<std::uint16_t>(h, 0);               // stored
+    append_le<std::uint16_t>(h, 0);               // time
+    append_le<std::uint16_t>(h, (1 << 5) | 1);    // date: 1980-01-01, as a fixed stamp
+    append_le<std::uint32_t>(h, crc);
+    append_le<std::uint32_t>(h, zip64 ? u32_max : static_cast<std::uint32_t>(size));
+    append_le<std::uint32_t>(h, zip64 ? u32_max : static_cast<std::uint32_t>(size));
+    append_le<std::uint16_t>(h, static_cast<std::uint16_t>(name.size()));
+    append_le<std::uint16_t>(h, static_cast<std::uint16_t>(extra));
     for (char ch : name)
-        m_out.push_back(static_cast<std::byte>(ch));
+        h.push_back(static_cast<std::byte>(ch));
     if (zip64)
     {
-        append_le<std::uint16_t>(m_out, 0x0001);
-        append_le<std::uint16_t>(m_out, 16);
-        append_le<std::uint64_t>(m_out, size);
-        append_le<std::uint64_t>(m_out, size);
+        append_le<std::uint16_t>(h, 0x0001);
+        append_le<std::uint16_t>(h, 16);
+        append_le<std::uint64_t>(h, size);
+        append_le<std::uint64_t>(h, size);
     }
-    append_le<std::uint16_t>(m_out, 0x4246); // "FB"
-    append_le<std::uint16_t>(m_out, static_cast<std::uint16_t>(padding));
-    m_out.insert(m_out.end(), static_cast<std::size_t>(padding), std::byte{'Z'});
-    const std::uint64_t data_offset = m_out.size();
-    m_out.insert(m_out.end(), data.begin(), data.end());
-    m_entries.push_back({std::string(name), offset, data_offset, size, crc});
+    append_le<std::uint16_t>(h, 0x4246); // "FB"
+    append_le<std::uint16_t>(h, static_cast<std::uint16_t>(padding));
+    h.insert(h.end(), static_cast<std::size_t>(padding), std::byte{'Z'});
+    m_out.write(h);
+    const std::uint64_t data_offset = offset + h.size();
+    if (checksum_first)
+        m_out.write(data);
+    else
+        m_unchecked.push_back(m_entries.size());
+    m_entries.push_back({std::string(name), offset, data_offset, size,
+                         checksum_first ? crc : m_out.write_checksummed(data)});
 }
 
-inline std::vector<std::byte> zip_writer::finish()
+template <class Out>
+void zip_stream_writer<Out>::finish()
 {
     using namespace detail;
     if (m_finished)
         throw value_error("zip_writer: finish() called twice");
     m_finished = true;
-    const std::uint64_t cd_offset = m_out.size();
+    const std::uint64_t cd_offset = m_out.written();
+    std::vector<std::byte> tail; // central directory and end records
     for (const auto& entry : m_entries)
     {
         const bool big_size = m_options.force_zip64 || entry.size >= u32_max;
@@ -662,75 +746,79 @@ inline std::vector<std::byte> zip_writer::finish()
             (big_size || big_offset)
                 ? static_cast<std::uint16_t>(4 + (big_size ? 16 : 0) + (big_offset ? 8 : 0))
                 : 0;
-        append_le<std::uint32_t>(m_out, central_header_signature);
-        append_le<std::uint16_t>(m_out, extra ? 45 : 20); // made by (MS-DOS attributes)
-        append_le<std::uint16_t>(m_out, extra ? 45 : 20); // needed
-        append_le<std::uint16_t>(m_out, 0x0800);
-        append_le<std::uint16_t>(m_out, 0);
-        append_le<std::uint16_t>(m_out, 0);
-        append_le<std::uint16_t>(m_out, (1 << 5) | 1);
-        append_le<std::uint32_t>(m_out, entry.crc32);
-        append_le<std::uint32_t>(m_out,
-                                 big_size ? u32_max : static_cast<std::uint32_t>(entry.size));
-        append_le<std::uint32_t>(m_out,
-                                 big_size ? u32_max : static_cast<std::uint32_t>(entry.size));
-        append_le<std::uint16_t>(m_out, static_cast<std::uint16_t>(entry.name.size()));
-        append_le<std::uint16_t>(m_out, extra);
-        append_le<std::uint16_t>(m_out, 0); // comment
-        append_le<std::uint16_t>(m_out, 0); // disk
-        append_le<std::uint16_t>(m_out, 0); // internal attributes
-        append_le<std::uint32_t>(m_out, 0); // external attributes
+        append_le<std::uint32_t>(tail, central_header_signature);
+        append_le<std::uint16_t>(tail, extra ? 45 : 20); // made by (MS-DOS attributes)
+        append_le<std::uint16_t>(tail, extra ? 45 : 20); // needed
+        append_le<std::uint16_t>(tail, 0x0800);
+        append_le<std::uint16_t>(tail, 0);
+        append_le<std::uint16_t>(tail, 0);
+        append_le<std::uint16_t>(tail, (1 << 5) | 1);
+        append_le<std::uint32_t>(tail, entry.crc32);
+        append_le<std::uint32_t>(tail, big_size ? u32_max : static_cast<std::uint32_t>(entry.size));
+        append_le<std::uint32_t>(tail, big_size ? u32_max : static_cast<std::uint32_t>(entry.size));
+        append_le<std::uint16_t>(tail, static_cast<std::uint16_t>(entry.name.size()));
+        append_le<std::uint16_t>(tail, extra);
+        append_le<std::uint16_t>(tail, 0); // comment
+        append_le<std::uint16_t>(tail, 0); // disk
+        append_le<std::uint16_t>(tail, 0); // internal attributes
+        append_le<std::uint32_t>(tail, 0); // external attributes
         append_le<std::uint32_t>(
-            m_out, big_offset ? u32_max : static_cast<std::uint32_t>(entry.header_offset));
+            tail, big_offset ? u32_max : static_cast<std::uint32_t>(entry.header_offset));
         for (char ch : entry.name)
-            m_out.push_back(static_cast<std::byte>(ch));
+            tail.push_back(static_cast<std::byte>(ch));
         if (extra)
         {
-            append_le<std::uint16_t>(m_out, 0x0001);
-            append_le<std::uint16_t>(m_out, static_cast<std::uint16_t>(extra - 4));
+            append_le<std::uint16_t>(tail, 0x0001);
+            append_le<std::uint16_t>(tail, static_cast<std::uint16_t>(extra - 4));
             if (big_size)
             {
-                append_le<std::uint64_t>(m_out, entry.size);
-                append_le<std::uint64_t>(m_out, entry.size);
+                append_le<std::uint64_t>(tail, entry.size);
+                append_le<std::uint64_t>(tail, entry.size);
             }
             if (big_offset)
-                append_le<std::uint64_t>(m_out, entry.header_offset);
+                append_le<std::uint64_t>(tail, entry.header_offset);
         }
     }
-    const std::uint64_t cd_size = m_out.size() - cd_offset;
+    const std::uint64_t cd_size = tail.size();
     const std::uint64_t count = m_entries.size();
     const bool zip64 =
         m_options.force_zip64 || count >= u16_max || cd_size >= u32_max || cd_offset >= u32_max;
     if (zip64)
     {
-        const std::uint64_t z_offset = m_out.size();
-        append_le<std::uint32_t>(m_out, zip64_end_signature);
-        append_le<std::uint64_t>(m_out, zip64_end_size - 12);
-        append_le<std::uint16_t>(m_out, 45);
-        append_le<std::uint16_t>(m_out, 45);
-        append_le<std::uint32_t>(m_out, 0);
-        append_le<std::uint32_t>(m_out, 0);
-        append_le<std::uint64_t>(m_out, count);
-        append_le<std::uint64_t>(m_out, count);
-        append_le<std::uint64_t>(m_out, cd_size);
-        append_le<std::uint64_t>(m_out, cd_offset);
-        append_le<std::uint32_t>(m_out, zip64_locator_signature);
-        append_le<std::uint32_t>(m_out, 0);
-        append_le<std::uint64_t>(m_out, z_offset);
-        append_le<std::uint32_t>(m_out, 1);
+        const std::uint64_t z_offset = cd_offset + tail.size();
+        append_le<std::uint32_t>(tail, zip64_end_signature);
+        append_le<std::uint64_t>(tail, zip64_end_size - 12);
+        append_le<std::uint16_t>(tail, 45);
+        append_le<std::uint16_t>(tail, 45);
+        append_le<std::uint32_t>(tail, 0);
+        append_le<std::uint32_t>(tail, 0);
+        append_le<std::uint64_t>(tail, count);
+        append_le<std::uint64_t>(tail, count);
+        append_le<std::uint64_t>(tail, cd_size);
+        append_le<std::uint64_t>(tail, cd_offset);
+        append_le<std::uint32_t>(tail, zip64_locator_signature);
+        append_le<std::uint32_t>(tail, 0);
+        append_le<std::uint64_t>(tail, z_offset);
+        append_le<std::uint32_t>(tail, 1);
     }
-    append_le<std::uint32_t>(m_out, end_signature);
-    append_le<std::uint16_t>(m_out, 0);
-    append_le<std::uint16_t>(m_out, 0);
+    append_le<std::uint32_t>(tail, end_signature);
+    append_le<std::uint16_t>(tail, 0);
+    append_le<std::uint16_t>(tail, 0);
     const auto count16 = count >= u16_max ? u16_max : static_cast<std::uint16_t>(count);
-    append_le<std::uint16_t>(m_out, count16);
-    append_le<std::uint16_t>(m_out, count16);
-    append_le<std::uint32_t>(m_out,
+    append_le<std::uint16_t>(tail, count16);
+    append_le<std::uint16_t>(tail, count16);
+    append_le<std::uint32_t>(tail,
                              cd_size >= u32_max ? u32_max : static_cast<std::uint32_t>(cd_size));
-    append_le<std::uint32_t>(m_out, cd_offset >= u32_max ? u32_max
-                                                         : static_cast<std::uint32_t>(cd_offset));
-    append_le<std::uint16_t>(m_out, 0);
-    return std::move(m_out);
+    append_le<std::uint32_t>(tail, cd_offset >= u32_max ? u32_max
+                                                        : static_cast<std::uint32_t>(cd_offset));
+    append_le<std::uint16_t>(tail, 0);
+    m_out.write(tail);
+    for (const std::size_t i : m_unchecked)
+    {
+        std::vector<std::byte> crc;
+        append_le<std::uint32_t>(crc, m_entries[i].crc32);
+        m_out.rewrite_at(static_cast<std::size_t>(m_entries[i].header_offset) + 14, crc);
+    }
 }
 
 } // namespace ember::pytorch

@@ -260,21 +260,23 @@ void set_bytes(benchmark::State& state)
 
 // ember::save(model, path) and ember::load(model, path), as LibTorch's torch::save(module,
 // path) and torch::load(module, path): the parameters written from where they are, the file
-// mapped, checked and copied straight into them.
-void save_model(benchmark::State& state)
+// mapped, checked and copied straight into them. In ember's container (`save`, `load`) and,
+// the same way, in PyTorch's zip (`save_pth`, `load_pth`: what torch::save writes, and what
+// PyTorch loads) and in safetensors (no checksums).
+void save_model(benchmark::State& state, const char* file)
 {
     big_model model;
-    const auto path = bench::temp_dir() / "ember_state.ember";
+    const auto path = bench::temp_dir() / file;
     for (auto _ : state)
         ember::save(model, path);
     set_bytes(state);
     std::filesystem::remove(path);
 }
 
-void load_model(benchmark::State& state)
+void load_model(benchmark::State& state, const char* file)
 {
     big_model model;
-    const auto path = bench::temp_dir() / "ember_state.ember";
+    const auto path = bench::temp_dir() / file;
     ember::save(model, path);
     for (auto _ : state)
         ember::load(model, path);
@@ -418,8 +420,13 @@ void register_all()
             ->Iterations(io)
             ->Unit(benchmark::kMillisecond);
     };
-    reg_io("save", save_model);
-    reg_io("load", load_model);
+    for (const auto& [suffix, file] :
+         {std::pair{"", "ember_state.ember"}, std::pair{"_pth", "ember_state.pth"},
+          std::pair{"_safetensors", "ember_state.safetensors"}})
+    {
+        reg_io(std::string("save") + suffix, [file](benchmark::State& s) { save_model(s, file); });
+        reg_io(std::string("load") + suffix, [file](benchmark::State& s) { load_model(s, file); });
+    }
     reg_io("save_via_state_dict", save_via_state_dict);
     reg_io("load_via_state_dict", load_via_state_dict);
     reg_io("plain_write_fsync", [](benchmark::State& s) { plain_write(s, true); });

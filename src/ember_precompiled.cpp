@@ -23,7 +23,7 @@
 #include "ember/serialize/pytorch.hpp"
 
 // What the formats' declarations promise: saving and loading every type ember::save accepts,
-// in every format, and ember::save(model, path)'s container of views.
+// in every format, and ember::save(model, path)'s views of the parameters.
 #define EMBER_PRECOMPILED_FORMATS_FOR(T)                                                           \
     template void save<T>(const T&, const std::filesystem::path&);                                 \
     template void save<T>(const T&, const std::filesystem::path&, file_format);                    \

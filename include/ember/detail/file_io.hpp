@@ -79,7 +79,8 @@ struct file_ops
     int (*close)(int fd) = &::close;
     int (*rename)(const char* from, const char* to) = &::rename;
     int (*unlink)(const char* path) = &::unlink;
-    int (*allocate)(int fd, off_t size) = &system_allocate; // last: older tables stay valid
+    int (*allocate)(int fd, off_t size) = &system_allocate;
+    off_t (*seek)(int fd, off_t offset, int whence) = &::lseek; // last: older tables stay valid
 };
 
 /// The table this thread's file operations use. Per thread, so a test that injects failures
@@ -275,7 +276,8 @@ inline void atomic_file_writer::rewrite_at(std::size_t offset, std::span<const s
              std::to_string(offset) + " of a " + std::to_string(m_written) + "-byte file");
     auto seek = [&](std::size_t to)
     {
-        if (::lseek(m_fd, static_cast<off_t>(to), SEEK_SET) != static_cast<off_t>(to))
+        if (active_file_ops().seek(m_fd, static_cast<off_t>(to), SEEK_SET) !=
+            static_cast<off_t>(to))
         {
             const int err = errno;
             fail("seek to offset " + std::to_string(to) + " failed: " + errno_text(err));

@@ -50,15 +50,15 @@
 /// content name.
 ///
 /// Saving is crash-safe in every format (detail::atomic_write); a container, a PyTorch zip and
-/// a safetensors file stream into the temporary file, checksummed as they go, with no copy of
-/// the file in memory. Loading maps a file of 1 MiB or more rather than reading it (as with
-/// any mapping, another process that truncates the file during the load raises SIGBUS, which
-/// ember turns into an io_error; ember's own saves replace a file by rename, which is safe); it
-/// checks the container's header and sizes before it parses a byte of payload, and the
-/// payload's checksum as it parses, in the same pass that copies each tensor's bytes out
-/// (before anything is returned; a mismatch is reported as such whatever else the parse met).
-/// Every format is parsed with a byte budget, so a corrupt length can never cause an
-/// allocation larger than the file. Every failure is an ember::error naming the file.
+/// a safetensors file stream into the temporary file (the first two checksummed as they go),
+/// with no copy of the file in memory. Loading maps a file of 1 MiB or more rather than reading it
+/// (as with any mapping, another process that truncates the file during the load raises SIGBUS,
+/// which ember turns into an io_error; ember's own saves replace a file by rename, which is safe);
+/// it checks the container's header and sizes before it parses a byte of payload, and the payload's
+/// checksum as it parses, in the same pass that copies each tensor's bytes out (before anything is
+/// returned; a mismatch is reported as such whatever else the parse met). Every format is parsed
+/// with a byte budget, so a corrupt length can never cause an allocation larger than the file.
+/// Every failure is an ember::error naming the file.
 ///
 /// With EMBER_PRECOMPILED (detail/precompiled.hpp) a file sees only the declarations below;
 /// save and load for state_dict, optim::optimizer_state and checkpoint, and the functions beside

@@ -9,12 +9,12 @@
 /// @endcode
 ///
 /// The files and every check are those of the state_dict route; what differs is the copies.
-/// In ember's container format, parameters in host memory are written from where they are
-/// (state_dict_view), and a load maps the file, checks every checksum there and, once keys,
-/// dtypes and shapes all fit, copies each tensor straight into its parameter: no state_dict is
-/// built on either side. PyTorch's zip is loaded the same way (its records are stored
-/// uncompressed and checked when the archive opens). Other formats, saving in other formats,
-/// and devices whose memory the host cannot read go through a state_dict.
+/// Parameters in host memory are saved from where they are (state_dict_view), in every format;
+/// ember's container, PyTorch's zip and safetensors stream them into the file. Those three
+/// formats also load in place: the file is mapped and checked (every checksum; safetensors has
+/// none, so its header against the file) and, once keys, dtypes and shapes all fit, each
+/// tensor is copied straight into its parameter: no state_dict is built on either side. Loading
+/// other formats, and devices whose memory the host cannot read, go through a state_dict.
 
 #include "ember/core/state_dict.hpp"
 #include "ember/detail/mapped_file.hpp"

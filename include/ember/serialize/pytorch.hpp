@@ -997,6 +997,7 @@ void archive_writer::finish_into(Out& out, zip_writer_options options)
 /// zip_stream_writer's output into the temporary file of an atomic write.
 struct zip_file_out
 {
+    static constexpr bool counts_only = false;
     ember::detail::atomic_file_writer& file;
 
     void write(std::span<const std::byte> b) { file.write(b); }

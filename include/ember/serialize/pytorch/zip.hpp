@@ -107,8 +107,9 @@ struct zip_writer_options
 
 /// @brief Writes a zip archive of stored entries as it goes, records aligned like PyTorch's,
 /// through `Out`, which has `write(span)` (appends), `written()` (bytes so far),
-/// `write_checksummed(span)` (appends a record's data, returns its CRC-32) and
-/// `rewrite_at(offset, span)`. A large record's data is written from where it lies, once:
+/// `write_checksummed(span)` (appends a record's data, returns its CRC-32),
+/// `rewrite_at(offset, span)` and `counts_only` (true where nothing is kept, so nothing need be
+/// checksummed). A large record's data is written from where it lies, once:
 /// its local header goes out with a zero CRC-32, and finish() writes the real one over it.
 template <class Out>
 class zip_stream_writer
@@ -135,6 +136,7 @@ namespace detail
 /// zip_stream_writer's output into a byte vector.
 struct zip_memory_out
 {
+    static constexpr bool counts_only = false;
     std::vector<std::byte> bytes;
 
     void write(std::span<const std::byte> b) { bytes.insert(bytes.end(), b.begin(), b.end()); }
@@ -149,6 +151,7 @@ struct zip_memory_out
 /// zip_stream_writer's output that only counts: an archive's size before it is written.
 struct zip_counting_out
 {
+    static constexpr bool counts_only = true; // no checksums needed: they change no size
     std::size_t size = 0;
 
     void write(std::span<const std::byte> b) noexcept { size += b.size(); }
@@ -686,7 +689,7 @@ void zip_stream_writer<Out>::add(std::string_view name, std::span<const std::byt
     // A small record is checksummed before its header is written; a large one as it is
     // written, its CRC-32 going into the header at the end (finish).
     const bool checksum_first = size < checksum_first_below;
-    const std::uint32_t crc = checksum_first ? detail::crc32(data) : 0;
+    const std::uint32_t crc = checksum_first && !Out::counts_only ? detail::crc32(data) : 0;
 
     // Pad with an "FB" extra field so the data starts aligned, as PyTorch's writer does.
     const std::uint64_t unpadded = offset + local_header_size + name.size() + (zip64 ? 20 : 0) + 4;
@@ -723,10 +726,10 @@ void zip_stream_writer<Out>::add(std::string_view name, std::span<const std::byt
     const std::uint64_t data_offset = offset + h.size();
     if (checksum_first)
         m_out.write(data);
-    else
-        m_unchecked.push_back(m_entries.size());
     m_entries.push_back({std::string(name), offset, data_offset, size,
                          checksum_first ? crc : m_out.write_checksummed(data)});
+    if (!checksum_first)
+        m_unchecked.push_back(m_entries.size() - 1);
 }
 
 template <class Out>

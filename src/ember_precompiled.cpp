@@ -1,10 +1,10 @@
 // ember's precompiled part: the file formats, the SVG figure, the training tools (history,
-// progress bar, plot_history, split_lengths) and the optimizers over float parameters in host
-// memory, compiled once for the programs that link it (Meson:
+// progress bar, plot_history, split_lengths), and the optimizers and the common losses over
+// float in host memory, compiled once for the programs that link it (Meson:
 // ember_precompiled_dep; elsewhere: compile this file into the program and define
 // EMBER_PRECOMPILED for every other file). ember stays header-only without it. With it, a
 // program's files see only the declarations of the formats, the figure and the tools, and the
-// optimizers as extern templates (detail/precompiled.hpp): they parse none of the format code or
+// optimizers and losses as extern templates (detail/precompiled.hpp): they parse none of the format code or
 // the cereal, PyTorch and safetensors headers behind it, and generate none of that code. This file
 // holds the definitions.
 #if defined(EMBER_PRECOMPILED)
@@ -14,6 +14,9 @@
 #define EMBER_PRECOMPILED_DEFINITIONS // the out-of-line definitions (detail/precompiled.hpp)
 #include "ember/data/split.hpp"
 #include "ember/history.hpp"
+#include "ember/loss/cross_entropy.hpp"
+#include "ember/loss/l1.hpp"
+#include "ember/loss/mse.hpp"
 #include "ember/optim/optimizers.hpp"
 #include "ember/plot/history.hpp"
 #include "ember/plot/svg.hpp"
@@ -58,3 +61,8 @@ template void save<state_dict_view>(const state_dict_view&, const std::filesyste
 EMBER_SGD_INSTANCES(, ember::cpu)
 EMBER_ADAM_INSTANCES(, ember::cpu)
 EMBER_RMSPROP_INSTANCES(, ember::cpu)
+
+// The losses the headers declare extern (loss/mse.hpp, l1.hpp, cross_entropy.hpp), likewise.
+EMBER_MSE_INSTANCES(, ember::cpu)
+EMBER_L1_INSTANCES(, ember::cpu)
+EMBER_CROSS_ENTROPY_INSTANCES(, ember::cpu)

@@ -1,5 +1,5 @@
-// ember's precompiled part for the Thrust/OpenMP device: the optimizers over float on
-// ember::thrust_omp, which the optimizer headers declare extern in files built with
+// ember's precompiled part for the Thrust/OpenMP device: the optimizers and the common losses
+// over float on ember::thrust_omp, which their headers declare extern in files built with
 // EMBER_PRECOMPILED, EMBER_WITH_THRUST_OMP and OpenMP (see src/ember_precompiled.cpp for the
 // rest). Compile it with -fopenmp -DEMBER_WITH_THRUST_OMP and without EMBER_PRECOMPILED, beside
 // ember_precompiled.cpp, in programs that run on that device (Meson: ember_precompiled_dep does
@@ -14,8 +14,14 @@
 
 #define EMBER_PRECOMPILED_DEFINITIONS // the definitions (detail/precompiled.hpp)
 #include "ember/device/thrust_omp.hpp"
+#include "ember/loss/cross_entropy.hpp"
+#include "ember/loss/l1.hpp"
+#include "ember/loss/mse.hpp"
 #include "ember/optim/optimizers.hpp"
 
 EMBER_SGD_INSTANCES(, ember::thrust_omp)
 EMBER_ADAM_INSTANCES(, ember::thrust_omp)
 EMBER_RMSPROP_INSTANCES(, ember::thrust_omp)
+EMBER_MSE_INSTANCES(, ember::thrust_omp)
+EMBER_L1_INSTANCES(, ember::thrust_omp)
+EMBER_CROSS_ENTROPY_INSTANCES(, ember::thrust_omp)

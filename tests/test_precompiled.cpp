@@ -7,6 +7,8 @@
 #include <ember/core/generator.hpp>
 #include <ember/data/split.hpp>
 #include <ember/history.hpp>
+#include <ember/loss/cross_entropy.hpp>
+#include <ember/loss/l1.hpp>
 #include <ember/loss/mse.hpp>
 #include <ember/nn/activation.hpp>
 #include <ember/nn/linear.hpp>
@@ -23,6 +25,8 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <cmath>
+#include <cstdint>
 #include <filesystem>
 #include <sstream>
 #include <string>
@@ -129,6 +133,32 @@ BOOST_AUTO_TEST_CASE(the_format_functions_are_linked)
     BOOST_TEST((info.format == file_format::ember));
     BOOST_TEST((info.content == file_content::state_dict));
     BOOST_TEST((probe(dir.path / "m.ember", file_format::ember).format == file_format::ember));
+}
+
+BOOST_AUTO_TEST_CASE(the_precompiled_losses_give_their_values_and_gradients)
+{
+    // mse_loss, l1_loss and cross_entropy_loss over float are extern here, compiled in
+    // src/ember_precompiled.cpp: the values and gradients worked out by hand.
+    const tensor<float, 2> x{{1.f, -2.f}, {3.f, 0.5f}}, y{{0.f, 0.f}, {1.f, 0.5f}};
+    nn::mse_loss<float> mse;
+    BOOST_TEST(mse(x, y) == 2.25f);                            // (1 + 4 + 4 + 0) / 4
+    const tensor<float, 2> mse_grad{{0.5f, -1.f}, {1.f, 0.f}}; // 2 (x - y) / 4
+    BOOST_TEST((mse.backward() == mse_grad));
+
+    nn::l1_loss<float> l1;
+    BOOST_TEST(l1(x, y) == 1.25f);                                 // (1 + 2 + 2 + 0) / 4
+    const tensor<float, 2> l1_grad{{0.25f, -0.25f}, {0.25f, 0.f}}; // sign(x - y) / 4
+    BOOST_TEST((l1.backward() == l1_grad));
+
+    // Equal scores over 4 classes: every sample's loss is log 4, its gradient (softmax - one
+    // hot) / batch.
+    const tensor<float, 2> scores = xt::zeros<float>({2, 4});
+    const tensor<std::int64_t, 1> target{1, 3};
+    nn::cross_entropy_loss<float> ce;
+    BOOST_TEST(ce(scores, target) == std::log(4.f), boost::test_tools::tolerance(1e-6f));
+    const tensor<float, 2> ce_grad{{0.125f, -0.375f, 0.125f, 0.125f},
+                                   {0.125f, 0.125f, 0.125f, -0.375f}};
+    BOOST_TEST((ce.backward() == ce_grad));
 }
 
 BOOST_AUTO_TEST_CASE(models_save_and_load_in_place_and_reject_a_corrupt_file)

@@ -1,11 +1,11 @@
 #pragma once
 /// @file
 /// Where ember's precompiled part is compiled: the file formats, the SVG figure, the training
-/// tools (history, progress_bar, plot_history, split_lengths), and the optimizers over float
-/// parameters in host memory. Header-only (the default), every file that uses them compiles
-/// them. A program that defines EMBER_PRECOMPILED for all its files and links
-/// src/ember_precompiled.cpp (Meson: ember_precompiled_dep) gets only the declarations of the
-/// formats, the figure and the tools, and the optimizers as extern templates;
+/// tools (history, progress_bar, plot_history, split_lengths), and the optimizers and the common
+/// losses (mse, l1, cross_entropy) over float in host memory. Header-only (the default), every
+/// file that uses them compiles them. A program that defines EMBER_PRECOMPILED for all its files
+/// and links src/ember_precompiled.cpp (Meson: ember_precompiled_dep) gets only the declarations
+/// of the formats, the figure and the tools, and the optimizers and losses as extern templates;
 /// ember_precompiled.cpp defines EMBER_PRECOMPILED_DEFINITIONS and compiles them all once, out
 /// of line.
 ///

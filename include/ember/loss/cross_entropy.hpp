@@ -304,3 +304,12 @@ EMBER_HOST_DEVICE T cross_entropy_loss<T, Device>::row(const T* x, std::size_t c
 }
 
 } // namespace ember::nn
+
+// Over float scores, compiled once by ember's precompiled part (EMBER_LOSS_EXTERN).
+#define EMBER_CROSS_ENTROPY_INSTANCES(EXTERN, DEVICE)                                              \
+    EXTERN template class ember::nn::detail::loss_base<                                            \
+        ember::nn::cross_entropy_loss<float, DEVICE>, float, 2, 1, DEVICE>;                        \
+    EXTERN template class ember::nn::detail::class_index_loss<                                     \
+        ember::nn::cross_entropy_loss<float, DEVICE>, float, DEVICE>;                              \
+    EXTERN template class ember::nn::cross_entropy_loss<float, DEVICE>;
+EMBER_LOSS_EXTERN(EMBER_CROSS_ENTROPY_INSTANCES)

@@ -33,3 +33,7 @@ public:
 };
 
 } // namespace ember::nn
+
+// Over rank-2 float tensors, compiled once by ember's precompiled part (EMBER_LOSS_EXTERN).
+#define EMBER_L1_INSTANCES(EXTERN, DEVICE) EMBER_ELEMENTWISE_LOSS_INSTANCE(EXTERN, l1_loss, DEVICE)
+EMBER_LOSS_EXTERN(EMBER_L1_INSTANCES)

@@ -18,6 +18,7 @@
 #include "ember/core/error.hpp"
 #include "ember/core/grad_mode.hpp"
 #include "ember/core/tensor.hpp"
+#include "ember/detail/precompiled.hpp"
 #include "ember/device/cpu.hpp"
 #include "ember/device/kernel.hpp"
 #include "ember/loss/reduction.hpp"
@@ -25,6 +26,31 @@
 #include <cstddef>
 #include <string>
 #include <type_traits>
+
+// EMBER_ELEMENTWISE_LOSS_INSTANCE(EXTERN, NAME, DEVICE): elementwise loss NAME over rank-2 float
+// tensors on DEVICE and its bases, as an explicit instantiation declaration (EXTERN = extern) or
+// definition (EXTERN empty). The lesson's losses wrap it (or, for class indices, its like) as
+// EMBER_<NAME>_INSTANCES(EXTERN, DEVICE).
+#define EMBER_ELEMENTWISE_LOSS_INSTANCE(EXTERN, NAME, DEVICE)                                      \
+    EXTERN template class ember::nn::detail::loss_base<ember::nn::NAME<float, 2, DEVICE>, float,   \
+                                                       2, 2, DEVICE>;                              \
+    EXTERN template class ember::nn::detail::elementwise_loss<ember::nn::NAME<float, 2, DEVICE>,   \
+                                                              float, 2, DEVICE>;                   \
+    EXTERN template class ember::nn::NAME<float, 2, DEVICE>;
+
+// EMBER_LOSS_EXTERN(INSTANCES): at the end of a loss's header, as EMBER_OPTIMIZER_EXTERN is for
+// the optimizers (optim/optimizer.hpp): with EMBER_PRECOMPILED, INSTANCES are declared extern on
+// the cpu and, in files built for it, on Thrust/OpenMP; ember's precompiled part defines them.
+#if EMBER_DEFINITIONS
+#define EMBER_LOSS_EXTERN(INSTANCES)
+#elif defined(EMBER_WITH_THRUST_OMP) && defined(_OPENMP)
+#include "ember/device/thrust_omp.hpp"
+#define EMBER_LOSS_EXTERN(INSTANCES)                                                               \
+    INSTANCES(extern, ember::cpu)                                                                  \
+    INSTANCES(extern, ember::thrust_omp)
+#else
+#define EMBER_LOSS_EXTERN(INSTANCES) INSTANCES(extern, ember::cpu)
+#endif
 
 namespace ember::nn::detail
 {

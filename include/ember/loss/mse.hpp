@@ -41,3 +41,8 @@ public:
 };
 
 } // namespace ember::nn
+
+// Over rank-2 float tensors, compiled once by ember's precompiled part (EMBER_LOSS_EXTERN).
+#define EMBER_MSE_INSTANCES(EXTERN, DEVICE)                                                        \
+    EMBER_ELEMENTWISE_LOSS_INSTANCE(EXTERN, mse_loss, DEVICE)
+EMBER_LOSS_EXTERN(EMBER_MSE_INSTANCES)

@@ -24,3 +24,20 @@
 #else
 #define EMBER_PRECOMPILED_INLINE inline
 #endif
+
+// EMBER_PRECOMPILED_EXTERN(INSTANCES): at the end of an optimizer's or loss's header. With
+// EMBER_PRECOMPILED it declares INSTANCES(extern, DEVICE) on the devices the precompiled part
+// compiles them for: the cpu (src/ember_precompiled.cpp) and, in files built for it
+// (EMBER_PRECOMPILED_THRUST_OMP: the header must then include device/thrust_omp.hpp),
+// Thrust/OpenMP (src/ember_precompiled_thrust_omp.cpp). Header-only, and in those two files,
+// which define them, it is empty.
+#if EMBER_DEFINITIONS
+#define EMBER_PRECOMPILED_EXTERN(INSTANCES)
+#elif defined(EMBER_WITH_THRUST_OMP) && defined(_OPENMP)
+#define EMBER_PRECOMPILED_THRUST_OMP 1
+#define EMBER_PRECOMPILED_EXTERN(INSTANCES)                                                        \
+    INSTANCES(extern, ember::cpu)                                                                  \
+    INSTANCES(extern, ember::thrust_omp)
+#else
+#define EMBER_PRECOMPILED_EXTERN(INSTANCES) INSTANCES(extern, ember::cpu)
+#endif

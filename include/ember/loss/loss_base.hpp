@@ -38,19 +38,12 @@
                                                               float, 2, DEVICE>;                   \
     EXTERN template class ember::nn::NAME<float, 2, DEVICE>;
 
-// EMBER_LOSS_EXTERN(INSTANCES): at the end of a loss's header, as EMBER_OPTIMIZER_EXTERN is for
-// the optimizers (optim/optimizer.hpp): with EMBER_PRECOMPILED, INSTANCES are declared extern on
-// the cpu and, in files built for it, on Thrust/OpenMP; ember's precompiled part defines them.
-#if EMBER_DEFINITIONS
-#define EMBER_LOSS_EXTERN(INSTANCES)
-#elif defined(EMBER_WITH_THRUST_OMP) && defined(_OPENMP)
+// EMBER_LOSS_EXTERN(INSTANCES): at the end of a loss's header, its instances declared extern
+// where ember's precompiled part compiles them (EMBER_PRECOMPILED_EXTERN), as the optimizers'.
+#if defined(EMBER_PRECOMPILED_THRUST_OMP)
 #include "ember/device/thrust_omp.hpp"
-#define EMBER_LOSS_EXTERN(INSTANCES)                                                               \
-    INSTANCES(extern, ember::cpu)                                                                  \
-    INSTANCES(extern, ember::thrust_omp)
-#else
-#define EMBER_LOSS_EXTERN(INSTANCES) INSTANCES(extern, ember::cpu)
 #endif
+#define EMBER_LOSS_EXTERN(INSTANCES) EMBER_PRECOMPILED_EXTERN(INSTANCES)
 
 namespace ember::nn::detail
 {

@@ -77,21 +77,12 @@
                                                   ember::optim::STATE<float, DEVICE>, DEVICE>;     \
     EXTERN template class ember::optim::NAME<float, DEVICE>;
 
-// EMBER_OPTIMIZER_EXTERN(INSTANCES): at the end of an optimizer's header. With EMBER_PRECOMPILED
-// (detail/precompiled.hpp) it declares INSTANCES extern on the devices the precompiled part
-// compiles them for: the cpu (src/ember_precompiled.cpp) and, in files built for it,
-// Thrust/OpenMP (src/ember_precompiled_thrust_omp.cpp). Header-only, and in those two files,
-// which define them, it is empty.
-#if EMBER_DEFINITIONS
-#define EMBER_OPTIMIZER_EXTERN(INSTANCES)
-#elif defined(EMBER_WITH_THRUST_OMP) && defined(_OPENMP)
+// EMBER_OPTIMIZER_EXTERN(INSTANCES): at the end of an optimizer's header, its instances declared
+// extern where ember's precompiled part compiles them (EMBER_PRECOMPILED_EXTERN).
+#if defined(EMBER_PRECOMPILED_THRUST_OMP)
 #include "ember/device/thrust_omp.hpp"
-#define EMBER_OPTIMIZER_EXTERN(INSTANCES)                                                          \
-    INSTANCES(extern, ember::cpu)                                                                  \
-    INSTANCES(extern, ember::thrust_omp)
-#else
-#define EMBER_OPTIMIZER_EXTERN(INSTANCES) INSTANCES(extern, ember::cpu)
 #endif
+#define EMBER_OPTIMIZER_EXTERN(INSTANCES) EMBER_PRECOMPILED_EXTERN(INSTANCES)
 
 namespace ember::optim
 {

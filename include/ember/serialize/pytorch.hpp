@@ -987,10 +987,10 @@ void archive_writer::finish_into(Out& out, zip_writer_options options)
     zip_stream_writer<Out> zip(out, options);
     const std::string prefix = m_folder + "/";
     zip.add(prefix + "data.pkl", m_pkl);
-    zip.add(prefix + "byteorder", std::as_bytes(std::span<const char>("little", 6)));
+    zip.add(prefix + "byteorder", std::string_view("little"));
     for (std::size_t i = 0; i < m_tensors.size(); ++i)
         zip.add(prefix + "data/" + std::to_string(i), m_tensors[i]);
-    zip.add(prefix + "version", std::as_bytes(std::span<const char>("3\n", 2)));
+    zip.add(prefix + "version", std::string_view("3\n"));
     zip.finish();
 }
 

@@ -119,6 +119,10 @@ public:
 
     /// @brief Appends a record called `name` (full name, folder included).
     void add(std::string_view name, std::span<const std::byte> data);
+    void add(std::string_view name, std::string_view text)
+    {
+        add(name, std::as_bytes(std::span<const char>(text.data(), text.size())));
+    }
     /// @brief Writes the central directory and the end records, then the CRC-32s left out of
     /// local headers.
     void finish();
@@ -127,7 +131,6 @@ private:
     Out& m_out;
     zip_writer_options m_options;
     std::vector<zip_entry> m_entries;
-    std::vector<std::size_t> m_unchecked; // entries whose local header still lacks its CRC-32
     bool m_finished = false;
 };
 
@@ -173,14 +176,9 @@ public:
     zip_writer(const zip_writer&) = delete;
     zip_writer& operator=(const zip_writer&) = delete;
 
-    /// @brief Reserves room for `bytes` more bytes of output (avoids regrowth for big records).
-    void reserve(std::size_t bytes) { m_out.bytes.reserve(m_out.bytes.size() + bytes); }
     /// @brief Appends a record called `name` (full name, folder included).
     void add(std::string_view name, std::span<const std::byte> data) { m_stream.add(name, data); }
-    void add(std::string_view name, std::string_view text)
-    {
-        add(name, std::as_bytes(std::span<const char>(text.data(), text.size())));
-    }
+    void add(std::string_view name, std::string_view text) { m_stream.add(name, text); }
     /// @brief Writes the central directory and returns the archive's bytes.
     std::vector<std::byte> finish()
     {
@@ -728,8 +726,6 @@ void zip_stream_writer<Out>::add(std::string_view name, std::span<const std::byt
         m_out.write(data);
     m_entries.push_back({std::string(name), offset, data_offset, size,
                          checksum_first ? crc : m_out.write_checksummed(data)});
-    if (!checksum_first)
-        m_unchecked.push_back(m_entries.size() - 1);
 }
 
 template <class Out>
@@ -816,11 +812,13 @@ void zip_stream_writer<Out>::finish()
                                                         : static_cast<std::uint32_t>(cd_offset));
     append_le<std::uint16_t>(tail, 0);
     m_out.write(tail);
-    for (const std::size_t i : m_unchecked)
+    for (const auto& entry : m_entries) // the large records' headers went out without it
     {
+        if (entry.size < checksum_first_below)
+            continue;
         std::vector<std::byte> crc;
-        append_le<std::uint32_t>(crc, m_entries[i].crc32);
-        m_out.rewrite_at(static_cast<std::size_t>(m_entries[i].header_offset) + 14, crc);
+        append_le<std::uint32_t>(crc, entry.crc32);
+        m_out.rewrite_at(static_cast<std::size_t>(entry.header_offset) + 14, crc);
     }
 }
 

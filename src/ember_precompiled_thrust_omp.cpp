@@ -1,10 +1,12 @@
 // ember's precompiled part for the Thrust/OpenMP device: the optimizers and the common losses
 // over float on ember::thrust_omp, which their headers declare extern in files built with
 // EMBER_PRECOMPILED, EMBER_WITH_THRUST_OMP and OpenMP (see src/ember_precompiled.cpp for the
-// rest). Compile it with -fopenmp -DEMBER_WITH_THRUST_OMP and without EMBER_PRECOMPILED, beside
-// ember_precompiled.cpp, in programs that run on that device (Meson: ember_precompiled_dep does
-// it where Thrust and OpenMP were found). A program that does not use the device does not link
-// this object: nothing it compiles refers to it.
+// rest), and the one function every kernel of the device runs through,
+// detail::omp_run_chunks() (device/omp_loops.hpp), which those files only declare. Compile it with
+// -fopenmp -DEMBER_WITH_THRUST_OMP and without EMBER_PRECOMPILED, beside ember_precompiled.cpp, in
+// programs that run on that device (Meson: ember_precompiled_dep does it where Thrust and OpenMP
+// were found). A program that does not use the device does not link this object: nothing it
+// compiles refers to it.
 #if defined(EMBER_PRECOMPILED)
 #error "compile ember_precompiled_thrust_omp.cpp without EMBER_PRECOMPILED"
 #endif

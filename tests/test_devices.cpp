@@ -13,10 +13,16 @@
 #include <boost/mpl/list.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <string>
+#include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 using namespace ember;
 
@@ -216,3 +222,101 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_model_and_its_optimizer_move_between_devices_mid
     }
     check_close(moved.state_dict(), model.state_dict(), 1e-5);
 }
+
+/* ------------------------------------------------------------------ thrust_omp's loops */
+
+#if defined(EMBER_WITH_THRUST_OMP) && defined(_OPENMP)
+namespace
+{
+// Loop lengths around every place the split changes: one chunk, two, many, the most.
+constexpr std::size_t grain = detail::omp_grain;
+const std::size_t loop_lengths[] = {
+    1, 2, grain - 1, grain, grain + 1, 3 * grain + 7, 64 * grain, 64 * grain + 13};
+
+std::vector<float> ramp(std::size_t n)
+{
+    std::vector<float> v(n);
+    generator g(3);
+    for (auto& x : v)
+        x = static_cast<float>(g.random() % 2001) * 0.001f - 1.0f;
+    return v;
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(thrust_omp_splits_a_loop_by_its_length_into_at_most_64_chunks)
+{
+    BOOST_TEST(detail::omp_chunk_count(1) == 1u);
+    BOOST_TEST(detail::omp_chunk_count(grain) == 1u);
+    BOOST_TEST(detail::omp_chunk_count(grain + 1) == 2u);
+    BOOST_TEST(detail::omp_chunk_count(64 * grain) == 64u);
+    BOOST_TEST(detail::omp_chunk_count(1000 * grain) == 64u);
+}
+
+BOOST_AUTO_TEST_CASE(thrust_omp_runs_every_index_exactly_once)
+{
+    for (const std::size_t n : loop_lengths)
+    {
+        std::vector<int> seen(n, 0);
+        int* s = seen.data();
+        thrust_omp::for_each(
+            n, EMBER_KERNEL(std::size_t i) { s[i] += 1; });
+        BOOST_TEST((std::count(seen.begin(), seen.end(), 1) == static_cast<std::ptrdiff_t>(n)),
+                   "n = " << n);
+    }
+    thrust_omp::for_each(
+        0, EMBER_KERNEL(std::size_t) { BOOST_FAIL("a loop of 0 ran"); });
+}
+
+BOOST_AUTO_TEST_CASE(thrust_omp_sums_chunk_by_chunk_the_same_on_any_number_of_threads)
+{
+    const int threads = omp_get_max_threads();
+    for (const std::size_t n : loop_lengths)
+    {
+        const std::vector<float> v = ramp(n);
+        const float* x = v.data();
+        auto sum_at = [&](int t)
+        {
+            omp_set_num_threads(t);
+            return thrust_omp::sum<float>(
+                n, EMBER_KERNEL(std::size_t i) { return x[i]; });
+        };
+        // The documented order: each chunk left to right, then the chunks in order.
+        const std::size_t chunks = detail::omp_chunk_count(n);
+        float expected = 0;
+        for (std::size_t c = 0; c < chunks; ++c)
+        {
+            float part = 0;
+            for (std::size_t i = n * c / chunks; i < n * (c + 1) / chunks; ++i)
+                part += x[i];
+            expected = c == 0 ? part : expected + part;
+        }
+        const float one = sum_at(1), two = sum_at(2), four = sum_at(4);
+        BOOST_TEST(one == expected, "n = " << n);
+        BOOST_TEST(two == expected, "n = " << n);
+        BOOST_TEST(four == expected, "n = " << n);
+        if (n <= grain)
+            BOOST_TEST(one == cpu::sum<float>(n, [&](std::size_t i) { return x[i]; }));
+    }
+    omp_set_num_threads(threads);
+    BOOST_TEST(thrust_omp::sum<double>(
+                   0, EMBER_KERNEL(std::size_t) { return 1.0; }) == 0.0);
+}
+
+BOOST_AUTO_TEST_CASE(thrust_omp_fills_and_copies_long_buffers_whole)
+{
+    const std::size_t n = 5 * grain + 3;
+    const std::vector<float> v = ramp(n);
+    std::vector<float> out(n, 0.0f);
+    thrust_omp::copy(v.data(), n, out.data());
+    BOOST_TEST((out == v));
+    thrust_omp::fill(out.data(), n, 2.5f);
+    BOOST_TEST((std::count(out.begin(), out.end(), 2.5f) == static_cast<std::ptrdiff_t>(n)));
+    // A device tensor's storage is zeros when made, and fill() reaches its every element.
+    thrust_omp::tensor_type<float, 2> t({3 * grain, 2});
+    BOOST_TEST(
+        (std::count(t.data(), t.data() + t.size(), 0.0f) == static_cast<std::ptrdiff_t>(t.size())));
+    t.fill(-1.0f);
+    BOOST_TEST((std::count(t.data(), t.data() + t.size(), -1.0f) ==
+                static_cast<std::ptrdiff_t>(t.size())));
+}
+#endif

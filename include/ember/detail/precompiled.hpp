@@ -29,7 +29,8 @@
 // EMBER_PRECOMPILED it declares INSTANCES(extern, DEVICE) on the devices the precompiled part
 // compiles them for: the cpu (src/ember_precompiled.cpp) and, in files built for it
 // (EMBER_PRECOMPILED_THRUST_OMP: the header must then include device/thrust_omp.hpp),
-// Thrust/OpenMP (src/ember_precompiled_thrust_omp.cpp). Header-only, and in those two files,
+// Thrust/OpenMP (src/ember_precompiled_thrust_omp.cpp, which also has that device's loops,
+// device/omp_loops.hpp). Header-only, and in those two files,
 // which define them, it is empty.
 #if EMBER_DEFINITIONS
 #define EMBER_PRECOMPILED_EXTERN(INSTANCES)

@@ -13,6 +13,7 @@
 
 #include "ember/core/error.hpp"
 #include "ember/device/thrust.hpp"
+#include "ember/device/thrust_loops.hpp"
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -75,6 +76,7 @@ struct cuda_backend
     static constexpr std::string_view name = "cuda";
     static constexpr bool host_memory = false;
     static auto policy() noexcept { return thrust::cuda::par; }
+    using loops = detail::thrust_loops<cuda_backend>;
 
     /// @brief A usable GPU: the driver loads, is new enough for this runtime, and sees a device.
     static bool is_available() noexcept

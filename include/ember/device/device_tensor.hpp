@@ -1,7 +1,8 @@
 #pragma once
 /// @file
-/// device_tensor: the tensor of the Thrust policies, a shape over a Thrust vector that lives in
-/// the back end's memory (GPU memory for CUDA, host memory for OpenMP and sequential C++). It
+/// device_tensor: the tensor of the Thrust policies, a shape over a vector that lives in the
+/// back end's memory: a Thrust vector in GPU memory for CUDA and in host memory for sequential
+/// C++, a plain std::vector in host memory for OpenMP (device/thrust_omp.hpp says why). It
 /// offers what ember's modules use of a tensor (shape, size, raw data, resize, fill), nothing
 /// of xtensor's expressions: elementwise work goes through the device's kernels.
 ///
@@ -13,9 +14,7 @@
 #include "ember/core/tensor.hpp"
 #include "ember/device/kernel.hpp"
 
-#include <thrust/copy.h>
-#include <thrust/fill.h>
-
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <initializer_list>
@@ -29,6 +28,26 @@ class device_tensor;
 
 namespace detail
 {
+/// @brief How device_tensor reaches its vector's elements. This one: a vector whose data() is a
+/// plain pointer into host memory, with the standard algorithms; Thrust's vectors, whose data()
+/// is a Thrust pointer, have their own (device/thrust_loops.hpp).
+template <class Vector, class = void>
+struct vector_ops
+{
+    using T = typename Vector::value_type;
+    static T* data(Vector& v) noexcept { return v.data(); }
+    static const T* data(const Vector& v) noexcept { return v.data(); }
+    static void fill(Vector& v, std::size_t n, T value) { std::fill_n(v.data(), n, value); }
+    static void assign_from_host(Vector& v, std::size_t n, const T* host)
+    {
+        std::copy_n(host, n, v.data());
+    }
+    static void copy_to_host(const Vector& v, std::size_t n, T* host)
+    {
+        std::copy_n(v.data(), n, host);
+    }
+};
+
 template <class X>
 struct is_device_tensor : std::false_type
 {
@@ -39,7 +58,7 @@ struct is_device_tensor<device_tensor<T, N, V>> : std::true_type
 };
 } // namespace detail
 
-/// @brief A row-major tensor of rank N in a Thrust vector's memory.
+/// @brief A row-major tensor of rank N in a device vector's memory.
 template <class T, std::size_t N, class Vector>
 class device_tensor
 {
@@ -51,7 +70,7 @@ public:
     static constexpr std::size_t rank = N;
 
     device_tensor() = default;
-    /// @brief Uninitialized (Thrust value-initializes: zeros) tensor of `shape`.
+    /// @brief A tensor of `shape`, zeros (the vectors value-initialize).
     explicit device_tensor(const shape_type& shape) : m_shape(shape), m_storage(count(shape)) {}
 
     static device_tensor from_shape(const shape_type& shape) { return device_tensor(shape); }
@@ -80,8 +99,8 @@ public:
 
     /// @brief The first element, in the back end's memory (dereference on the host only when
     /// the policy's `host_memory` is true).
-    T* data() noexcept { return thrust::raw_pointer_cast(m_storage.data()); }
-    const T* data() const noexcept { return thrust::raw_pointer_cast(m_storage.data()); }
+    T* data() noexcept { return ops::data(m_storage); }
+    const T* data() const noexcept { return ops::data(m_storage); }
 
     storage_type& storage() noexcept { return m_storage; }
     const storage_type& storage() const noexcept { return m_storage; }
@@ -95,14 +114,16 @@ public:
             m_storage.resize(n);
     }
 
-    void fill(T value) { thrust::fill_n(m_storage.begin(), size(), value); }
+    void fill(T value) { ops::fill(m_storage, size(), value); }
 
     /// @brief Copies size() elements from host memory at `host`.
-    void assign_from_host(const T* host) { thrust::copy_n(host, size(), m_storage.begin()); }
+    void assign_from_host(const T* host) { ops::assign_from_host(m_storage, size(), host); }
     /// @brief Copies size() elements to host memory at `host`.
-    void copy_to_host(T* host) const { thrust::copy_n(m_storage.begin(), size(), host); }
+    void copy_to_host(T* host) const { ops::copy_to_host(m_storage, size(), host); }
 
 private:
+    using ops = detail::vector_ops<Vector>;
+
     static std::size_t count(const shape_type& s) noexcept
     {
         std::size_t n = 1;

@@ -1,10 +1,11 @@
 #pragma once
 /// @file
 /// thrust_device<Backend>: one device policy over every Thrust system. Tensors are
-/// device_tensors over the system's vector, loops are thrust::for_each_n over a counting
-/// iterator, sums thrust::transform_reduce, all with the system's execution policy. A Backend
-/// says which system (vector, execution policy), how to multiply matrices and how to move bytes
-/// to and from the host: see thrust_omp.hpp, thrust_cpp.hpp and cuda.hpp.
+/// device_tensors over the back end's vector; a Backend says which vector, how loops and sums
+/// run (`Backend::loops`: Thrust's algorithms with the system's execution policy,
+/// device/thrust_loops.hpp, on CUDA and sequential C++; loops compiled once, device/omp_loops.hpp,
+/// on OpenMP), how to multiply matrices and how to move bytes to and from the host: see
+/// thrust_omp.hpp, thrust_cpp.hpp and cuda.hpp.
 ///
 /// Sums on a parallel back end add in another order than cpu's left-to-right loop, so results
 /// agree with cpu to rounding, not bit for bit.
@@ -13,13 +14,6 @@
 #include "ember/core/host_tensor.hpp"
 #include "ember/device/device_tensor.hpp"
 #include "ember/device/kernel.hpp"
-
-#include <thrust/copy.h>
-#include <thrust/fill.h>
-#include <thrust/for_each.h>
-#include <thrust/functional.h>
-#include <thrust/iterator/counting_iterator.h>
-#include <thrust/transform_reduce.h>
 
 #include <cstddef>
 #include <string>
@@ -45,21 +39,18 @@ struct thrust_device
 
     static bool is_available() noexcept { return Backend::is_available(); }
 
+    /// @brief f(i) for every i < n, in any order, possibly in parallel.
     template <class F>
     static void for_each(std::size_t n, F f)
     {
-        if (n != 0)
-            thrust::for_each_n(Backend::policy(), thrust::counting_iterator<std::size_t>(0), n, f);
+        loops::for_each(n, f);
     }
 
+    /// @brief The sum of f(i) over i < n, accumulated in Acc, in the back end's order.
     template <class Acc, class F>
     static Acc sum(std::size_t n, F f)
     {
-        if (n == 0)
-            return Acc(0);
-        return thrust::transform_reduce(
-            Backend::policy(), thrust::counting_iterator<std::size_t>(0),
-            thrust::counting_iterator<std::size_t>(n), f, Acc(0), thrust::plus<Acc>());
+        return loops::template sum<Acc>(n, f);
     }
 
     template <class T>
@@ -74,13 +65,13 @@ struct thrust_device
     static void copy(const T* src, std::size_t n, T* dst)
     {
         if (n != 0 && src != dst)
-            thrust::copy_n(Backend::policy(), src, n, dst);
+            loops::copy(src, n, dst);
     }
     template <class T>
     static void fill(T* dst, std::size_t n, T value)
     {
         if (n != 0)
-            thrust::fill_n(Backend::policy(), dst, n, value);
+            loops::fill(dst, n, value);
     }
     template <class T>
     static void upload(const T* host, std::size_t n, T* dst)
@@ -114,6 +105,9 @@ struct thrust_device
         h.template check_matches<T>(out.shape(), what);
         upload(h.template data<T>().data(), out.size(), out.data());
     }
+
+private:
+    using loops = typename Backend::loops;
 };
 
 } // namespace ember

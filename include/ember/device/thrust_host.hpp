@@ -12,7 +12,7 @@
 namespace ember::detail
 {
 
-/// @brief Base of the host back ends; a back end adds `vector`, `name` and `policy()`.
+/// @brief Base of the host back ends; a back end adds `vector`, `loops` and `name`.
 struct thrust_host_backend
 {
     static constexpr bool host_memory = true;

@@ -2,15 +2,22 @@
 /// @file
 /// thrust_omp: the Thrust policy on Thrust's OpenMP system (host memory, every core). Compile
 /// with -fopenmp; Meson's `thrust_omp` option does it for ember's own tests and examples.
+///
+/// Its kernels run through loops compiled once (device/omp_loops.hpp) and its tensors live in
+/// a std::vector (host memory, as Thrust's OpenMP vector is, with ember's huge-page allocator),
+/// so a file that uses it parses no Thrust header and instantiates no Thrust algorithm per
+/// kernel: with ember's precompiled part, Thrust is compiled once, in
+/// src/ember_precompiled_thrust_omp.cpp.
 
 #if !defined(_OPENMP)
 #error "ember/device/thrust_omp.hpp needs OpenMP: compile with -fopenmp"
 #endif
 
+#include "ember/detail/tensor_allocator.hpp"
+#include "ember/device/omp_loops.hpp"
 #include "ember/device/thrust_host.hpp"
 
-#include <thrust/system/omp/execution_policy.h>
-#include <thrust/system/omp/vector.h>
+#include <vector>
 
 namespace ember
 {
@@ -18,9 +25,9 @@ namespace ember
 struct thrust_omp_backend : detail::thrust_host_backend
 {
     template <class T>
-    using vector = thrust::omp::vector<T>;
+    using vector = std::vector<T, detail::tensor_allocator<T>>;
+    using loops = detail::omp_loops;
     static constexpr std::string_view name = "thrust_omp";
-    static auto policy() noexcept { return thrust::omp::par; }
 };
 
 /// @brief Thrust, OpenMP back end.

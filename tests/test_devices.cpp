@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -318,5 +319,44 @@ BOOST_AUTO_TEST_CASE(thrust_omp_fills_and_copies_long_buffers_whole)
     t.fill(-1.0f);
     BOOST_TEST((std::count(t.data(), t.data() + t.size(), -1.0f) ==
                 static_cast<std::ptrdiff_t>(t.size())));
+}
+
+BOOST_AUTO_TEST_CASE(thrust_omp_holds_tensors_of_every_dtype_bool_included)
+{
+    const tensor<bool, 1> flags = {true, false, true, true};
+    const auto on_device = to<thrust_omp>(flags);
+    BOOST_TEST((to_host(on_device) == flags));
+    const tensor<std::int64_t, 1> labels = {7, -1, 3};
+    BOOST_TEST((to_host(to<thrust_omp>(labels)) == labels));
+}
+
+BOOST_AUTO_TEST_CASE(thrust_omp_storage_grows_keeping_its_elements_and_zeroing_the_rest)
+{
+    detail::host_vector<float> v(3);
+    BOOST_TEST((std::count(v.begin(), v.end(), 0.0f) == 3));
+    std::iota(v.begin(), v.end(), 1.0f);
+    v.resize(5); // beyond its memory: moved, kept
+    BOOST_TEST((std::vector<float>(v.begin(), v.end()) == std::vector<float>{1, 2, 3, 0, 0}));
+    v.resize(2);
+    v.resize(4); // within its memory: what was cut off is zeros again
+    BOOST_TEST((std::vector<float>(v.begin(), v.end()) == std::vector<float>{1, 2, 0, 0}));
+
+    detail::host_vector<float> copy = v;
+    copy.data()[0] = 9;
+    BOOST_TEST(v.data()[0] == 1.0f);
+    const float* memory = copy.data();
+    copy = v; // fits: the same memory, v's elements
+    BOOST_TEST(copy.data() == memory);
+    BOOST_TEST((std::vector<float>(copy.begin(), copy.end()) == std::vector<float>{1, 2, 0, 0}));
+
+    copy.assign(6, 0.5f); // beyond its memory: new memory, all 0.5
+    BOOST_TEST((std::vector<float>(copy.begin(), copy.end()) == std::vector<float>(6, 0.5f)));
+    memory = copy.data();
+
+    detail::host_vector<float> moved = std::move(copy);
+    BOOST_TEST(moved.data() == memory);
+    BOOST_TEST(copy.size() == 0u);
+    BOOST_CHECK_THROW(detail::host_vector<double>(static_cast<std::size_t>(-1) / 4),
+                      std::length_error);
 }
 #endif

@@ -2,7 +2,7 @@
 /// @file
 /// device_tensor: the tensor of the Thrust policies, a shape over a vector that lives in the
 /// back end's memory: a Thrust vector in GPU memory for CUDA and in host memory for sequential
-/// C++, a plain std::vector in host memory for OpenMP (device/thrust_omp.hpp says why). It
+/// C++, ember's detail::host_vector in host memory for OpenMP (device/thrust_omp.hpp says why). It
 /// offers what ember's modules use of a tensor (shape, size, raw data, resize, fill), nothing
 /// of xtensor's expressions: elementwise work goes through the device's kernels.
 ///

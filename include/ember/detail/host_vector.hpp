@@ -30,12 +30,7 @@ public:
 
     host_vector() = default;
     explicit host_vector(std::size_t n) { resize(n); }
-    host_vector(const host_vector& other) : host_vector()
-    {
-        reserve_exactly(other.m_size);
-        std::copy_n(other.m_data, other.m_size, m_data);
-        m_size = other.m_size;
-    }
+    host_vector(const host_vector& other) { *this = other; }
     host_vector(host_vector&& other) noexcept
         : m_data(std::exchange(other.m_data, nullptr)), m_size(std::exchange(other.m_size, 0)),
           m_capacity(std::exchange(other.m_capacity, 0))
@@ -45,11 +40,7 @@ public:
     {
         if (this != &other)
         {
-            if (other.m_size > m_capacity)
-            {
-                release();
-                reserve_exactly(other.m_size);
-            }
+            make_room_discarding(other.m_size);
             std::copy_n(other.m_data, other.m_size, m_data);
             m_size = other.m_size;
         }
@@ -95,11 +86,7 @@ public:
     /// @brief n elements, all `value`.
     void assign(std::size_t n, const T& value)
     {
-        if (n > m_capacity)
-        {
-            release();
-            reserve_exactly(n);
-        }
+        make_room_discarding(n);
         std::fill_n(m_data, n, value);
         m_size = n;
     }
@@ -107,6 +94,15 @@ public:
     bool empty() const noexcept { return m_size == 0; }
 
 private:
+    /// Memory for n elements, what was there not kept (copy assignment and assign() overwrite).
+    void make_room_discarding(std::size_t n)
+    {
+        if (n > m_capacity)
+        {
+            release();
+            reserve_exactly(n);
+        }
+    }
     void reserve_exactly(std::size_t n)
     {
         if (n > static_cast<std::size_t>(-1) / sizeof(T)) // as std::vector's max_size()

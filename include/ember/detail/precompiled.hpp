@@ -30,8 +30,7 @@
 // compiles them for: the cpu (src/ember_precompiled.cpp) and, in files built for it
 // (EMBER_PRECOMPILED_THRUST_OMP: the header must then include device/thrust_omp.hpp),
 // Thrust/OpenMP (src/ember_precompiled_thrust_omp.cpp, which also has that device's loops,
-// device/omp_loops.hpp). Header-only, and in those two files,
-// which define them, it is empty.
+// device/omp_loops.hpp). Header-only, and in those two files, which define them, it is empty.
 #if EMBER_DEFINITIONS
 #define EMBER_PRECOMPILED_EXTERN(INSTANCES)
 #elif defined(EMBER_WITH_THRUST_OMP) && defined(_OPENMP)

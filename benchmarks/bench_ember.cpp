@@ -4,6 +4,7 @@
 #include "common.hpp"
 
 #include <ember/core/grad_mode.hpp>
+#include <ember/core/threads.hpp>
 #include <ember/loss/cross_entropy.hpp>
 #include <ember/loss/mse.hpp>
 #include <ember/nn/activation.hpp>
@@ -442,6 +443,7 @@ int main(int argc, char** argv)
     if (benchmark::ReportUnrecognizedArguments(argc, argv))
         return 1;
     openblas_set_num_threads(bench::threads());
+    ember::set_num_threads(bench::threads()); // ember's own passes: a load's checks and copies
     benchmark::AddCustomContext("threads", std::to_string(bench::threads()));
     benchmark::AddCustomContext("library", "ember");
     register_all();

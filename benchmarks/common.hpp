@@ -5,7 +5,8 @@
 /// environment, and the benchmark names the comparison script pairs up.
 ///
 /// Environment:
-/// - EMBER_BENCH_THREADS: threads for BLAS (and LibTorch's intra-op pool); default 1.
+/// - EMBER_BENCH_THREADS: threads for BLAS, for ember's own passes (ember::set_num_threads) and
+///   for LibTorch's intra-op pool; default 1.
 /// - EMBER_BENCH_QUICK: non-empty and not "0" for a smoke test (small sizes, few iterations).
 /// - EMBER_BENCH_TMPDIR: folder for the save/load files; default "bench-tmp" here. It must be
 ///   on the disk being measured (not a tmpfs).

@@ -4,6 +4,7 @@
 // instead and the load reports an io_error, the model untouched where its checks had not passed.
 #include "test_files.hpp"
 
+#include <ember/core/threads.hpp>
 #include <ember/detail/crc32.hpp>
 #include <ember/detail/file_io.hpp>
 #include <ember/detail/mapped_file.hpp>
@@ -14,6 +15,7 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -62,6 +64,20 @@ big_model model_with(float offset)
 }
 
 const char* const extensions[] = {".ember", ".pth", ".safetensors"};
+
+// 12 MiB of floats: large enough that ember's passes over it run in parts on several threads.
+constexpr std::size_t large_words = std::size_t{3} << 20;
+
+struct large_model : nn::module<large_model>
+{
+    nn::parameter<float, 1> weight{tensor<float, 1>::from_shape({large_words})};
+
+    template <class V>
+    void visit(V&& v)
+    {
+        v("weight", weight);
+    }
+};
 
 // file_bytes closes the file once it is mapped, before anything is decoded: a close that first
 // cuts the file to one page is another program truncating it at the worst moment, every time.
@@ -164,6 +180,39 @@ BOOST_AUTO_TEST_CASE(loading_a_model_from_a_file_cut_short_throws_and_leaves_the
             BOOST_TEST((model.state_dict() == model_with(5.0f).state_dict()));
         }
     }
+}
+
+BOOST_AUTO_TEST_CASE(lost_pages_read_on_ember_threads_are_zeros_and_an_io_error_too)
+{
+    // 12 MiB: the checksums (ember's container, PyTorch's zip) and the page walk (safetensors)
+    // run in parts on helper threads, which fault on the lost pages themselves; the guard must
+    // take those faults as it takes the calling thread's.
+    const int previous = get_num_threads();
+    set_num_threads(4);
+    temp_dir dir;
+    for (const char* ext : extensions)
+    {
+        BOOST_TEST_CONTEXT("format " << ext)
+        {
+            const fs::path path = dir.path / (std::string("model") + ext);
+            large_model saved;
+            for (std::size_t i = 0; i < large_words; ++i)
+                saved.weight.value.data()[i] = static_cast<float>(i % 977);
+            save(saved, path);
+            large_model model;
+            std::fill_n(model.weight.value.data(), large_words, 5.0f);
+            std::string msg;
+            {
+                truncate_after_mapping cut(path);
+                msg = message_of<io_error>([&] { (void)load(model, path); });
+            }
+            BOOST_TEST(contains(msg, lost));
+            BOOST_TEST(std::all_of(model.weight.value.data(),
+                                   model.weight.value.data() + large_words,
+                                   [](float x) { return x == 5.0f; }));
+        }
+    }
+    set_num_threads(previous);
 }
 
 BOOST_AUTO_TEST_CASE(a_safetensors_file_cut_short_after_opening_is_an_io_error_on_get_tensor)

@@ -12,6 +12,7 @@
 #include "ember/core/host_tensor.hpp"
 #include "ember/core/state_dict.hpp"
 #include "ember/core/tensor.hpp"
+#include "ember/core/threads.hpp"
 
 #include "ember/device/cpu.hpp"
 #include "ember/device/dispatch.hpp"

@@ -2,7 +2,10 @@
 /// @file
 /// CRC-32 (zlib's, the checksum of gzip and PNG) over byte spans of any size. Intel's ISA-L
 /// computes it, with the widest carry-less multiplication this CPU has (picked at run time);
-/// zlib combines two checksums.
+/// zlib combines two checksums. A span of many megabytes is checksummed in parts on ember's
+/// threads (detail/parallel.hpp), their checksums combined.
+
+#include "ember/detail/parallel.hpp"
 
 #include <algorithm>
 #include <cstddef>
@@ -25,8 +28,26 @@ inline std::uint32_t crc32_update(std::uint32_t crc, std::span<const std::byte> 
     // checks hundreds of megabytes.
     if (bytes.empty()) // an empty span's data() may be null
         return crc;
-    return ::crc32_gzip_refl(crc, reinterpret_cast<const unsigned char*>(bytes.data()),
-                             bytes.size());
+    const auto* data = reinterpret_cast<const unsigned char*>(bytes.data());
+    const std::size_t parts = parallel_parts(bytes.size());
+    if (parts == 1)
+        return ::crc32_gzip_refl(crc, data, bytes.size());
+    // Each part's own CRC-32 (the first continuing `crc`), then CRC(A B) from CRC(A), CRC(B)
+    // and B's length, part after part: the same checksum, whatever the number of parts.
+    std::uint32_t crcs[parallel_max_parts];
+    run_parts(parts,
+              [&](std::size_t i)
+              {
+                  const auto [first, last] = part_range(bytes.size(), parts, i);
+                  crcs[i] = ::crc32_gzip_refl(i == 0 ? crc : 0, data + first, last - first);
+              });
+    for (std::size_t i = 1; i < parts; ++i)
+    {
+        const auto [first, last] = part_range(bytes.size(), parts, i);
+        crcs[0] = static_cast<std::uint32_t>(
+            ::crc32_combine(crcs[0], crcs[i], static_cast<z_off_t>(last - first)));
+    }
+    return crcs[0];
 }
 
 /// The CRC-32 of `bytes`.

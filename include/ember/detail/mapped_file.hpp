@@ -11,6 +11,7 @@
 
 #include "ember/core/error.hpp"
 #include "ember/detail/file_io.hpp"
+#include "ember/detail/parallel.hpp"
 
 #include <atomic>
 #include <cerrno>
@@ -118,14 +119,19 @@ private:
 /// gets this from that pass; one that copies them straight out needs it.
 inline void touch_pages(std::span<const std::byte> bytes) noexcept
 {
-    constexpr std::size_t smallest_page = 4096;
-    unsigned char seen = 0;
-    for (std::size_t i = 0; i < bytes.size(); i += smallest_page)
-        seen = static_cast<unsigned char>(seen ^ static_cast<unsigned char>(bytes[i]));
-    if (!bytes.empty())
-        seen = static_cast<unsigned char>(seen ^ static_cast<unsigned char>(bytes.back()));
-    volatile unsigned char sink = seen; // the reads are the point: keep them
-    (void)sink;
+    // The reads fault the pages in: on ember's threads, in parts, as a checksum pass would.
+    parallel_pass(bytes.size(),
+                  [&](std::size_t first, std::size_t last)
+                  {
+                      constexpr std::size_t smallest_page = 4096;
+                      unsigned char seen = 0;
+                      for (std::size_t i = first; i < last; i += smallest_page)
+                          seen ^= static_cast<unsigned char>(bytes[i]);
+                      if (last > first)
+                          seen ^= static_cast<unsigned char>(bytes[last - 1]);
+                      volatile unsigned char sink = seen; // the reads are the point: keep them
+                      (void)sink;
+                  });
 }
 
 /// A whole file's bytes, read into memory or, from map_threshold bytes up, mapped: a large

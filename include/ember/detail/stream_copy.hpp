@@ -11,7 +11,10 @@
 ///
 /// Below `stream_copy_threshold` (1 MiB, about what glibc streams from on a many-core machine)
 /// and where SSE2 is not there (other architectures), it is memcpy: small copies are better
-/// left in the cache, and they are soon read.
+/// left in the cache, and they are soon read. A copy of many megabytes is cut into parts on
+/// ember's threads (detail/parallel.hpp): one core's bandwidth is what bounds it.
+
+#include "ember/detail/parallel.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -30,9 +33,8 @@ namespace ember::detail
 
 inline constexpr std::size_t stream_copy_threshold = std::size_t(1) << 20;
 
-/// @brief Copies `n` bytes from `src` to `dst` (which must not overlap): around the cache from
-/// stream_copy_threshold up where SSE2 is there, memcpy otherwise.
-inline void stream_copy(void* dst, const void* src, std::size_t n) noexcept
+/// @brief stream_copy on the calling thread alone.
+inline void stream_copy_serial(void* dst, const void* src, std::size_t n) noexcept
 {
 #if EMBER_STREAM_COPY_SSE2
     if (n >= stream_copy_threshold)
@@ -66,6 +68,20 @@ inline void stream_copy(void* dst, const void* src, std::size_t n) noexcept
 #endif
     if (n != 0) // an empty tensor's data may be a null pointer
         std::memcpy(dst, src, n);
+}
+
+/// @brief Copies `n` bytes from `src` to `dst` (which must not overlap): around the cache from
+/// stream_copy_threshold up where SSE2 is there, memcpy otherwise; in parts on ember's threads
+/// from 2 * parallel_min_part up.
+inline void stream_copy(void* dst, const void* src, std::size_t n) noexcept
+{
+    parallel_pass(n,
+                  [&](std::size_t first, std::size_t last)
+                  {
+                      stream_copy_serial(static_cast<unsigned char*>(dst) + first,
+                                         static_cast<const unsigned char*>(src) + first,
+                                         last - first);
+                  });
 }
 
 } // namespace ember::detail

@@ -1,0 +1,273 @@
+// ember's own threads (core/threads.hpp, detail/parallel.hpp): the setting, how a pass over a
+// large buffer is cut into parts, and that a checksum, a copy and a model's load give the same
+// bytes and the same errors on any number of threads.
+#include "test_files.hpp"
+
+#include <ember/core/threads.hpp>
+#include <ember/detail/crc32.hpp>
+#include <ember/detail/parallel.hpp>
+#include <ember/detail/stream_copy.hpp>
+#include <ember/nn/module.hpp>
+#include <ember/serialize/module.hpp>
+
+#include <boost/test/unit_test.hpp>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <pthread.h>
+#include <zlib.h>
+
+using namespace ember;
+using test::contains;
+using test::message_of;
+using test::temp_dir;
+namespace fs = std::filesystem;
+
+namespace
+{
+
+constexpr std::size_t min_part = detail::parallel_min_part;
+
+/// Sets ember's thread count for a scope, and puts the previous one back.
+struct threads_for_scope
+{
+    explicit threads_for_scope(int n) : previous(get_num_threads()) { set_num_threads(n); }
+    ~threads_for_scope() { set_num_threads(previous); }
+    threads_for_scope(const threads_for_scope&) = delete;
+    threads_for_scope& operator=(const threads_for_scope&) = delete;
+    int previous;
+};
+
+std::vector<unsigned char> random_bytes(std::size_t n, unsigned seed)
+{
+    std::mt19937_64 gen(seed);
+    std::vector<unsigned char> b(n);
+    for (auto& x : b)
+        x = static_cast<unsigned char>(gen());
+    return b;
+}
+
+std::span<const std::byte> as_bytes(const unsigned char* p, std::size_t n)
+{
+    return {reinterpret_cast<const std::byte*>(p), n};
+}
+
+// 6 MiB of floats in one tensor and a small one beside it: the large one is cut into parts
+// from two threads up, the small one never.
+constexpr std::size_t big_words = 3 * min_part / sizeof(float);
+
+struct two_tensor_model : nn::module<two_tensor_model>
+{
+    nn::parameter<float, 1> weight{tensor<float, 1>::from_shape({big_words})};
+    nn::parameter<float, 1> bias{tensor<float, 1>::from_shape({100})};
+
+    template <class V>
+    void visit(V&& v)
+    {
+        v("weight", weight);
+        v("bias", bias);
+    }
+};
+
+two_tensor_model model_with(float offset)
+{
+    two_tensor_model m;
+    for (std::size_t i = 0; i < big_words; ++i)
+        m.weight.value.data()[i] = offset + static_cast<float>(i % 4093);
+    for (std::size_t i = 0; i < 100; ++i)
+        m.bias.value.data()[i] = offset - static_cast<float>(i);
+    return m;
+}
+
+const char* const extensions[] = {".ember", ".pth", ".safetensors"};
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(the_thread_count_is_at_least_one_and_is_what_was_set)
+{
+    BOOST_TEST(get_num_threads() >= 1);
+    threads_for_scope scope(3);
+    BOOST_TEST(get_num_threads() == 3);
+    set_num_threads(1);
+    BOOST_TEST(get_num_threads() == 1);
+}
+
+BOOST_AUTO_TEST_CASE(a_thread_count_below_one_is_a_value_error_naming_it_and_changes_nothing)
+{
+    threads_for_scope scope(2);
+    for (int bad : {0, -1})
+    {
+        const std::string msg = message_of<value_error>([&] { set_num_threads(bad); });
+        BOOST_TEST(contains(msg, "set_num_threads: " + std::to_string(bad)));
+        BOOST_TEST(contains(msg, "at least 1"));
+        BOOST_TEST(get_num_threads() == 2);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(ember_num_threads_counts_only_when_it_is_a_positive_whole_number)
+{
+    BOOST_TEST(detail::threads_from_text("4") == 4);
+    BOOST_TEST(detail::threads_from_text("1") == 1);
+    for (const char* bad : {"", "0", "-2", "3x", "x", "2.5", "99999"})
+        BOOST_TEST(detail::threads_from_text(bad) == 0, "'" << bad << "'");
+    BOOST_TEST(detail::threads_from_text(nullptr) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_pass_is_cut_into_a_part_per_thread_of_at_least_the_minimum_size)
+{
+    threads_for_scope scope(4);
+    BOOST_TEST(detail::parallel_parts(0) == 1u);
+    BOOST_TEST(detail::parallel_parts(2 * min_part - 1) == 1u);
+    BOOST_TEST(detail::parallel_parts(2 * min_part) == 2u);
+    BOOST_TEST(detail::parallel_parts(3 * min_part + 5) == 3u);
+    BOOST_TEST(detail::parallel_parts(100 * min_part) == 4u);
+    set_num_threads(1);
+    BOOST_TEST(detail::parallel_parts(100 * min_part) == 1u);
+    set_num_threads(1000);
+    BOOST_TEST(detail::parallel_parts(std::size_t{1} << 40) == detail::parallel_max_parts);
+}
+
+BOOST_AUTO_TEST_CASE(parts_cover_the_bytes_in_order_on_page_boundaries)
+{
+    for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{4095}, std::size_t{4097},
+                          std::size_t{3} * min_part + 12345, std::size_t{1} << 30})
+        for (std::size_t parts : {1, 2, 3, 7, 64})
+        {
+            BOOST_TEST_CONTEXT("n " << n << ", parts " << parts)
+            {
+                std::size_t expected_first = 0;
+                for (std::size_t i = 0; i < parts; ++i)
+                {
+                    const auto [first, last] = detail::part_range(n, parts, i);
+                    BOOST_TEST(first == expected_first);
+                    BOOST_TEST(last >= first);
+                    BOOST_TEST((last == n || last % 4096 == 0));
+                    expected_first = last;
+                }
+                BOOST_TEST(expected_first == n);
+                // nearly equal: no part more than a page longer than the shortest full share
+                if (n >= parts * 4096)
+                    for (std::size_t i = 0; i < parts; ++i)
+                    {
+                        const auto [first, last] = detail::part_range(n, parts, i);
+                        BOOST_TEST(last - first <= n / parts + 2 * 4096);
+                    }
+            }
+        }
+}
+
+BOOST_AUTO_TEST_CASE(every_part_runs_once_and_all_but_the_first_on_threads_of_their_own)
+{
+    constexpr std::size_t parts = 5;
+    std::atomic<int> runs[parts] = {};
+    pthread_t ran_on[parts];
+    const pthread_t caller = ::pthread_self();
+    detail::run_parts(parts,
+                      [&](std::size_t i)
+                      {
+                          ++runs[i];
+                          ran_on[i] = ::pthread_self();
+                      });
+    for (std::size_t i = 0; i < parts; ++i)
+        BOOST_TEST(runs[i].load() == 1, "part " << i);
+    BOOST_TEST(::pthread_equal(ran_on[0], caller) != 0);
+    for (std::size_t i = 1; i < parts; ++i)
+        BOOST_TEST(::pthread_equal(ran_on[i], caller) == 0, "part " << i);
+}
+
+BOOST_AUTO_TEST_CASE(a_checksum_in_parts_is_zlibs_crc32_on_any_number_of_threads)
+{
+    // odd length, odd start: the parts' boundaries are not the buffer's alignment
+    const auto buffer = random_bytes(3 * min_part + 12345 + 1, 7);
+    const unsigned char* data = buffer.data() + 1;
+    const std::size_t n = buffer.size() - 1;
+    const auto zlib_whole = static_cast<std::uint32_t>(::crc32(0, data, static_cast<uInt>(n)));
+    // continuing a checksum: the first part carries it
+    const auto zlib_head = static_cast<std::uint32_t>(::crc32(0, data, 1000));
+    const auto zlib_rest =
+        static_cast<std::uint32_t>(::crc32(zlib_head, data + 1000, static_cast<uInt>(n - 1000)));
+    for (int threads : {1, 2, 3, 4, 7})
+    {
+        threads_for_scope scope(threads);
+        BOOST_TEST_CONTEXT(threads << " threads")
+        {
+            BOOST_TEST(detail::crc32_of(as_bytes(data, n)) == zlib_whole);
+            BOOST_TEST(detail::crc32_update(zlib_head, as_bytes(data + 1000, n - 1000)) ==
+                       zlib_rest);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_copy_in_parts_copies_every_byte_and_nothing_outside)
+{
+    const auto source = random_bytes(4 * min_part + 777, 11);
+    for (int threads : {1, 2, 3, 4})
+        for (std::size_t offset : {0, 3})
+        {
+            threads_for_scope scope(threads);
+            BOOST_TEST_CONTEXT(threads << " threads, destination offset " << offset)
+            {
+                const std::size_t n = source.size() - 5;
+                std::vector<unsigned char> dst(n + 2 * 64, 0xAB);
+                detail::stream_copy(dst.data() + 64 + offset, source.data() + 5, n);
+                BOOST_TEST(std::equal(source.begin() + 5, source.end(),
+                                      dst.begin() + 64 + static_cast<std::ptrdiff_t>(offset)));
+                for (std::size_t i = 0; i < 64 + offset; ++i)
+                    BOOST_REQUIRE(dst[i] == 0xAB);
+                for (std::size_t i = 64 + offset + n; i < dst.size(); ++i)
+                    BOOST_REQUIRE(dst[i] == 0xAB);
+            }
+        }
+}
+
+BOOST_AUTO_TEST_CASE(a_model_loads_the_same_values_on_one_thread_and_on_four_in_every_format)
+{
+    temp_dir dir;
+    for (const char* ext : extensions)
+    {
+        BOOST_TEST_CONTEXT("format " << ext)
+        {
+            const fs::path path = dir.path / (std::string("model") + ext);
+            save(model_with(1.0f), path);
+            for (int threads : {1, 4})
+            {
+                threads_for_scope scope(threads);
+                two_tensor_model model = model_with(9.0f);
+                load(model, path);
+                BOOST_TEST((model.state_dict() == model_with(1.0f).state_dict()),
+                           threads << " threads");
+            }
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_corrupt_byte_a_helper_thread_checks_is_refused_and_the_model_kept)
+{
+    // The flipped byte lies in the last part of the large tensor, which a helper thread
+    // checksums when the load runs on four threads.
+    temp_dir dir;
+    const fs::path path = dir.path / "model.ember";
+    save(model_with(1.0f), path);
+    auto bytes = test::read_bytes(path);
+    const std::size_t at = bytes.size() - 100 * sizeof(float) - 4096;
+    bytes[at] = static_cast<char>(bytes[at] ^ 0x10);
+    test::write_bytes(path, bytes);
+    for (int threads : {1, 4})
+    {
+        threads_for_scope scope(threads);
+        BOOST_TEST_CONTEXT(threads << " threads")
+        {
+            two_tensor_model model = model_with(9.0f);
+            const std::string msg = message_of<format_error>([&] { (void)load(model, path); });
+            BOOST_TEST(contains(msg, path.string()));
+            BOOST_TEST(contains(msg, "checksum mismatch"));
+            BOOST_TEST((model.state_dict() == model_with(9.0f).state_dict()));
+        }
+    }
+}

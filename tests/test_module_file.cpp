@@ -190,6 +190,40 @@ BOOST_AUTO_TEST_CASE(a_large_host_tensor_is_zeroed_and_on_huge_page_boundaries)
     BOOST_TEST(!(small == big));
 }
 
+BOOST_AUTO_TEST_CASE(a_host_tensor_is_zeroed_even_in_memory_a_freed_one_left_written)
+{
+    // Bytes are not zeroed by their allocator (host_tensor::empty leaves them): the
+    // constructor must zero them itself, also where malloc hands back a block just freed.
+    for (int round = 0; round < 4; ++round)
+    {
+        {
+            host_tensor used(dtype::uint8, {4000});
+            std::fill(used.bytes().begin(), used.bytes().end(), std::byte{0xAB});
+        }
+        host_tensor fresh(dtype::uint8, {4000});
+        BOOST_TEST(std::all_of(fresh.bytes().begin(), fresh.bytes().end(),
+                               [](std::byte b) { return b == std::byte{0}; }));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(an_empty_host_tensor_has_its_dtype_and_shape_and_checks_them_alike)
+{
+    host_tensor e = host_tensor::empty(dtype::float64, {3, 0, 2});
+    BOOST_TEST((e.dtype() == dtype::float64));
+    BOOST_TEST((e.shape() == std::vector<std::int64_t>{3, 0, 2}));
+    BOOST_TEST(e.nbytes() == 0u);
+    host_tensor big = host_tensor::empty(dtype::float32, {5, 256, 1024});
+    BOOST_TEST(big.numel() == std::size_t{5} << 18);
+#if defined(__linux__)
+    BOOST_TEST(reinterpret_cast<std::uintptr_t>(big.bytes().data()) % detail::huge_page_size == 0u);
+#endif
+    const std::string msg = test::message_of<value_error>(
+        [] {
+            (void)host_tensor::empty(dtype::float32, {2, -1});
+        });
+    BOOST_TEST(test::contains(msg, "-1"));
+}
+
 BOOST_AUTO_TEST_CASE(a_large_tensor_is_on_huge_page_boundaries_and_works_as_any_xtensor)
 {
     // 1280 × 1024 floats (5 MiB), a parameter's or a batch's size where huge pages pay.

@@ -242,6 +242,14 @@ BOOST_AUTO_TEST_CASE(a_model_loads_the_same_values_on_one_thread_and_on_four_in_
                 load(model, path);
                 BOOST_TEST((model.state_dict() == model_with(1.0f).state_dict()),
                            threads << " threads");
+                // the state_dict route: each tensor copied (and checksummed) in one pass; a
+                // safetensors file lists its keys sorted, so compare key by key
+                const state_dict loaded = load<state_dict>(path);
+                const state_dict expected = model_with(1.0f).state_dict();
+                BOOST_TEST(loaded.size() == expected.size());
+                for (const auto& [key, value] : expected)
+                    BOOST_TEST((loaded.contains(key) && loaded.at(key) == value),
+                               threads << " threads, load<state_dict>, key " << key);
             }
         }
     }
@@ -268,6 +276,9 @@ BOOST_AUTO_TEST_CASE(a_corrupt_byte_a_helper_thread_checks_is_refused_and_the_mo
             BOOST_TEST(contains(msg, path.string()));
             BOOST_TEST(contains(msg, "checksum mismatch"));
             BOOST_TEST((model.state_dict() == model_with(9.0f).state_dict()));
+            const std::string copied =
+                message_of<format_error>([&] { (void)load<state_dict>(path); });
+            BOOST_TEST(contains(copied, "checksum mismatch"));
         }
     }
 }

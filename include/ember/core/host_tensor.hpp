@@ -33,6 +33,10 @@ public:
     /// size overflows.
     host_tensor(ember::dtype type, std::vector<std::int64_t> shape);
 
+    /// @brief A tensor whose elements are whatever its new memory held (torch.empty), for code
+    /// about to write every one of them: a loader, a copy. Throws as the constructor does.
+    static host_tensor empty(ember::dtype type, std::vector<std::int64_t> shape);
+
     /// @brief Copies an xtensor into a new host tensor.
     template <class T, std::size_t N>
     static host_tensor from(const tensor<T, N>& t);
@@ -86,7 +90,8 @@ private:
 
     ember::dtype m_dtype = ember::dtype::float32;
     std::vector<std::int64_t> m_shape;
-    std::vector<std::byte, detail::tensor_allocator<std::byte>> m_bytes; // huge pages when large
+    // huge pages when large; zeroed by the constructor, not by resize (empty())
+    std::vector<std::byte, detail::default_init_allocator<std::byte>> m_bytes;
 };
 
 /// @brief A host tensor's dtype and shape over bytes owned elsewhere (a parameter's memory, a
@@ -174,16 +179,26 @@ inline std::size_t host_tensor::checked_numel(const std::vector<std::int64_t>& s
 }
 
 inline host_tensor::host_tensor(ember::dtype type, std::vector<std::int64_t> shape)
-    : m_dtype(type), m_shape(std::move(shape))
+    : host_tensor(empty(type, std::move(shape)))
 {
-    m_bytes.resize(checked_numel(m_shape, dtype_size(type)) * dtype_size(type));
+    if (!m_bytes.empty())
+        std::memset(m_bytes.data(), 0, m_bytes.size());
+}
+
+inline host_tensor host_tensor::empty(ember::dtype type, std::vector<std::int64_t> shape)
+{
+    host_tensor t;
+    t.m_dtype = type;
+    t.m_shape = std::move(shape);
+    t.m_bytes.resize(checked_numel(t.m_shape, dtype_size(type)) * dtype_size(type));
+    return t;
 }
 
 template <class T, std::size_t N>
 host_tensor host_tensor::from(const tensor<T, N>& t)
 {
     std::vector<std::int64_t> shape(t.shape().begin(), t.shape().end());
-    host_tensor h(dtype_of<T>(), std::move(shape));
+    host_tensor h = empty(dtype_of<T>(), std::move(shape));
     if (t.size() != 0)
         std::memcpy(h.m_bytes.data(), t.data(), t.size() * sizeof(T));
     return h;

@@ -19,6 +19,33 @@
 namespace ember::detail
 {
 
+/// The CRC-32 of `n` bytes continuing `crc`, from the parts parallel_parts(n) cuts them into,
+/// each on a thread of its own: `part_crc(first, last, start)` returns the CRC-32 of bytes
+/// [first, last) continuing `start` (and may do more with them on the way: copy them). The
+/// parts' checksums are combined as CRC(A B) from CRC(A), CRC(B) and B's length, so the result
+/// is the same whatever the number of parts.
+template <class PartCrc>
+std::uint32_t crc32_in_parts(std::uint32_t crc, std::size_t n, const PartCrc& part_crc) noexcept
+{
+    const std::size_t parts = parallel_parts(n);
+    if (parts == 1)
+        return part_crc(std::size_t{0}, n, crc);
+    std::uint32_t crcs[parallel_max_parts];
+    run_parts(parts,
+              [&](std::size_t i)
+              {
+                  const auto [first, last] = part_range(n, parts, i);
+                  crcs[i] = part_crc(first, last, i == 0 ? crc : 0);
+              });
+    for (std::size_t i = 1; i < parts; ++i)
+    {
+        const auto [first, last] = part_range(n, parts, i);
+        crcs[0] = static_cast<std::uint32_t>(
+            ::crc32_combine(crcs[0], crcs[i], static_cast<z_off_t>(last - first)));
+    }
+    return crcs[0];
+}
+
 /// Continues the CRC-32 `crc` over `bytes` (start with crc32_of({}) == 0).
 inline std::uint32_t crc32_update(std::uint32_t crc, std::span<const std::byte> bytes) noexcept
 {
@@ -29,25 +56,9 @@ inline std::uint32_t crc32_update(std::uint32_t crc, std::span<const std::byte> 
     if (bytes.empty()) // an empty span's data() may be null
         return crc;
     const auto* data = reinterpret_cast<const unsigned char*>(bytes.data());
-    const std::size_t parts = parallel_parts(bytes.size());
-    if (parts == 1)
-        return ::crc32_gzip_refl(crc, data, bytes.size());
-    // Each part's own CRC-32 (the first continuing `crc`), then CRC(A B) from CRC(A), CRC(B)
-    // and B's length, part after part: the same checksum, whatever the number of parts.
-    std::uint32_t crcs[parallel_max_parts];
-    run_parts(parts,
-              [&](std::size_t i)
-              {
-                  const auto [first, last] = part_range(bytes.size(), parts, i);
-                  crcs[i] = ::crc32_gzip_refl(i == 0 ? crc : 0, data + first, last - first);
-              });
-    for (std::size_t i = 1; i < parts; ++i)
-    {
-        const auto [first, last] = part_range(bytes.size(), parts, i);
-        crcs[0] = static_cast<std::uint32_t>(
-            ::crc32_combine(crcs[0], crcs[i], static_cast<z_off_t>(last - first)));
-    }
-    return crcs[0];
+    return crc32_in_parts(crc, bytes.size(),
+                          [&](std::size_t first, std::size_t last, std::uint32_t start)
+                          { return ::crc32_gzip_refl(start, data + first, last - first); });
 }
 
 /// The CRC-32 of `bytes`.

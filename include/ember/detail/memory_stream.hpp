@@ -269,13 +269,20 @@ protected:
         else
         {
             catch_up(src);
-            std::uint32_t crc = 0;
-            for (std::size_t off = 0; off < count; off += crc_piece)
-            {
-                const std::size_t k = std::min(crc_piece, count - off);
-                std::memcpy(dst + off, src + off, k);
-                crc = crc32_update(crc, {dst + off, k});
-            }
+            // A piece checksummed just after it is copied is read from the cache; a block of
+            // many megabytes is copied and checksummed in parts on ember's threads.
+            const std::uint32_t crc =
+                crc32_in_parts(0, count,
+                               [&](std::size_t first, std::size_t last, std::uint32_t part_crc)
+                               {
+                                   for (std::size_t off = first; off < last; off += crc_piece)
+                                   {
+                                       const std::size_t k = std::min(crc_piece, last - off);
+                                       std::memcpy(dst + off, src + off, k);
+                                       part_crc = crc32_update(part_crc, {dst + off, k});
+                                   }
+                                   return part_crc;
+                               });
             m_crc = crc32_concat(m_crc, crc, count);
             m_done = src + count;
             last_block_crc() = {dst, count, crc};

@@ -79,4 +79,36 @@ private:
     }
 };
 
+/// tensor_allocator whose vectors leave new elements uninitialized where value-initialization
+/// would zero them: host_tensor's bytes, so a tensor a loader is about to overwrite whole is
+/// not written twice, and its fresh pages are first touched by the loader's copy (on ember's
+/// threads, detail/parallel.hpp) rather than by a zero-fill on one. host_tensor zeroes the
+/// tensors it promises zeros in.
+template <class T>
+struct default_init_allocator : tensor_allocator<T>
+{
+    template <class U>
+    struct rebind
+    {
+        using other = default_init_allocator<U>;
+    };
+
+    default_init_allocator() = default;
+    template <class U>
+    default_init_allocator(const default_init_allocator<U>&) noexcept
+    {
+    }
+
+    template <class U>
+    void construct(U* p) noexcept(noexcept(::new (static_cast<void*>(p)) U))
+    {
+        ::new (static_cast<void*>(p)) U; // default-initialization: nothing, for bytes
+    }
+    template <class U, class... Args>
+    void construct(U* p, Args&&... args)
+    {
+        ::new (static_cast<void*>(p)) U(static_cast<Args&&>(args)...);
+    }
+};
+
 } // namespace ember::detail

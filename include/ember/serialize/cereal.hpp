@@ -794,7 +794,8 @@ void load(Archive& ar, host_tensor& t, std::uint32_t version)
                         }
                         else
                             detail::reserve_from_budget(numel, dtype_size(type), what);
-                        loaded = host_tensor(type, std::move(head.shape));
+                        // every byte is read next, or the tensor is thrown away
+                        loaded = host_tensor::empty(type, std::move(head.shape));
                         detail::tensor_elements(ar, type, loaded.bytes().data(), loaded.nbytes(),
                                                 version);
                     });

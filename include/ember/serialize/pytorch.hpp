@@ -336,7 +336,7 @@ inline host_tensor archive_reader::to_tensor(const pickle_node& n, const std::st
                        " bytes left; see pytorch::load_options::max_tensor_bytes)");
     m_bytes_left -= nbytes;
 
-    host_tensor out(st.dtype, t.size);
+    host_tensor out = host_tensor::empty(st.dtype, t.size); // both copies below write it all
     if (numel == 0)
         return out;
     // Bounds were checked when the tensor was unpickled (storage_extent ≤ numel) and the

@@ -811,7 +811,7 @@ inline header parse_header(std::span<const std::byte> bytes, std::string_view wh
 
 inline host_tensor tensor_view::to_host_tensor() const
 {
-    host_tensor t(m_info->dtype, m_info->shape);
+    host_tensor t = host_tensor::empty(m_info->dtype, m_info->shape);
     ember::detail::stream_copy(t.bytes().data(), m_bytes.data(), m_bytes.size());
     return t;
 }

@@ -18,9 +18,12 @@
 #include <filesystem>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <pthread.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <zlib.h>
 
 using namespace ember;
@@ -162,23 +165,92 @@ BOOST_AUTO_TEST_CASE(parts_cover_the_bytes_in_order_on_page_boundaries)
         }
 }
 
-BOOST_AUTO_TEST_CASE(every_part_runs_once_and_all_but_the_first_on_threads_of_their_own)
+BOOST_AUTO_TEST_CASE(every_part_runs_once_however_often_the_pool_is_used)
 {
-    constexpr std::size_t parts = 5;
-    std::atomic<int> runs[parts] = {};
-    pthread_t ran_on[parts];
-    const pthread_t caller = ::pthread_self();
+    // The pool's workers and the caller claim parts from one ticket: none may be run twice or
+    // skipped, in a first pass (workers starting) or in the hundredth (workers reused).
+    for (std::size_t parts : {2, 3, 5, 64})
+        for (int pass = 0; pass < 100; ++pass)
+        {
+            std::atomic<int> runs[detail::parallel_max_parts] = {};
+            detail::run_parts(parts, [&](std::size_t i) { ++runs[i]; });
+            for (std::size_t i = 0; i < detail::parallel_max_parts; ++i)
+                BOOST_REQUIRE_MESSAGE(runs[i].load() == (i < parts ? 1 : 0),
+                                      "part " << i << " of " << parts << ", pass " << pass);
+        }
+}
+
+BOOST_AUTO_TEST_CASE(a_pass_that_finds_the_pool_busy_runs_its_parts_on_threads_of_its_own)
+{
+    // A part that itself cuts a pass into parts finds the pool held by its caller.
+    constexpr std::size_t parts = 3;
+    std::atomic<int> inner_runs[parts][parts] = {};
+    pthread_t ran_on[parts][parts];
     detail::run_parts(parts,
-                      [&](std::size_t i)
+                      [&](std::size_t outer)
                       {
-                          ++runs[i];
-                          ran_on[i] = ::pthread_self();
+                          detail::run_parts(parts,
+                                            [&](std::size_t inner)
+                                            {
+                                                ++inner_runs[outer][inner];
+                                                ran_on[outer][inner] = ::pthread_self();
+                                            });
                       });
-    for (std::size_t i = 0; i < parts; ++i)
-        BOOST_TEST(runs[i].load() == 1, "part " << i);
-    BOOST_TEST(::pthread_equal(ran_on[0], caller) != 0);
+    for (std::size_t o = 0; o < parts; ++o)
+        for (std::size_t i = 0; i < parts; ++i)
+            BOOST_TEST(inner_runs[o][i].load() == 1, "part " << o << "." << i);
+    // run_parts_on_new_threads itself: part 0 here, the others on threads started for them
+    pthread_t own[parts];
+    detail::run_parts_on_new_threads(parts, [&](std::size_t i) { own[i] = ::pthread_self(); });
+    BOOST_TEST(::pthread_equal(own[0], ::pthread_self()) != 0);
     for (std::size_t i = 1; i < parts; ++i)
-        BOOST_TEST(::pthread_equal(ran_on[i], caller) == 0, "part " << i);
+        BOOST_TEST(::pthread_equal(own[i], ::pthread_self()) == 0, "part " << i);
+}
+
+BOOST_AUTO_TEST_CASE(checksums_from_several_threads_at_once_are_all_right)
+{
+    // Four threads checksum at the same time: one holds the pool, the others start threads of
+    // their own; every result must be zlib's.
+    threads_for_scope scope(4);
+    const auto buffer = random_bytes(3 * min_part + 99, 5);
+    const auto expected =
+        static_cast<std::uint32_t>(::crc32(0, buffer.data(), static_cast<uInt>(buffer.size())));
+    std::atomic<int> wrong{0};
+    std::vector<std::thread> callers;
+    for (int t = 0; t < 4; ++t)
+        callers.emplace_back(
+            [&]
+            {
+                for (int k = 0; k < 20; ++k)
+                    if (detail::crc32_of(as_bytes(buffer.data(), buffer.size())) != expected)
+                        ++wrong;
+            });
+    for (auto& c : callers)
+        c.join();
+    BOOST_TEST(wrong.load() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_child_of_fork_checksums_in_parts_without_its_parents_workers)
+{
+    // fork() copies the pool but not its threads: the child must not count on workers that
+    // do not exist there (it makes its own pool).
+    threads_for_scope scope(4);
+    const auto buffer = random_bytes(3 * min_part, 9);
+    const auto expected =
+        static_cast<std::uint32_t>(::crc32(0, buffer.data(), static_cast<uInt>(buffer.size())));
+    BOOST_REQUIRE(detail::crc32_of(as_bytes(buffer.data(), buffer.size())) == expected);
+    const pid_t child = ::fork();
+    BOOST_REQUIRE(child >= 0);
+    if (child == 0)
+    {
+        ::alarm(20); // a child stuck waiting for its parent's workers ends, and the test fails
+        const bool ok = detail::crc32_of(as_bytes(buffer.data(), buffer.size())) == expected;
+        ::_exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    BOOST_REQUIRE(::waitpid(child, &status, 0) == child);
+    BOOST_TEST(WIFEXITED(status));
+    BOOST_TEST(WEXITSTATUS(status) == 0);
 }
 
 BOOST_AUTO_TEST_CASE(a_checksum_in_parts_is_zlibs_crc32_on_any_number_of_threads)

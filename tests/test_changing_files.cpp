@@ -4,7 +4,6 @@
 // instead and the load reports an io_error, the model untouched where its checks had not passed.
 #include "test_files.hpp"
 
-#include <ember/core/threads.hpp>
 #include <ember/detail/crc32.hpp>
 #include <ember/detail/file_io.hpp>
 #include <ember/detail/mapped_file.hpp>
@@ -62,8 +61,6 @@ big_model model_with(float offset)
         m.weight.value.data()[i] = offset + static_cast<float>(i % 1000);
     return m;
 }
-
-const char* const extensions[] = {".ember", ".pth", ".safetensors"};
 
 // 12 MiB of floats: large enough that ember's passes over it run in parts on several threads.
 constexpr std::size_t large_words = std::size_t{3} << 20;
@@ -144,7 +141,7 @@ BOOST_AUTO_TEST_CASE(a_new_mapping_of_the_same_file_starts_intact)
 BOOST_AUTO_TEST_CASE(loading_a_file_cut_short_after_mapping_is_an_io_error_in_every_format)
 {
     temp_dir dir;
-    for (const char* ext : extensions)
+    for (const char* ext : test::model_extensions)
     {
         BOOST_TEST_CONTEXT("format " << ext)
         {
@@ -164,7 +161,7 @@ BOOST_AUTO_TEST_CASE(loading_a_file_cut_short_after_mapping_is_an_io_error_in_ev
 BOOST_AUTO_TEST_CASE(loading_a_model_from_a_file_cut_short_throws_and_leaves_the_model_as_it_was)
 {
     temp_dir dir;
-    for (const char* ext : extensions)
+    for (const char* ext : test::model_extensions)
     {
         BOOST_TEST_CONTEXT("format " << ext)
         {
@@ -187,10 +184,9 @@ BOOST_AUTO_TEST_CASE(lost_pages_read_on_ember_threads_are_zeros_and_an_io_error_
     // 12 MiB: the checksums (ember's container, PyTorch's zip) and the page walk (safetensors)
     // run in parts on helper threads, which fault on the lost pages themselves; the guard must
     // take those faults as it takes the calling thread's.
-    const int previous = get_num_threads();
-    set_num_threads(4);
+    test::threads_for_scope four(4);
     temp_dir dir;
-    for (const char* ext : extensions)
+    for (const char* ext : test::model_extensions)
     {
         BOOST_TEST_CONTEXT("format " << ext)
         {
@@ -212,7 +208,6 @@ BOOST_AUTO_TEST_CASE(lost_pages_read_on_ember_threads_are_zeros_and_an_io_error_
                                    [](float x) { return x == 5.0f; }));
         }
     }
-    set_num_threads(previous);
 }
 
 BOOST_AUTO_TEST_CASE(a_safetensors_file_cut_short_after_opening_is_an_io_error_on_get_tensor)
@@ -234,7 +229,7 @@ BOOST_AUTO_TEST_CASE(loads_racing_a_program_that_cuts_the_file_in_place_never_cr
     // under it. Each load must give the file's tensors or throw an ember error; none may crash
     // or return other numbers. How many hit a lost page is up to the scheduler (reported).
     temp_dir dir;
-    for (const char* ext : extensions)
+    for (const char* ext : test::model_extensions)
     {
         BOOST_TEST_CONTEXT("format " << ext)
         {

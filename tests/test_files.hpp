@@ -1,7 +1,10 @@
 #pragma once
 /// @file
 /// What tests that write files and check errors share: a scratch folder removed afterwards,
-/// whole-file reads and writes, and the message of an expected exception.
+/// whole-file reads and writes, the formats a model loads from in place, ember's thread count
+/// for a scope, and the message of an expected exception.
+
+#include <ember/core/threads.hpp>
 
 #include <boost/test/unit_test.hpp>
 
@@ -80,6 +83,23 @@ std::string message_of(F&& f)
     BOOST_FAIL("expected an exception");
     return {};
 }
+
+/// @brief The extensions of the formats a model is saved in and loaded into in place: ember's
+/// container, PyTorch's zip, safetensors.
+inline constexpr const char* model_extensions[] = {".ember", ".pth", ".safetensors"};
+
+/// @brief Sets ember's thread count for a scope, and puts the previous one back.
+struct threads_for_scope
+{
+    explicit threads_for_scope(int n) : previous(ember::get_num_threads())
+    {
+        ember::set_num_threads(n);
+    }
+    ~threads_for_scope() { ember::set_num_threads(previous); }
+    threads_for_scope(const threads_for_scope&) = delete;
+    threads_for_scope& operator=(const threads_for_scope&) = delete;
+    int previous;
+};
 
 /// @brief Whether `s` contains `part`.
 inline bool contains(const std::string& s, std::string_view part)

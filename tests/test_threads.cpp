@@ -30,22 +30,13 @@ using namespace ember;
 using test::contains;
 using test::message_of;
 using test::temp_dir;
+using test::threads_for_scope;
 namespace fs = std::filesystem;
 
 namespace
 {
 
 constexpr std::size_t min_part = detail::parallel_min_part;
-
-/// Sets ember's thread count for a scope, and puts the previous one back.
-struct threads_for_scope
-{
-    explicit threads_for_scope(int n) : previous(get_num_threads()) { set_num_threads(n); }
-    ~threads_for_scope() { set_num_threads(previous); }
-    threads_for_scope(const threads_for_scope&) = delete;
-    threads_for_scope& operator=(const threads_for_scope&) = delete;
-    int previous;
-};
 
 std::vector<unsigned char> random_bytes(std::size_t n, unsigned seed)
 {
@@ -87,8 +78,6 @@ two_tensor_model model_with(float offset)
         m.bias.value.data()[i] = offset - static_cast<float>(i);
     return m;
 }
-
-const char* const extensions[] = {".ember", ".pth", ".safetensors"};
 
 } // namespace
 
@@ -301,7 +290,7 @@ BOOST_AUTO_TEST_CASE(a_copy_in_parts_copies_every_byte_and_nothing_outside)
 BOOST_AUTO_TEST_CASE(a_model_loads_the_same_values_on_one_thread_and_on_four_in_every_format)
 {
     temp_dir dir;
-    for (const char* ext : extensions)
+    for (const char* ext : test::model_extensions)
     {
         BOOST_TEST_CONTEXT("format " << ext)
         {

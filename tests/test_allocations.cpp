@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "../examples/lesson_model.hpp" // the lesson's LinearRegressionModel
+#include "test_files.hpp"               // threads_for_scope
 
 // ---- the counting allocator ----------------------------------------------------------------
 
@@ -416,9 +417,13 @@ BOOST_AUTO_TEST_CASE(the_lessons_training_step_and_validation_allocate_nothing_a
 namespace
 {
 template <class Optimizer, class Options>
-void check_mlp(Options options, std::size_t batch, int threads = 1, bool input_grad = true)
+void check_mlp(Options options, std::size_t batch, int threads = 1, bool input_grad = true,
+               int ember_threads = 2)
 {
     const blas_threads blas(threads);
+    // Two of ember's threads: the optimizer updates the 784x256 and 256x256 weights in parts,
+    // one on a worker of ember's pool, which a step must not allocate for either.
+    const test::threads_for_scope ember_scope(ember_threads);
     manual_seed(0);
     auto model = make_mlp();
     model.requires_input_grad(input_grad);
@@ -429,8 +434,9 @@ void check_mlp(Options options, std::size_t batch, int threads = 1, bool input_g
         train_step(model, loss_fn, opt, data.x, data.y);
     const measured scope;
     const step_counts c = train_step(model, loss_fn, opt, data.x, data.y);
-    BOOST_TEST(c.total() == 0, "batch " << batch << ", " << threads
-                                        << " BLAS threads: training step allocated: " << c.str());
+    BOOST_TEST(c.total() == 0, "batch " << batch << ", " << threads << " BLAS threads, "
+                                        << ember_threads
+                                        << " of ember's: training step allocated: " << c.str());
     // A module's own zero_grad() walks the tree; it must not build names.
     const long zero = allocations_in([&] { model.zero_grad(); });
     BOOST_TEST(zero == 0, "module zero_grad() allocated " << zero << " times");
@@ -472,6 +478,11 @@ BOOST_AUTO_TEST_CASE(an_mlp_step_with_adamw_and_rmsprop_allocates_nothing)
 BOOST_AUTO_TEST_CASE(an_mlp_step_without_input_grad_allocates_nothing_after_warm_up)
 {
     check_mlp<optim::sgd<float>>(optim::sgd_options{.lr = 0.01, .momentum = 0.9}, 64, 1, false);
+}
+
+BOOST_AUTO_TEST_CASE(an_mlp_step_on_one_of_embers_threads_allocates_nothing_after_warm_up)
+{
+    check_mlp<optim::sgd<float>>(optim::sgd_options{.lr = 0.01, .momentum = 0.9}, 16, 1, false, 1);
 }
 
 BOOST_AUTO_TEST_CASE(with_threaded_blas_ember_itself_allocates_nothing)

@@ -3,7 +3,9 @@
 // device the suite is built for (test_device.hpp), and state_dicts moving between it and cpu.
 #include "golden/optimizers.hpp"
 #include "test_device.hpp"
+#include "test_files.hpp"
 
+#include <ember/detail/parallel.hpp>
 #include <ember/detail/simd_dispatch.hpp>
 #include <ember/nn/module.hpp>
 #include <ember/optim/optimizers.hpp>
@@ -897,15 +899,15 @@ const char* isa_name(ember::detail::simd_isa isa)
     return isa == ember::detail::simd_isa::avx2 ? "avx2" : "baseline";
 }
 
-// `steps` steps of Optimizer(options) on one parameter of n elements (several 256-element
-// blocks and a ragged tail), random values and gradients of mixed magnitudes, in every variant
-// this CPU runs; after each step the parameter must equal the reference's bit for bit.
+// `steps` steps of Optimizer(options) on one parameter of n elements (by default several
+// 256-element blocks and a ragged tail), random values and gradients of mixed magnitudes, in
+// every variant this CPU runs; after each step the parameter must equal the reference's bit for
+// bit.
 template <class T, class Optimizer, class Options, class Reference>
-void check_variants_against_reference(const Options& options, Reference reference, const char* what)
+void check_variants_against_reference(const Options& options, Reference reference, const char* what,
+                                      std::size_t n = 3 * 256 + 77, int steps = 300)
 {
     using ember::detail::simd_isa;
-    constexpr std::size_t n = 3 * 256 + 77;
-    constexpr int steps = 300;
     std::mt19937 rng(20261129);
     std::uniform_real_distribution<T> unit(T(-1), T(1));
     std::uniform_int_distribution<int> exponent(-6, 2);
@@ -995,4 +997,32 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(every_cpu_simd_variant_matches_a_scalar_loop_bit_f
     const optim::rmsprop_options rmsprop_plain{};
     check_variants_against_reference<T, optim::rmsprop<T, cpu>>(
         rmsprop_plain, rmsprop_reference<T>{rmsprop_plain}, "rmsprop");
+}
+
+// A large parameter's update runs in parts on ember's threads (optim::detail::update_in_parts):
+// on any number of them, every element must still get the scalar loop's value bit for bit.
+BOOST_AUTO_TEST_CASE(updates_in_parts_on_several_threads_match_a_scalar_loop_bit_for_bit)
+{
+    // Five minimum parts and a ragged tail: 2, 3 and 4 threads cut it differently.
+    const std::size_t n = 5 * ember::detail::parallel_min_elements + 3 * 256 + 77;
+    const optim::sgd_options sgd_momentum{.lr = 0.01, .momentum = 0.9, .dampening = 0.1};
+    const optim::adam_options adam_all{
+        .lr = 3e-3, .weight_decay = 0.1, .amsgrad = true, .maximize = true};
+    const optim::rmsprop_options rmsprop_all{
+        .lr = 1e-3, .weight_decay = 1e-2, .momentum = 0.5, .centered = true};
+    for (int threads : {1, 2, 3, 4})
+    {
+        const test::threads_for_scope scope(threads);
+        BOOST_TEST_CONTEXT(threads << " threads")
+        {
+            check_variants_against_reference<float, optim::sgd<float, cpu>>(
+                sgd_momentum, sgd_reference<float>{sgd_momentum}, "sgd, momentum", n, 4);
+            check_variants_against_reference<float, optim::adam<float, cpu>>(
+                adam_all, adam_reference<float, optim::adam_options, false>{adam_all},
+                "adam, weight decay, amsgrad", n, 4);
+            check_variants_against_reference<double, optim::rmsprop<double, cpu>>(
+                rmsprop_all, rmsprop_reference<double>{rmsprop_all}, "rmsprop, centered, momentum",
+                n, 4);
+        }
+    }
 }

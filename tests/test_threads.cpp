@@ -12,6 +12,7 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -19,6 +20,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <pthread.h>
@@ -194,6 +196,68 @@ BOOST_AUTO_TEST_CASE(a_pass_that_finds_the_pool_busy_runs_its_parts_on_threads_o
     BOOST_TEST(::pthread_equal(own[0], ::pthread_self()) != 0);
     for (std::size_t i = 1; i < parts; ++i)
         BOOST_TEST(::pthread_equal(own[i], ::pthread_self()) == 0, "part " << i);
+}
+
+BOOST_AUTO_TEST_CASE(
+    an_elementwise_loop_is_cut_on_grain_boundaries_into_parts_of_the_minimum_and_up)
+{
+    constexpr std::size_t min_elements = detail::parallel_min_elements;
+    constexpr std::size_t grain = 256;
+    for (int threads : {1, 2, 3, 4, 64})
+        for (std::size_t n : {std::size_t{0}, std::size_t{1}, 2 * min_elements - 1,
+                              2 * min_elements, 5 * min_elements + 3 * grain + 77})
+        {
+            threads_for_scope scope(threads);
+            std::vector<std::pair<std::size_t, std::size_t>> ranges(detail::parallel_max_parts);
+            std::atomic<std::size_t> calls{0};
+            detail::parallel_elements(n, grain,
+                                      [&](std::size_t first, std::size_t last)
+                                      {
+                                          // a part's index from where it starts: parts are
+                                          // at least min_elements long
+                                          ranges[first / min_elements] = {first, last};
+                                          ++calls;
+                                      });
+            BOOST_TEST_CONTEXT(threads << " threads, " << n << " elements")
+            {
+                const std::size_t expected = std::clamp<std::size_t>(
+                    std::min(n / min_elements, std::size_t(threads)), 1, 64);
+                BOOST_TEST(calls.load() == expected);
+                std::size_t next = 0;
+                for (std::size_t i = 0; i < calls.load(); ++i)
+                {
+                    const auto [first, last] = ranges[next / min_elements];
+                    BOOST_TEST(first == next);
+                    BOOST_TEST((last == n || last % grain == 0));
+                    BOOST_TEST((n < 2 * min_elements || last - first >= min_elements));
+                    next = last;
+                }
+                BOOST_TEST(next == n);
+            }
+        }
+}
+
+BOOST_AUTO_TEST_CASE(an_elementwise_loop_that_finds_the_pool_busy_runs_on_the_calling_thread)
+{
+    threads_for_scope scope(4);
+    const std::size_t n = 8 * detail::parallel_min_elements;
+    std::atomic<int> elsewhere{0};
+    std::atomic<std::size_t> covered{0};
+    detail::run_parts(2,
+                      [&](std::size_t)
+                      {
+                          const pthread_t self = ::pthread_self();
+                          detail::parallel_elements(
+                              n, 256,
+                              [&](std::size_t first, std::size_t last)
+                              {
+                                  covered += last - first;
+                                  if (!::pthread_equal(::pthread_self(), self))
+                                      ++elsewhere;
+                              });
+                      });
+    BOOST_TEST(covered.load() == 2 * n);
+    BOOST_TEST(elsewhere.load() == 0);
 }
 
 BOOST_AUTO_TEST_CASE(checksums_from_several_threads_at_once_are_all_right)

@@ -1,9 +1,11 @@
 #pragma once
 /// @file
-/// How many threads ember's own work on large buffers may use (torch.set_num_threads): today
-/// the checksums and copies of a model's tensors when a file is loaded, split over threads
-/// from 2 MiB a thread up (detail/parallel.hpp). One thread's memory bandwidth is what bounds
-/// those passes, so a load on two threads takes about half the time.
+/// How many threads ember's own work on large buffers may use (torch.set_num_threads): the
+/// checksums and copies of a model's tensors when a file is loaded, split over threads from
+/// 2 MiB a thread up, and an optimizer's update of a large parameter on the cpu, from 32768
+/// elements a thread up (detail/parallel.hpp). One thread's memory bandwidth is what bounds
+/// those passes, so a load on two threads takes about half the time; results are the same on
+/// any number of threads.
 ///
 /// @code
 /// ember::set_num_threads(1); // everything ember does itself, on the calling thread

@@ -1,7 +1,8 @@
 #pragma once
 /// @file
 /// A pass over a large buffer (a checksum, a copy, touching a mapping's pages) cut into parts,
-/// one a thread, as many as get_num_threads() allows from parallel_min_part bytes a part up.
+/// one a thread, as many as get_num_threads() allows from parallel_min_part bytes a part up;
+/// likewise an elementwise loop (an optimizer's update) from parallel_min_elements up.
 /// Such a pass is bound by the bandwidth one core gets from memory, so parts on two cores take
 /// about half the time: on the 2-vCPU Xeon of docs/benchmarks.md, the checksum of 400 MB of
 /// mapped file 25-30 ms on one thread, 13-17 ms on two; the copy 33 and 17 ms.
@@ -58,10 +59,10 @@ inline std::pair<std::size_t, std::size_t> part_range(std::size_t n, std::size_t
 /// a 4 MiB part takes: a model's load, one checksum and one copy per tensor, lost a third of
 /// what the second thread gave. So the workers are started when a pass first needs them and
 /// stay; after each part a worker spins for part_pool::spin_ns, which spans the gap between
-/// one tensor's pass and the next, and then sleeps (a futex, through std::atomic::wait) until
-/// the next pass. A worker blocks every signal but the synchronous ones (a fault on a mapped
-/// file reaches ember's SIGBUS handler, detail/mapped_file.hpp), so the program's own signals
-/// go to its own threads.
+/// one tensor's pass and the next (and between training steps), and then sleeps (a futex, through
+/// std::atomic::wait) until the next pass. A worker blocks every signal but the synchronous ones (a
+/// fault on a mapped file reaches ember's SIGBUS handler, detail/mapped_file.hpp), so the program's
+/// own signals go to its own threads.
 ///
 /// A pass is published as one 64-bit ticket: generation (48 bits), parts (8), next part to
 /// claim (8). Workers and the caller claim parts by incrementing it; a worker that sees
@@ -73,8 +74,10 @@ class part_pool
 public:
     using part_fn = void (*)(const void* context, std::size_t index);
 
-    /// How long a worker spins for the next pass before it sleeps.
-    static constexpr long spin_ns = 500000;
+    /// How long a worker spins for the next pass before it sleeps: longer than a step of a
+    /// small model's training, between one step's optimizer updates and the next (0.5 ms gave
+    /// the worker fewer of those parts in the MLP benchmark at batch 16 and 64).
+    static constexpr long spin_ns = 2000000;
 
     /// The process's pool, held until release(); nullptr while another thread holds it.
     static part_pool* try_acquire() noexcept
@@ -195,9 +198,16 @@ private:
         for (;;)
         {
             std::uint64_t t = m_ticket.load(std::memory_order_acquire);
+            // The spin yields now and then: a thread of the BLAS waiting on this CPU for its
+            // part of a product (an optimizer's pass falls between a model's products) runs
+            // at once instead of after the scheduler's time slice.
+            unsigned spins = 0;
             for (const long until = now_ns() + spin_ns; t >> 16 == seen && now_ns() < until;
                  t = m_ticket.load(std::memory_order_acquire))
-                pause();
+                if (++spins % 4 == 0)
+                    ::sched_yield();
+                else
+                    pause();
             while (t >> 16 == seen)
             {
                 m_ticket.wait(t, std::memory_order_acquire);
@@ -252,11 +262,11 @@ void run_parts_on_new_threads(std::size_t parts, const Part& part) noexcept
 }
 
 /// Runs `part(i)` for every i in [0, parts) (at most parallel_max_parts) and returns once all
-/// have run: on the calling thread and the pool's workers (part_pool), or threads of its own
-/// while the pool is in use, or all on the calling thread where no thread can start. `part`
-/// must not throw.
+/// have run: on the calling thread and the pool's workers (part_pool); while the pool is in use,
+/// on threads of its own, or on the calling thread alone where `new_threads_if_busy` is false;
+/// all on the calling thread where no thread can start. `part` must not throw.
 template <class Part>
-void run_parts(std::size_t parts, const Part& part) noexcept
+void run_parts(std::size_t parts, const Part& part, bool new_threads_if_busy = true) noexcept
 {
     parts = std::min(parts, parallel_max_parts);
     if (parts <= 1)
@@ -266,8 +276,14 @@ void run_parts(std::size_t parts, const Part& part) noexcept
         return;
     }
     part_pool* pool = part_pool::try_acquire();
-    if (pool == nullptr)
+    if (pool == nullptr && new_threads_if_busy)
         return run_parts_on_new_threads(parts, part);
+    if (pool == nullptr)
+    {
+        for (std::size_t i = 0; i < parts; ++i)
+            part(i);
+        return;
+    }
     pool->run(
         parts, [](const void* p, std::size_t i) { (*static_cast<const Part*>(p))(i); }, &part);
     pool->release();
@@ -284,6 +300,34 @@ void parallel_pass(std::size_t n, const Pass& pass) noexcept
                   const auto [first, last] = part_range(n, parts, i);
                   pass(first, last);
               });
+}
+
+/// Elements a part of an elementwise loop over a few arrays (an optimizer's update of a
+/// parameter) has at least. On the machine above SGD with momentum updates 32768 floats in
+/// about 20 µs on one core, bound by the bandwidth of its caches; in the MLP benchmark the
+/// caller waited 1-15 µs a pass for a worker's part.
+inline constexpr std::size_t parallel_min_elements = std::size_t{1} << 15;
+
+/// Runs `pass(first, last)` over the parts of the elements [0, n): as many as
+/// get_num_threads() allows from parallel_min_elements a part up, every boundary a multiple of
+/// `grain` elements. While the pool is in use the parts run one after another here: a loop this
+/// short does not pay for starting threads.
+template <class Pass>
+void parallel_elements(std::size_t n, std::size_t grain, const Pass& pass) noexcept
+{
+    const auto threads = static_cast<std::size_t>(get_num_threads());
+    const std::size_t parts = std::clamp<std::size_t>(std::min(n / parallel_min_elements, threads),
+                                                      1, parallel_max_parts);
+    const std::size_t grains = (n + grain - 1) / grain;
+    run_parts(
+        parts,
+        [&](std::size_t i)
+        {
+            const std::size_t first = std::min(n, grains * i / parts * grain);
+            const std::size_t last = std::min(n, grains * (i + 1) / parts * grain);
+            pass(first, last);
+        },
+        false);
 }
 
 } // namespace ember::detail

@@ -296,7 +296,13 @@ struct adam_launch
     template <bool Decay, bool Amsgrad>
     void operator()() const
     {
-        adam_step<Device, T, Decoupled, Decay, Amsgrad>(n, x, g, m, v, vmax, k);
+        update_in_parts<Device>(n,
+                                [&](std::size_t first, std::size_t last)
+                                {
+                                    adam_step<Device, T, Decoupled, Decay, Amsgrad>(
+                                        last - first, x + first, g + first, shifted(m, first),
+                                        shifted(v, first), shifted(vmax, first), k);
+                                });
     }
 };
 

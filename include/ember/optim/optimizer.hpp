@@ -34,6 +34,7 @@
 #include "ember/core/error.hpp"
 #include "ember/core/host_tensor.hpp"
 #include "ember/core/ordered_dict.hpp"
+#include "ember/detail/parallel.hpp"
 #include "ember/detail/precompiled.hpp"
 #include "ember/detail/simd_dispatch.hpp"
 #include "ember/device/cpu.hpp"
@@ -167,6 +168,29 @@ inline constexpr std::size_t block_size = Device::host_memory ? 256 : 1;
 inline constexpr std::size_t block_count(std::size_t n, std::size_t block) noexcept
 {
     return (n + block - 1) / block;
+}
+
+/// @brief `p + offset`, or nullptr for an array that a kernel's flags leave out.
+template <class P>
+P* shifted(P* p, std::size_t offset) noexcept
+{
+    return p == nullptr ? p : p + offset;
+}
+
+/// @brief Runs `update(first, last)` over the elements [0, n) of one parameter: on the cpu in
+/// parts on ember's threads (ember::detail::parallel_elements), on other devices in one call. An
+/// optimizer's update is bound by what a core's caches deliver: SGD with momentum reads three
+/// arrays and writes two, so two cores update a layer of 200k weights in about half the time.
+/// The parts start on multiples of block_size, so every element sees the same arithmetic as in
+/// one call.
+template <class Device, class Update>
+void update_in_parts(std::size_t n, const Update& update)
+{
+#if !defined(__CUDACC__)
+    if constexpr (std::is_same_v<Device, cpu>)
+        return ember::detail::parallel_elements(n, block_size<cpu>, update);
+#endif
+    update(std::size_t{0}, n);
 }
 
 /// @brief `a + alpha * b`: PyTorch's `add(b, alpha=...)`, an FMA in its AVX2 kernels; ours is

@@ -202,7 +202,13 @@ struct rmsprop_launch
     template <bool Decay, bool Centered, bool Momentum>
     void operator()() const
     {
-        rmsprop_step<Device, T, Decay, Centered, Momentum>(n, x, g, sq, buf, ga, k);
+        update_in_parts<Device>(n,
+                                [&](std::size_t first, std::size_t last)
+                                {
+                                    rmsprop_step<Device, T, Decay, Centered, Momentum>(
+                                        last - first, x + first, g + first, shifted(sq, first),
+                                        shifted(buf, first), shifted(ga, first), k);
+                                });
     }
 };
 

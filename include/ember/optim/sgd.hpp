@@ -214,7 +214,12 @@ struct sgd_launch
     template <bool Decay, bool Momentum, bool Nesterov>
     void operator()() const
     {
-        sgd_step<Device, T, Decay, Momentum, Nesterov>(n, x, g, buf, k);
+        update_in_parts<Device>(n,
+                                [&](std::size_t first, std::size_t last)
+                                {
+                                    sgd_step<Device, T, Decay, Momentum, Nesterov>(
+                                        last - first, x + first, g + first, shifted(buf, first), k);
+                                });
     }
 };
 

@@ -36,19 +36,26 @@ inline constexpr std::size_t parallel_min_part = std::size_t{2} << 20;
 /// Parts at most, whatever get_num_threads() says: memory bandwidth stops growing long before.
 inline constexpr std::size_t parallel_max_parts = 64;
 
-/// How many parts a pass over `n` bytes is cut into: 1 below 2 * parallel_min_part.
-inline std::size_t parallel_parts(std::size_t n) noexcept
+/// Elements a part of an elementwise loop over a few arrays (an optimizer's update of a
+/// parameter) has at least. On the machine above SGD with momentum updates 32768 floats in
+/// about 20 µs on one core, bound by the bandwidth of its caches; in the MLP benchmark the
+/// caller waited 1-15 µs a pass for a worker's part.
+inline constexpr std::size_t parallel_min_elements = std::size_t{1} << 15;
+
+/// How many parts a pass over `n` bytes (or elements) is cut into: one a thread, each at least
+/// `min_part` long, so 1 below 2 * min_part.
+inline std::size_t parallel_parts(std::size_t n, std::size_t min_part = parallel_min_part) noexcept
 {
     const auto threads = static_cast<std::size_t>(get_num_threads());
-    return std::clamp<std::size_t>(std::min(n / parallel_min_part, threads), 1, parallel_max_parts);
+    return std::clamp<std::size_t>(std::min(n / min_part, threads), 1, parallel_max_parts);
 }
 
-/// The bytes [first, second) of part `i` of `n` bytes cut into `parts`: nearly equal, every
-/// boundary a multiple of 4096 from the start (whole pages of a page-aligned buffer).
-inline std::pair<std::size_t, std::size_t> part_range(std::size_t n, std::size_t parts,
-                                                      std::size_t i) noexcept
+/// The range [first, second) of part `i` of `n` bytes (or elements) cut into `parts`: nearly
+/// equal, every boundary a multiple of `grain` from the start (by default whole pages of a
+/// page-aligned buffer).
+inline std::pair<std::size_t, std::size_t>
+part_range(std::size_t n, std::size_t parts, std::size_t i, std::size_t grain = 4096) noexcept
 {
-    constexpr std::size_t grain = 4096;
     const std::size_t grains = (n + grain - 1) / grain;
     auto boundary = [&](std::size_t k) { return std::min(n, grains * k / parts * grain); };
     return {boundary(i), boundary(i + 1)};
@@ -302,12 +309,6 @@ void parallel_pass(std::size_t n, const Pass& pass) noexcept
               });
 }
 
-/// Elements a part of an elementwise loop over a few arrays (an optimizer's update of a
-/// parameter) has at least. On the machine above SGD with momentum updates 32768 floats in
-/// about 20 µs on one core, bound by the bandwidth of its caches; in the MLP benchmark the
-/// caller waited 1-15 µs a pass for a worker's part.
-inline constexpr std::size_t parallel_min_elements = std::size_t{1} << 15;
-
 /// Runs `pass(first, last)` over the parts of the elements [0, n): as many as
 /// get_num_threads() allows from parallel_min_elements a part up, every boundary a multiple of
 /// `grain` elements. While the pool is in use the parts run one after another here: a loop this
@@ -315,16 +316,12 @@ inline constexpr std::size_t parallel_min_elements = std::size_t{1} << 15;
 template <class Pass>
 void parallel_elements(std::size_t n, std::size_t grain, const Pass& pass) noexcept
 {
-    const auto threads = static_cast<std::size_t>(get_num_threads());
-    const std::size_t parts = std::clamp<std::size_t>(std::min(n / parallel_min_elements, threads),
-                                                      1, parallel_max_parts);
-    const std::size_t grains = (n + grain - 1) / grain;
+    const std::size_t parts = parallel_parts(n, parallel_min_elements);
     run_parts(
         parts,
         [&](std::size_t i)
         {
-            const std::size_t first = std::min(n, grains * i / parts * grain);
-            const std::size_t last = std::min(n, grains * (i + 1) / parts * grain);
+            const auto [first, last] = part_range(n, parts, i, grain);
             pass(first, last);
         },
         false);

@@ -268,6 +268,7 @@ void save_model(benchmark::State& state, const char* file)
 {
     big_model model;
     const auto path = bench::temp_dir() / file;
+    ember::save(model, path); // warm-up, as every file row (common.hpp)
     for (auto _ : state)
         ember::save(model, path);
     set_bytes(state);
@@ -279,6 +280,7 @@ void load_model(benchmark::State& state, const char* file)
     big_model model;
     const auto path = bench::temp_dir() / file;
     ember::save(model, path);
+    ember::load(model, path); // warm-up
     for (auto _ : state)
         ember::load(model, path);
     set_bytes(state);
@@ -292,6 +294,7 @@ void save_via_state_dict(benchmark::State& state)
 {
     big_model model;
     const auto path = bench::temp_dir() / "ember_state.ember";
+    ember::save(model.state_dict(), path); // warm-up
     for (auto _ : state)
         ember::save(model.state_dict(), path);
     set_bytes(state);
@@ -303,6 +306,7 @@ void load_via_state_dict(benchmark::State& state)
     big_model model;
     const auto path = bench::temp_dir() / "ember_state.ember";
     ember::save(model.state_dict(), path);
+    model.load_state_dict(ember::load<ember::state_dict>(path)); // warm-up
     for (auto _ : state)
         model.load_state_dict(ember::load<ember::state_dict>(path));
     set_bytes(state);
@@ -327,7 +331,7 @@ void plain_write(benchmark::State& state, bool sync)
 {
     big_model model;
     const auto path = bench::temp_dir() / "plain_state.bin";
-    for (auto _ : state)
+    auto write_file = [&]
     {
         std::filesystem::remove(path);
         const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -339,7 +343,10 @@ void plain_write(benchmark::State& state, bool sync)
         if (sync && ::fsync(fd) != 0)
             throw std::runtime_error("fsync failed");
         ::close(fd);
-    }
+    };
+    write_file(); // warm-up
+    for (auto _ : state)
+        write_file();
     set_bytes(state);
     std::filesystem::remove(path);
 }
@@ -356,7 +363,7 @@ void plain_read(benchmark::State& state)
         ::close(fd);
     }
     std::vector<char> buffer(bench::io_params() * sizeof(float));
-    for (auto _ : state)
+    auto read_file = [&]
     {
         const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
         std::size_t got = 0;
@@ -369,7 +376,10 @@ void plain_read(benchmark::State& state)
         }
         ::close(fd);
         benchmark::DoNotOptimize(buffer.data());
-    }
+    };
+    read_file(); // warm-up
+    for (auto _ : state)
+        read_file();
     set_bytes(state);
     std::filesystem::remove(path);
 }

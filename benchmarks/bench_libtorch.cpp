@@ -185,6 +185,9 @@ void save_state_dict(benchmark::State& state, bool sync)
 {
     BigModel model;
     const std::string path = (bench::temp_dir() / "torch_state.pt").string();
+    torch::save(model, path); // warm-up, as every file row (common.hpp)
+    if (sync)
+        fsync_file(path);
     for (auto _ : state)
     {
         torch::save(model, path);
@@ -200,6 +203,7 @@ void load_state_dict(benchmark::State& state)
     BigModel model;
     const std::string path = (bench::temp_dir() / "torch_state.pt").string();
     torch::save(model, path);
+    torch::load(model, path); // warm-up
     for (auto _ : state)
         torch::load(model, path);
     set_bytes(state);

@@ -154,7 +154,12 @@ inline std::string io_workload(const char* what)
     return std::string(what) + "/" + std::to_string(io_params() / 1000000) + "M";
 }
 
-/// Iterations of the slow (file) benchmarks: each one moves hundreds of megabytes.
+/// Iterations of the slow (file) benchmarks: each one moves hundreds of megabytes. Every file
+/// row, in both programs, saves or loads once untimed before these: compare_with_libtorch runs
+/// each workload family in a process of its own, and a process's first save or load also pays
+/// first-use costs (its allocator's fresh pages, LibTorch's first torch::load of 400 MB took
+/// 258-273 ms where the next took 142-151 ms), which a program that saves or loads repeatedly
+/// does not.
 inline int io_iterations()
 {
     return quick() ? 1 : 3;

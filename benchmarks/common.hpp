@@ -157,9 +157,9 @@ inline std::string io_workload(const char* what)
 /// Iterations of the slow (file) benchmarks: each one moves hundreds of megabytes. Every file
 /// row, in both programs, saves or loads once untimed before these: compare_with_libtorch runs
 /// each workload family in a process of its own, and a process's first save or load also pays
-/// first-use costs (its allocator's fresh pages, LibTorch's first torch::load of 400 MB took
-/// 258-273 ms where the next took 142-151 ms), which a program that saves or loads repeatedly
-/// does not.
+/// first-use costs (its allocator's fresh pages: LibTorch's loads of 400 MB took 258-273 ms each
+/// in a process's first three, 142-151 ms in the next three), which a program that saves or
+/// loads repeatedly does not.
 inline int io_iterations()
 {
     return quick() ? 1 : 3;

@@ -5,6 +5,9 @@
 
 #include <ember/core/grad_mode.hpp>
 #include <ember/core/threads.hpp>
+#include <ember/detail/crc32.hpp>
+#include <ember/detail/mapped_file.hpp>
+#include <ember/detail/stream_copy.hpp>
 #include <ember/loss/cross_entropy.hpp>
 #include <ember/loss/mse.hpp>
 #include <ember/nn/activation.hpp>
@@ -20,6 +23,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <span>
+#include <stdexcept>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -313,6 +318,38 @@ void load_via_state_dict(benchmark::State& state)
     std::filesystem::remove(path);
 }
 
+// What a load that checks every byte before it changes the model cannot go below, with the
+// load's own primitives and threads: the file mapped, its CRC-32 (detail::crc32_of), then its
+// bytes copied into the parameters (detail::stream_copy), with no parsing, no record checks
+// and no key or shape matching. `load` over this row is what ember's container costs beyond
+// its two passes over the file.
+void load_floor(benchmark::State& state)
+{
+    big_model model;
+    const auto path = bench::temp_dir() / "ember_state.ember";
+    ember::save(model, path);
+    auto passes = [&]
+    {
+        const ember::detail::file_bytes file(path);
+        const std::span<const std::byte> bytes = file.bytes();
+        benchmark::DoNotOptimize(ember::detail::crc32_of(bytes));
+        const std::byte* from = bytes.data();
+        for (auto& p : model.params)
+        {
+            const std::size_t n = p.value.size() * sizeof(float);
+            if (from + n > bytes.data() + bytes.size())
+                throw std::runtime_error("load_floor: the file is smaller than the parameters");
+            ember::detail::stream_copy(p.value.data(), from, n);
+            from += n;
+        }
+    };
+    passes(); // warm-up
+    for (auto _ : state)
+        passes();
+    set_bytes(state);
+    std::filesystem::remove(path);
+}
+
 // The same bytes written with one write() per tensor into a new file, then fsync (durable, as
 // ember's save is) or not; and read back whole.
 void write_all(int fd, const char* p, std::size_t n)
@@ -443,6 +480,7 @@ void register_all()
     reg_io("plain_write_fsync", [](benchmark::State& s) { plain_write(s, true); });
     reg_io("plain_write", [](benchmark::State& s) { plain_write(s, false); });
     reg_io("plain_read", plain_read);
+    reg_io("load_floor", load_floor);
 }
 
 } // namespace

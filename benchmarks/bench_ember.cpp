@@ -25,6 +25,7 @@
 #include <cstring>
 #include <span>
 #include <stdexcept>
+
 #include <fcntl.h>
 #include <unistd.h>
 

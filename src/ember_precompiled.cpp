@@ -4,9 +4,9 @@
 // ember_precompiled_dep; elsewhere: compile this file into the program and define
 // EMBER_PRECOMPILED for every other file). ember stays header-only without it. With it, a
 // program's files see only the declarations of the formats, the figure and the tools, and the
-// optimizers and losses as extern templates (detail/precompiled.hpp): they parse none of the format code or
-// the cereal, PyTorch and safetensors headers behind it, and generate none of that code. This file
-// holds the definitions.
+// optimizers and losses as extern templates (detail/precompiled.hpp): they parse none of the format
+// code or the cereal, PyTorch and safetensors headers behind it, and generate none of that code.
+// This file holds the definitions.
 #if defined(EMBER_PRECOMPILED)
 #error "compile ember_precompiled.cpp without EMBER_PRECOMPILED"
 #endif
@@ -35,6 +35,14 @@
 
 namespace ember
 {
+// The dictionaries the headers declare extern (EMBER_PRECOMPILED_EXTERN_CLASS): a value's, the
+// state_dict and its views, an optimizer's state, a checkpoint's generators.
+template class ordered_dict<value>;
+template class ordered_dict<host_tensor>;
+template class ordered_dict<host_tensor_view>;
+template class ordered_dict<optim::state_value>;
+template class ordered_dict<generator_state>;
+
 EMBER_PRECOMPILED_FORMATS_FOR(state_dict)
 EMBER_PRECOMPILED_FORMATS_FOR(optim::optimizer_state)
 EMBER_PRECOMPILED_FORMATS_FOR(checkpoint)

@@ -195,6 +195,33 @@ BOOST_AUTO_TEST_CASE(every_optimizer_resumes_bit_for_bit_through_a_checkpoint_fi
         optim::rmsprop_options{.lr = 0.01, .momentum = 0.5, .centered = true}, "rmsprop.json");
 }
 
+// The dictionaries behind a state_dict, an optimizer's state, a value and a checkpoint's
+// generators are extern templates here (EMBER_PRECOMPILED_EXTERN_CLASS): their members come
+// from the library, and must link and behave.
+BOOST_AUTO_TEST_CASE(the_dictionaries_are_linked)
+{
+    checkpoint c;
+    c.epoch = 7;
+    c.train_loss = 0.25; // NaN by default, and NaN != NaN
+    c.val_loss = 0.5;
+    c.hyperparameters = {{"learning_rate", 0.01}, {"layers", value::list{4, 8, 2}}};
+    c.extras.insert_or_assign("note", "resumed");
+    c.generators.insert("default", default_generator().state());
+    c.model_state_dict = make_model(3).state_dict();
+    BOOST_TEST((c.hyperparameters.keys() == std::vector<std::string>{"learning_rate", "layers"}));
+    BOOST_TEST(c.hyperparameters.at("learning_rate").to_double() == 0.01);
+    BOOST_TEST(c.generators.contains("default"));
+    BOOST_TEST(c.model_state_dict.find("no such key") == nullptr);
+    BOOST_TEST(contains(message_of<key_error>([&] { c.hyperparameters.insert("layers", 3); }),
+                        "duplicate key 'layers'"));
+
+    temp_dir dir("ember_precompiled");
+    save(c, dir.path / "c.tar");
+    const auto loaded = load<checkpoint>(dir.path / "c.tar");
+    BOOST_TEST((loaded == c));
+    BOOST_TEST(loaded.extras.at("note").as<std::string>() == "resumed");
+}
+
 BOOST_AUTO_TEST_CASE(the_figure_is_linked)
 {
     plot::figure fig(6, 4);

@@ -5,6 +5,7 @@
 
 #include "ember/core/host_tensor.hpp"
 #include "ember/core/ordered_dict.hpp"
+#include "ember/detail/precompiled.hpp"
 
 namespace ember
 {
@@ -16,5 +17,8 @@ using state_dict = ordered_dict<host_tensor>;
 /// of a mapped file while it is loaded): what `ember::save(model, path)` and
 /// `ember::load(model, path)` use to move parameters without a copy in between.
 using state_dict_view = ordered_dict<host_tensor_view>;
+
+EMBER_PRECOMPILED_EXTERN_CLASS(ordered_dict<host_tensor>)
+EMBER_PRECOMPILED_EXTERN_CLASS(ordered_dict<host_tensor_view>)
 
 } // namespace ember

@@ -7,6 +7,7 @@
 #include "ember/core/error.hpp"
 #include "ember/core/host_tensor.hpp"
 #include "ember/core/ordered_dict.hpp"
+#include "ember/detail/precompiled.hpp"
 
 #include <cstdint>
 #include <initializer_list>
@@ -110,5 +111,7 @@ inline double value::to_double() const
         return static_cast<double>(*i);
     throw value_error(std::string("value is a ") + type_name() + ", not a number");
 }
+
+EMBER_PRECOMPILED_EXTERN_CLASS(ordered_dict<value>) // value::dict
 
 } // namespace ember

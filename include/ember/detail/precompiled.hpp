@@ -41,3 +41,14 @@
 #else
 #define EMBER_PRECOMPILED_EXTERN(INSTANCES) INSTANCES(extern, ember::cpu)
 #endif
+
+// EMBER_PRECOMPILED_EXTERN_CLASS(SPECIALIZATION): after the definitions a class template's
+// specialization needs (ember::ordered_dict<ember::value>, the state_dict, ...). With
+// EMBER_PRECOMPILED it declares the specialization extern, so that a file naming it does not
+// compile its members again: src/ember_precompiled.cpp compiles them once. Header-only, and
+// in that file, it is empty.
+#if EMBER_DEFINITIONS
+#define EMBER_PRECOMPILED_EXTERN_CLASS(...)
+#else
+#define EMBER_PRECOMPILED_EXTERN_CLASS(...) extern template class __VA_ARGS__;
+#endif

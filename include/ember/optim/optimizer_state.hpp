@@ -6,6 +6,7 @@
 
 #include "ember/core/host_tensor.hpp"
 #include "ember/core/ordered_dict.hpp"
+#include "ember/detail/precompiled.hpp"
 
 #include <cstdint>
 #include <map>
@@ -39,3 +40,8 @@ struct optimizer_state
 };
 
 } // namespace ember::optim
+
+namespace ember
+{
+EMBER_PRECOMPILED_EXTERN_CLASS(ordered_dict<optim::state_value>) // options, state
+} // namespace ember

@@ -9,6 +9,7 @@
 #include "ember/core/ordered_dict.hpp"
 #include "ember/core/state_dict.hpp"
 #include "ember/core/value.hpp"
+#include "ember/detail/precompiled.hpp"
 #include "ember/optim/optimizer_state.hpp"
 #include "ember/version.hpp"
 
@@ -20,6 +21,8 @@
 
 namespace ember
 {
+
+EMBER_PRECOMPILED_EXTERN_CLASS(ordered_dict<generator_state>) // checkpoint::generators
 
 /// @brief A full training checkpoint, field for field the lesson's dictionary, then the state
 /// an exact resume needs.

@@ -118,6 +118,58 @@ struct load_result
     std::vector<std::string> unexpected_keys;
 };
 
+namespace detail
+{
+// load_state_dict's checks, out of its walk: not templates, so that each module type and
+// device compiles only the walk, not the messages.
+
+/// @brief Throws dtype_error or shape_error unless the state_dict's entry for `name` (dtype
+/// `have`, shape `have_shape`) fits the module's parameter or buffer (`want`, `want_shape`).
+inline void check_load_entry(std::string_view name, dtype have,
+                             const std::vector<std::int64_t>& have_shape, dtype want,
+                             const std::vector<std::int64_t>& want_shape)
+{
+    if (have != want)
+        throw dtype_error("load_state_dict: dtype mismatch for '" + std::string(name) +
+                          "': the state_dict holds " + std::string(dtype_name(have)) +
+                          ", the model expects " + std::string(dtype_name(want)));
+    if (have_shape != want_shape)
+        throw shape_error("load_state_dict: size mismatch for '" + std::string(name) +
+                          "': copying a tensor of shape " + shape_string(have_shape) +
+                          " from the state_dict, the shape in the current model is " +
+                          shape_string(want_shape));
+}
+
+/// @brief After the check pass: the state_dict's `keys` that no member `matched` go to
+/// result.unexpected_keys; with `strict`, key_error naming every missing and unexpected key.
+inline void check_load_keys(load_result& result, const std::vector<std::string>& keys,
+                            const std::vector<std::string>& matched, bool strict)
+{
+    for (const auto& key : keys)
+        if (std::find(matched.begin(), matched.end(), key) == matched.end())
+            result.unexpected_keys.push_back(key);
+    if (strict && (!result.missing_keys.empty() || !result.unexpected_keys.empty()))
+    {
+        std::string msg = "load_state_dict: error(s) in loading state_dict:";
+        if (!result.missing_keys.empty())
+        {
+            msg += " missing key(s):";
+            for (const auto& k : result.missing_keys)
+                msg += " '" + k + "'";
+            msg += ".";
+        }
+        if (!result.unexpected_keys.empty())
+        {
+            msg += " unexpected key(s):";
+            for (const auto& k : result.unexpected_keys)
+                msg += " '" + k + "'";
+            msg += ".";
+        }
+        throw key_error(msg);
+    }
+}
+} // namespace detail
+
 /// @brief CRTP base of every module. `Derived` provides `visit(v)`, `forward` and `backward`.
 template <class Derived, class Device = cpu>
 class module : public module_tag
@@ -287,44 +339,14 @@ load_result module<Derived, Device>::load_state_dict_from(const ordered_dict<V>&
                 return;
             }
             using T = typename X::value_type;
-            if (src->dtype() != dtype_of<T>())
-                throw dtype_error("load_state_dict: dtype mismatch for '" + std::string(name) +
-                                  "': the state_dict holds " +
-                                  std::string(dtype_name(src->dtype())) + ", the model expects " +
-                                  std::string(dtype_name(dtype_of<T>())));
             const auto& shape = member.value.shape();
-            std::vector<std::int64_t> mine(shape.begin(), shape.end());
-            if (src->shape() != mine)
-                throw shape_error("load_state_dict: size mismatch for '" + std::string(name) +
-                                  "': copying a tensor of shape " + shape_string(src->shape()) +
-                                  " from the state_dict, the shape in the current model is " +
-                                  shape_string(mine));
+            detail::check_load_entry(name, src->dtype(), src->shape(), dtype_of<T>(),
+                                     std::vector<std::int64_t>(shape.begin(), shape.end()));
             matched.emplace_back(name);
         }
     };
     detail::walk<true>(derived(), std::string(), check);
-    for (const auto& [key, value] : sd)
-        if (std::find(matched.begin(), matched.end(), key) == matched.end())
-            result.unexpected_keys.push_back(key);
-    if (strict && (!result.missing_keys.empty() || !result.unexpected_keys.empty()))
-    {
-        std::string msg = "load_state_dict: error(s) in loading state_dict:";
-        if (!result.missing_keys.empty())
-        {
-            msg += " missing key(s):";
-            for (const auto& k : result.missing_keys)
-                msg += " '" + k + "'";
-            msg += ".";
-        }
-        if (!result.unexpected_keys.empty())
-        {
-            msg += " unexpected key(s):";
-            for (const auto& k : result.unexpected_keys)
-                msg += " '" + k + "'";
-            msg += ".";
-        }
-        throw key_error(msg);
-    }
+    detail::check_load_keys(result, sd.keys(), matched, strict);
     // Second pass: everything fits, copy.
     auto copy = [&](std::string_view name, auto& member)
     {

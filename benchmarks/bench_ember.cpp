@@ -334,14 +334,14 @@ void load_floor(benchmark::State& state)
         const ember::detail::file_bytes file(path);
         const std::span<const std::byte> bytes = file.bytes();
         benchmark::DoNotOptimize(ember::detail::crc32_of(bytes));
-        const std::byte* from = bytes.data();
+        std::size_t offset = 0;
         for (auto& p : model.params)
         {
             const std::size_t n = p.value.size() * sizeof(float);
-            if (from + n > bytes.data() + bytes.size())
+            if (n > bytes.size() - offset)
                 throw std::runtime_error("load_floor: the file is smaller than the parameters");
-            ember::detail::stream_copy(p.value.data(), from, n);
-            from += n;
+            ember::detail::stream_copy(p.value.data(), bytes.data() + offset, n);
+            offset += n;
         }
     };
     passes(); // warm-up

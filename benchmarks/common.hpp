@@ -171,4 +171,18 @@ inline double min_time()
     return quick() ? 0.05 : 0.3;
 }
 
+/// Training steps of one mlp_step repetition, in both programs, each repetition from a fresh
+/// model: a count, not a measuring time. The same step repeated on one batch fits it, and from
+/// about step 600-750 (step 300-700 at batch 256) the momentum buffers and Adam's moments of the
+/// units the batch leaves at zero gradient decay into subnormal floats, which the CPU handles
+/// slowly: the step gets 1.5-4.5 times slower, in LibTorch as in ember (measured, one thread:
+/// SGD at batch 1 from 340 to 1500 us in ember, from 1000 to 2200 us in LibTorch). With a
+/// minimum time the faster program ran more steps, so more of them slow. Both programs now run
+/// the same steps on the same values, all before that point.
+inline int mlp_step_iterations(std::size_t batch)
+{
+    const int steps = batch <= 16 ? 200 : batch <= 64 ? 100 : 50;
+    return quick() ? steps / 5 : steps;
+}
+
 } // namespace bench

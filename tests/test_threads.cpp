@@ -3,6 +3,7 @@
 // bytes and the same errors on any number of threads.
 #include "test_files.hpp"
 
+#include <ember/core/flush_denormal.hpp>
 #include <ember/core/threads.hpp>
 #include <ember/detail/crc32.hpp>
 #include <ember/detail/parallel.hpp>
@@ -14,6 +15,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cfloat>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -188,6 +191,82 @@ BOOST_AUTO_TEST_CASE(a_pass_that_finds_the_pool_busy_runs_its_parts_on_threads_o
     BOOST_TEST(::pthread_equal(own[0], ::pthread_self()) != 0);
     for (std::size_t i = 1; i < parts; ++i)
         BOOST_TEST(::pthread_equal(own[i], ::pthread_self()) == 0, "part " << i);
+}
+
+namespace
+{
+// Turns flushing on or off for a test's scope, and back off after it.
+struct flush_for_scope
+{
+    explicit flush_for_scope(bool on) { BOOST_TEST_REQUIRE(set_flush_denormal(on)); }
+    ~flush_for_scope() { set_flush_denormal(false); }
+};
+
+// Each part's thread's flush mode, for a pass of `parts` run by `run`. Every part waits until
+// all have begun, so that each runs on a thread of its own (checked), not all on the caller.
+template <class Run>
+std::vector<int> flush_modes_of_parts(std::size_t parts, Run run)
+{
+    std::vector<int> modes(parts, -1);
+    std::vector<pthread_t> threads(parts);
+    std::atomic<std::size_t> begun{0};
+    run(parts,
+        [&](std::size_t i)
+        {
+            modes[i] = flush_denormal() ? 1 : 0;
+            threads[i] = ::pthread_self();
+            ++begun;
+            const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+            while (begun.load() < parts && std::chrono::steady_clock::now() < until)
+                std::this_thread::yield();
+        });
+    for (std::size_t i = 0; i < parts; ++i)
+        for (std::size_t j = 0; j < i; ++j)
+            BOOST_TEST(::pthread_equal(threads[i], threads[j]) == 0,
+                       "parts " << j << " and " << i << " ran on one thread");
+    return modes;
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(flushing_denormals_reads_and_writes_subnormal_floats_as_zero_until_turned_off)
+{
+    // volatile: computed at run time, under the thread's mode, not folded by the compiler
+    volatile float subnormal = FLT_MIN / 4; // 2.9e-39
+    volatile float smallest_normal = FLT_MIN;
+    volatile float one = 1.0f, quarter = 0.25f;
+    BOOST_TEST(!flush_denormal());
+    BOOST_TEST(subnormal * one == FLT_MIN / 4);
+    BOOST_TEST(smallest_normal * quarter == FLT_MIN / 4);
+    {
+        flush_for_scope scope(true);
+        BOOST_TEST(flush_denormal());
+        BOOST_TEST(subnormal * one == 0.0f);           // input read as zero
+        BOOST_TEST(smallest_normal * quarter == 0.0f); // result written as zero
+        BOOST_TEST(smallest_normal * one == FLT_MIN);  // normal numbers as before
+        volatile double subnormal_double = DBL_MIN / 4;
+        volatile double one_double = 1.0;
+        BOOST_TEST(subnormal_double * one_double == 0.0);
+    }
+    BOOST_TEST(!flush_denormal());
+    BOOST_TEST(subnormal * one == FLT_MIN / 4);
+}
+
+BOOST_AUTO_TEST_CASE(a_pass_on_embers_threads_runs_in_the_flush_mode_of_the_thread_that_starts_it)
+{
+    threads_for_scope threads(4);
+    constexpr std::size_t parts = 4;
+    auto pool = [](std::size_t n, const auto& part) { detail::run_parts(n, part); };
+    auto new_threads = [](std::size_t n, const auto& part)
+    { detail::run_parts_on_new_threads(n, part); };
+    // off (the workers start here), on, then off again on the same workers
+    BOOST_TEST(flush_modes_of_parts(parts, pool) == std::vector<int>(parts, 0));
+    {
+        flush_for_scope scope(true);
+        BOOST_TEST(flush_modes_of_parts(parts, pool) == std::vector<int>(parts, 1));
+        BOOST_TEST(flush_modes_of_parts(parts, new_threads) == std::vector<int>(parts, 1));
+    }
+    BOOST_TEST(flush_modes_of_parts(parts, pool) == std::vector<int>(parts, 0));
+    BOOST_TEST(flush_modes_of_parts(parts, new_threads) == std::vector<int>(parts, 0));
 }
 
 BOOST_AUTO_TEST_CASE(

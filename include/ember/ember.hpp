@@ -7,6 +7,7 @@
 #include "ember/version.hpp"
 
 #include "ember/core/error.hpp"
+#include "ember/core/flush_denormal.hpp"
 #include "ember/core/generator.hpp"
 #include "ember/core/grad_mode.hpp"
 #include "ember/core/host_tensor.hpp"

@@ -11,6 +11,7 @@
 /// below): started by the first pass that needs them, asleep between loads. <pthread.h> costs
 /// a fraction of <thread> to parse.
 
+#include "ember/core/flush_denormal.hpp"
 #include "ember/core/threads.hpp"
 
 #include <algorithm>
@@ -117,6 +118,7 @@ public:
             ++m_workers;
         m_fn = fn;
         m_context = context;
+        m_fp_control = fp_control();
         m_done.store(0, std::memory_order_relaxed);
         m_ticket.store(generation << 16 | std::uint64_t{parts} << 8, std::memory_order_release);
         m_ticket.notify_all();
@@ -157,6 +159,8 @@ private:
                     return;
             } while (!m_ticket.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel,
                                                      std::memory_order_acquire));
+            // Read once a part is claimed: the holder cannot start its next pass before then.
+            set_fp_control(m_fp_control); // its caller's floating-point mode (set_flush_denormal)
             m_fn(m_context, static_cast<std::size_t>(t & 0xff));
             m_done.fetch_add(1, std::memory_order_release);
         }
@@ -230,6 +234,7 @@ private:
     std::atomic<std::size_t> m_done{0};
     part_fn m_fn = nullptr; // written by the holder before it publishes a ticket
     const void* m_context = nullptr;
+    unsigned m_fp_control = 0; // the holder's, for its pass (set_flush_denormal)
     std::size_t m_workers = 0; // started; the holder's alone
     const pid_t m_pid = ::getpid();
 };

@@ -178,7 +178,7 @@ inline double min_time()
 /// slowly: the step gets 1.5-4.5 times slower, in LibTorch as in ember (measured, one thread:
 /// SGD at batch 1 from 340 to 1500 us in ember, from 1000 to 2200 us in LibTorch). With a
 /// minimum time the faster program ran more steps, so more of them slow. Both programs now run
-/// the same steps on the same values, all before that point.
+/// as many steps, from the same weights on the same data, all before that point.
 inline int mlp_step_iterations(std::size_t batch)
 {
     const int steps = batch <= 16 ? 200 : batch <= 64 ? 100 : 50;

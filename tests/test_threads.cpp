@@ -193,6 +193,7 @@ BOOST_AUTO_TEST_CASE(a_pass_that_finds_the_pool_busy_runs_its_parts_on_threads_o
         BOOST_TEST(::pthread_equal(own[i], ::pthread_self()) == 0, "part " << i);
 }
 
+#if defined(__x86_64__)
 namespace
 {
 // Turns flushing on or off for a test's scope, and back off after it.
@@ -268,6 +269,13 @@ BOOST_AUTO_TEST_CASE(a_pass_on_embers_threads_runs_in_the_flush_mode_of_the_thre
     BOOST_TEST(flush_modes_of_parts(parts, pool) == std::vector<int>(parts, 0));
     BOOST_TEST(flush_modes_of_parts(parts, new_threads) == std::vector<int>(parts, 0));
 }
+#else
+BOOST_AUTO_TEST_CASE(flushing_denormals_is_refused_where_the_cpu_has_no_known_way_to_do_it)
+{
+    BOOST_TEST(!set_flush_denormal(true));
+    BOOST_TEST(!flush_denormal());
+}
+#endif
 
 BOOST_AUTO_TEST_CASE(
     an_elementwise_loop_is_cut_on_grain_boundaries_into_parts_of_the_minimum_and_up)

@@ -193,7 +193,7 @@ BOOST_AUTO_TEST_CASE(a_pass_that_finds_the_pool_busy_runs_its_parts_on_threads_o
         BOOST_TEST(::pthread_equal(own[i], ::pthread_self()) == 0, "part " << i);
 }
 
-#if defined(__x86_64__)
+#if EMBER_HAS_MXCSR
 namespace
 {
 // Turns flushing on or off for a test's scope, and back off after it.

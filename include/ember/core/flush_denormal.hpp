@@ -22,18 +22,28 @@
 /// OpenBLAS starts its workers when first used. On x86-64 (GCC, Clang) it returns true;
 /// elsewhere it changes nothing and returns false.
 
+// EMBER_HAS_MXCSR: 1 where the SSE control register is reachable (x86-64, GCC or Clang).
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define EMBER_HAS_MXCSR 1
+#else
+#define EMBER_HAS_MXCSR 0
+#endif
+
 namespace ember
 {
 
 namespace detail
 {
 
+/// MXCSR's sticky exception flags (bits 0-5), which are state, not a setting.
+inline constexpr unsigned fp_exception_flags = 0x3fu;
+
 /// The calling thread's floating-point control bits (MXCSR without its sticky exception
 /// flags) on x86-64; 0 elsewhere.
 inline unsigned fp_control() noexcept
 {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    return __builtin_ia32_stmxcsr() & ~0x3fu;
+#if EMBER_HAS_MXCSR
+    return __builtin_ia32_stmxcsr() & ~fp_exception_flags;
 #else
     return 0;
 #endif
@@ -42,10 +52,10 @@ inline unsigned fp_control() noexcept
 /// Sets the calling thread's control bits to `control` (from fp_control()), keeping its flags.
 inline void set_fp_control(unsigned control) noexcept
 {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if EMBER_HAS_MXCSR
     const unsigned csr = __builtin_ia32_stmxcsr();
-    if ((csr & ~0x3fu) != control)
-        __builtin_ia32_ldmxcsr((csr & 0x3fu) | control);
+    if ((csr & ~fp_exception_flags) != control)
+        __builtin_ia32_ldmxcsr((csr & fp_exception_flags) | control);
 #else
     (void)control;
 #endif
@@ -62,7 +72,7 @@ inline constexpr unsigned flush_denormal_bits = 0x8040u;
 /// (x86-64), false elsewhere, where nothing changes.
 inline bool set_flush_denormal(bool on) noexcept
 {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if EMBER_HAS_MXCSR
     const unsigned control = detail::fp_control();
     detail::set_fp_control(on ? control | detail::flush_denormal_bits
                               : control & ~detail::flush_denormal_bits);

@@ -140,14 +140,10 @@ inline void check_load_entry(std::string_view name, dtype have,
                           shape_string(want_shape));
 }
 
-/// @brief After the check pass: the state_dict's `keys` that no member `matched` go to
-/// result.unexpected_keys; with `strict`, key_error naming every missing and unexpected key.
-inline void check_load_keys(load_result& result, const std::vector<std::string>& keys,
-                            const std::vector<std::string>& matched, bool strict)
+/// @brief After the check pass: with `strict`, key_error naming every missing and unexpected
+/// key in `result`.
+inline void check_load_keys(const load_result& result, bool strict)
 {
-    for (const auto& key : keys)
-        if (std::find(matched.begin(), matched.end(), key) == matched.end())
-            result.unexpected_keys.push_back(key);
     if (strict && (!result.missing_keys.empty() || !result.unexpected_keys.empty()))
     {
         std::string msg = "load_state_dict: error(s) in loading state_dict:";
@@ -346,7 +342,10 @@ load_result module<Derived, Device>::load_state_dict_from(const ordered_dict<V>&
         }
     };
     detail::walk<true>(derived(), std::string(), check);
-    detail::check_load_keys(result, sd.keys(), matched, strict);
+    for (const auto& [key, value] : sd)
+        if (std::find(matched.begin(), matched.end(), key) == matched.end())
+            result.unexpected_keys.push_back(key);
+    detail::check_load_keys(result, strict);
     // Second pass: everything fits, copy.
     auto copy = [&](std::string_view name, auto& member)
     {

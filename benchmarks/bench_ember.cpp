@@ -2,6 +2,8 @@
 // belongs to neither library: the MLP step's matrix products alone in OpenBLAS (the roofline)
 // and a plain write and read of the state_dict's bytes. Names and data come from common.hpp.
 #include "common.hpp"
+#include "mlp_ember.hpp"
+#include "mlp_products.hpp"
 
 #include <ember/core/grad_mode.hpp>
 #include <ember/core/threads.hpp>
@@ -36,12 +38,7 @@ namespace
 
 using tensor2 = ember::tensor<float, 2>;
 
-tensor2 to_tensor(const std::vector<float>& v, std::size_t rows, std::size_t cols)
-{
-    tensor2 t = tensor2::from_shape({rows, cols});
-    std::copy(v.begin(), v.end(), t.data());
-    return t;
-}
+using bench::ember_tensor;
 
 // ============================================================================================
 // The lesson: examples/lesson_model.hpp's model, with the loss, optimizer and epoch of
@@ -54,12 +51,12 @@ void lesson_epoch(benchmark::State& state)
     const auto x = bench::lesson_x();
     const auto y = bench::lesson_y();
     using bench::lesson_train, bench::lesson_val;
-    const tensor2 X_train = to_tensor({x.begin(), x.begin() + lesson_train}, lesson_train, 1);
-    const tensor2 y_train = to_tensor({y.begin(), y.begin() + lesson_train}, lesson_train, 1);
-    const tensor2 X_val =
-        to_tensor({x.begin() + lesson_train, x.begin() + lesson_train + lesson_val}, lesson_val, 1);
-    const tensor2 y_val =
-        to_tensor({y.begin() + lesson_train, y.begin() + lesson_train + lesson_val}, lesson_val, 1);
+    const tensor2 X_train = ember_tensor({x.begin(), x.begin() + lesson_train}, lesson_train, 1);
+    const tensor2 y_train = ember_tensor({y.begin(), y.begin() + lesson_train}, lesson_train, 1);
+    const tensor2 X_val = ember_tensor(
+        {x.begin() + lesson_train, x.begin() + lesson_train + lesson_val}, lesson_val, 1);
+    const tensor2 y_val = ember_tensor(
+        {y.begin() + lesson_train, y.begin() + lesson_train + lesson_val}, lesson_val, 1);
 
     LinearRegressionModel<> model;
     ember::nn::mse_loss<float> criterion;
@@ -89,72 +86,24 @@ void lesson_epoch(benchmark::State& state)
 }
 
 // ============================================================================================
-// The MLP 784-256-256-10
+// The MLP 784-256-256-10 (mlp_ember.hpp)
 // ============================================================================================
 
-auto make_mlp()
-{
-    namespace nn = ember::nn;
-    nn::sequential model{nn::linear(784, 256), nn::relu(), nn::linear(256, 256), nn::relu(),
-                         nn::linear(256, 10)};
-    auto load = [](auto& layer, int i)
-    {
-        const auto init = bench::mlp_layer(i);
-        std::copy(init.weight.begin(), init.weight.end(), layer.weight.value.data());
-        std::copy(init.bias.begin(), init.bias.end(), layer.bias.value.data());
-    };
-    load(model.get<0>(), 0);
-    load(model.get<2>(), 1);
-    load(model.get<4>(), 2);
-    return model;
-}
-
-struct mlp_data
-{
-    tensor2 x;
-    ember::tensor<std::int64_t, 1> y;
-
-    explicit mlp_data(std::size_t batch)
-        : x(to_tensor(bench::mlp_inputs(batch), batch, bench::mlp_in)),
-          y(ember::tensor<std::int64_t, 1>::from_shape({batch}))
-    {
-        const auto t = bench::mlp_targets(batch);
-        std::copy(t.begin(), t.end(), y.data());
-    }
-};
-
-// The input is data: like PyTorch for an input without requires_grad, ember then skips the
-// first layer's input gradient (requires_input_grad(false)); `input_grad` measures the cost of
-// not saying so.
 template <class Optimizer, class Options>
 void mlp_step(benchmark::State& state, std::size_t batch, Options options, bool input_grad = false)
 {
-    auto model = make_mlp();
-    model.requires_input_grad(input_grad);
-    ember::nn::cross_entropy_loss<float> loss_fn;
-    Optimizer opt(model.parameters(), options);
-    const mlp_data data(batch);
-
-    auto step = [&]
-    {
-        const auto& logits = model(data.x);
-        float loss = loss_fn(logits, data.y);
-        opt.zero_grad();
-        model.backward(loss_fn.backward());
-        opt.step();
-        benchmark::DoNotOptimize(loss);
-    };
-    step();
+    bench::ember_mlp_trainer<Optimizer> trainer(batch, options, input_grad);
+    benchmark::DoNotOptimize(trainer.step());
     for (auto _ : state)
-        step();
+        benchmark::DoNotOptimize(trainer.step());
     state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(batch));
 }
 
 void mlp_infer(benchmark::State& state, std::size_t batch)
 {
-    auto model = make_mlp();
+    auto model = bench::ember_mlp();
     model.eval();
-    const mlp_data data(batch);
+    const bench::ember_mlp_data data(batch);
     ember::no_grad guard;
     benchmark::DoNotOptimize(model(data.x).data());
     for (auto _ : state)
@@ -166,54 +115,20 @@ void mlp_infer(benchmark::State& state, std::size_t batch)
     state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(batch));
 }
 
-// The roofline: the matrix products a training step cannot do without, alone, on buffers of
-// the same shapes: three forward, three weight gradients and two input gradients (the first
-// layer's input needs none).
+// The roofline: the step's matrix products alone (mlp_products.hpp).
 void mlp_matmul(benchmark::State& state, std::size_t batch)
 {
-    const int b = static_cast<int>(batch);
-    const int in = bench::mlp_in, hid = bench::mlp_hidden, out = bench::mlp_classes;
-    const auto x = bench::mlp_inputs(batch);
-    const auto w0 = bench::mlp_layer(0).weight, w1 = bench::mlp_layer(1).weight,
-               w2 = bench::mlp_layer(2).weight;
-    std::vector<float> h0(batch * hid, 0.5f), h1(batch * hid, 0.5f), o(batch * out, 0.5f);
-    std::vector<float> g0(w0.size()), g1(w1.size()), g2(w2.size());
-    std::vector<float> dh1(batch * hid), dh0(batch * hid);
-    auto gemm = [](bool ta, bool tb, int m, int n, int k, const float* a, int lda, const float* bb,
-                   int ldb, float beta, float* c, int ldc)
-    {
-        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                    m, n, k, 1.0f, a, lda, bb, ldb, beta, c, ldc);
-    };
-    auto products = [&]
-    {
-        // forward: h = x W^T
-        gemm(false, true, b, hid, in, x.data(), in, w0.data(), in, 1.0f, h0.data(), hid);
-        gemm(false, true, b, hid, hid, h0.data(), hid, w1.data(), hid, 1.0f, h1.data(), hid);
-        gemm(false, true, b, out, hid, h1.data(), hid, w2.data(), hid, 1.0f, o.data(), out);
-        // backward: dW += dy^T x, dx = dy W
-        gemm(true, false, out, hid, b, o.data(), out, h1.data(), hid, 1.0f, g2.data(), hid);
-        gemm(false, false, b, hid, out, o.data(), out, w2.data(), hid, 0.0f, dh1.data(), hid);
-        gemm(true, false, hid, hid, b, dh1.data(), hid, h0.data(), hid, 1.0f, g1.data(), hid);
-        gemm(false, false, b, hid, hid, dh1.data(), hid, w1.data(), hid, 0.0f, dh0.data(), hid);
-        gemm(true, false, hid, in, b, dh0.data(), hid, x.data(), in, 1.0f, g0.data(), in);
-        // keep the accumulating outputs finite across millions of iterations
-        std::fill(h0.begin(), h0.end(), 0.5f);
-        std::fill(h1.begin(), h1.end(), 0.5f);
-        std::fill(o.begin(), o.end(), 0.5f);
-    };
-    products();
+    bench::mlp_products products(batch);
+    products.run();
     for (auto _ : state)
     {
-        products();
+        products.run();
         benchmark::ClobberMemory();
     }
     state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(batch));
     // Two floating-point operations per multiply-add, as BLAS benchmarks count them.
-    const double macs =
-        double(b) * (2.0 * (in * hid + hid * hid + hid * out) + hid * hid + hid * out);
     state.counters["FLOPS"] =
-        benchmark::Counter(2.0 * macs, benchmark::Counter::kIsIterationInvariantRate);
+        benchmark::Counter(2.0 * products.macs(), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // What OpenBLAS's sgemm reaches on this machine at the thread count in use, on square matrices
@@ -247,7 +162,7 @@ struct big_model : ember::nn::module<big_model>
             names.push_back(bench::io_key(i));
             auto v = bench::uniform(bench::io_rows() * bench::io_cols,
                                     300u + static_cast<std::uint32_t>(i), -1.0f, 1.0f);
-            params.emplace_back(to_tensor(v, bench::io_rows(), bench::io_cols));
+            params.emplace_back(ember_tensor(v, bench::io_rows(), bench::io_cols));
         }
     }
 

@@ -1,6 +1,7 @@
 // LibTorch's half of the side-by-side benchmarks: the same workloads as bench_ember.cpp, on the
 // same data (common.hpp), written the way a LibTorch user writes them.
 #include "common.hpp"
+#include "mlp_libtorch.hpp"
 
 #include <torch/torch.h>
 
@@ -12,10 +13,7 @@
 namespace
 {
 
-torch::Tensor to_tensor(const std::vector<float>& v, std::int64_t rows, std::int64_t cols)
-{
-    return torch::from_blob(const_cast<float*>(v.data()), {rows, cols}, torch::kFloat32).clone();
-}
+using bench::torch_tensor;
 
 // ============================================================================================
 // The lesson: its custom two-parameter model, MSE, SGD, and one epoch (train + validation).
@@ -41,7 +39,7 @@ void lesson_epoch(benchmark::State& state)
     const auto n = static_cast<std::int64_t>(bench::lesson_n);
     const auto train = static_cast<std::int64_t>(bench::lesson_train);
     const auto val = static_cast<std::int64_t>(bench::lesson_val);
-    const torch::Tensor X = to_tensor(x, n, 1), Y = to_tensor(y, n, 1);
+    const torch::Tensor X = torch_tensor(x, n, 1), Y = torch_tensor(y, n, 1);
     const torch::Tensor X_train = X.slice(0, 0, train).clone(),
                         y_train = Y.slice(0, 0, train).clone();
     const torch::Tensor X_val = X.slice(0, train, train + val).clone(),
@@ -78,63 +76,21 @@ void lesson_epoch(benchmark::State& state)
 // The MLP 784-256-256-10
 // ============================================================================================
 
-torch::nn::Sequential make_mlp()
-{
-    namespace nn = torch::nn;
-    nn::Sequential model(nn::Linear(784, 256), nn::ReLU(), nn::Linear(256, 256), nn::ReLU(),
-                         nn::Linear(256, 10));
-    torch::NoGradGuard no_grad;
-    const int layers[] = {0, 2, 4};
-    for (int i = 0; i < 3; ++i)
-    {
-        const auto init = bench::mlp_layer(i);
-        auto* linear = model[static_cast<std::size_t>(layers[i])]->as<nn::Linear>();
-        linear->weight.copy_(to_tensor(init.weight, static_cast<std::int64_t>(init.out),
-                                       static_cast<std::int64_t>(init.in)));
-        linear->bias.copy_(to_tensor(init.bias, 1, static_cast<std::int64_t>(init.out)).view(-1));
-    }
-    return model;
-}
-
-struct mlp_data
-{
-    torch::Tensor x, y;
-    explicit mlp_data(std::size_t batch)
-    {
-        const auto b = static_cast<std::int64_t>(batch);
-        x = to_tensor(bench::mlp_inputs(batch), b, static_cast<std::int64_t>(bench::mlp_in));
-        auto t = bench::mlp_targets(batch);
-        y = torch::from_blob(t.data(), {b}, torch::kInt64).clone();
-    }
-};
-
 template <class Optimizer, class Options>
 void mlp_step(benchmark::State& state, std::size_t batch, Options options)
 {
-    auto model = make_mlp();
-    Optimizer opt(model->parameters(), options);
-    const mlp_data data(batch);
-
-    auto step = [&]
-    {
-        auto logits = model->forward(data.x);
-        auto loss = torch::nn::functional::cross_entropy(logits, data.y);
-        opt.zero_grad();
-        loss.backward();
-        opt.step();
-        benchmark::DoNotOptimize(loss.data_ptr());
-    };
-    step();
+    bench::torch_mlp_trainer<Optimizer> trainer(batch, options);
+    benchmark::DoNotOptimize(trainer.step().data_ptr());
     for (auto _ : state)
-        step();
+        benchmark::DoNotOptimize(trainer.step().data_ptr());
     state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(batch));
 }
 
 void mlp_infer(benchmark::State& state, std::size_t batch)
 {
-    auto model = make_mlp();
+    auto model = bench::torch_mlp();
     model->eval();
-    const mlp_data data(batch);
+    const bench::torch_mlp_data data(batch);
     torch::NoGradGuard no_grad;
     benchmark::DoNotOptimize(model->forward(data.x).data_ptr());
     for (auto _ : state)
@@ -160,8 +116,8 @@ struct BigModelImpl : torch::nn::Module
             auto v = bench::uniform(bench::io_rows() * bench::io_cols,
                                     300u + static_cast<std::uint32_t>(i), -1.0f, 1.0f);
             register_parameter("layer" + std::to_string(i) + "_weight",
-                               to_tensor(v, static_cast<std::int64_t>(bench::io_rows()),
-                                         static_cast<std::int64_t>(bench::io_cols)));
+                               torch_tensor(v, static_cast<std::int64_t>(bench::io_rows()),
+                                            static_cast<std::int64_t>(bench::io_cols)));
         }
     }
 };

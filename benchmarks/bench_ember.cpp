@@ -10,12 +10,8 @@
 #include <ember/detail/crc32.hpp>
 #include <ember/detail/mapped_file.hpp>
 #include <ember/detail/stream_copy.hpp>
-#include <ember/loss/cross_entropy.hpp>
 #include <ember/loss/mse.hpp>
-#include <ember/nn/activation.hpp>
-#include <ember/nn/linear.hpp>
 #include <ember/nn/module.hpp>
-#include <ember/nn/sequential.hpp>
 #include <ember/optim/adam.hpp>
 #include <ember/optim/sgd.hpp>
 #include <ember/serialize/file.hpp>
@@ -409,15 +405,7 @@ void register_all()
 
 int main(int argc, char** argv)
 {
-    benchmark::Initialize(&argc, argv);
-    if (benchmark::ReportUnrecognizedArguments(argc, argv))
-        return 1;
     openblas_set_num_threads(bench::threads());
     ember::set_num_threads(bench::threads()); // ember's own passes: a load's checks and copies
-    benchmark::AddCustomContext("threads", std::to_string(bench::threads()));
-    benchmark::AddCustomContext("library", "ember");
-    register_all();
-    benchmark::RunSpecifiedBenchmarks();
-    benchmark::Shutdown();
-    return 0;
+    return bench::run(argc, argv, "ember", register_all);
 }

@@ -139,17 +139,9 @@ void register_all()
 
 int main(int argc, char** argv)
 {
-    benchmark::Initialize(&argc, argv);
-    if (benchmark::ReportUnrecognizedArguments(argc, argv))
-        return 1;
     // The settings of both programs at once: one OpenBLAS serves both libraries here.
     openblas_set_num_threads(bench::threads());
     ember::set_num_threads(bench::threads());
     torch::set_num_threads(bench::threads());
-    benchmark::AddCustomContext("threads", std::to_string(bench::threads()));
-    benchmark::AddCustomContext("library", "ember and libtorch, interleaved");
-    register_all();
-    benchmark::RunSpecifiedBenchmarks();
-    benchmark::Shutdown();
-    return 0;
+    return bench::run(argc, argv, "ember and libtorch, interleaved", register_all);
 }

@@ -217,17 +217,9 @@ void register_all()
 
 int main(int argc, char** argv)
 {
-    benchmark::Initialize(&argc, argv);
-    if (benchmark::ReportUnrecognizedArguments(argc, argv))
-        return 1;
     // LibTorch sets its own (OpenMP) pool; the OpenBLAS it calls for matrix products has a
     // pool of its own, which torch::set_num_threads does not touch.
     torch::set_num_threads(bench::threads());
     openblas_set_num_threads(bench::threads());
-    benchmark::AddCustomContext("threads", std::to_string(bench::threads()));
-    benchmark::AddCustomContext("library", "libtorch");
-    register_all();
-    benchmark::RunSpecifiedBenchmarks();
-    benchmark::Shutdown();
-    return 0;
+    return bench::run(argc, argv, "libtorch", register_all);
 }

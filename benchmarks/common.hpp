@@ -53,6 +53,22 @@ inline std::string name(const std::string& workload)
     return workload + "/t" + std::to_string(threads());
 }
 
+/// The body of every benchmark program's main(), after it has set its libraries' thread counts:
+/// Google Benchmark's flags, the context lines the comparison script reads (threads, library),
+/// the program's registrations, the run.
+inline int run(int argc, char** argv, const char* library, void (*register_all)())
+{
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv))
+        return 1;
+    benchmark::AddCustomContext("threads", std::to_string(threads()));
+    benchmark::AddCustomContext("library", library);
+    register_all();
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}
+
 // ---- data: a fixed mt19937 stream, so both programs see the same numbers ----
 
 inline std::vector<float> uniform(std::size_t n, std::uint32_t seed, float lo, float hi)

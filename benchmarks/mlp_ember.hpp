@@ -6,6 +6,7 @@
 
 #include "common.hpp"
 
+#include <ember/core/tensor.hpp>
 #include <ember/loss/cross_entropy.hpp>
 #include <ember/nn/activation.hpp>
 #include <ember/nn/linear.hpp>

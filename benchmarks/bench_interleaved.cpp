@@ -2,16 +2,24 @@
 // in one process. bench_ember and bench_libtorch run each library in processes of their own,
 // seconds to minutes apart; on a shared virtual machine the same step then takes 30-50% more or
 // less from one process to the next, more than the difference being measured. Here one block
-// times each of the three in turn, a few hundred milliseconds apart, and the ratios are taken
+// times each contender in turn, a few hundred milliseconds apart, and the ratios are taken
 // block by block: the machine's drift between blocks cancels out of them.
 //
-// A benchmark iteration is one block. In it each of the three starts fresh (a new model and
+// The four contenders: ember's step, LibTorch's step, the step's matrix products alone on
+// buffers of their own (the roofline), and the floor: the same products on ember's model's own
+// weights and gradients followed by its optimizer's update, the work no step with that
+// optimizer can leave out. The floor over the products says how close to them any such step
+// can come; ember's step over the floor, what the rest of ember's step costs (bias, ReLU,
+// cross-entropy, zero_grad, the copies backward keeps).
+//
+// A benchmark iteration is one block. In it each contender starts fresh (a new model and
 // optimizer from common.hpp's weights, as every repetition of bench_ember's and
 // bench_libtorch's rows does), runs one step untimed, then bench::mlp_step_iterations(batch)
 // steps timed; the order rotates from block to block. The reported time is ember's per step;
-// the counters hold the medians over the blocks: each side's time per step (ember_s,
-// libtorch_s, products_s), LibTorch's time over ember's (speedup) and ember's over its
-// products' (ember_over_products), and the least time per step of each side.
+// the counters hold the medians over the blocks: each contender's time per step (ember_s,
+// libtorch_s, products_s, floor_s), LibTorch's time over ember's (speedup), ember's over its
+// products' (ember_over_products) and over the floor (ember_over_floor), the floor's over the
+// products' (floor_over_products), and the least time per step of each.
 #include "common.hpp"
 #include "mlp_ember.hpp"
 #include "mlp_libtorch.hpp"
@@ -53,55 +61,83 @@ void interleaved_step(benchmark::State& state, std::size_t batch, EmberOptions e
                       TorchOptions torch_options)
 {
     const int steps = bench::mlp_step_iterations(batch);
-    std::vector<double> ember_s, torch_s, products_s, speedup, over_products;
+    enum contender
+    {
+        ember,
+        torch,
+        products,
+        floor,
+        contenders
+    };
+    std::vector<double> times[contenders];
+    std::vector<double> speedup, over_products, over_floor, floor_over_products;
     std::size_t block = 0;
     for (auto _ : state)
     {
-        double t[3] = {};
-        for (std::size_t k = 0; k < 3; ++k)
-            switch ((block + k) % 3)
+        double t[contenders] = {};
+        for (std::size_t k = 0; k < contenders; ++k)
+            switch ((block + k) % contenders)
             {
-            case 0:
+            case ember:
             {
                 bench::ember_mlp_trainer<EmberOptimizer> trainer(batch, ember_options);
-                t[0] = seconds_per_step([&] { benchmark::DoNotOptimize(trainer.step()); }, steps);
+                t[ember] =
+                    seconds_per_step([&] { benchmark::DoNotOptimize(trainer.step()); }, steps);
                 break;
             }
-            case 1:
+            case torch:
             {
                 bench::torch_mlp_trainer<TorchOptimizer> trainer(batch, torch_options);
-                t[1] = seconds_per_step(
+                t[torch] = seconds_per_step(
                     [&] { benchmark::DoNotOptimize(trainer.step().data_ptr()); }, steps);
+                break;
+            }
+            case products:
+            {
+                bench::mlp_products alone(batch);
+                t[products] = seconds_per_step(
+                    [&]
+                    {
+                        alone.run();
+                        benchmark::ClobberMemory();
+                    },
+                    steps);
                 break;
             }
             default:
             {
-                bench::mlp_products products(batch);
-                t[2] = seconds_per_step(
+                bench::ember_mlp_trainer<EmberOptimizer> trainer(batch, ember_options);
+                bench::mlp_products on_model(batch, trainer.weights());
+                t[floor] = seconds_per_step(
                     [&]
                     {
-                        products.run();
+                        on_model.run();
+                        trainer.update();
                         benchmark::ClobberMemory();
                     },
                     steps);
             }
             }
-        state.SetIterationTime(t[0]);
-        ember_s.push_back(t[0]);
-        torch_s.push_back(t[1]);
-        products_s.push_back(t[2]);
-        speedup.push_back(t[1] / t[0]);
-        over_products.push_back(t[0] / t[2]);
+        state.SetIterationTime(t[ember]);
+        for (std::size_t c = 0; c < contenders; ++c)
+            times[c].push_back(t[c]);
+        speedup.push_back(t[torch] / t[ember]);
+        over_products.push_back(t[ember] / t[products]);
+        over_floor.push_back(t[ember] / t[floor]);
+        floor_over_products.push_back(t[floor] / t[products]);
         ++block;
     }
-    state.counters["ember_s"] = median(ember_s);
-    state.counters["libtorch_s"] = median(torch_s);
-    state.counters["products_s"] = median(products_s);
-    state.counters["ember_min_s"] = *std::min_element(ember_s.begin(), ember_s.end());
-    state.counters["libtorch_min_s"] = *std::min_element(torch_s.begin(), torch_s.end());
-    state.counters["products_min_s"] = *std::min_element(products_s.begin(), products_s.end());
+    const char* names[contenders] = {"ember", "libtorch", "products", "floor"};
+    for (std::size_t c = 0; c < contenders; ++c)
+    {
+        state.counters[std::string(names[c]) + "_s"] = median(times[c]);
+        state.counters[std::string(names[c]) + "_min_s"] =
+            *std::min_element(times[c].begin(), times[c].end());
+    }
     state.counters["speedup"] = median(speedup);
     state.counters["ember_over_products"] = median(over_products);
+    state.counters["ember_over_floor"] = median(over_floor);
+    state.counters["floor_over_products"] = median(floor_over_products);
 }
 
 void register_all()

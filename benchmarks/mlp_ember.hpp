@@ -5,6 +5,7 @@
 /// bench_interleaved run it.
 
 #include "common.hpp"
+#include "mlp_products.hpp"
 
 #include <ember/core/tensor.hpp>
 #include <ember/loss/cross_entropy.hpp>
@@ -80,6 +81,19 @@ public:
         m_model.backward(m_loss.backward());
         m_optimizer.step();
         return loss;
+    }
+
+    /// The optimizer's update alone, on the gradients that are there.
+    void update() { m_optimizer.step(); }
+
+    /// The three layers' weights and gradients, for mlp_products to work on.
+    mlp_weights weights()
+    {
+        auto& l0 = m_model.template get<0>();
+        auto& l1 = m_model.template get<2>();
+        auto& l2 = m_model.template get<4>();
+        return {{l0.weight.value.data(), l1.weight.value.data(), l2.weight.value.data()},
+                {l0.weight.grad.data(), l1.weight.grad.data(), l2.weight.grad.data()}};
     }
 
 private:

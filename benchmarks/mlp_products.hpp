@@ -3,6 +3,8 @@
 /// The roofline of the MLP's training step: the matrix products it cannot do without, alone, in
 /// OpenBLAS, on buffers of the same shapes: three forward, three weight gradients and two input
 /// gradients (the first layer's input needs none). Used by bench_ember and bench_interleaved.
+/// On buffers of its own, or on a model's own weights and gradients (bench_interleaved's floor:
+/// the products and the optimizer's update on the same memory a training step uses).
 
 #include "common.hpp"
 
@@ -15,14 +17,34 @@
 namespace bench
 {
 
+/// The three layers' weights and their gradients, row-major [out, in] each.
+struct mlp_weights
+{
+    float* w[3];
+    float* g[3];
+};
+
 class mlp_products
 {
 public:
-    explicit mlp_products(std::size_t batch)
-        : m_batch(static_cast<int>(batch)), m_x(mlp_inputs(batch)), m_w0(mlp_layer(0).weight),
-          m_w1(mlp_layer(1).weight), m_w2(mlp_layer(2).weight), m_h0(batch * mlp_hidden, 0.5f),
-          m_h1(batch * mlp_hidden, 0.5f), m_o(batch * mlp_classes, 0.5f), m_g0(m_w0.size()),
-          m_g1(m_w1.size()), m_g2(m_w2.size()), m_dh1(batch * mlp_hidden), m_dh0(batch * mlp_hidden)
+    /// On weights and gradients of its own, common.hpp's initial weights.
+    explicit mlp_products(std::size_t batch) : mlp_products(batch, mlp_weights{})
+    {
+        for (int i = 0; i < 3; ++i)
+        {
+            m_own_w[i] = mlp_layer(i).weight;
+            m_own_g[i].assign(m_own_w[i].size(), 0.0f);
+            m_w[i] = m_own_w[i].data();
+            m_g[i] = m_own_g[i].data();
+        }
+    }
+
+    /// On `model`'s weights and gradients, which it reads and accumulates into as a step would.
+    mlp_products(std::size_t batch, const mlp_weights& model)
+        : m_batch(static_cast<int>(batch)), m_w{model.w[0], model.w[1], model.w[2]},
+          m_g{model.g[0], model.g[1], model.g[2]}, m_x(mlp_inputs(batch)),
+          m_h0(batch * mlp_hidden, 0.5f), m_h1(batch * mlp_hidden, 0.5f),
+          m_o(batch * mlp_classes, 0.5f), m_dh1(batch * mlp_hidden), m_dh0(batch * mlp_hidden)
     {
     }
 
@@ -32,16 +54,15 @@ public:
         const int b = m_batch;
         const int in = mlp_in, hid = mlp_hidden, out = mlp_classes;
         // forward: h = x W^T
-        gemm(false, true, b, hid, in, m_x.data(), in, m_w0.data(), in, 1.0f, m_h0.data(), hid);
-        gemm(false, true, b, hid, hid, m_h0.data(), hid, m_w1.data(), hid, 1.0f, m_h1.data(), hid);
-        gemm(false, true, b, out, hid, m_h1.data(), hid, m_w2.data(), hid, 1.0f, m_o.data(), out);
+        gemm(false, true, b, hid, in, m_x.data(), in, m_w[0], in, 1.0f, m_h0.data(), hid);
+        gemm(false, true, b, hid, hid, m_h0.data(), hid, m_w[1], hid, 1.0f, m_h1.data(), hid);
+        gemm(false, true, b, out, hid, m_h1.data(), hid, m_w[2], hid, 1.0f, m_o.data(), out);
         // backward: dW += dy^T x, dx = dy W
-        gemm(true, false, out, hid, b, m_o.data(), out, m_h1.data(), hid, 1.0f, m_g2.data(), hid);
-        gemm(false, false, b, hid, out, m_o.data(), out, m_w2.data(), hid, 0.0f, m_dh1.data(), hid);
-        gemm(true, false, hid, hid, b, m_dh1.data(), hid, m_h0.data(), hid, 1.0f, m_g1.data(), hid);
-        gemm(false, false, b, hid, hid, m_dh1.data(), hid, m_w1.data(), hid, 0.0f, m_dh0.data(),
-             hid);
-        gemm(true, false, hid, in, b, m_dh0.data(), hid, m_x.data(), in, 1.0f, m_g0.data(), in);
+        gemm(true, false, out, hid, b, m_o.data(), out, m_h1.data(), hid, 1.0f, m_g[2], hid);
+        gemm(false, false, b, hid, out, m_o.data(), out, m_w[2], hid, 0.0f, m_dh1.data(), hid);
+        gemm(true, false, hid, hid, b, m_dh1.data(), hid, m_h0.data(), hid, 1.0f, m_g[1], hid);
+        gemm(false, false, b, hid, hid, m_dh1.data(), hid, m_w[1], hid, 0.0f, m_dh0.data(), hid);
+        gemm(true, false, hid, in, b, m_dh0.data(), hid, m_x.data(), in, 1.0f, m_g[0], in);
         // keep the accumulating outputs finite across millions of iterations
         std::fill(m_h0.begin(), m_h0.end(), 0.5f);
         std::fill(m_h1.begin(), m_h1.end(), 0.5f);
@@ -64,8 +85,10 @@ private:
     }
 
     int m_batch;
-    std::vector<float> m_x, m_w0, m_w1, m_w2;
-    std::vector<float> m_h0, m_h1, m_o, m_g0, m_g1, m_g2, m_dh1, m_dh0;
+    float* m_w[3];
+    float* m_g[3];
+    std::vector<float> m_own_w[3], m_own_g[3]; // empty when on a model's weights
+    std::vector<float> m_x, m_h0, m_h1, m_o, m_dh1, m_dh0;
 };
 
 } // namespace bench

@@ -63,10 +63,10 @@ void interleaved_step(benchmark::State& state, std::size_t batch, EmberOptions e
     const int steps = bench::mlp_step_iterations(batch);
     enum contender
     {
-        ember,
-        torch,
-        products,
-        floor,
+        ember_step,
+        libtorch_step,
+        products_alone,
+        step_floor,
         contenders
     };
     std::vector<double> times[contenders];
@@ -78,24 +78,24 @@ void interleaved_step(benchmark::State& state, std::size_t batch, EmberOptions e
         for (std::size_t k = 0; k < contenders; ++k)
             switch ((block + k) % contenders)
             {
-            case ember:
+            case ember_step:
             {
                 bench::ember_mlp_trainer<EmberOptimizer> trainer(batch, ember_options);
-                t[ember] =
+                t[ember_step] =
                     seconds_per_step([&] { benchmark::DoNotOptimize(trainer.step()); }, steps);
                 break;
             }
-            case torch:
+            case libtorch_step:
             {
                 bench::torch_mlp_trainer<TorchOptimizer> trainer(batch, torch_options);
-                t[torch] = seconds_per_step(
+                t[libtorch_step] = seconds_per_step(
                     [&] { benchmark::DoNotOptimize(trainer.step().data_ptr()); }, steps);
                 break;
             }
-            case products:
+            case products_alone:
             {
                 bench::mlp_products alone(batch);
-                t[products] = seconds_per_step(
+                t[products_alone] = seconds_per_step(
                     [&]
                     {
                         alone.run();
@@ -108,7 +108,7 @@ void interleaved_step(benchmark::State& state, std::size_t batch, EmberOptions e
             {
                 bench::ember_mlp_trainer<EmberOptimizer> trainer(batch, ember_options);
                 bench::mlp_products on_model(batch, trainer.weights());
-                t[floor] = seconds_per_step(
+                t[step_floor] = seconds_per_step(
                     [&]
                     {
                         on_model.run();
@@ -118,13 +118,13 @@ void interleaved_step(benchmark::State& state, std::size_t batch, EmberOptions e
                     steps);
             }
             }
-        state.SetIterationTime(t[ember]);
+        state.SetIterationTime(t[ember_step]);
         for (std::size_t c = 0; c < contenders; ++c)
             times[c].push_back(t[c]);
-        speedup.push_back(t[torch] / t[ember]);
-        over_products.push_back(t[ember] / t[products]);
-        over_floor.push_back(t[ember] / t[floor]);
-        floor_over_products.push_back(t[floor] / t[products]);
+        speedup.push_back(t[libtorch_step] / t[ember_step]);
+        over_products.push_back(t[ember_step] / t[products_alone]);
+        over_floor.push_back(t[ember_step] / t[step_floor]);
+        floor_over_products.push_back(t[step_floor] / t[products_alone]);
         ++block;
     }
     const char* names[contenders] = {"ember", "libtorch", "products", "floor"};

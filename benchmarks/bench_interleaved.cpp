@@ -69,8 +69,7 @@ void interleaved_step(benchmark::State& state, std::size_t batch, EmberOptions e
         step_floor,
         contenders
     };
-    std::vector<double> times[contenders];
-    std::vector<double> speedup, over_products, over_floor, floor_over_products;
+    std::vector<double> times[contenders]; // per block
     std::size_t block = 0;
     for (auto _ : state)
     {
@@ -121,10 +120,6 @@ void interleaved_step(benchmark::State& state, std::size_t batch, EmberOptions e
         state.SetIterationTime(t[ember_step]);
         for (std::size_t c = 0; c < contenders; ++c)
             times[c].push_back(t[c]);
-        speedup.push_back(t[libtorch_step] / t[ember_step]);
-        over_products.push_back(t[ember_step] / t[products_alone]);
-        over_floor.push_back(t[ember_step] / t[step_floor]);
-        floor_over_products.push_back(t[step_floor] / t[products_alone]);
         ++block;
     }
     const char* names[contenders] = {"ember", "libtorch", "products", "floor"};
@@ -134,10 +129,18 @@ void interleaved_step(benchmark::State& state, std::size_t batch, EmberOptions e
         state.counters[std::string(names[c]) + "_min_s"] =
             *std::min_element(times[c].begin(), times[c].end());
     }
-    state.counters["speedup"] = median(speedup);
-    state.counters["ember_over_products"] = median(over_products);
-    state.counters["ember_over_floor"] = median(over_floor);
-    state.counters["floor_over_products"] = median(floor_over_products);
+    // The median of the blocks' ratios, each block's two times taken a moment apart.
+    auto median_ratio = [&](contender a, contender b)
+    {
+        std::vector<double> ratios(times[a].size());
+        for (std::size_t i = 0; i < ratios.size(); ++i)
+            ratios[i] = times[a][i] / times[b][i];
+        return median(std::move(ratios));
+    };
+    state.counters["speedup"] = median_ratio(libtorch_step, ember_step);
+    state.counters["ember_over_products"] = median_ratio(ember_step, products_alone);
+    state.counters["ember_over_floor"] = median_ratio(ember_step, step_floor);
+    state.counters["floor_over_products"] = median_ratio(step_floor, products_alone);
 }
 
 void register_all()

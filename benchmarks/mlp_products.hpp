@@ -34,35 +34,40 @@ public:
         {
             m_own_w[i] = mlp_layer(i).weight;
             m_own_g[i].assign(m_own_w[i].size(), 0.0f);
-            m_w[i] = m_own_w[i].data();
-            m_g[i] = m_own_g[i].data();
+            m_model.w[i] = m_own_w[i].data();
+            m_model.g[i] = m_own_g[i].data();
         }
     }
 
     /// On `model`'s weights and gradients, which it reads and accumulates into as a step would.
     mlp_products(std::size_t batch, const mlp_weights& model)
-        : m_batch(static_cast<int>(batch)), m_w{model.w[0], model.w[1], model.w[2]},
-          m_g{model.g[0], model.g[1], model.g[2]}, m_x(mlp_inputs(batch)),
+        : m_batch(static_cast<int>(batch)), m_model(model), m_x(mlp_inputs(batch)),
           m_h0(batch * mlp_hidden, 0.5f), m_h1(batch * mlp_hidden, 0.5f),
           m_o(batch * mlp_classes, 0.5f), m_dh1(batch * mlp_hidden), m_dh0(batch * mlp_hidden)
     {
     }
 
+    // m_model may point into m_own_w and m_own_g: a copy would point into the original's.
+    mlp_products(const mlp_products&) = delete;
+    mlp_products& operator=(const mlp_products&) = delete;
+
     /// The eight products of one step.
     void run()
     {
         const int b = m_batch;
+        float* const* w = m_model.w;
+        float* const* g = m_model.g;
         const int in = mlp_in, hid = mlp_hidden, out = mlp_classes;
         // forward: h = x W^T
-        gemm(false, true, b, hid, in, m_x.data(), in, m_w[0], in, 1.0f, m_h0.data(), hid);
-        gemm(false, true, b, hid, hid, m_h0.data(), hid, m_w[1], hid, 1.0f, m_h1.data(), hid);
-        gemm(false, true, b, out, hid, m_h1.data(), hid, m_w[2], hid, 1.0f, m_o.data(), out);
+        gemm(false, true, b, hid, in, m_x.data(), in, w[0], in, 1.0f, m_h0.data(), hid);
+        gemm(false, true, b, hid, hid, m_h0.data(), hid, w[1], hid, 1.0f, m_h1.data(), hid);
+        gemm(false, true, b, out, hid, m_h1.data(), hid, w[2], hid, 1.0f, m_o.data(), out);
         // backward: dW += dy^T x, dx = dy W
-        gemm(true, false, out, hid, b, m_o.data(), out, m_h1.data(), hid, 1.0f, m_g[2], hid);
-        gemm(false, false, b, hid, out, m_o.data(), out, m_w[2], hid, 0.0f, m_dh1.data(), hid);
-        gemm(true, false, hid, hid, b, m_dh1.data(), hid, m_h0.data(), hid, 1.0f, m_g[1], hid);
-        gemm(false, false, b, hid, hid, m_dh1.data(), hid, m_w[1], hid, 0.0f, m_dh0.data(), hid);
-        gemm(true, false, hid, in, b, m_dh0.data(), hid, m_x.data(), in, 1.0f, m_g[0], in);
+        gemm(true, false, out, hid, b, m_o.data(), out, m_h1.data(), hid, 1.0f, g[2], hid);
+        gemm(false, false, b, hid, out, m_o.data(), out, w[2], hid, 0.0f, m_dh1.data(), hid);
+        gemm(true, false, hid, hid, b, m_dh1.data(), hid, m_h0.data(), hid, 1.0f, g[1], hid);
+        gemm(false, false, b, hid, hid, m_dh1.data(), hid, w[1], hid, 0.0f, m_dh0.data(), hid);
+        gemm(true, false, hid, in, b, m_dh0.data(), hid, m_x.data(), in, 1.0f, g[0], in);
         // keep the accumulating outputs finite across millions of iterations
         std::fill(m_h0.begin(), m_h0.end(), 0.5f);
         std::fill(m_h1.begin(), m_h1.end(), 0.5f);
@@ -85,8 +90,7 @@ private:
     }
 
     int m_batch;
-    float* m_w[3];
-    float* m_g[3];
+    mlp_weights m_model;                       // what the products read and accumulate into
     std::vector<float> m_own_w[3], m_own_g[3]; // empty when on a model's weights
     std::vector<float> m_x, m_h0, m_h1, m_o, m_dh1, m_dh0;
 };

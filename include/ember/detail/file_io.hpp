@@ -30,7 +30,6 @@
 #include <cstring>
 #include <filesystem>
 #include <new>
-#include <random>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -39,6 +38,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -192,6 +192,24 @@ private:
 
     int m_fd = -1;
 };
+
+/// A random number for a temporary file's name: getrandom(2), or where that fails (a seccomp
+/// filter, an old kernel) the clock's nanoseconds mixed with the process id and a counter.
+/// O_EXCL catches a clash either way. (Not std::random_device, which throws a std exception
+/// where it finds no entropy source, and brings <random> into every file that saves.)
+inline std::uint64_t temporary_name_number() noexcept
+{
+    std::uint64_t r = 0;
+    if (::getrandom(&r, sizeof r, GRND_NONBLOCK) == static_cast<ssize_t>(sizeof r))
+        return r;
+    static std::atomic<std::uint64_t> counter{0};
+    timespec now{};
+    ::clock_gettime(CLOCK_REALTIME, &now);
+    const auto nanoseconds = static_cast<std::uint64_t>(now.tv_sec) * 1000000000u +
+                             static_cast<std::uint64_t>(now.tv_nsec);
+    return nanoseconds ^ (static_cast<std::uint64_t>(::getpid()) << 40) ^
+           (counter.fetch_add(1, std::memory_order_relaxed) * 0x9E3779B97F4A7C15u);
+}
 
 /// Writes a file of `total` bytes, produced by `produce(atomic_file_writer&)`, to `path`
 /// atomically and durably, or throws and leaves `path` as it was (see the file comment for a
@@ -357,13 +375,12 @@ void atomic_write_with(const std::filesystem::path& path, std::size_t total, Pro
     const std::string target = path.string();
 
     // A random suffix keeps concurrent writers apart; O_EXCL makes a clash fail, not share.
-    std::random_device rd;
     const std::string temp_stem = '.' + path.filename().string() + ".tmp-";
     int fd = -1;
     fs::path temp;
     for (int attempt = 0; attempt < 16 && fd < 0; ++attempt)
     {
-        temp = folder / (temp_stem + std::to_string(rd()));
+        temp = folder / (temp_stem + std::to_string(temporary_name_number()));
         fd = ops.open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
         if (fd < 0 && errno != EEXIST)
         {

@@ -8,6 +8,8 @@
 // selects, one multiplication).
 #include <ember/core/generator.hpp>
 #include <ember/core/grad_mode.hpp>
+#include <ember/detail/blas.hpp>
+#include <ember/detail/transpose.hpp>
 #include <ember/nn/gradcheck.hpp>
 #include <ember/nn/layers.hpp>
 
@@ -26,7 +28,9 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
+#include <random>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -305,6 +309,60 @@ BOOST_AUTO_TEST_CASE(linear_reuses_its_buffers_when_the_shape_repeats)
     BOOST_TEST(&y1 == &y2);
     BOOST_TEST(y2.data() == data);
     BOOST_TEST(m.backward(dy).data() == dx_data);
+}
+
+BOOST_AUTO_TEST_CASE(transpose_matches_element_by_element_at_every_remainder)
+{
+    // 4 x 4 blocks where the SSE path runs, the rest element by element: every remainder of
+    // rows and columns by 4, and the bands of 16 columns.
+    auto check = [](auto zero)
+    {
+        using T = decltype(zero);
+        for (std::size_t rows : {1, 3, 4, 5, 8, 17, 64})
+            for (std::size_t cols : {1, 2, 4, 7, 16, 19, 256})
+            {
+                std::vector<T> a(rows * cols), b(rows * cols, T(-1));
+                for (std::size_t i = 0; i < a.size(); ++i)
+                    a[i] = static_cast<T>(i);
+                ember::detail::transpose(rows, cols, a.data(), b.data());
+                std::size_t wrong = 0;
+                for (std::size_t i = 0; i < rows; ++i)
+                    for (std::size_t j = 0; j < cols; ++j)
+                        wrong += b[j * rows + i] != a[i * cols + j];
+                BOOST_TEST(wrong == 0u, rows << " x " << cols << ": " << wrong << " wrong");
+            }
+    };
+    check(0.0f);
+    check(0.0);
+}
+
+BOOST_AUTO_TEST_CASE(linear_forward_is_the_same_to_the_bit_whichever_way_its_product_runs)
+{
+    // At some batches linear's forward computes y^T = W x^T and transposes it, where OpenBLAS
+    // packs faster (linear.hpp, product_transposed()); every output must be the bits of the
+    // direct x W^T onto the broadcast bias, as addmm computes it. On cpu, where that route is.
+    std::mt19937 rng(5);
+    std::uniform_real_distribution<float> u(-1.f, 1.f);
+    for (bool has_bias : {true, false})
+        for (std::size_t in : {256u, 784u})
+            for (std::size_t batch : {1u, 7u, 8u, 16u, 31u, 32u, 33u, 64u})
+            {
+                const std::size_t out = 300;
+                nn::linear<float, cpu> m(in, out, has_bias);
+                auto x = tensor<float, 2>::from_shape({batch, in});
+                for (float& v : x)
+                    v = u(rng);
+                auto expected = tensor<float, 2>::from_shape({batch, out});
+                for (std::size_t r = 0; r < batch; ++r)
+                    for (std::size_t j = 0; j < out; ++j)
+                        expected(r, j) = has_bias ? m.bias.value(j) : 0.f;
+                ember::detail::gemm(false, true, batch, out, in, 1.f, x.data(), in,
+                                    m.weight.value.data(), in, has_bias ? 1.f : 0.f,
+                                    expected.data(), out);
+                const auto& y = m(x);
+                BOOST_TEST(std::memcmp(y.data(), expected.data(), y.size() * sizeof(float)) == 0,
+                           "batch " << batch << ", in " << in << ", bias " << has_bias);
+            }
 }
 
 BOOST_AUTO_TEST_CASE(linear_passes_gradcheck)

@@ -10,7 +10,8 @@
 #include <type_traits>
 
 #if defined(__SSE2__) && !defined(__CUDACC__)
-#include <immintrin.h>
+// SSE's own header only: <immintrin.h> would add most of a second to every file with a linear.
+#include <xmmintrin.h>
 #define EMBER_TRANSPOSE_SSE 1
 #else
 #define EMBER_TRANSPOSE_SSE 0

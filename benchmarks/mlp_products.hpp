@@ -8,6 +8,8 @@
 
 #include "common.hpp"
 
+#include <ember/detail/blas.hpp>
+
 #include <cblas.h>
 
 #include <algorithm>
@@ -58,11 +60,12 @@ public:
         float* const* w = m_model.w;
         float* const* g = m_model.g;
         const int in = mlp_in, hid = mlp_hidden, out = mlp_classes;
-        // forward: h = x W^T; at batch 8 to 32 the two wide layers as h^T = W x^T, the faster
-        // way round there, as ember's linear computes them (linear.hpp, product_transposed()),
-        // so that the roofline stays the fastest products, not ember's. (Into the same buffers:
-        // the products' time does not depend on the values they read.)
-        if (b >= 8 && b <= 32)
+        // forward: h = x W^T; at batch 8 to 32 with OpenBLAS's AVX-512 kernels the two wide
+        // layers as h^T = W x^T, the faster way round there, as ember's linear computes them
+        // (linear.hpp, product_transposed()), so that the roofline stays the fastest products,
+        // not ember's. (Into the same buffers: the products' time does not depend on the
+        // values they read.)
+        if (b >= 8 && b <= 32 && ember::detail::openblas_avx512_kernels())
         {
             gemm(false, true, hid, b, in, w[0], in, m_x.data(), in, 1.0f, m_h0.data(), b);
             gemm(false, true, hid, b, hid, w[1], hid, m_h0.data(), hid, 1.0f, m_h1.data(), b);

@@ -8,6 +8,7 @@
 
 #include <cblas.h>
 
+#include <cctype>
 #include <climits>
 #include <cstddef>
 #include <string>
@@ -26,6 +27,13 @@ void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t 
 void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k, double alpha,
           const double* a, std::size_t lda, const double* b, std::size_t ldb, double beta,
           double* c, std::size_t ldc);
+
+/// @brief True where the BLAS is OpenBLAS running its AVX-512 kernels (SkylakeX and the cores
+/// that share them: Cooperlake, SapphireRapids), as it says at run time. Their sgemm packs a
+/// transposed left-hand operand slowly enough that nn::linear turns its forward product round
+/// at small batches (linear.hpp, product_transposed()); OpenBLAS's Haswell and Zen kernels did
+/// not gain as much or lost, and other BLAS libraries were not measured.
+bool openblas_avx512_kernels() noexcept;
 
 /*******************
  * implementation  *
@@ -69,6 +77,26 @@ inline void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::
                  double beta, double* c, std::size_t ldc)
 {
     blas::gemm(&cblas_dgemm, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+inline bool openblas_avx512_kernels() noexcept
+{
+#if defined(OPENBLAS_VERSION)
+    static const bool avx512 = []
+    {
+        // "SkylakeX" from a DYNAMIC_ARCH build (Debian's), "SKYLAKEX" from one built for a core.
+        const char* core = openblas_get_corename();
+        if (core == nullptr)
+            return false;
+        std::string name(core);
+        for (char& c : name)
+            c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        return name == "skylakex" || name == "cooperlake" || name == "sapphirerapids";
+    }();
+    return avx512;
+#else
+    return false;
+#endif
 }
 
 } // namespace ember::detail

@@ -6,6 +6,7 @@
 #include "ember/core/error.hpp"
 #include "ember/core/generator.hpp"
 #include "ember/core/tensor.hpp"
+#include "ember/detail/blas.hpp"
 #include "ember/detail/transpose.hpp"
 #include "ember/nn/module.hpp"
 #include "ember/nn/parameter.hpp"
@@ -160,19 +161,22 @@ auto linear<T, Device>::forward(const tensor_type& x) -> const tensor_type&
     return m_output;
 }
 
-// OpenBLAS (0.3.21, its SkylakeX kernels, one thread) packs the weight faster as the right-hand
-// operand of W x^T than as the transposed one of x W^T. At batch 8 to 32 the product into
-// y^T plus the transpose took 0.6-0.9 of the time of the product into y for out_features and
-// in_features of 256 to 4096 (the MLP benchmark's first layer at batch 16: 101 µs against
-// 141 µs); at batch 64 and over, as long or longer. Every element is the same sum in the same
-// order either way (bias first, then the blocks of k in turn), so y is the same to the bit;
+// OpenBLAS's AVX-512 kernels (0.3.21, one thread) pack the weight faster as the right-hand
+// operand of W x^T than as the transposed left-hand one of x W^T. At batch 8 to 32 the product
+// into y^T plus the transpose took 0.6-0.9 of the time of the product into y for out_features
+// and in_features of 256 to 4096 (the MLP benchmark's first layer at batch 16: 101 µs against
+// 141 µs); at batch 64 and over, as long or longer; with OpenBLAS's Haswell kernels 0.72-0.86
+// at batch 8 but up to 1.12 at 32, with its Zen parameters 0.95-1.2, hence only where
+// detail::openblas_avx512_kernels(). Every element is the same sum in the same order either
+// way (bias first, then the blocks of k in turn), so y is the same to the bit;
 // tests/test_layers.cpp compares the two. Host BLAS and float only: cuBLAS packs otherwise,
 // and the transpose has no vector path for double.
 template <class T, class Device>
 bool linear<T, Device>::product_transposed(std::size_t batch) const noexcept
 {
     if constexpr (std::is_same_v<Device, cpu> && std::is_same_v<T, float>)
-        return batch >= 8 && batch <= 32 && m_out >= 256 && m_in >= 256;
+        return batch >= 8 && batch <= 32 && m_out >= 256 && m_in >= 256 &&
+               ember::detail::openblas_avx512_kernels();
     else
         return false;
 }

@@ -67,6 +67,8 @@ public:
 
 private:
     bool product_transposed(std::size_t batch) const noexcept;
+    void forward_direct(const tensor_type& x, std::size_t batch);
+    void forward_transposed(const tensor_type& x, std::size_t batch);
 
     std::size_t m_in;
     std::size_t m_out;
@@ -122,43 +124,55 @@ auto linear<T, Device>::forward(const tensor_type& x) -> const tensor_type&
                           std::to_string(m_in) + "]");
     const std::size_t batch = x.shape()[0];
     resize_if_needed(m_output, std::array<std::size_t, 2>{batch, m_out});
-    // Start from the broadcast bias and let gemm add x W^T onto it (beta = 1), as addmm does.
-    // Either straight into y, or into y^T = W x^T, then transposed (see product_transposed()).
-    const bool transposed = product_transposed(batch);
-    if (transposed)
-        resize_if_needed(m_output_transposed, std::array<std::size_t, 2>{m_out, batch});
-    T* y = transposed ? m_output_transposed.data() : m_output.data();
-    if (m_has_bias)
-    {
-        const T* b = bias.value.data();
-        const std::size_t out = m_out;
-        if (transposed)
-            Device::for_each(
-                out, EMBER_KERNEL(std::size_t j) {
-                    for (std::size_t r = 0; r < batch; ++r)
-                        y[j * batch + r] = b[j];
-                });
-        else
-            Device::for_each(
-                batch, EMBER_KERNEL(std::size_t r) {
-                    for (std::size_t j = 0; j < out; ++j)
-                        y[r * out + j] = b[j];
-                });
-    }
-    const T beta = m_has_bias ? T(1) : T(0);
-    if (transposed)
-    {
-        Device::gemm(false, true, m_out, batch, m_in, T(1), weight.value.data(), m_in, x.data(),
-                     m_in, beta, y, batch);
-        ember::detail::transpose(m_out, batch, y, m_output.data());
-    }
+    if (product_transposed(batch))
+        forward_transposed(x, batch);
     else
-        Device::gemm(false, true, batch, m_out, m_in, T(1), x.data(), m_in, weight.value.data(),
-                     m_in, beta, y, m_out);
+        forward_direct(x, batch);
     m_cached = this->caching();
     if (m_cached)
         assign<Device>(m_input, x);
     return m_output;
+}
+
+// y = b + x W^T: the bias broadcast into y, then gemm adds the product onto it (beta = 1), as
+// addmm does.
+template <class T, class Device>
+void linear<T, Device>::forward_direct(const tensor_type& x, std::size_t batch)
+{
+    T* y = m_output.data();
+    if (m_has_bias)
+    {
+        const T* b = bias.value.data();
+        const std::size_t out = m_out;
+        Device::for_each(
+            batch, EMBER_KERNEL(std::size_t r) {
+                for (std::size_t j = 0; j < out; ++j)
+                    y[r * out + j] = b[j];
+            });
+    }
+    Device::gemm(false, true, batch, m_out, m_in, T(1), x.data(), m_in, weight.value.data(), m_in,
+                 m_has_bias ? T(1) : T(0), y, m_out);
+}
+
+// The same, the other way round: y^T = b + W x^T into a buffer of its own, bias first as above,
+// then transposed into y. Only on cpu (see product_transposed()).
+template <class T, class Device>
+void linear<T, Device>::forward_transposed(const tensor_type& x, std::size_t batch)
+{
+    if constexpr (std::is_same_v<Device, cpu>)
+    {
+        resize_if_needed(m_output_transposed, std::array<std::size_t, 2>{m_out, batch});
+        T* yt = m_output_transposed.data();
+        if (m_has_bias)
+        {
+            const T* b = bias.value.data();
+            for (std::size_t j = 0; j < m_out; ++j)
+                std::fill_n(yt + j * batch, batch, b[j]);
+        }
+        Device::gemm(false, true, m_out, batch, m_in, T(1), weight.value.data(), m_in, x.data(),
+                     m_in, m_has_bias ? T(1) : T(0), yt, batch);
+        ember::detail::transpose(m_out, batch, yt, m_output.data());
+    }
 }
 
 // OpenBLAS's AVX-512 kernels (0.3.21, one thread) pack the weight faster as the right-hand

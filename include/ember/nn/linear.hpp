@@ -67,7 +67,6 @@ public:
 
 private:
     bool product_transposed(std::size_t batch) const noexcept;
-    void forward_direct(const tensor_type& x, std::size_t batch);
     void forward_transposed(const tensor_type& x, std::size_t batch);
 
     std::size_t m_in;
@@ -127,35 +126,32 @@ auto linear<T, Device>::forward(const tensor_type& x) -> const tensor_type&
     if (product_transposed(batch))
         forward_transposed(x, batch);
     else
-        forward_direct(x, batch);
+    {
+        // y = b + x W^T: the bias broadcast into y, then gemm adds the product onto it
+        // (beta = 1), as addmm does. (Here, not in a private function: nvcc refuses a device
+        // lambda in one.)
+        T* y = m_output.data();
+        if (m_has_bias)
+        {
+            const T* b = bias.value.data();
+            const std::size_t out = m_out;
+            Device::for_each(
+                batch, EMBER_KERNEL(std::size_t r) {
+                    for (std::size_t j = 0; j < out; ++j)
+                        y[r * out + j] = b[j];
+                });
+        }
+        Device::gemm(false, true, batch, m_out, m_in, T(1), x.data(), m_in, weight.value.data(),
+                     m_in, m_has_bias ? T(1) : T(0), y, m_out);
+    }
     m_cached = this->caching();
     if (m_cached)
         assign<Device>(m_input, x);
     return m_output;
 }
 
-// y = b + x W^T: the bias broadcast into y, then gemm adds the product onto it (beta = 1), as
-// addmm does.
-template <class T, class Device>
-void linear<T, Device>::forward_direct(const tensor_type& x, std::size_t batch)
-{
-    T* y = m_output.data();
-    if (m_has_bias)
-    {
-        const T* b = bias.value.data();
-        const std::size_t out = m_out;
-        Device::for_each(
-            batch, EMBER_KERNEL(std::size_t r) {
-                for (std::size_t j = 0; j < out; ++j)
-                    y[r * out + j] = b[j];
-            });
-    }
-    Device::gemm(false, true, batch, m_out, m_in, T(1), x.data(), m_in, weight.value.data(), m_in,
-                 m_has_bias ? T(1) : T(0), y, m_out);
-}
-
-// The same, the other way round: y^T = b + W x^T into a buffer of its own, bias first as above,
-// then transposed into y. Only on cpu (see product_transposed()).
+// forward()'s product the other way round: y^T = b + W x^T into a buffer of its own, the bias
+// first as there, then transposed into y. Only on cpu (see product_transposed()).
 template <class T, class Device>
 void linear<T, Device>::forward_transposed(const tensor_type& x, std::size_t batch)
 {

@@ -60,22 +60,28 @@ public:
         float* const* w = m_model.w;
         float* const* g = m_model.g;
         const int in = mlp_in, hid = mlp_hidden, out = mlp_classes;
-        // forward: h = x W^T; at batch 8 to 32 with OpenBLAS's AVX-512 kernels the two wide
-        // layers as h^T = W x^T, the faster way round there, as ember's linear computes them
-        // (linear.hpp, product_transposed()), so that the roofline stays the fastest products,
-        // not ember's. (Into the same buffers: the products' time does not depend on the
-        // values they read.)
-        if (b >= 8 && b <= 32 && ember::detail::openblas_avx512_kernels())
+        // forward: h = x W^T, or h^T = W x^T where that way round is the faster one, as ember's
+        // linear decides it (detail::transposed_product_faster()), so that the roofline stays
+        // the fastest products, not ember's. (Into the same buffers: the products' time does not
+        // depend on the values they read.)
+        const auto transposed = [b](int out_features, int in_features)
         {
+            return ember::detail::transposed_product_faster(static_cast<std::size_t>(b),
+                                                            static_cast<std::size_t>(out_features),
+                                                            static_cast<std::size_t>(in_features));
+        };
+        if (transposed(hid, in))
             gemm(false, true, hid, b, in, w[0], in, m_x.data(), in, 1.0f, m_h0.data(), b);
-            gemm(false, true, hid, b, hid, w[1], hid, m_h0.data(), hid, 1.0f, m_h1.data(), b);
-        }
         else
-        {
             gemm(false, true, b, hid, in, m_x.data(), in, w[0], in, 1.0f, m_h0.data(), hid);
+        if (transposed(hid, hid))
+            gemm(false, true, hid, b, hid, w[1], hid, m_h0.data(), hid, 1.0f, m_h1.data(), b);
+        else
             gemm(false, true, b, hid, hid, m_h0.data(), hid, w[1], hid, 1.0f, m_h1.data(), hid);
-        }
-        gemm(false, true, b, out, hid, m_h1.data(), hid, w[2], hid, 1.0f, m_o.data(), out);
+        if (transposed(out, hid))
+            gemm(false, true, out, b, hid, w[2], hid, m_h1.data(), hid, 1.0f, m_o.data(), b);
+        else
+            gemm(false, true, b, out, hid, m_h1.data(), hid, w[2], hid, 1.0f, m_o.data(), out);
         // backward: dW += dy^T x, dx = dy W
         gemm(true, false, out, hid, b, m_o.data(), out, m_h1.data(), hid, 1.0f, g[2], hid);
         gemm(false, false, b, hid, out, m_o.data(), out, w[2], hid, 0.0f, m_dh1.data(), hid);

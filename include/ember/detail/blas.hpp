@@ -35,6 +35,13 @@ void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t 
 /// not gain as much or lost, and other BLAS libraries were not measured.
 bool openblas_avx512_kernels() noexcept;
 
+/// @brief True where a linear layer's forward product is faster computed as y^T = W x^T (then
+/// transposed) than as y = x W^T, for a batch of `batch` rows, `out` outputs and `in` inputs: at
+/// batch 8 to 32 with in and out both 256 or more, under openblas_avx512_kernels(). One rule for
+/// nn::linear and for the benchmarks' roofline (benchmarks/mlp_products.hpp), which must take
+/// the faster way wherever linear does.
+bool transposed_product_faster(std::size_t batch, std::size_t out, std::size_t in) noexcept;
+
 /*******************
  * implementation  *
  *******************/
@@ -97,6 +104,13 @@ inline bool openblas_avx512_kernels() noexcept
 #else
     return false;
 #endif
+}
+
+// Measured in nn::linear (linear.hpp, above product_transposed()): 0.6-0.9 of the time at batch
+// 8-32; as long or longer at 64 and above, and for the small layers (out or in under 256).
+inline bool transposed_product_faster(std::size_t batch, std::size_t out, std::size_t in) noexcept
+{
+    return batch >= 8 && batch <= 32 && out >= 256 && in >= 256 && openblas_avx512_kernels();
 }
 
 } // namespace ember::detail

@@ -185,8 +185,7 @@ template <class T, class Device>
 bool linear<T, Device>::product_transposed(std::size_t batch) const noexcept
 {
     if constexpr (std::is_same_v<Device, cpu> && std::is_same_v<T, float>)
-        return batch >= 8 && batch <= 32 && m_out >= 256 && m_in >= 256 &&
-               ember::detail::openblas_avx512_kernels();
+        return ember::detail::transposed_product_faster(batch, m_out, m_in);
     else
         return false;
 }

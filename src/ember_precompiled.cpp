@@ -43,6 +43,10 @@ template class ordered_dict<host_tensor_view>;
 template class ordered_dict<optim::state_value>;
 template class ordered_dict<generator_state>;
 
+// The normal fill every randn and normal_ runs through (core/generator.hpp).
+template void detail::fill_normal<float>(float*, std::size_t, double, double, generator&);
+template void detail::fill_normal<double>(double*, std::size_t, double, double, generator&);
+
 EMBER_PRECOMPILED_FORMATS_FOR(state_dict)
 EMBER_PRECOMPILED_FORMATS_FOR(optim::optimizer_state)
 EMBER_PRECOMPILED_FORMATS_FOR(checkpoint)

@@ -15,6 +15,8 @@
 #endif
 
 #define EMBER_PRECOMPILED_DEFINITIONS // the definitions (detail/precompiled.hpp)
+#define EMBER_PRECOMPILED_DEVICE_PART // ... of this device alone: ember_precompiled.cpp has the
+                                      // rest
 #include "ember/device/thrust_omp.hpp"
 #include "ember/loss/cross_entropy.hpp"
 #include "ember/loss/l1.hpp"

@@ -222,6 +222,72 @@ BOOST_AUTO_TEST_CASE(the_dictionaries_are_linked)
     BOOST_TEST(loaded.extras.at("note").as<std::string>() == "resumed");
 }
 
+// A value's copies, moves and destructor (which a checkpoint's own copies call), stream_copy, the normal fill behind
+// randn, load_state_dict's checks and host_tensor's dtype checks are declared here and compiled in
+// the library (EMBER_SHARED_DEFINITIONS): they must link and behave.
+BOOST_AUTO_TEST_CASE(the_shared_definitions_are_linked)
+{
+    value v = value::dict{{"layers", value::list{4, 8, value::dict{{"p", 0.5}}}}, {"name", "mlp"}};
+    value copy = v;
+    BOOST_TEST((copy == v));
+    value moved = std::move(copy);
+    BOOST_TEST((moved == v));
+    copy = moved; // copy assignment into a moved-from value
+    moved = value(2.5);
+    BOOST_TEST((copy == v));
+    BOOST_TEST(moved.to_double() == 2.5);
+
+    checkpoint c;
+    c.epoch = 3;
+    c.train_loss = c.val_loss = 0.5;
+    c.hyperparameters.insert("lr", 0.01);
+    c.model_state_dict = make_model(4).state_dict();
+    checkpoint d = c;
+    BOOST_TEST((d == c));
+    checkpoint e = std::move(d);
+    BOOST_TEST((e == c));
+    d = e;
+    e = checkpoint{};
+    BOOST_TEST((d == c));
+    BOOST_TEST(e.epoch == 0);
+    BOOST_TEST(e.ember_version == std::string(ember::version));
+
+    // Over 1 MiB: the non-temporal route, in parts on ember's threads.
+    std::vector<unsigned char> from(3 << 20), to(from.size());
+    for (std::size_t i = 0; i < from.size(); ++i)
+        from[i] = static_cast<unsigned char>(i * 7 + 3);
+    detail::stream_copy(to.data() + 1, from.data() + 1, from.size() - 1);
+    BOOST_TEST(std::equal(from.begin() + 1, from.end(), to.begin() + 1));
+
+    // torch.manual_seed(0); torch.randn(20)[:2], in float: the 16-wide fill.
+    generator g(0);
+    const auto r = randn<float>({20}, g);
+    BOOST_TEST(r(0) == -1.1258398294448853f);
+    BOOST_TEST(r(1) == -1.152360200881958f);
+
+    model_type model = make_model(5);
+    state_dict wrong = model.state_dict();
+    wrong.insert_or_assign("0.weight",
+                           host_tensor::from(tensor<float, 2>(xt::zeros<float>({3, 4}))));
+    BOOST_TEST(contains(message_of<shape_error>([&] { model.load_state_dict(wrong); }),
+                        "size mismatch for '0.weight'"));
+    state_dict partial;
+    for (const auto& [key, t] : model.state_dict())
+        if (key != "0.weight")
+            partial.insert(key, t);
+    BOOST_TEST(contains(message_of<key_error>([&] { model.load_state_dict(partial); }),
+                        "missing key(s): '0.weight'"));
+    const host_tensor bias = model.state_dict().at("0.bias");
+    BOOST_TEST(contains(message_of<dtype_error>([&] { (void)bias.data<double>(); }),
+                        "tensor holds float32, not float64"));
+    BOOST_TEST(
+        contains(message_of<dtype_error>([&] { bias.check_matches<double>(std::array{8}, "b"); }),
+                 "b: expected dtype float64, got float32"));
+    BOOST_TEST(
+        contains(message_of<shape_error>([&] { bias.check_matches<float>(std::array{9}, "b"); }),
+                 "b: expected shape [9], got [8]"));
+}
+
 BOOST_AUTO_TEST_CASE(the_figure_is_linked)
 {
     plot::figure fig(6, 4);

@@ -7,6 +7,7 @@
 /// rather than taken from <random>, whose distributions differ between standard libraries.
 
 #include "ember/core/tensor.hpp"
+#include "ember/detail/precompiled.hpp"
 
 #include <array>
 #include <cmath>
@@ -84,6 +85,13 @@ void uniform_(tensor<T, N>& t, double from, double to, generator& g = default_ge
 template <class T, std::size_t N>
 void normal_(tensor<T, N>& t, double mean = 0.0, double stddev = 1.0,
              generator& g = default_generator());
+
+namespace detail
+{
+/// @brief normal_() over `size` elements at `data`: one instance per element type, not per rank.
+template <class T>
+void fill_normal(T* data, std::size_t size, double mean, double stddev, generator& g);
+} // namespace detail
 
 /// @brief A new tensor of standard normal samples (torch.randn).
 template <class T, std::size_t N>
@@ -216,8 +224,12 @@ template <class T, std::size_t N>
 void normal_(tensor<T, N>& t, double mean, double stddev, generator& g)
 {
     static_assert(std::is_floating_point_v<T>, "ember::normal_: T must be float or double");
-    const std::size_t size = t.size();
-    T* data = t.data();
+    detail::fill_normal(t.data(), t.size(), mean, stddev, g);
+}
+
+template <class T>
+void detail::fill_normal(T* data, std::size_t size, double mean, double stddev, generator& g)
+{
     if (size < 16)
     {
         for (std::size_t i = 0; i < size; ++i)
@@ -238,6 +250,12 @@ void normal_(tensor<T, N>& t, double mean, double stddev, generator& g)
         detail::normal_fill_16(tail, m, s);
     }
 }
+
+// Compiled once in ember's precompiled part, where a program links it (detail/precompiled.hpp).
+#if !EMBER_SHARED_DEFINITIONS
+extern template void detail::fill_normal<float>(float*, std::size_t, double, double, generator&);
+extern template void detail::fill_normal<double>(double*, std::size_t, double, double, generator&);
+#endif
 
 template <class T, std::size_t N>
 tensor<T, N> randn(const std::size_t (&shape)[N], generator& g)

@@ -142,12 +142,30 @@ private:
 
 namespace detail
 {
+// The throws of the checks below, not templates (out of line where ember is precompiled).
+[[noreturn]] void throw_tensor_dtype(dtype held, dtype asked);
+[[noreturn]] void throw_tensor_dtype_mismatch(std::string_view what, dtype expected, dtype got);
+
+#if EMBER_SHARED_DEFINITIONS
+EMBER_PRECOMPILED_INLINE void throw_tensor_dtype(dtype held, dtype asked)
+{
+    throw dtype_error("tensor holds " + std::string(dtype_name(held)) + ", not " +
+                      std::string(dtype_name(asked)));
+}
+
+EMBER_PRECOMPILED_INLINE void throw_tensor_dtype_mismatch(std::string_view what, dtype expected,
+                                                          dtype got)
+{
+    throw dtype_error(std::string(what) + ": expected dtype " + std::string(dtype_name(expected)) +
+                      ", got " + std::string(dtype_name(got)));
+}
+#endif
+
 template <class T>
 void check_tensor_dtype(dtype type)
 {
     if (dtype_of<T>() != type)
-        throw dtype_error("tensor holds " + std::string(dtype_name(type)) + ", not " +
-                          std::string(dtype_name(dtype_of<T>())));
+        throw_tensor_dtype(type, dtype_of<T>());
 }
 
 template <class T, class S>
@@ -155,9 +173,7 @@ void check_tensor_matches(dtype type, const std::vector<std::int64_t>& shape, co
                           std::string_view what)
 {
     if (dtype_of<T>() != type)
-        throw dtype_error(std::string(what) + ": expected dtype " +
-                          std::string(dtype_name(dtype_of<T>())) + ", got " +
-                          std::string(dtype_name(type)));
+        throw_tensor_dtype_mismatch(what, dtype_of<T>(), type);
     check_shape(shape, expected, what);
 }
 } // namespace detail

@@ -31,21 +31,31 @@ public:
     /// @brief None.
     value() = default;
     value(std::nullptr_t) {}
-    value(bool b) : m_data(b) {}
+    value(bool b) : m_data(std::in_place_type<bool>, b) {}
     /// @brief Any integer type becomes an int64 (Python's int).
     template <class I>
     requires(std::is_integral_v<I> && !std::is_same_v<I, bool>) value(I i)
-        : m_data(static_cast<std::int64_t>(i))
+        : m_data(std::in_place_type<std::int64_t>, static_cast<std::int64_t>(i))
     {
     }
     /// @brief float and double become a double (Python's float).
     template <class F>
-    requires std::is_floating_point_v<F> value(F f) : m_data(static_cast<double>(f)) {}
-    value(const char* s) : m_data(std::string(s)) {}
-    value(std::string s) : m_data(std::move(s)) {}
-    value(host_tensor t) : m_data(std::move(t)) {}
-    value(list l) : m_data(std::move(l)) {}
-    value(dict d) : m_data(std::move(d)) {}
+    requires std::is_floating_point_v<F> value(F f)
+        : m_data(std::in_place_type<double>, static_cast<double>(f))
+    {
+    }
+    value(const char* s) : m_data(std::in_place_type<std::string>, s) {}
+    value(std::string s) : m_data(std::in_place_type<std::string>, std::move(s)) {}
+    value(host_tensor t) : m_data(std::in_place_type<host_tensor>, std::move(t)) {}
+    value(list l) : m_data(std::in_place_type<list>, std::move(l)) {}
+    value(dict d) : m_data(std::in_place_type<dict>, std::move(d)) {}
+
+    // Out of line (below): see there.
+    value(const value&);
+    value(value&&) noexcept;
+    value& operator=(const value&);
+    value& operator=(value&&) noexcept;
+    ~value();
 
     bool is_none() const noexcept { return std::holds_alternative<std::monostate>(m_data); }
     bool is_bool() const noexcept { return std::holds_alternative<bool>(m_data); }
@@ -79,6 +89,17 @@ private:
 /*******************
  * implementation  *
  *******************/
+
+// Copying, moving and destroying a value visits an eight-way std::variant, two of whose
+// alternatives hold values again: compiled in every file that copies a checkpoint, unless
+// precompiled (detail/precompiled.hpp), where src/ember_precompiled.cpp compiles them once.
+#if EMBER_SHARED_DEFINITIONS
+EMBER_PRECOMPILED_INLINE value::value(const value&) = default;
+EMBER_PRECOMPILED_INLINE value::value(value&&) noexcept = default;
+EMBER_PRECOMPILED_INLINE value& value::operator=(const value&) = default;
+EMBER_PRECOMPILED_INLINE value& value::operator=(value&&) noexcept = default;
+EMBER_PRECOMPILED_INLINE value::~value() = default;
+#endif
 
 inline const char* value::type_name() const noexcept
 {

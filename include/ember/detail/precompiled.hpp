@@ -19,6 +19,17 @@
 #define EMBER_DEFINITIONS 1
 #endif
 
+// EMBER_SHARED_DEFINITIONS is EMBER_DEFINITIONS less a device's own precompiled part
+// (src/ember_precompiled_thrust_omp.cpp defines EMBER_PRECOMPILED_DEVICE_PART): the
+// device-independent definitions (a value's copies, stream_copy, load_state_dict's checks, ...)
+// that the device's part parses too but must leave to ember_precompiled.cpp, which is linked
+// beside it, or the program would have them twice.
+#if EMBER_DEFINITIONS && !defined(EMBER_PRECOMPILED_DEVICE_PART)
+#define EMBER_SHARED_DEFINITIONS 1
+#else
+#define EMBER_SHARED_DEFINITIONS 0
+#endif
+
 #if defined(EMBER_PRECOMPILED_DEFINITIONS)
 #define EMBER_PRECOMPILED_INLINE
 #else

@@ -15,6 +15,7 @@
 /// ember's threads (detail/parallel.hpp): one core's bandwidth is what bounds it.
 
 #include "ember/detail/parallel.hpp"
+#include "ember/detail/precompiled.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -72,8 +73,12 @@ inline void stream_copy_serial(void* dst, const void* src, std::size_t n) noexce
 
 /// @brief Copies `n` bytes from `src` to `dst` (which must not overlap): around the cache from
 /// stream_copy_threshold up where SSE2 is there, memcpy otherwise; in parts on ember's threads
-/// from 2 * parallel_min_part up.
-inline void stream_copy(void* dst, const void* src, std::size_t n) noexcept
+/// from 2 * parallel_min_part up. (Out of line where ember is precompiled: it instantiates
+/// the thread pool's pass.)
+void stream_copy(void* dst, const void* src, std::size_t n) noexcept;
+
+#if EMBER_SHARED_DEFINITIONS
+EMBER_PRECOMPILED_INLINE void stream_copy(void* dst, const void* src, std::size_t n) noexcept
 {
     parallel_pass(n,
                   [&](std::size_t first, std::size_t last)
@@ -83,5 +88,6 @@ inline void stream_copy(void* dst, const void* src, std::size_t n) noexcept
                                          last - first);
                   });
 }
+#endif
 
 } // namespace ember::detail

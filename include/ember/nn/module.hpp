@@ -16,6 +16,7 @@
 #include "ember/core/error.hpp"
 #include "ember/core/grad_mode.hpp"
 #include "ember/core/state_dict.hpp"
+#include "ember/detail/precompiled.hpp"
 #include "ember/device/cpu.hpp"
 #include "ember/nn/parameter.hpp"
 
@@ -125,9 +126,20 @@ namespace detail
 
 /// @brief Throws dtype_error or shape_error unless the state_dict's entry for `name` (dtype
 /// `have`, shape `have_shape`) fits the module's parameter or buffer (`want`, `want_shape`).
-inline void check_load_entry(std::string_view name, dtype have,
-                             const std::vector<std::int64_t>& have_shape, dtype want,
-                             const std::vector<std::int64_t>& want_shape)
+void check_load_entry(std::string_view name, dtype have,
+                      const std::vector<std::int64_t>& have_shape, dtype want,
+                      const std::vector<std::int64_t>& want_shape);
+
+/// @brief After the check pass: with `strict`, key_error naming every missing and unexpected
+/// key in `result`.
+void check_load_keys(const load_result& result, bool strict);
+
+// Out of line where ember is precompiled (src/ember_precompiled.cpp).
+#if EMBER_SHARED_DEFINITIONS
+EMBER_PRECOMPILED_INLINE void check_load_entry(std::string_view name, dtype have,
+                                               const std::vector<std::int64_t>& have_shape,
+                                               dtype want,
+                                               const std::vector<std::int64_t>& want_shape)
 {
     if (have != want)
         throw dtype_error("load_state_dict: dtype mismatch for '" + std::string(name) +
@@ -140,9 +152,7 @@ inline void check_load_entry(std::string_view name, dtype have,
                           shape_string(want_shape));
 }
 
-/// @brief After the check pass: with `strict`, key_error naming every missing and unexpected
-/// key in `result`.
-inline void check_load_keys(const load_result& result, bool strict)
+EMBER_PRECOMPILED_INLINE void check_load_keys(const load_result& result, bool strict)
 {
     if (strict && (!result.missing_keys.empty() || !result.unexpected_keys.empty()))
     {
@@ -164,6 +174,7 @@ inline void check_load_keys(const load_result& result, bool strict)
         throw key_error(msg);
     }
 }
+#endif
 } // namespace detail
 
 /// @brief CRTP base of every module. `Derived` provides `visit(v)`, `forward` and `backward`.

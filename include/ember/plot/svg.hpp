@@ -106,6 +106,13 @@ public:
         : m_width(width_in * 100), m_height(height_in * 100)
     {
     }
+    // The destructor out of line, compiled with the rest of the figure (precompiled, it is the
+    // deque of panels that a program drawing one would otherwise compile).
+    ~figure();
+    figure(const figure&) = default;
+    figure(figure&&) = default;
+    figure& operator=(const figure&) = default;
+    figure& operator=(figure&&) = default;
 
     /// @brief The panel at 1-based `index` of a rows × cols grid (plt.subplot(rows, cols, i)).
     /// The reference stays valid for the figure's lifetime, as more panels are added.
@@ -141,6 +148,8 @@ private:
 
 namespace ember::plot
 {
+
+EMBER_PRECOMPILED_INLINE figure::~figure() = default;
 
 namespace detail
 {

@@ -87,6 +87,13 @@ inline lesson_data make_lesson_data(float weight = 0.7f, float bias = 0.3f, std:
     return d;
 }
 
+/// Rows [from, to) of `t`, as a tensor of their own: X[from:to] in Python.
+inline ember::tensor<float, 2> rows(const ember::tensor<float, 2>& t, std::size_t from,
+                                    std::size_t to)
+{
+    return ember::tensor<float, 2>(xt::view(t, xt::range(from, to), xt::all()));
+}
+
 /// A column tensor's values as doubles, as plot::axes takes them.
 inline std::vector<double> column(const ember::tensor<float, 2>& t)
 {

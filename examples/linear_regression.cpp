@@ -38,8 +38,6 @@ int run()
 
     const auto train_split = static_cast<std::size_t>(0.7 * n);
     const auto val_split = static_cast<std::size_t>(0.85 * n);
-    auto rows = [](const ember::tensor<float, 2>& t, std::size_t from, std::size_t to)
-    { return ember::tensor<float, 2>(xt::view(t, xt::range(from, to), xt::all())); };
     auto X_train = rows(X, 0, train_split), y_train = rows(y, 0, train_split);
     auto X_val = rows(X, train_split, val_split), y_val = rows(y, train_split, val_split);
     auto X_test = rows(X, val_split, n), y_test = rows(y, val_split, n);

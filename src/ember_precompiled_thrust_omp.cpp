@@ -14,9 +14,10 @@
 #error "compile ember_precompiled_thrust_omp.cpp with -fopenmp -DEMBER_WITH_THRUST_OMP"
 #endif
 
-#define EMBER_PRECOMPILED_DEFINITIONS // the definitions (detail/precompiled.hpp)
-#define EMBER_PRECOMPILED_DEVICE_PART // ... of this device alone: ember_precompiled.cpp has the
-                                      // rest
+// The definitions (detail/precompiled.hpp) of this device alone: the device-independent ones
+// are ember_precompiled.cpp's, linked beside this file.
+#define EMBER_PRECOMPILED_DEFINITIONS
+#define EMBER_PRECOMPILED_DEVICE_PART
 #include "ember/device/thrust_omp.hpp"
 #include "ember/loss/cross_entropy.hpp"
 #include "ember/loss/l1.hpp"

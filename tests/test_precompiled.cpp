@@ -222,9 +222,10 @@ BOOST_AUTO_TEST_CASE(the_dictionaries_are_linked)
     BOOST_TEST(loaded.extras.at("note").as<std::string>() == "resumed");
 }
 
-// A value's copies, moves and destructor (which a checkpoint's own copies call), stream_copy, the normal fill behind
-// randn, load_state_dict's checks and host_tensor's dtype checks are declared here and compiled in
-// the library (EMBER_SHARED_DEFINITIONS): they must link and behave.
+// A value's copies, moves and destructor (which a checkpoint's own copies call), stream_copy,
+// the normal fill behind randn, load_state_dict's checks and host_tensor's dtype checks are
+// declared here and compiled in the library (EMBER_SHARED_DEFINITIONS): they must link and
+// behave.
 BOOST_AUTO_TEST_CASE(the_shared_definitions_are_linked)
 {
     value v = value::dict{{"layers", value::list{4, 8, value::dict{{"p", 0.5}}}}, {"name", "mlp"}};

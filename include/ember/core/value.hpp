@@ -50,7 +50,8 @@ public:
     value(list l) : m_data(std::in_place_type<list>, std::move(l)) {}
     value(dict d) : m_data(std::in_place_type<dict>, std::move(d)) {}
 
-    // Out of line (below): see there.
+    // Copies, moves and destruction: declared here, defined out of line below, so that a
+    // program linking the precompiled part does not compile them.
     value(const value&);
     value(value&&) noexcept;
     value& operator=(const value&);

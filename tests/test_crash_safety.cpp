@@ -28,6 +28,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -79,10 +80,11 @@ enum op
     op_unlink,
     op_allocate,
     op_seek,
+    op_set_direct,
     op_count
 };
 const char* const op_names[] = {"open",   "write",  "read",     "fsync", "close",
-                                "rename", "unlink", "allocate", "seek"};
+                                "rename", "unlink", "allocate", "seek",  "set_direct"};
 
 // What the fake calls do; plain globals because file_ops holds plain function pointers.
 struct plan
@@ -94,6 +96,7 @@ struct plan
     int fail_result = -1;             // -1, or 0 for a write that makes no progress
     std::size_t max_write = SIZE_MAX; // cut every write to this many bytes
     int eintr_every = 0;              // every n-th write is interrupted before writing
+    bool pretend_direct = false;      // set_direct succeeds without changing the descriptor
 };
 plan g_plan;
 
@@ -160,12 +163,19 @@ off_t fake_seek(int fd, off_t offset, int whence)
     return fails(op_seek) ? -1 : ::lseek(fd, offset, whence);
 }
 
+int fake_set_direct(int fd, bool on)
+{
+    if (fails(op_set_direct))
+        return -1;
+    return g_plan.pretend_direct ? 0 : detail::system_set_direct(fd, on);
+}
+
 /// Routes this thread's file operations through the fakes for its lifetime.
 struct injected
 {
     detail::scoped_file_ops guard{detail::file_ops{fake_open, fake_write, fake_read, fake_fsync,
                                                    fake_close, fake_rename, fake_unlink,
-                                                   fake_allocate, fake_seek}};
+                                                   fake_allocate, fake_seek, fake_set_direct}};
     explicit injected(plan p) { g_plan = p; }
     int calls(op o) const { return g_plan.calls[o]; }
 };
@@ -326,6 +336,153 @@ BOOST_AUTO_TEST_CASE(short_and_interrupted_writes_are_continued)
     BOOST_TEST((load<state_dict>(target) == new_state()));
     BOOST_TEST(entries(dir.path) == std::vector<std::string>{"model.ember"},
                boost::test_tools::per_element());
+}
+
+// ---- large files: written around the page cache (O_DIRECT) ------------------------------
+
+namespace
+{
+
+using writer = detail::atomic_file_writer;
+
+/// Just over writer::direct_min bytes, ending in a part block.
+const state_dict& large_state()
+{
+    static const state_dict big = crash_test::version_state(3, writer::direct_min / 4 + 12345);
+    return big;
+}
+
+/// Whether the file system under `dir` lets a file be written with O_DIRECT.
+bool direct_io_works(const fs::path& dir)
+{
+    const fs::path probe = dir / "probe";
+    const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    const bool works = fd >= 0 && detail::system_set_direct(fd, true) == 0;
+    if (fd >= 0)
+        ::close(fd);
+    fs::remove(probe);
+    return works;
+}
+
+/// The share of `path`'s pages in the page cache (mincore).
+double cached_share(const fs::path& path)
+{
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    const std::size_t size = fs::file_size(path);
+    void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+    ::close(fd);
+    const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    std::vector<unsigned char> resident((size + page - 1) / page);
+    BOOST_REQUIRE(map != MAP_FAILED);
+    BOOST_REQUIRE(::mincore(map, size, resident.data()) == 0);
+    ::munmap(map, size);
+    const auto in = std::count_if(resident.begin(), resident.end(),
+                                  [](unsigned char r) { return (r & 1) != 0; });
+    return static_cast<double>(in) / static_cast<double>(resident.size());
+}
+
+plan pretending_direct(plan p)
+{
+    p.pretend_direct = true;
+    return p;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(a_small_save_does_not_ask_for_direct_io)
+{
+    temp_dir dir;
+    injected count(plan{});
+    save(new_state(), dir.path / "model.ember");
+    BOOST_TEST(count.calls(op_set_direct) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_large_save_bypasses_the_page_cache_and_writes_the_same_bytes)
+{
+    // Each format: the container and the zip write headers over zeros at the end, after the
+    // direct chunks; safetensors writes straight through. Where the file system refuses
+    // O_DIRECT the save is buffered and the same. (One name in two folders: a .pth names its
+    // records after the file.)
+    temp_dir around("ember_direct"), through("ember_buffered");
+    const bool direct = direct_io_works(around.path);
+    BOOST_TEST_MESSAGE("O_DIRECT " << (direct ? "works" : "is refused") << " in "
+                                   << around.path.string());
+    for (const std::string name : {"model.ember", "model.pth", "model.safetensors"})
+        BOOST_TEST_CONTEXT(name)
+        {
+            {
+                injected count(plan{});
+                save(large_state(), around.path / name);
+                BOOST_TEST(count.calls(op_set_direct) >= 1);
+            }
+            {
+                injected refuse(failing(op_set_direct, 1, EINVAL));
+                save(large_state(), through.path / name);
+            }
+            if (direct) // all but the last part block and the rewritten headers
+                BOOST_TEST(cached_share(around.path / name) < 0.1);
+            BOOST_TEST(
+                (detail::read_file(around.path / name) == detail::read_file(through.path / name)));
+            const state_dict loaded = load<state_dict>(around.path / name);
+            BOOST_TEST(loaded.size() == large_state().size());
+            for (const auto& [key, value] : large_state()) // safetensors sorts its keys
+                BOOST_TEST((loaded.contains(key) && loaded.at(key) == value), key);
+        }
+}
+
+BOOST_AUTO_TEST_CASE(a_failing_direct_write_keeps_the_previous_file)
+{
+    // The chunks are written on another thread; its failure is the save's, with the offset.
+    temp_dir dir;
+    for (int err : {ENOSPC, EIO})
+        for (int at : {1, 3})
+            BOOST_TEST_CONTEXT("errno " << err << ", write call " << at)
+            {
+                const std::string after =
+                    "write failed after " + std::to_string((at - 1) * writer::direct_chunk) + " of";
+                auto calls =
+                    expect_failed_save(dir.path, pretending_direct(failing(op_write, at, err)),
+                                       after, "model.ember", large_state());
+                BOOST_TEST(calls[op_write] == at);
+                BOOST_TEST(calls[op_fsync] == 0);
+                BOOST_TEST(calls[op_rename] == 0);
+            }
+    plan stalls = pretending_direct(failing(op_write, 2, 0));
+    stalls.fail_result = 0;
+    expect_failed_save(dir.path, stalls,
+                       "write made no progress after " + std::to_string(writer::direct_chunk),
+                       "model.ember", large_state());
+}
+
+BOOST_AUTO_TEST_CASE(a_refused_or_short_direct_write_carries_on_through_the_cache)
+{
+    // EINVAL from a direct write (the file system wants other alignments) and a write cut
+    // short of a whole block both leave the rest to buffered writes; a short write of whole
+    // blocks goes on directly.
+    temp_dir dir;
+    const fs::path target = dir.path / "model.ember";
+    plan refused = pretending_direct(failing(op_write, 2, EINVAL));
+    plan part_block = pretending_direct(plan{});
+    part_block.max_write = 5000;
+    plan whole_blocks = pretending_direct(plan{});
+    whole_blocks.max_write = std::size_t{1} << 20;
+    for (const plan& p : {refused, part_block, whole_blocks})
+    {
+        {
+            injected inject(p);
+            save(large_state(), target);
+            BOOST_TEST(inject.calls(op_set_direct) == 2); // on, then off where it was refused
+        }
+        BOOST_TEST((load<state_dict>(target) == large_state()));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(direct_io_that_cannot_be_turned_off_fails_and_keeps_the_previous_file)
+{
+    temp_dir dir;
+    auto calls = expect_failed_save(dir.path, pretending_direct(failing(op_set_direct, 2, EIO)),
+                                    "cannot turn off direct I/O", "model.ember", large_state());
+    BOOST_TEST(calls[op_rename] == 0);
 }
 
 BOOST_AUTO_TEST_CASE(a_failing_fsync_throws_keeps_the_previous_file_and_is_never_retried)

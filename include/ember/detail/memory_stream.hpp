@@ -51,8 +51,9 @@ inline constexpr std::size_t crc_piece = std::size_t{1} << 18;
 
 /// Writes `bytes` through `writer` (`write(span)`, `written()`) in pieces of crc_piece that
 /// end on its multiples in the file, so the page cache holds the file in folios of that size,
-/// which a later load maps whole (see docs/benchmarks.md); `on_piece(piece)` sees each piece
-/// just before it is written.
+/// which a later load maps whole (see docs/benchmarks.md; a file of
+/// atomic_file_writer::direct_min bytes or more goes around the cache instead); `on_piece(piece)`
+/// sees each piece just before it is written.
 template <class Writer, class OnPiece>
 void write_in_pieces(Writer& writer, std::span<const std::byte> bytes, OnPiece&& on_piece)
 {

@@ -52,8 +52,11 @@ public:
     explicit mapped_file(const std::filesystem::path& path);
     /// Maps the first `size` bytes of the open file `fd` (left open). Pages fault in as they
     /// are read: MAP_POPULATE, which maps them all in the call, made a 400 MB load 2-4 ms
-    /// slower on Linux 6.18, whose faults map a whole run of the page cache at a time. Throws
-    /// io_error naming `name`.
+    /// slower on Linux 6.18, whose faults map a whole run of the page cache at a time. The
+    /// mapping is advised MADV_HUGEPAGE: a file not yet in the page cache (a large save goes
+    /// around it, see atomic_file_writer) is then read into 2 MiB folios, which every later
+    /// load maps in few steps (the 400 MB container loaded again in 18-21 ms, against 43-51
+    /// ms read in without the advice). Throws io_error naming `name`.
     mapped_file(int fd, std::size_t size, const std::string& name);
     ~mapped_file() { unmap(); }
 
@@ -382,6 +385,9 @@ inline mapped_file::mapped_file(int fd, std::size_t size, const std::string& nam
     void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED)
         throw io_error("cannot map '" + name + "': " + errno_text(errno));
+#ifdef MADV_HUGEPAGE
+    (void)::madvise(p, size, MADV_HUGEPAGE); // a hint: refused (no THP) is as before
+#endif
     m_data = p;
     m_size = size;
     m_guard = shrink_guard::enroll(p, size);

@@ -140,30 +140,64 @@ inline std::string quoted_name(std::string_view name)
     return q;
 }
 
-/// One chunk of a direct write (atomic_file_writer), written on a thread of its own while the
-/// next chunk is gathered, so that the disk and the producer work at once. Only one is ever in
-/// flight, so the file's offset advances in order.
-struct chunk_write
+/// The thread that writes a direct save's chunks (atomic_file_writer), in order, while the
+/// saving thread gathers the next ones. Up to `depth` chunks wait for it, so the disk does not
+/// wait for the saver, nor for a thread to start. A direct write refused (EINVAL: the file
+/// system wants other alignments) or cut short of a whole block turns O_DIRECT off, and that
+/// chunk's rest and every later chunk go through the cache; any other failure stops the
+/// writing, and the saver reports it (failed(), then the fields after stop()).
+class chunk_writer
 {
-    file_ops ops; // the saving thread's table: fault injection is per thread
-    int fd = -1;
-    const std::byte* data = nullptr;
-    std::size_t size = 0;   // a multiple of atomic_file_writer::direct_alignment
-    std::size_t offset = 0; // in the file, for messages
-    std::size_t done = 0;   // bytes written
-    int error = 0;          // errno of the write that failed (EINVAL: O_DIRECT refused)
-    bool stalled = false;   // a write made no progress
-    bool running = false;
-    pthread_t thread{};
+public:
+    static constexpr std::size_t depth = 3;
 
-    /// Writes on a new thread, or here where no thread can be had.
-    void start() noexcept;
-    /// Waits for the write started last; nothing when none is running.
-    void wait() noexcept;
-    /// Writes while every write stays whole-block: stops at a failure or at a short write
-    /// that leaves a part block (done < size then).
-    void write() noexcept;
+    chunk_writer() noexcept = default;
+    ~chunk_writer() { stop(); }
+    chunk_writer(const chunk_writer&) = delete;
+    chunk_writer& operator=(const chunk_writer&) = delete;
+
+    /// Starts the thread for `fd`, already O_DIRECT, writing from `buffers` (depth chunks of
+    /// `chunk` bytes) through `ops`; false where no thread can be had.
+    bool start(int fd, const file_ops& ops, std::byte* buffers, std::size_t chunk) noexcept;
+    bool running() const noexcept { return m_running; }
+
+    /// The buffer to fill next, once the thread is done with what it held.
+    std::byte* next_buffer() noexcept;
+    /// Hands over the first `size` bytes of next_buffer(), which go at file offset `offset`.
+    void submit(std::size_t size, std::size_t offset) noexcept;
+    /// Whether a write has failed (the saver then stops gathering).
+    bool failed() noexcept;
+    /// Skips the chunks not yet written (the save is being abandoned).
+    void abandon() noexcept;
+    /// Waits for every chunk handed over, and ends the thread.
+    void stop() noexcept;
+
+    // What the writing came to, once stopped.
+    int error = 0;                  // errno of the call that failed
+    bool stalled = false;           // a write made no progress
+    bool direct_off_failed = false; // O_DIRECT could not be turned off
+    std::size_t failed_at = 0;      // the file offset the failure was at
+    bool direct = true;             // O_DIRECT still on
+
+private:
     static void* run(void* self) noexcept;
+    void write_chunk(const std::byte* data, std::size_t size, std::size_t offset) noexcept;
+    void fail_at(std::size_t offset, int err, bool no_progress) noexcept;
+
+    file_ops m_ops; // the saving thread's table: fault injection is per thread
+    int m_fd = -1;
+    std::byte* m_buffers = nullptr;
+    std::size_t m_chunk = 0;
+    std::size_t m_sizes[depth] = {};
+    std::size_t m_offsets[depth] = {};
+    std::size_t m_queued = 0;  // chunks handed over
+    std::size_t m_written = 0; // chunks the thread is done with
+    bool m_stopping = false;
+    bool m_failed = false;
+    bool m_running = false;
+    pthread_t m_thread{};
+    pthread_mutex_t m_mutex = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t m_changed = PTHREAD_COND_INITIALIZER;
 };
 
 /// The temporary file of an atomic write, handed to the producer of atomic_write_with. Every
@@ -171,8 +205,8 @@ struct chunk_write
 /// throws io_error ("cannot save 'path': write failed after X of Y bytes: reason").
 ///
 /// A file of direct_min bytes or more bypasses the page cache (O_DIRECT): its bytes are
-/// gathered in aligned buffers and written a direct_chunk at a time, each on a thread while
-/// the next is gathered (chunk_write); the last part block and any rewrite go through the
+/// gathered in aligned buffers and written a direct_chunk at a time by a thread while the next
+/// are gathered (chunk_writer); the last part block and any rewrite go through the
 /// cache (finish, rewrite_at). A buffered write of a large file has the kernel find, zero and
 /// fill a fresh page-cache page for every 4 KiB, and on a virtual machine that hands freed
 /// memory back to its host (free page reporting) each such page can cost a host fault: the
@@ -219,12 +253,10 @@ public:
 private:
     /// Writes all of `bytes` at the current offset; `done` counts them for messages.
     void write_all(std::span<const std::byte> bytes, std::size_t& done, std::size_t total);
-    /// Starts writing the gathered bytes (directly, on a thread, while that works; through
-    /// the cache otherwise) and gathers on into the other buffer; `wait`: and waits for them.
-    void write_gathered(bool wait);
-    /// Waits for the chunk in flight; throws its failure, or writes through the cache what a
-    /// refused or short direct write left.
-    void settle();
+    /// Hands the gathered chunk to the writer thread and gathers on into the next buffer.
+    void hand_over();
+    /// Ends the writer thread, and throws what failed there.
+    void stop_writer();
     /// Turns O_DIRECT off; later writes go through the cache.
     void stop_direct();
     [[noreturn]] void fail(const std::string& what) const;
@@ -234,10 +266,10 @@ private:
     const std::string& m_target;
     std::size_t m_written = 0;
     std::size_t m_flushed = 0;      // bytes whose writeback write() has started
-    std::byte* m_buffers = nullptr; // two direct_chunk buffers, aligned, when direct
+    std::byte* m_buffers = nullptr; // chunk_writer::depth direct_chunk buffers, aligned
     std::byte* m_gather = nullptr;  // the one being filled
     std::size_t m_gathered = 0;     // bytes of m_written still in m_gather
-    chunk_write m_in_flight;
+    chunk_writer m_chunks;
     bool m_direct = false;
 
     static constexpr std::size_t writeback_chunk = std::size_t{8} << 20;
@@ -351,45 +383,135 @@ inline void atomic_file_writer::write_all(std::span<const std::byte> bytes, std:
     }
 }
 
-inline void chunk_write::start() noexcept
+inline bool chunk_writer::start(int fd, const file_ops& ops, std::byte* buffers,
+                                std::size_t chunk) noexcept
 {
-    pthread_attr_t attr;
-    if (::pthread_attr_init(&attr) != 0)
-        return write();
-    running = ::pthread_create(&thread, &attr, &run, this) == 0;
-    ::pthread_attr_destroy(&attr);
-    if (!running)
-        write();
+    m_ops = ops;
+    m_fd = fd;
+    m_buffers = buffers;
+    m_chunk = chunk;
+    m_running = ::pthread_create(&m_thread, nullptr, &run, this) == 0;
+    return m_running;
 }
 
-inline void chunk_write::wait() noexcept
+inline std::byte* chunk_writer::next_buffer() noexcept
 {
-    if (running)
-        ::pthread_join(thread, nullptr);
-    running = false;
+    ::pthread_mutex_lock(&m_mutex);
+    while (m_queued - m_written >= depth)
+        ::pthread_cond_wait(&m_changed, &m_mutex);
+    const std::size_t slot = m_queued % depth;
+    ::pthread_mutex_unlock(&m_mutex);
+    return m_buffers + slot * m_chunk;
 }
 
-inline void chunk_write::write() noexcept
+inline void chunk_writer::submit(std::size_t size, std::size_t offset) noexcept
 {
-    while (done < size && (size - done) % atomic_file_writer::direct_alignment == 0)
+    ::pthread_mutex_lock(&m_mutex);
+    const std::size_t slot = m_queued % depth;
+    m_sizes[slot] = size;
+    m_offsets[slot] = offset;
+    ++m_queued;
+    ::pthread_cond_broadcast(&m_changed);
+    ::pthread_mutex_unlock(&m_mutex);
+}
+
+inline bool chunk_writer::failed() noexcept
+{
+    ::pthread_mutex_lock(&m_mutex);
+    const bool f = m_failed;
+    ::pthread_mutex_unlock(&m_mutex);
+    return f;
+}
+
+inline void chunk_writer::abandon() noexcept
+{
+    ::pthread_mutex_lock(&m_mutex);
+    m_failed = true;
+    ::pthread_mutex_unlock(&m_mutex);
+}
+
+inline void chunk_writer::stop() noexcept
+{
+    if (!m_running)
+        return;
+    ::pthread_mutex_lock(&m_mutex);
+    m_stopping = true;
+    ::pthread_cond_broadcast(&m_changed);
+    ::pthread_mutex_unlock(&m_mutex);
+    ::pthread_join(m_thread, nullptr);
+    m_running = false;
+}
+
+inline void* chunk_writer::run(void* self) noexcept
+{
+    auto& w = *static_cast<chunk_writer*>(self);
+    for (std::size_t k = 0;; ++k)
     {
-        const ssize_t n = ops.write(fd, data + done, size - done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
+        ::pthread_mutex_lock(&w.m_mutex);
+        while (w.m_queued == k && !w.m_stopping)
+            ::pthread_cond_wait(&w.m_changed, &w.m_mutex);
+        if (w.m_queued == k) // stopping, and every chunk written
         {
-            error = n < 0 ? errno : 0;
-            stalled = n == 0;
-            return;
+            ::pthread_mutex_unlock(&w.m_mutex);
+            return nullptr;
         }
-        done += static_cast<std::size_t>(n);
+        const std::size_t slot = k % depth;
+        const std::size_t size = w.m_sizes[slot], offset = w.m_offsets[slot];
+        const bool skip = w.m_failed;
+        ::pthread_mutex_unlock(&w.m_mutex);
+        if (!skip)
+            w.write_chunk(w.m_buffers + slot * w.m_chunk, size, offset);
+        ::pthread_mutex_lock(&w.m_mutex);
+        ++w.m_written;
+        ::pthread_cond_broadcast(&w.m_changed);
+        ::pthread_mutex_unlock(&w.m_mutex);
     }
 }
 
-inline void* chunk_write::run(void* self) noexcept
+inline void chunk_writer::fail_at(std::size_t offset, int err, bool no_progress) noexcept
 {
-    static_cast<chunk_write*>(self)->write();
-    return nullptr;
+    error = err;
+    stalled = no_progress;
+    failed_at = offset;
+    ::pthread_mutex_lock(&m_mutex);
+    m_failed = true;
+    ::pthread_mutex_unlock(&m_mutex);
+}
+
+inline void chunk_writer::write_chunk(const std::byte* data, std::size_t size,
+                                      std::size_t offset) noexcept
+{
+    std::size_t done = 0;
+    while (done < size)
+    {
+        // Directly while every write is of whole blocks; through the cache from the first
+        // refusal or part block on.
+        if (direct && (size - done) % atomic_file_writer::direct_alignment != 0)
+        {
+            direct = false;
+            if (m_ops.set_direct(m_fd, false) != 0)
+            {
+                direct_off_failed = true;
+                return fail_at(offset + done, errno, false);
+            }
+        }
+        const ssize_t n = m_ops.write(m_fd, data + done, size - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EINVAL && direct)
+        {
+            direct = false;
+            if (m_ops.set_direct(m_fd, false) != 0)
+            {
+                direct_off_failed = true;
+                return fail_at(offset + done, errno, false);
+            }
+            continue;
+        }
+        if (n <= 0)
+            return fail_at(offset + done, n < 0 ? errno : 0, n == 0);
+        done += static_cast<std::size_t>(n);
+    }
 }
 
 inline atomic_file_writer::atomic_file_writer(int fd, std::size_t total,
@@ -398,16 +520,23 @@ inline atomic_file_writer::atomic_file_writer(int fd, std::size_t total,
 {
     if (total < direct_min)
         return;
-    m_buffers = static_cast<std::byte*>(
-        ::operator new (2 * direct_chunk, std::align_val_t{direct_alignment}, std::nothrow));
-    m_gather = m_buffers;
-    // No buffers, or a file system without O_DIRECT (tmpfs, some network ones): buffered.
-    m_direct = m_buffers != nullptr && active_file_ops().set_direct(m_fd, true) == 0;
+    m_buffers = static_cast<std::byte*>(::operator new (
+        chunk_writer::depth* direct_chunk, std::align_val_t{direct_alignment}, std::nothrow));
+    // No buffers, no thread, or a file system without O_DIRECT (tmpfs, some network ones):
+    // buffered.
+    if (m_buffers == nullptr || active_file_ops().set_direct(m_fd, true) != 0)
+        return;
+    m_direct = true;
+    if (!m_chunks.start(m_fd, active_file_ops(), m_buffers, direct_chunk))
+        stop_direct(); // cannot throw yet: nothing to report but a failed turn-off
+    else
+        m_gather = m_chunks.next_buffer();
 }
 
 inline atomic_file_writer::~atomic_file_writer()
 {
-    m_in_flight.wait(); // it writes from m_buffers
+    m_chunks.abandon(); // a save that got here running threw: write nothing more
+    m_chunks.stop();    // it writes from m_buffers
     if (m_buffers != nullptr)
         ::operator delete (m_buffers, std::align_val_t{direct_alignment});
 }
@@ -417,7 +546,7 @@ inline void atomic_file_writer::write(std::span<const std::byte> bytes)
     if (bytes.size() > m_total - std::min(m_written, m_total))
         fail("the data grew to more than the " + std::to_string(m_total) +
              " bytes it was sized at (changed while being saved?)");
-    while (m_direct && !bytes.empty())
+    while (m_chunks.running() && !bytes.empty())
     {
         const std::size_t n = std::min(bytes.size(), direct_chunk - m_gathered);
         std::memcpy(m_gather + m_gathered, bytes.data(), n);
@@ -425,10 +554,11 @@ inline void atomic_file_writer::write(std::span<const std::byte> bytes)
         m_written += n;
         bytes = bytes.subspan(n);
         if (m_gathered == direct_chunk)
-            write_gathered(false);
+            hand_over();
     }
     if (bytes.empty())
         return;
+    stop_direct(); // after finish() with O_DIRECT still on: what follows is buffered
     write_all(bytes, m_written, m_total);
 #if defined(__linux__)
     // Start writing back what is written so far, without waiting for it: the disk then works
@@ -443,51 +573,29 @@ inline void atomic_file_writer::write(std::span<const std::byte> bytes)
 #endif
 }
 
-inline void atomic_file_writer::settle()
+inline void atomic_file_writer::hand_over()
 {
-    if (m_in_flight.data == nullptr)
-        return;
-    m_in_flight.wait();
-    chunk_write job = m_in_flight;
-    m_in_flight = chunk_write{};
-    std::size_t done = job.offset + job.done;
-    if (job.stalled)
-        fail("write made no progress after " + std::to_string(done) + " of " +
-             std::to_string(m_total) + " bytes");
-    if (job.error != 0 && job.error != EINVAL) // EINVAL: the file system wants other alignments
-        fail("write failed after " + std::to_string(done) + " of " + std::to_string(m_total) +
-             " bytes: " + errno_text(job.error));
-    if (job.done == job.size)
-        return;
-    stop_direct();
-    write_all({job.data + job.done, job.size - job.done}, done, m_total);
+    if (m_chunks.failed())
+        stop_writer(); // throws
+    m_chunks.submit(m_gathered, m_written - m_gathered);
+    m_gather = m_chunks.next_buffer();
+    m_gathered = 0;
 }
 
-inline void atomic_file_writer::write_gathered(bool wait)
+inline void atomic_file_writer::stop_writer()
 {
-    settle();
-    if (m_gathered == 0)
-        return;
-    const std::size_t offset = m_written - m_gathered;
-    if (m_direct && m_gathered % direct_alignment != 0)
-        stop_direct();
-    if (!m_direct)
-    {
-        std::size_t done = offset;
-        write_all({m_gather, m_gathered}, done, m_total);
-        m_gathered = 0;
-        return;
-    }
-    m_in_flight.ops = active_file_ops();
-    m_in_flight.fd = m_fd;
-    m_in_flight.data = m_gather;
-    m_in_flight.size = m_gathered;
-    m_in_flight.offset = offset;
-    m_in_flight.start();
-    m_gather = m_gather == m_buffers ? m_buffers + direct_chunk : m_buffers;
-    m_gathered = 0;
-    if (wait)
-        settle();
+    m_chunks.stop();
+    m_direct = m_chunks.direct;
+    const std::size_t at = m_chunks.failed_at;
+    const int err = m_chunks.error;
+    if (m_chunks.direct_off_failed)
+        fail("cannot turn off direct I/O for its last bytes: " + errno_text(err));
+    if (m_chunks.stalled)
+        fail("write made no progress after " + std::to_string(at) + " of " +
+             std::to_string(m_total) + " bytes");
+    if (m_chunks.failed())
+        fail("write failed after " + std::to_string(at) + " of " + std::to_string(m_total) +
+             " bytes: " + errno_text(err));
 }
 
 inline void atomic_file_writer::stop_direct()
@@ -504,7 +612,12 @@ inline void atomic_file_writer::stop_direct()
 
 inline void atomic_file_writer::finish()
 {
-    write_gathered(true);
+    if (!m_chunks.running())
+        return;
+    if (m_gathered > 0) // the tail; the thread turns O_DIRECT off for a part block
+        m_chunks.submit(m_gathered, m_written - m_gathered);
+    m_gathered = 0;
+    stop_writer();
 }
 
 inline void atomic_file_writer::rewrite_at(std::size_t offset, std::span<const std::byte> bytes)

@@ -520,16 +520,16 @@ inline atomic_file_writer::atomic_file_writer(int fd, std::size_t total,
 {
     if (total < direct_min)
         return;
-    m_buffers = static_cast<std::byte*>(::operator new (
-        chunk_writer::depth* direct_chunk, std::align_val_t{direct_alignment}, std::nothrow));
-    // No buffers, no thread, or a file system without O_DIRECT (tmpfs, some network ones):
-    // buffered.
+    constexpr std::size_t buffer_bytes = chunk_writer::depth * direct_chunk;
+    m_buffers = static_cast<std::byte*>(
+        ::operator new (buffer_bytes, std::align_val_t{direct_alignment}, std::nothrow));
+    // No buffers, or a file system without O_DIRECT (tmpfs, some network ones): buffered.
     if (m_buffers == nullptr || active_file_ops().set_direct(m_fd, true) != 0)
         return;
     m_direct = true;
-    if (!m_chunks.start(m_fd, active_file_ops(), m_buffers, direct_chunk))
-        stop_direct(); // cannot throw yet: nothing to report but a failed turn-off
-    else
+    // Without a writer thread the first write() turns O_DIRECT off again (and throws there,
+    // not here, if it cannot) and the save is buffered.
+    if (m_chunks.start(m_fd, active_file_ops(), m_buffers, direct_chunk))
         m_gather = m_chunks.next_buffer();
 }
 
@@ -558,7 +558,7 @@ inline void atomic_file_writer::write(std::span<const std::byte> bytes)
     }
     if (bytes.empty())
         return;
-    stop_direct(); // after finish() with O_DIRECT still on: what follows is buffered
+    stop_direct(); // no writer thread, or after finish() with O_DIRECT on: buffered from here
     write_all(bytes, m_written, m_total);
 #if defined(__linux__)
     // Start writing back what is written so far, without waiting for it: the disk then works

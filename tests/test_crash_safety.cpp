@@ -345,7 +345,7 @@ namespace
 
 using writer = detail::atomic_file_writer;
 
-/// Just over writer::direct_min bytes, ending in a part block.
+/// Just over writer::direct_min bytes, ending in a partial block.
 const state_dict& large_state()
 {
     static const state_dict big = crash_test::version_state(3, writer::direct_min / 4 + 12345);
@@ -419,7 +419,7 @@ BOOST_AUTO_TEST_CASE(a_large_save_bypasses_the_page_cache_and_writes_the_same_by
                 injected refuse(failing(op_set_direct, 1, EINVAL));
                 save(large_state(), through.path / name);
             }
-            if (direct) // all but the last part block and the rewritten headers
+            if (direct) // all but the last partial block and the rewritten headers
                 BOOST_TEST(cached_share(around.path / name) < 0.1);
             BOOST_TEST(
                 (detail::read_file(around.path / name) == detail::read_file(through.path / name)));

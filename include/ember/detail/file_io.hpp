@@ -140,6 +140,33 @@ inline std::string quoted_name(std::string_view name)
     return q;
 }
 
+/// What write_fully returns for a write that made no progress (errno values are positive).
+inline constexpr int write_no_progress = -1;
+
+/// Writes `data[done, size)` at `fd`'s offset through `ops`, continuing short and interrupted
+/// writes, and advances `done`. Returns 0, or the errno of the write that failed, or
+/// write_no_progress (a regular file never returns 0; retrying could spin forever). With
+/// `block` > 1 it also stops, returning 0 with `done < size`, where what is left is not a
+/// multiple of `block` or a write is refused with EINVAL (O_DIRECT's alignments).
+inline int write_fully(const file_ops& ops, int fd, const std::byte* data, std::size_t size,
+                       std::size_t& done, std::size_t block = 1) noexcept
+{
+    while (done < size && (size - done) % block == 0)
+    {
+        const ssize_t n = ops.write(fd, data + done, size - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EINVAL && block > 1)
+            return 0;
+        if (n < 0)
+            return errno;
+        if (n == 0)
+            return write_no_progress;
+        done += static_cast<std::size_t>(n);
+    }
+    return 0;
+}
+
 /// The thread that writes a direct save's chunks (atomic_file_writer), in order, while the
 /// saving thread gathers the next ones. Up to `depth` chunks wait for it, so the disk does not
 /// wait for the saver, nor for a thread to start. A direct write refused (EINVAL: the file
@@ -173,8 +200,7 @@ public:
     void stop() noexcept;
 
     // What the writing came to, once stopped.
-    int error = 0;                  // errno of the call that failed
-    bool stalled = false;           // a write made no progress
+    int error = 0;                  // as write_fully returns it, or set_direct's errno
     bool direct_off_failed = false; // O_DIRECT could not be turned off
     std::size_t failed_at = 0;      // the file offset the failure was at
     bool direct = true;             // O_DIRECT still on
@@ -182,7 +208,7 @@ public:
 private:
     static void* run(void* self) noexcept;
     void write_chunk(const std::byte* data, std::size_t size, std::size_t offset) noexcept;
-    void fail_at(std::size_t offset, int err, bool no_progress) noexcept;
+    void fail_at(std::size_t offset, int err) noexcept;
 
     file_ops m_ops; // the saving thread's table: fault injection is per thread
     int m_fd = -1;
@@ -206,7 +232,7 @@ private:
 ///
 /// A file of direct_min bytes or more bypasses the page cache (O_DIRECT): its bytes are
 /// gathered in aligned buffers and written a direct_chunk at a time by a thread while the next
-/// are gathered (chunk_writer); the last part block and any rewrite go through the
+/// are gathered (chunk_writer); the last partial block and any rewrite go through the
 /// cache (finish, rewrite_at). A buffered write of a large file has the kernel find, zero and
 /// fill a fresh page-cache page for every 4 KiB, and on a virtual machine that hands freed
 /// memory back to its host (free page reporting) each such page can cost a host fault: the
@@ -240,9 +266,6 @@ public:
     /// Bytes appended so far.
     std::size_t written() const noexcept { return m_written; }
 
-    /// Whether the file is still being written around the page cache.
-    bool direct() const noexcept { return m_direct; }
-
     /// Files from this size up are written with O_DIRECT.
     static constexpr std::size_t direct_min = std::size_t{64} << 20;
     /// The size of a direct write; the alignment of its buffers and of its offsets in the
@@ -260,6 +283,8 @@ private:
     /// Turns O_DIRECT off; later writes go through the cache.
     void stop_direct();
     [[noreturn]] void fail(const std::string& what) const;
+    /// fail() for write_fully's `err` after `done` of `total` bytes.
+    [[noreturn]] void fail_write(int err, std::size_t done, std::size_t total) const;
 
     int m_fd;
     std::size_t m_total;
@@ -360,27 +385,20 @@ inline void atomic_file_writer::fail(const std::string& what) const
 inline void atomic_file_writer::write_all(std::span<const std::byte> bytes, std::size_t& done,
                                           std::size_t total)
 {
-    const file_ops& ops = active_file_ops();
-    const std::byte* p = bytes.data();
-    std::size_t left = bytes.size();
-    while (left > 0)
-    {
-        const ssize_t n = ops.write(m_fd, p, left);
-        if (n < 0)
-        {
-            const int err = errno;
-            if (err == EINTR)
-                continue;
-            fail("write failed after " + std::to_string(done) + " of " + std::to_string(total) +
-                 " bytes: " + errno_text(err));
-        }
-        if (n == 0) // a regular file never does this; retrying could spin forever
-            fail("write made no progress after " + std::to_string(done) + " of " +
-                 std::to_string(total) + " bytes");
-        p += n;
-        left -= static_cast<std::size_t>(n);
-        done += static_cast<std::size_t>(n);
-    }
+    std::size_t n = 0;
+    const int err = write_fully(active_file_ops(), m_fd, bytes.data(), bytes.size(), n);
+    done += n;
+    if (err != 0)
+        fail_write(err, done, total);
+}
+
+inline void atomic_file_writer::fail_write(int err, std::size_t done, std::size_t total) const
+{
+    const std::string where =
+        " after " + std::to_string(done) + " of " + std::to_string(total) + " bytes";
+    if (err == write_no_progress)
+        fail("write made no progress" + where);
+    fail("write failed" + where + ": " + errno_text(err));
 }
 
 inline bool chunk_writer::start(int fd, const file_ops& ops, std::byte* buffers,
@@ -468,10 +486,9 @@ inline void* chunk_writer::run(void* self) noexcept
     }
 }
 
-inline void chunk_writer::fail_at(std::size_t offset, int err, bool no_progress) noexcept
+inline void chunk_writer::fail_at(std::size_t offset, int err) noexcept
 {
     error = err;
-    stalled = no_progress;
     failed_at = offset;
     ::pthread_mutex_lock(&m_mutex);
     m_failed = true;
@@ -481,37 +498,27 @@ inline void chunk_writer::fail_at(std::size_t offset, int err, bool no_progress)
 inline void chunk_writer::write_chunk(const std::byte* data, std::size_t size,
                                       std::size_t offset) noexcept
 {
+    // Directly while every write is of whole blocks; through the cache from the first refusal
+    // or partial block on.
     std::size_t done = 0;
-    while (done < size)
+    int err = direct
+                  ? write_fully(m_ops, m_fd, data, size, done, atomic_file_writer::direct_alignment)
+                  : 0;
+    if (err == 0 && done < size)
     {
-        // Directly while every write is of whole blocks; through the cache from the first
-        // refusal or part block on.
-        if (direct && (size - done) % atomic_file_writer::direct_alignment != 0)
+        if (direct)
         {
             direct = false;
             if (m_ops.set_direct(m_fd, false) != 0)
             {
                 direct_off_failed = true;
-                return fail_at(offset + done, errno, false);
+                return fail_at(offset + done, errno);
             }
         }
-        const ssize_t n = m_ops.write(m_fd, data + done, size - done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EINVAL && direct)
-        {
-            direct = false;
-            if (m_ops.set_direct(m_fd, false) != 0)
-            {
-                direct_off_failed = true;
-                return fail_at(offset + done, errno, false);
-            }
-            continue;
-        }
-        if (n <= 0)
-            return fail_at(offset + done, n < 0 ? errno : 0, n == 0);
-        done += static_cast<std::size_t>(n);
+        err = write_fully(m_ops, m_fd, data, size, done);
     }
+    if (err != 0)
+        fail_at(offset + done, err);
 }
 
 inline atomic_file_writer::atomic_file_writer(int fd, std::size_t total,
@@ -586,16 +593,10 @@ inline void atomic_file_writer::stop_writer()
 {
     m_chunks.stop();
     m_direct = m_chunks.direct;
-    const std::size_t at = m_chunks.failed_at;
-    const int err = m_chunks.error;
     if (m_chunks.direct_off_failed)
-        fail("cannot turn off direct I/O for its last bytes: " + errno_text(err));
-    if (m_chunks.stalled)
-        fail("write made no progress after " + std::to_string(at) + " of " +
-             std::to_string(m_total) + " bytes");
+        fail("cannot turn off direct I/O for its last bytes: " + errno_text(m_chunks.error));
     if (m_chunks.failed())
-        fail("write failed after " + std::to_string(at) + " of " + std::to_string(m_total) +
-             " bytes: " + errno_text(err));
+        fail_write(m_chunks.error, m_chunks.failed_at, m_total);
 }
 
 inline void atomic_file_writer::stop_direct()
@@ -614,7 +615,7 @@ inline void atomic_file_writer::finish()
 {
     if (!m_chunks.running())
         return;
-    if (m_gathered > 0) // the tail; the thread turns O_DIRECT off for a part block
+    if (m_gathered > 0) // the tail; the thread turns O_DIRECT off for a partial block
         m_chunks.submit(m_gathered, m_written - m_gathered);
     m_gathered = 0;
     stop_writer();

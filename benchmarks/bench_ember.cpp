@@ -111,10 +111,11 @@ void mlp_infer(benchmark::State& state, std::size_t batch)
     state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(batch));
 }
 
-// The roofline: the step's matrix products alone (mlp_products.hpp).
-void mlp_matmul(benchmark::State& state, std::size_t batch)
+// The roofline: the step's matrix products alone (mlp_products.hpp), through ember's float
+// products, or through OpenBLAS as LibTorch's run.
+void mlp_matmul(benchmark::State& state, std::size_t batch, bool openblas = false)
 {
-    bench::mlp_products products(batch);
+    bench::mlp_products products(batch, openblas);
     products.run();
     for (auto _ : state)
     {
@@ -370,6 +371,9 @@ void register_all()
                   });
         reg("mlp_matmul" + suffix, [batch](benchmark::State& s) { mlp_matmul(s, batch); })
             ->Unit(benchmark::kMicrosecond);
+        reg("mlp_matmul_openblas" + suffix,
+            [batch](benchmark::State& s) { mlp_matmul(s, batch, true); })
+            ->Unit(benchmark::kMicrosecond);
     }
     reg("blas_peak/sgemm1024", [](benchmark::State& s) { blas_peak(s, 1024); })
         ->Unit(benchmark::kMillisecond);
@@ -406,6 +410,8 @@ void register_all()
 int main(int argc, char** argv)
 {
     openblas_set_num_threads(bench::threads());
-    ember::set_num_threads(bench::threads()); // ember's own passes: a load's checks and copies
+    ember::set_num_threads(bench::threads()); // ember's own passes, and oneDNN's products
+    benchmark::AddCustomContext("float_gemm", ember::detail::float_gemm_library());
+    benchmark::AddCustomContext("openblas_core", openblas_get_corename());
     return bench::run(argc, argv, "ember", register_all);
 }

@@ -1,8 +1,10 @@
 #pragma once
 /// @file
-/// The roofline of the MLP's training step: the matrix products it cannot do without, alone, in
-/// OpenBLAS, on buffers of the same shapes: three forward, three weight gradients and two input
-/// gradients (the first layer's input needs none). Used by bench_ember and bench_interleaved.
+/// The roofline of the MLP's training step: the matrix products it cannot do without, alone, on
+/// buffers of the same shapes: three forward, three weight gradients and two input gradients
+/// (the first layer's input needs none). Through ember's float products (detail::gemm: oneDNN's
+/// where ember is built with it, else OpenBLAS's), or through OpenBLAS's cblas_sgemm, the one
+/// LibTorch's products go to. Used by bench_ember and bench_interleaved.
 /// On buffers of its own, or on a model's own weights and gradients (bench_interleaved's floor:
 /// the products and the optimizer's update on the same memory a training step uses).
 
@@ -29,9 +31,12 @@ struct mlp_weights
 class mlp_products
 {
 public:
-    /// On weights and gradients of its own, common.hpp's initial weights.
-    explicit mlp_products(std::size_t batch) : mlp_products(batch, mlp_weights{})
+    /// On weights and gradients of its own, common.hpp's initial weights; through OpenBLAS
+    /// when `openblas`, else through ember's float products.
+    explicit mlp_products(std::size_t batch, bool openblas = false)
+        : mlp_products(batch, mlp_weights{})
     {
+        m_openblas = openblas;
         for (int i = 0; i < 3; ++i)
         {
             m_own_w[i] = mlp_layer(i).weight;
@@ -102,14 +107,20 @@ public:
     }
 
 private:
-    static void gemm(bool ta, bool tb, int m, int n, int k, const float* a, int lda,
-                     const float* bb, int ldb, float beta, float* c, int ldc)
+    void gemm(bool ta, bool tb, int m, int n, int k, const float* a, int lda, const float* bb,
+              int ldb, float beta, float* c, int ldc) const
     {
-        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                    m, n, k, 1.0f, a, lda, bb, ldb, beta, c, ldc);
+        if (m_openblas)
+            cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
+                        tb ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, a, lda, bb, ldb, beta, c,
+                        ldc);
+        else
+            ember::detail::gemm(ta, tb, std::size_t(m), std::size_t(n), std::size_t(k), 1.0f, a,
+                                std::size_t(lda), bb, std::size_t(ldb), beta, c, std::size_t(ldc));
     }
 
     int m_batch;
+    bool m_openblas = false;
     mlp_weights m_model;                       // what the products read and accumulate into
     std::vector<float> m_own_w[3], m_own_g[3]; // empty when on a model's weights
     std::vector<float> m_x, m_h0, m_h1, m_o, m_dh1, m_dh0;

@@ -9,7 +9,11 @@
 //
 // OpenBLAS, when it runs a matrix product on several threads, mallocs its job table on every
 // call (driver/level3/level3_thread.c). That is BLAS's, not ember's: malloc is counted with
-// BLAS on one thread, and with BLAS threaded only operator new is.
+// BLAS on one thread, and with BLAS threaded only operator new is. oneDNN's sgemm (the float
+// products in a build with EMBER_WITH_ONEDNN, detail/blas.hpp) mallocs a packing workspace in
+// every call of more than a few thousand multiply-adds and frees it before it returns, and on
+// several threads takes a few blocks from operator new as well: an allocation whose caller's
+// code lies in libdnnl is oneDNN's and is not counted; every other one is.
 //
 // EMBER_ALLOC_TRAP=1 stops at the first allocation of a measured step, for a backtrace in gdb.
 #include <ember/core/generator.hpp>
@@ -33,10 +37,16 @@
 #include <atomic>
 #include <cerrno>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 #include <string>
 #include <vector>
+
+#if defined(EMBER_WITH_ONEDNN)
+#include <link.h> // dl_iterate_phdr: where libdnnl's code is
+#endif
 
 #include "../examples/lesson_model.hpp" // the lesson's LinearRegressionModel
 #include "test_files.hpp"               // threads_for_scope
@@ -62,9 +72,14 @@ std::atomic<bool> g_count_malloc{true};
 
 const bool g_trap = std::getenv("EMBER_ALLOC_TRAP") != nullptr;
 
-void count_one()
+bool from_onednn(const void* caller);
+
+// `caller`: the return address of the allocation call, to tell oneDNN's own from the rest.
+void count_one(const void* caller)
 {
-    if (g_counting.load(std::memory_order_relaxed))
+    // from_onednn second: its first call asks the dynamic loader, which must not happen inside
+    // an allocation the loader itself makes while the program starts
+    if (g_counting.load(std::memory_order_relaxed) && !from_onednn(caller))
     {
         g_allocations.fetch_add(1, std::memory_order_relaxed);
         if (g_trap && g_armed.load(std::memory_order_relaxed))
@@ -72,10 +87,57 @@ void count_one()
     }
 }
 
-void count_malloc()
+#if defined(EMBER_WITH_ONEDNN)
+// The address range of libdnnl's loaded segments, found once (dl_iterate_phdr does not
+// allocate); {0, 0} where it is not loaded.
+struct code_range
+{
+    std::uintptr_t begin = 0, end = 0;
+};
+
+const code_range& onednn_code()
+{
+    static const code_range range = []
+    {
+        code_range r;
+        dl_iterate_phdr(
+            [](dl_phdr_info* info, std::size_t, void* out) -> int
+            {
+                if (info->dlpi_name == nullptr ||
+                    std::strstr(info->dlpi_name, "libdnnl") == nullptr)
+                    return 0;
+                auto& rr = *static_cast<code_range*>(out);
+                for (int i = 0; i < info->dlpi_phnum; ++i)
+                    if (info->dlpi_phdr[i].p_type == PT_LOAD)
+                    {
+                        const std::uintptr_t b = info->dlpi_addr + info->dlpi_phdr[i].p_vaddr;
+                        const std::uintptr_t e = b + info->dlpi_phdr[i].p_memsz;
+                        rr.begin = rr.begin == 0 ? b : std::min(rr.begin, b);
+                        rr.end = std::max(rr.end, e);
+                    }
+                return 1;
+            },
+            &r);
+        return r;
+    }();
+    return range;
+}
+#endif
+
+bool from_onednn([[maybe_unused]] const void* caller)
+{
+#if defined(EMBER_WITH_ONEDNN)
+    const auto at = reinterpret_cast<std::uintptr_t>(caller);
+    return at >= onednn_code().begin && at < onednn_code().end;
+#else
+    return false;
+#endif
+}
+
+void count_malloc(const void* caller)
 {
     if (g_count_malloc.load(std::memory_order_relaxed))
-        count_one();
+        count_one(caller);
 }
 
 void* raw_malloc(std::size_t n)
@@ -97,17 +159,17 @@ void* raw_aligned(std::size_t alignment, std::size_t n)
 #endif
 }
 
-void* counted(std::size_t n)
+void* counted(std::size_t n, const void* caller)
 {
-    count_one();
+    count_one(caller);
     if (void* p = raw_malloc(n == 0 ? 1 : n))
         return p;
     throw std::bad_alloc();
 }
 
-void* counted_aligned(std::size_t n, std::align_val_t al)
+void* counted_aligned(std::size_t n, std::align_val_t al, const void* caller)
 {
-    count_one();
+    count_one(caller);
     if (void* p = raw_aligned(static_cast<std::size_t>(al), n == 0 ? 1 : n))
         return p;
     throw std::bad_alloc();
@@ -116,17 +178,17 @@ void* counted_aligned(std::size_t n, std::align_val_t al)
 
 void* operator new(std::size_t n)
 {
-    return counted(n);
+    return counted(n, __builtin_return_address(0));
 }
 void* operator new[](std::size_t n)
 {
-    return counted(n);
+    return counted(n, __builtin_return_address(0));
 }
 void* operator new(std::size_t n, const std::nothrow_t&) noexcept
 {
     try
     {
-        return counted(n);
+        return counted(n, __builtin_return_address(0));
     }
     catch (...)
     {
@@ -137,7 +199,7 @@ void* operator new[](std::size_t n, const std::nothrow_t&) noexcept
 {
     try
     {
-        return counted(n);
+        return counted(n, __builtin_return_address(0));
     }
     catch (...)
     {
@@ -146,11 +208,11 @@ void* operator new[](std::size_t n, const std::nothrow_t&) noexcept
 }
 void* operator new(std::size_t n, std::align_val_t al)
 {
-    return counted_aligned(n, al);
+    return counted_aligned(n, al, __builtin_return_address(0));
 }
 void* operator new[](std::size_t n, std::align_val_t al)
 {
-    return counted_aligned(n, al);
+    return counted_aligned(n, al, __builtin_return_address(0));
 }
 void operator delete(void* p) noexcept
 {
@@ -189,22 +251,22 @@ void operator delete[](void* p, std::size_t, std::align_val_t) noexcept
 // malloc itself, for allocations that bypass operator new (xsimd's aligned allocator, BLAS).
 extern "C" void* malloc(std::size_t n)
 {
-    count_malloc();
+    count_malloc(__builtin_return_address(0));
     return __libc_malloc(n);
 }
 extern "C" void* calloc(std::size_t n, std::size_t size)
 {
-    count_malloc();
+    count_malloc(__builtin_return_address(0));
     return __libc_calloc(n, size);
 }
 extern "C" void* realloc(void* p, std::size_t n)
 {
-    count_malloc();
+    count_malloc(__builtin_return_address(0));
     return __libc_realloc(p, n);
 }
 extern "C" int posix_memalign(void** out, std::size_t alignment, std::size_t n)
 {
-    count_malloc();
+    count_malloc(__builtin_return_address(0));
     void* p = __libc_memalign(alignment, n);
     if (!p)
         return ENOMEM;
@@ -213,7 +275,7 @@ extern "C" int posix_memalign(void** out, std::size_t alignment, std::size_t n)
 }
 extern "C" void* aligned_alloc(std::size_t alignment, std::size_t n)
 {
-    count_malloc();
+    count_malloc(__builtin_return_address(0));
     return __libc_memalign(alignment, n);
 }
 #endif
@@ -237,22 +299,30 @@ long allocations_in(F&& f)
 extern "C" void openblas_set_num_threads(int) __attribute__((weak));
 extern "C" int openblas_get_num_threads() __attribute__((weak));
 
-/// Runs BLAS on `threads` threads for its lifetime (if the BLAS is OpenBLAS); while BLAS is
-/// threaded, direct malloc calls are not counted.
+/// Runs BLAS on `threads` threads for its lifetime (if the BLAS is OpenBLAS; oneDNN's products
+/// follow ember's thread count, set likewise); while BLAS is threaded, direct malloc calls are
+/// not counted.
 class blas_threads
 {
 public:
     explicit blas_threads(int threads)
-        : m_previous(openblas_get_num_threads ? openblas_get_num_threads() : 1)
+        : m_previous(openblas_get_num_threads ? openblas_get_num_threads() : 1),
+          m_previous_ember(ember::get_num_threads())
     {
         if (openblas_set_num_threads)
             openblas_set_num_threads(threads);
+#if defined(EMBER_WITH_ONEDNN)
+        ember::set_num_threads(threads);
+#endif
         g_count_malloc.store(threads == 1 || !openblas_set_num_threads);
     }
     ~blas_threads()
     {
         if (openblas_set_num_threads)
             openblas_set_num_threads(m_previous);
+#if defined(EMBER_WITH_ONEDNN)
+        ember::set_num_threads(m_previous_ember);
+#endif
         g_count_malloc.store(true);
     }
     blas_threads(const blas_threads&) = delete;
@@ -260,6 +330,7 @@ public:
 
 private:
     int m_previous;
+    int m_previous_ember;
 };
 
 /// Marks the steps that must not allocate, for EMBER_ALLOC_TRAP.

@@ -336,6 +336,65 @@ BOOST_AUTO_TEST_CASE(transpose_matches_element_by_element_at_every_remainder)
     check(0.0);
 }
 
+BOOST_AUTO_TEST_CASE(the_float_matrix_product_is_the_plain_sum_for_every_transpose_stride_and_beta)
+{
+    // detail::gemm's float products go to OpenBLAS or, in a build with oneDNN, to dnnl_sgemm
+    // (blas.hpp, float_gemm_library()); either must compute C = alpha op(A) op(B) + beta C on
+    // row-major operands with row strides above their widths, clear C (NaN included) when beta
+    // is 0, and scale it when K is 0.
+    BOOST_TEST_MESSAGE("float products: " << ember::detail::float_gemm_library());
+    std::mt19937 rng(11);
+    std::uniform_real_distribution<float> u(-1.f, 1.f);
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    struct shape
+    {
+        std::size_t m, n, k;
+    };
+    for (const shape sh : {shape{1, 1, 1}, shape{3, 5, 7}, shape{16, 256, 784}, shape{64, 10, 256},
+                           shape{256, 784, 16}, shape{5, 4, 0}, shape{0, 4, 3}})
+        for (bool ta : {false, true})
+            for (bool tb : {false, true})
+                for (float beta : {0.f, 1.f, 0.5f})
+                {
+                    const auto [m, n, k] = sh;
+                    // stored A is m x k (k x m transposed), B k x n (n x k); two spare columns
+                    const std::size_t lda = (ta ? m : k) + 2, ldb = (tb ? k : n) + 2, ldc = n + 2;
+                    std::vector<float> a((ta ? k : m) * lda + 1), b((tb ? n : k) * ldb + 1),
+                        c(m * ldc + 1);
+                    for (float& v : a)
+                        v = u(rng);
+                    for (float& v : b)
+                        v = u(rng);
+                    for (float& v : c)
+                        v = beta == 0.f ? nan : u(rng);
+                    const std::vector<float> c0 = c;
+                    const float alpha = 0.75f;
+                    ember::detail::gemm(ta, tb, m, n, k, alpha, a.data(), lda, b.data(), ldb, beta,
+                                        c.data(), ldc);
+                    std::size_t wrong = 0;
+                    for (std::size_t i = 0; i < m; ++i)
+                        for (std::size_t j = 0; j < ldc; ++j)
+                        {
+                            const float got = c[i * ldc + j];
+                            if (j >= n) // outside the matrix: untouched
+                            {
+                                wrong += std::memcmp(&got, &c0[i * ldc + j], sizeof got) != 0;
+                                continue;
+                            }
+                            double sum = 0;
+                            for (std::size_t p = 0; p < k; ++p)
+                                sum += double(ta ? a[p * lda + i] : a[i * lda + p]) *
+                                       double(tb ? b[j * ldb + p] : b[p * ldb + j]);
+                            const double want =
+                                alpha * sum + (beta == 0.f ? 0.0 : beta * double(c0[i * ldc + j]));
+                            wrong += !(std::abs(got - want) <= 1e-5 * (1.0 + std::sqrt(double(k))));
+                        }
+                    BOOST_TEST(wrong == 0u, m << " x " << n << " x " << k << (ta ? " A^T" : "")
+                                              << (tb ? " B^T" : "") << ", beta " << beta << ": "
+                                              << wrong << " wrong");
+                }
+}
+
 BOOST_AUTO_TEST_CASE(linear_forward_is_the_same_to_the_bit_whichever_way_its_product_runs)
 {
     // At some batches linear's forward computes y^T = W x^T and transposes it, where OpenBLAS

@@ -5,6 +5,7 @@
 
 #include <ember/core/flush_denormal.hpp>
 #include <ember/core/threads.hpp>
+#include <ember/detail/blas.hpp>
 #include <ember/detail/crc32.hpp>
 #include <ember/detail/parallel.hpp>
 #include <ember/detail/stream_copy.hpp>
@@ -30,6 +31,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
+#if defined(EMBER_WITH_ONEDNN)
+#include <omp.h>
+#endif
 
 using namespace ember;
 using test::contains;
@@ -94,6 +98,52 @@ BOOST_AUTO_TEST_CASE(the_thread_count_is_at_least_one_and_is_what_was_set)
     set_num_threads(1);
     BOOST_TEST(get_num_threads() == 1);
 }
+
+#if defined(EMBER_WITH_ONEDNN)
+BOOST_AUTO_TEST_CASE(onednns_products_run_on_as_many_threads_as_their_size_and_the_setting_allow)
+{
+    // detail::gemm runs a oneDNN product on a thread per onednn_macs_per_thread multiply-adds,
+    // at most get_num_threads(), and leaves the calling thread's OpenMP setting as it was.
+    using detail::blas::gemm_threads;
+    {
+        threads_for_scope eight(8);
+        BOOST_TEST(gemm_threads(512, 512, 128) == 4); // 32 Mi multiply-adds
+        BOOST_TEST(gemm_threads(8, 8, 8) == 1);
+        BOOST_TEST(gemm_threads(64, 256, 784) == 1); // the MLP's first layer at batch 64
+        BOOST_TEST(gemm_threads(256, 256, 784) == 6);
+        set_num_threads(2);
+        BOOST_TEST(gemm_threads(512, 512, 128) == 2);
+        set_num_threads(1);
+        BOOST_TEST(gemm_threads(512, 512, 128) == 1);
+    }
+    const auto product = [](std::size_t m, std::size_t n, std::size_t k)
+    {
+        std::vector<float> a(m * k, 1.f), b(k * n, 0.5f), c(m * n, -1.f);
+        detail::gemm(false, false, m, n, k, 1.f, a.data(), k, b.data(), n, 0.f, c.data(), n);
+        return std::all_of(c.begin(), c.end(), [k](float v) { return v == 0.5f * float(k); });
+    };
+    // In a child, whose only thread is the one that forked: the threads a product starts.
+    const auto threads_after_product = [&](int setting)
+    {
+        const pid_t pid = ::fork();
+        if (pid == 0)
+        {
+            set_num_threads(setting);
+            omp_set_num_threads(5); // the program's own setting, which must survive
+            const bool right = product(512, 512, 128);
+            const auto tasks =
+                std::distance(fs::directory_iterator("/proc/self/task"), fs::directory_iterator());
+            ::_exit(right && omp_get_max_threads() == 5 ? static_cast<int>(tasks) : 100);
+        }
+        int status = 0;
+        ::waitpid(pid, &status, 0);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    };
+    BOOST_TEST(threads_after_product(1) == 1);
+    BOOST_TEST(threads_after_product(4) == 4);
+    BOOST_TEST(product(8, 8, 8));
+}
+#endif
 
 BOOST_AUTO_TEST_CASE(a_thread_count_below_one_is_a_value_error_naming_it_and_changes_nothing)
 {

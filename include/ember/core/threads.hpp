@@ -12,9 +12,10 @@
 /// @endcode
 ///
 /// The default is the EMBER_NUM_THREADS environment variable when it holds a positive number,
-/// else the number of CPUs the process may run on. The matrix products are the BLAS's: OpenBLAS
-/// has its own setting (OPENBLAS_NUM_THREADS, openblas_set_num_threads), which this does not
-/// change, since ember may be linked with another BLAS.
+/// else the number of CPUs the process may run on. The float matrix products follow it where
+/// ember is built with oneDNN (EMBER_WITH_ONEDNN, detail/blas.hpp): a product runs on a thread
+/// per 8 million multiply-adds, at most this many. Otherwise the products are OpenBLAS's, with
+/// its own setting (OPENBLAS_NUM_THREADS, openblas_set_num_threads), which this does not change.
 
 #include "ember/core/error.hpp"
 

@@ -3,11 +3,29 @@
 /// Row-major matrix products through OpenBLAS's CBLAS, called directly: xtensor-blas would
 /// cost compile time and build temporaries for transposed operands, and the layers only ever
 /// need C = alpha op(A) op(B) + beta C on raw contiguous buffers.
+///
+/// Built with oneDNN (EMBER_WITH_ONEDNN, which Meson defines where it finds libdnnl-dev), the
+/// float products go to oneDNN's dnnl_sgemm instead. It picks its kernels from the CPU's
+/// instruction set, where OpenBLAS 0.3.21 (Debian 12's) picks them from a table of known CPU
+/// models: on an AMD EPYC of family 26 (Zen 5), which that table does not know, OpenBLAS runs
+/// its AVX2 (Haswell) kernels and took twice oneDNN's time for the MLP benchmark's products
+/// (docs/benchmarks.md, "oneDNN's products"). What it costs: dnnl_sgemm takes a workspace from
+/// malloc and frees it in every call of more than a few thousand multiply-adds (not from
+/// operator new), where OpenBLAS on one thread takes none. The double products stay OpenBLAS's.
+/// The products then run on up to get_num_threads() threads (OpenMP's, in the calling thread's
+/// setting; one per 8 million multiply-adds of the product), as torch.set_num_threads sets
+/// PyTorch's.
 
 #include "ember/core/error.hpp"
+#include "ember/core/threads.hpp"
 
 #include <cblas.h>
+#if defined(EMBER_WITH_ONEDNN)
+#include <omp.h> // omp_set_num_threads: libdnnl's threads are libgomp's
+#include <oneapi/dnnl/dnnl.h>
+#endif
 
+#include <algorithm>
 #include <cctype>
 #include <climits>
 #include <cstddef>
@@ -28,6 +46,9 @@ void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t 
           const double* a, std::size_t lda, const double* b, std::size_t ldb, double beta,
           double* c, std::size_t ldc);
 
+/// @brief The library the float products go to: "oneDNN" or "OpenBLAS".
+const char* float_gemm_library() noexcept;
+
 /// @brief True where the BLAS is OpenBLAS running its AVX-512 kernels (SkylakeX and the cores
 /// that share them: Cooperlake, SapphireRapids), as it says at run time. Their sgemm packs a
 /// transposed left-hand operand slowly enough that nn::linear turns its forward product round
@@ -37,7 +58,8 @@ bool openblas_avx512_kernels() noexcept;
 
 /// @brief True where a linear layer's forward product is faster computed as y^T = W x^T (then
 /// transposed) than as y = x W^T, for a batch of `batch` rows, `out` outputs and `in` inputs: at
-/// batch 8 to 32 with in and out both 256 or more, under openblas_avx512_kernels(). One rule for
+/// batch 8 to 32 with in and out both 256 or more, under openblas_avx512_kernels(), when the float
+/// products are OpenBLAS's (with oneDNN's, never: not measured). One rule for
 /// nn::linear and for the benchmarks' roofline (benchmarks/mlp_products.hpp), which must take
 /// the faster way wherever linear does.
 bool transposed_product_faster(std::size_t batch, std::size_t out, std::size_t in) noexcept;
@@ -70,13 +92,66 @@ void gemm(F cblas, bool trans_a, bool trans_b, std::size_t m, std::size_t n, std
           to_int(m, "M"), to_int(n, "N"), to_int(k, "K"), alpha, a, ld(lda, "lda"), b,
           ld(ldb, "ldb"), beta, c, ld(ldc, "ldc"));
 }
+
+#if defined(EMBER_WITH_ONEDNN)
+/// Multiply-adds a thread of a oneDNN product gets at least. Waking a sleeping OpenMP thread
+/// costs tens of microseconds (OMP_WAIT_POLICY=PASSIVE: the MLP benchmark's products at batch
+/// 64 took 502 µs on two threads against 389 µs on one, on the AMD EPYC of docs/benchmarks.md),
+/// about what one thread takes for 4-8 million; from 8 million a thread, two threads were never
+/// slower than one, waiting actively or not, and at batch 256 took 1083 µs against 1489 µs.
+inline constexpr double onednn_macs_per_thread = 8.0 * (1 << 20);
+
+/// The OpenMP threads a oneDNN product of m x n x k is worth: one per onednn_macs_per_thread
+/// multiply-adds, at least 1, at most get_num_threads().
+inline int gemm_threads(std::size_t m, std::size_t n, std::size_t k) noexcept
+{
+    const double macs = double(m) * double(n) * double(k);
+    const double worth = std::clamp(macs / onednn_macs_per_thread, 1.0, 4096.0);
+    return std::min(static_cast<int>(worth), get_num_threads());
+}
+
+inline void onednn_sgemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k,
+                         float alpha, const float* a, std::size_t lda, const float* b,
+                         std::size_t ldb, float beta, float* c, std::size_t ldc)
+{
+    if (m == 0 || n == 0)
+        return;
+    if (k == 0) // C = beta C, with beta == 0 clearing whatever C held (NaN included)
+    {
+        for (std::size_t i = 0; i < m; ++i)
+            for (std::size_t j = 0; j < n; ++j)
+                c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+        return;
+    }
+    // oneDNN runs on the calling thread's OpenMP setting: set for this product, then given back,
+    // so that the program's own OpenMP code keeps its setting
+    const int threads = gemm_threads(m, n, k), setting = omp_get_max_threads();
+    if (threads != setting)
+        omp_set_num_threads(threads);
+    const auto dim = [](std::size_t v) { return static_cast<dnnl_dim_t>(v); };
+    const dnnl_status_t status =
+        dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', dim(m), dim(n), dim(k), alpha, a,
+                   dim(lda), b, dim(ldb), beta, c, dim(ldc));
+    if (threads != setting)
+        omp_set_num_threads(setting);
+    if (status != dnnl_success)
+        throw value_error("gemm: oneDNN's sgemm refused M = " + std::to_string(m) +
+                          ", N = " + std::to_string(n) + ", K = " + std::to_string(k) + " (lda " +
+                          std::to_string(lda) + ", ldb " + std::to_string(ldb) + ", ldc " +
+                          std::to_string(ldc) + "): status " + std::to_string(int(status)));
+}
+#endif
 } // namespace blas
 
 inline void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k,
                  float alpha, const float* a, std::size_t lda, const float* b, std::size_t ldb,
                  float beta, float* c, std::size_t ldc)
 {
+#if defined(EMBER_WITH_ONEDNN)
+    blas::onednn_sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+#else
     blas::gemm(&cblas_sgemm, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+#endif
 }
 
 inline void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::size_t k,
@@ -84,6 +159,15 @@ inline void gemm(bool trans_a, bool trans_b, std::size_t m, std::size_t n, std::
                  double beta, double* c, std::size_t ldc)
 {
     blas::gemm(&cblas_dgemm, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+inline const char* float_gemm_library() noexcept
+{
+#if defined(EMBER_WITH_ONEDNN)
+    return "oneDNN";
+#else
+    return "OpenBLAS";
+#endif
 }
 
 inline bool openblas_avx512_kernels() noexcept
@@ -110,7 +194,12 @@ inline bool openblas_avx512_kernels() noexcept
 // 8-32; as long or longer at 64 and above, and for the small layers (out or in under 256).
 inline bool transposed_product_faster(std::size_t batch, std::size_t out, std::size_t in) noexcept
 {
+#if defined(EMBER_WITH_ONEDNN)
+    (void)batch, (void)out, (void)in;
+    return false;
+#else
     return batch >= 8 && batch <= 32 && out >= 256 && in >= 256 && openblas_avx512_kernels();
+#endif
 }
 
 } // namespace ember::detail

@@ -1139,6 +1139,7 @@ T load(const std::filesystem::path& path, const load_options& options)
     static_assert(detail::loadable_v<T>, "ember::pytorch::load<T>: T must be state_dict, "
                                          "optim::optimizer_state, checkpoint or value");
     const ember::detail::mapped_file file(path);
+    file.read_ahead(); // every record is read
     const std::string name = path.string();
     return file.decode_checked(
         name,

@@ -93,7 +93,7 @@ public:
         auto& l1 = m_model.template get<2>();
         auto& l2 = m_model.template get<4>();
         return {{l0.weight.value.data(), l1.weight.value.data(), l2.weight.value.data()},
-                {l0.weight.grad.data(), l1.weight.grad.data(), l2.weight.grad.data()}};
+                {l0.weight.grad().data(), l1.weight.grad().data(), l2.weight.grad().data()}};
     }
 
 private:

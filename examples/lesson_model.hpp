@@ -52,7 +52,7 @@ struct LinearRegressionModel : ember::nn::module<LinearRegressionModel<Device>, 
             n, EMBER_KERNEL(std::size_t i) { return g[i] * xs[i]; });
         const float db = Device::template sum<float>(
             n, EMBER_KERNEL(std::size_t i) { return g[i]; });
-        float *gw = weight.grad.data(), *gb = bias.grad.data();
+        float *gw = weight.grad().data(), *gb = bias.grad().data();
         Device::for_each(
             1, EMBER_KERNEL(std::size_t) {
                 gw[0] += dw;

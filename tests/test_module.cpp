@@ -8,6 +8,8 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <utility>
+
 using namespace ember;
 using test::dtensor;
 
@@ -54,8 +56,8 @@ struct linear_regression : nn::module<linear_regression<Device>, Device>
             dy.size(), EMBER_KERNEL(std::size_t i) { return g[i] * in[i]; });
         const float sb = Device::template sum<float>(
             dy.size(), EMBER_KERNEL(std::size_t i) { return g[i]; });
-        float* gw = weight.grad.data();
-        float* gb = bias.grad.data();
+        float* gw = weight.grad().data();
+        float* gb = bias.grad().data();
         Device::for_each(
             1, EMBER_KERNEL(std::size_t) {
                 gw[0] += sw;
@@ -149,11 +151,32 @@ BOOST_AUTO_TEST_CASE(backward_accumulates_and_zero_grad_clears)
     const auto dy = test::dev(tensor<float, 2>{{1.f}, {1.f}});
     m.backward(dy);
     m.backward(dy);
-    BOOST_TEST(first(m.weight.grad) == 6.f);
-    BOOST_TEST(first(m.bias.grad) == 4.f);
+    BOOST_TEST(first(m.weight.grad()) == 6.f);
+    BOOST_TEST(first(m.bias.grad()) == 4.f);
     m.zero_grad();
-    BOOST_TEST(first(m.weight.grad) == 0.f);
-    BOOST_TEST(first(m.bias.grad) == 0.f);
+    BOOST_TEST(first(m.weight.grad()) == 0.f);
+    BOOST_TEST(first(m.bias.grad()) == 0.f);
+}
+
+// zero_grad() only marks the gradients; grad(), const or not, writes the zeros before anyone
+// sees them, so a user's backward that adds to grad() starts from zero, as in PyTorch.
+BOOST_AUTO_TEST_CASE(a_users_backward_after_zero_grad_adds_to_zeros)
+{
+    model m;
+    const auto x = test::dev(tensor<float, 2>{{1.f}, {2.f}});
+    const auto dy = test::dev(tensor<float, 2>{{1.f}, {1.f}});
+    m.forward(x);
+    m.backward(dy);
+    m.backward(dy);
+    m.zero_grad();
+    BOOST_TEST(first(std::as_const(m).bias.grad()) == 0.f);
+    m.backward(dy);
+    BOOST_TEST(first(m.weight.grad()) == 3.f);
+    BOOST_TEST(first(m.bias.grad()) == 2.f);
+    m.zero_grad();
+    m.zero_grad();
+    m.backward(dy);
+    BOOST_TEST(first(m.weight.grad()) == 3.f);
 }
 
 BOOST_AUTO_TEST_CASE(no_grad_forward_caches_nothing)

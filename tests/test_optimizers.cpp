@@ -96,8 +96,8 @@ struct toy : nn::module<toy<T, Device>, Device>
             g0[i] = T(2) * static_cast<T>(gold::c0[i]) * x0[i] + static_cast<T>(gold::d0[i]);
         for (std::size_t i = 0; i < 4; ++i)
             g1[i] = T(2) * static_cast<T>(gold::c1[i]) * x1[i] + static_cast<T>(gold::d1[i]);
-        Device::upload(g0.data(), 6, p0.grad.data());
-        Device::upload(g1.data(), 4, p1.grad.data());
+        Device::upload(g0.data(), 6, p0.grad().data());
+        Device::upload(g1.data(), 4, p1.grad().data());
     }
 
     T at(std::size_t k) const
@@ -111,8 +111,8 @@ struct toy : nn::module<toy<T, Device>, Device>
     std::vector<T> grads() const
     {
         std::vector<T> out(10);
-        Device::download(p0.grad.data(), 6, out.data());
-        Device::download(p1.grad.data(), 4, out.data() + 6);
+        Device::download(p0.grad().data(), 6, out.data());
+        Device::download(p1.grad().data(), 4, out.data() + 6);
         return out;
     }
 };
@@ -432,6 +432,28 @@ BOOST_AUTO_TEST_CASE(zero_grad_fills_every_gradient_with_zero)
     opt.zero_grad();
     const auto grads = m.grads();
     BOOST_TEST(std::all_of(grads.begin(), grads.end(), [](float g) { return g == 0; }));
+}
+
+// zero_grad() only marks the gradients (nn::parameter); a parameter that no backward reaches
+// afterwards must still be stepped on zeros, as PyTorch 1.13 steps it: its momentum carries it.
+BOOST_AUTO_TEST_CASE(a_parameter_no_backward_reached_after_zero_grad_is_stepped_on_zeros)
+{
+    toy<double> m;
+    optim::sgd opt(m.parameters(), {.lr = 0.1, .momentum = 0.5});
+    m.compute_grads();
+    const auto g = m.grads();
+    const auto x0 = test::host(m.p0.value);
+    opt.step(); // buf = g, x1 = x0 - 0.1 g
+    opt.zero_grad();
+    opt.step(); // no backward: buf = 0.5 g + 0, x2 = x1 - 0.1 (0.5 g)
+    const auto x2 = test::host(m.p0.value);
+    for (std::size_t i = 0; i < 6; ++i)
+    {
+        const double x1 = x0.data()[i] - 0.1 * g[i];
+        BOOST_TEST(x2.data()[i] == x1 - 0.1 * (0.5 * g[i]));
+    }
+    const auto zeros = m.grads();
+    BOOST_TEST(std::all_of(zeros.begin(), zeros.end(), [](double v) { return v == 0; }));
 }
 
 BOOST_AUTO_TEST_CASE(step_allocates_nothing_once_state_exists)
@@ -939,7 +961,7 @@ void check_variants_against_reference(const Options& options, Reference referenc
         std::vector<T> x = x0;
         for (int s = 0; s < steps; ++s)
         {
-            std::copy(grads[s].begin(), grads[s].end(), p.grad.data());
+            std::copy(grads[s].begin(), grads[s].end(), p.grad().data());
             opt.step();
             ref.update(x, grads[s]);
             if (std::memcmp(p.value.data(), x.data(), n * sizeof(T)) != 0)

@@ -295,8 +295,8 @@ auto batch_norm1d<T, Device>::backward(const tensor_type& dy) -> const tensor_ty
     T* alpha = m_alpha.data();
     const T* invstd = m_invstd.data();
     const T* w = weight.value.data();
-    T* wg = m_affine && weight.requires_grad ? weight.grad.data() : nullptr;
-    T* bg = m_affine && bias.requires_grad ? bias.grad.data() : nullptr;
+    T* wg = m_affine && weight.requires_grad ? weight.grad().data() : nullptr;
+    T* bg = m_affine && bias.requires_grad ? bias.grad().data() : nullptr;
     const bool affine = m_affine;
     Device::for_each(
         detail::channel_groups<Device>(c), EMBER_KERNEL(std::size_t q) {

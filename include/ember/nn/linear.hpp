@@ -61,7 +61,7 @@ public:
 
     /// @brief x W^T + b; throws shape_error unless x is [N, in_features].
     const tensor_type& forward(const tensor_type& x);
-    /// @brief Adds dy^T x to weight.grad and the batch sum of dy to bias.grad; returns dy W,
+    /// @brief Adds dy^T x to weight.grad() and the batch sum of dy to bias.grad(); returns dy W,
     /// or an empty tensor when requires_input_grad() is off.
     const tensor_type& backward(const tensor_type& dy);
 
@@ -200,12 +200,16 @@ auto linear<T, Device>::backward(const tensor_type& dy) -> const tensor_type&
     const std::size_t batch = m_input.shape()[0];
     const T* g = dy.data();
     if (weight.requires_grad)
-        Device::gemm(true, false, m_out, m_in, batch, T(1), g, m_out, m_input.data(), m_in, T(1),
-                     weight.grad.data(), m_in);
+    {
+        // After zero_grad() the product overwrites the gradient (beta = 0), never reading it.
+        auto [gw, add] = weight.grad_to_write();
+        Device::gemm(true, false, m_out, m_in, batch, T(1), g, m_out, m_input.data(), m_in,
+                     add ? T(1) : T(0), gw.data(), m_in);
+    }
     if (m_has_bias && bias.requires_grad)
     {
         // Column sums of dy, each added in batch order: gb[j] + dy[0][j] + dy[1][j] + ...
-        T* gb = bias.grad.data();
+        T* gb = bias.grad().data();
         const std::size_t out = m_out;
         if constexpr (std::is_same_v<Device, cpu>)
         {

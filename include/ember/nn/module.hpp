@@ -190,7 +190,8 @@ public:
     void eval() { train(false); }
     bool is_training() const noexcept { return m_training; }
 
-    /// @brief Sets every parameter's gradient to zero.
+    /// @brief Sets every parameter's gradient to zero (lazily: the next backward overwrites it;
+    /// see nn::parameter).
     void zero_grad();
 
     /// @brief Whether backward() must return the gradient with respect to the input (true by
@@ -283,7 +284,7 @@ void module<Derived, Device>::zero_grad()
     auto f = [](std::string_view, auto& member)
     {
         if constexpr (is_parameter_v<decltype(member)>)
-            member.grad.fill(0);
+            member.zero_grad();
     };
     detail::walk<false>(derived(), std::string(), f);
 }

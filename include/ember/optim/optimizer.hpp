@@ -299,7 +299,8 @@ public:
     using group_type = param_group<T, Options, Device>;
     using param_state_type = State;
 
-    /// @brief Sets the gradient of every parameter in every group to zero.
+    /// @brief Sets the gradient of every parameter in every group to zero (lazily: the next
+    /// backward overwrites it; see nn::parameter).
     void zero_grad();
 
     /// @brief One update of every parameter with requires_grad, group by group.
@@ -703,10 +704,7 @@ void optimizer<Derived, T, Options, State, Device>::zero_grad()
 {
     for (auto& g : m_groups)
         for (const auto& p : g.params)
-        {
-            const std::span<T> grad = p.grad();
-            Device::fill(grad.data(), grad.size(), T(0));
-        }
+            p.zero_grad(); // lazily: see nn::parameter
 }
 
 template <class Derived, class T, class Options, class State, class Device>

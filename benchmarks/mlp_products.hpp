@@ -46,7 +46,7 @@ public:
         }
     }
 
-    /// On `model`'s weights and gradients, which it reads and accumulates into as a step would.
+    /// On `model`'s weights and gradients, which it reads and writes as a step would.
     mlp_products(std::size_t batch, const mlp_weights& model)
         : m_batch(static_cast<int>(batch)), m_model(model), m_x(mlp_inputs(batch)),
           m_h0(batch * mlp_hidden, 0.5f), m_h1(batch * mlp_hidden, 0.5f),
@@ -87,13 +87,15 @@ public:
             gemm(false, true, out, b, hid, w[2], hid, m_h1.data(), hid, 1.0f, m_o.data(), b);
         else
             gemm(false, true, b, out, hid, m_h1.data(), hid, w[2], hid, 1.0f, m_o.data(), out);
-        // backward: dW += dy^T x, dx = dy W
-        gemm(true, false, out, hid, b, m_o.data(), out, m_h1.data(), hid, 1.0f, g[2], hid);
+        // backward: dW = dy^T x, dx = dy W. The weight gradients are written, not added to
+        // (beta = 0): after zero_grad() that is all a step needs, and since 743eed5 it is what
+        // ember's linear does (with beta = 1 they were also read: a slower roofline).
+        gemm(true, false, out, hid, b, m_o.data(), out, m_h1.data(), hid, 0.0f, g[2], hid);
         gemm(false, false, b, hid, out, m_o.data(), out, w[2], hid, 0.0f, m_dh1.data(), hid);
-        gemm(true, false, hid, hid, b, m_dh1.data(), hid, m_h0.data(), hid, 1.0f, g[1], hid);
+        gemm(true, false, hid, hid, b, m_dh1.data(), hid, m_h0.data(), hid, 0.0f, g[1], hid);
         gemm(false, false, b, hid, hid, m_dh1.data(), hid, w[1], hid, 0.0f, m_dh0.data(), hid);
-        gemm(true, false, hid, in, b, m_dh0.data(), hid, m_x.data(), in, 1.0f, g[0], in);
-        // keep the accumulating outputs finite across millions of iterations
+        gemm(true, false, hid, in, b, m_dh0.data(), hid, m_x.data(), in, 0.0f, g[0], in);
+        // keep the forward outputs (beta = 1) finite across millions of iterations
         std::fill(m_h0.begin(), m_h0.end(), 0.5f);
         std::fill(m_h1.begin(), m_h1.end(), 0.5f);
         std::fill(m_o.begin(), m_o.end(), 0.5f);
@@ -121,7 +123,7 @@ private:
 
     int m_batch;
     bool m_openblas = false;
-    mlp_weights m_model;                       // what the products read and accumulate into
+    mlp_weights m_model;                       // what the products read and write
     std::vector<float> m_own_w[3], m_own_g[3]; // empty when on a model's weights
     std::vector<float> m_x, m_h0, m_h1, m_o, m_dh1, m_dh0;
 };

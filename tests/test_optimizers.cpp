@@ -757,9 +757,10 @@ BOOST_AUTO_TEST_CASE(invalid_options_throw_value_error_with_pytorchs_message)
 }
 
 // On the cpu, the optimizers' loops run in the widest instruction set the CPU has that ember
-// compiles them for (baseline x86-64 or AVX2: detail/simd_dispatch.hpp). Every variant must give,
-// bit for bit, what a plain scalar loop in PyTorch's order of operations gives: one multiply-add
-// contracted into an FMA, or any other reordering, changes last bits within a few steps.
+// compiles them for (baseline x86-64, AVX2 or AVX-512: detail/simd_dispatch.hpp). Every variant
+// must give, bit for bit, what a plain scalar loop in PyTorch's order of operations gives: one
+// multiply-add contracted into an FMA, or any other reordering, changes last bits within a few
+// steps.
 namespace
 {
 
@@ -913,12 +914,21 @@ struct rmsprop_reference
 // Puts the dispatch limit back however a test ends.
 struct simd_limit_guard
 {
-    ~simd_limit_guard() { ember::detail::limit_simd_isa(ember::detail::simd_isa::avx2); }
+    ~simd_limit_guard() { ember::detail::limit_simd_isa(ember::detail::simd_isa::avx512); }
 };
 
 const char* isa_name(ember::detail::simd_isa isa)
 {
-    return isa == ember::detail::simd_isa::avx2 ? "avx2" : "baseline";
+    switch (isa)
+    {
+    case ember::detail::simd_isa::avx512:
+        return "avx512";
+    case ember::detail::simd_isa::avx2:
+        return "avx2";
+    case ember::detail::simd_isa::baseline:
+        break;
+    }
+    return "baseline";
 }
 
 // `steps` steps of Optimizer(options) on one parameter of n elements (by default several

@@ -238,7 +238,7 @@ EMBER_HOST_DEVICE void adam_block(std::size_t begin, std::size_t end, T* __restr
 
 #if EMBER_SIMD_DISPATCH
 // adam_block over [0, n) on the cpu, block by block as cpu::for_each runs them, compiled for
-// the instruction set of the variant it is inlined into (adam_cpu_avx2).
+// the instruction set of the variant it is inlined into (adam_cpu_avx2, adam_cpu_avx512).
 template <class T, bool Decoupled, bool Decay, bool Amsgrad, simd_isa Isa>
 inline void adam_cpu_blocks(std::size_t n, T* x, const T* g, T* m, T* v, T* vmax,
                             const adam_scalars<T> k)
@@ -255,10 +255,18 @@ EMBER_TARGET_AVX2 void adam_cpu_avx2(std::size_t n, T* x, const T* g, T* m, T* v
 {
     adam_cpu_blocks<T, Decoupled, Decay, Amsgrad, simd_isa::avx2>(n, x, g, m, v, vmax, k);
 }
+
+template <class T, bool Decoupled, bool Decay, bool Amsgrad>
+EMBER_TARGET_AVX512 void adam_cpu_avx512(std::size_t n, T* x, const T* g, T* m, T* v, T* vmax,
+                                         const adam_scalars<T> k)
+{
+    adam_cpu_blocks<T, Decoupled, Decay, Amsgrad, simd_isa::avx512>(n, x, g, m, v, vmax, k);
+}
 #endif
 
 // One Adam (or AdamW) step over n elements on Device, block by block (see block_size). On the
-// cpu, compiled for AVX2 where the CPU has it (see detail/simd_dispatch.hpp): same results.
+// cpu, compiled for AVX2 or AVX-512 where the CPU has it (see detail/simd_dispatch.hpp): same
+// results.
 template <class Device, class T, bool Decoupled, bool Decay, bool Amsgrad>
 void adam_step(std::size_t n, T* x, const T* g, T* m, T* v, T* vmax, const adam_scalars<T> k)
 {
@@ -266,6 +274,8 @@ void adam_step(std::size_t n, T* x, const T* g, T* m, T* v, T* vmax, const adam_
     if constexpr (std::is_same_v<Device, cpu>)
         switch (active_simd_isa())
         {
+        case simd_isa::avx512:
+            return adam_cpu_avx512<T, Decoupled, Decay, Amsgrad>(n, x, g, m, v, vmax, k);
         case simd_isa::avx2:
             return adam_cpu_avx2<T, Decoupled, Decay, Amsgrad>(n, x, g, m, v, vmax, k);
         case simd_isa::baseline:

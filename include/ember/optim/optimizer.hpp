@@ -15,8 +15,8 @@
 /// detail::block_size): one element per GPU thread, 256 on host memory, where the block's
 /// loops vectorize and its square roots go through detail::sqrt_inplace. On the `cpu` device
 /// with GCC or Clang on x86-64 the kernels of Adam/AdamW, SGD and RMSprop are also compiled
-/// for AVX2 and picked at run time where the CPU has it, with the same results bit for bit
-/// (see detail/simd_dispatch.hpp).
+/// for AVX2 and AVX-512 and picked at run time where the CPU has them (AVX-512 on AMD Zen 5 and
+/// later only), with the same results bit for bit (see detail/simd_dispatch.hpp).
 ///
 /// What a derived class `D` provides (all may be static):
 /// - `static constexpr std::string_view name` for messages;
@@ -449,8 +449,9 @@ EMBER_HOST_DEVICE T maximum(T a, T b) noexcept
 }
 
 #if EMBER_SIMD_DISPATCH
-// sqrt_inplace's loop for the AVX2 variants. Builtins, not <immintrin.h>, which would add half
-// a second to the compilation of every file that includes an optimizer.
+// sqrt_inplace's loop for the AVX2 variants (and the AVX-512 ones' tail). Builtins, not
+// <immintrin.h>, which would add half a second to the compilation of every file that includes
+// an optimizer.
 template <class T>
 __attribute__((target("avx"))) inline std::size_t sqrt_avx(T* t, std::size_t n) noexcept
 {
@@ -479,6 +480,45 @@ __attribute__((target("avx"))) inline std::size_t sqrt_avx(T* t, std::size_t n) 
     }
     return i;
 }
+
+// sqrt_inplace's loop for the AVX-512 variants: 16 floats or 8 doubles a vector. The builtins'
+// names differ: GCC has only the masked form (all lanes, current rounding: 4).
+template <class T>
+__attribute__((target("avx512f"))) inline std::size_t sqrt_avx512(T* t, std::size_t n) noexcept
+{
+    std::size_t i = 0;
+    if constexpr (std::is_same_v<T, float>)
+    {
+        typedef float v16sf __attribute__((vector_size(64)));
+        for (; i + 16 <= n; i += 16)
+        {
+            v16sf r;
+            __builtin_memcpy(&r, t + i, sizeof(r));
+#if defined(__clang__)
+            r = __builtin_ia32_sqrtps512(r, 4);
+#else
+            r = __builtin_ia32_sqrtps512_mask(r, r, (unsigned short)-1, 4);
+#endif
+            __builtin_memcpy(t + i, &r, sizeof(r));
+        }
+    }
+    else
+    {
+        typedef double v8df __attribute__((vector_size(64)));
+        for (; i + 8 <= n; i += 8)
+        {
+            v8df r;
+            __builtin_memcpy(&r, t + i, sizeof(r));
+#if defined(__clang__)
+            r = __builtin_ia32_sqrtpd512(r, 4);
+#else
+            r = __builtin_ia32_sqrtpd512_mask(r, r, (unsigned char)-1, 4);
+#endif
+            __builtin_memcpy(t + i, &r, sizeof(r));
+        }
+    }
+    return i;
+}
 #endif
 
 template <simd_isa Isa, class T>
@@ -486,7 +526,12 @@ EMBER_HOST_DEVICE void sqrt_inplace(T* t, std::size_t n) noexcept
 {
     std::size_t i = 0;
 #if EMBER_SIMD_DISPATCH
-    if constexpr (Isa != simd_isa::baseline)
+    if constexpr (Isa == simd_isa::avx512)
+    {
+        i = sqrt_avx512(t, n);
+        i += sqrt_avx(t + i, n - i); // a ragged tail's 8 or 4 at a time
+    }
+    else if constexpr (Isa != simd_isa::baseline)
     {
         i = sqrt_avx(t, n);
     }

@@ -144,7 +144,7 @@ EMBER_HOST_DEVICE void rmsprop_block(std::size_t begin, std::size_t end, T* __re
 
 #if EMBER_SIMD_DISPATCH
 // rmsprop_block over [0, n) on the cpu, block by block as cpu::for_each runs them, compiled for
-// the instruction set of the variant it is inlined into (rmsprop_cpu_avx2).
+// the instruction set of the variant it is inlined into (rmsprop_cpu_avx2, rmsprop_cpu_avx512).
 template <class T, bool Decay, bool Centered, bool Momentum, simd_isa Isa>
 inline void rmsprop_cpu_blocks(std::size_t n, T* x, const T* g, T* sq, T* buf, T* ga,
                                const rmsprop_scalars<T> k)
@@ -161,10 +161,18 @@ EMBER_TARGET_AVX2 void rmsprop_cpu_avx2(std::size_t n, T* x, const T* g, T* sq, 
 {
     rmsprop_cpu_blocks<T, Decay, Centered, Momentum, simd_isa::avx2>(n, x, g, sq, buf, ga, k);
 }
+
+template <class T, bool Decay, bool Centered, bool Momentum>
+EMBER_TARGET_AVX512 void rmsprop_cpu_avx512(std::size_t n, T* x, const T* g, T* sq, T* buf, T* ga,
+                                            const rmsprop_scalars<T> k)
+{
+    rmsprop_cpu_blocks<T, Decay, Centered, Momentum, simd_isa::avx512>(n, x, g, sq, buf, ga, k);
+}
 #endif
 
 // One RMSprop step over n elements on Device, block by block (see block_size). On the cpu,
-// compiled for AVX2 where the CPU has it (see detail/simd_dispatch.hpp): same results.
+// compiled for AVX2 or AVX-512 where the CPU has it (see detail/simd_dispatch.hpp): same
+// results.
 template <class Device, class T, bool Decay, bool Centered, bool Momentum>
 void rmsprop_step(std::size_t n, T* x, const T* g, T* sq, T* buf, T* ga, const rmsprop_scalars<T> k)
 {
@@ -172,6 +180,8 @@ void rmsprop_step(std::size_t n, T* x, const T* g, T* sq, T* buf, T* ga, const r
     if constexpr (std::is_same_v<Device, cpu>)
         switch (active_simd_isa())
         {
+        case simd_isa::avx512:
+            return rmsprop_cpu_avx512<T, Decay, Centered, Momentum>(n, x, g, sq, buf, ga, k);
         case simd_isa::avx2:
             return rmsprop_cpu_avx2<T, Decay, Centered, Momentum>(n, x, g, sq, buf, ga, k);
         case simd_isa::baseline:

@@ -159,7 +159,7 @@ EMBER_HOST_DEVICE void sgd_block(std::size_t begin, std::size_t end, T* __restri
 
 #if EMBER_SIMD_DISPATCH
 // sgd_block over [0, n) on the cpu, block by block as cpu::for_each runs them, compiled for
-// the instruction set of the variant it is inlined into (sgd_cpu_avx2).
+// the instruction set of the variant it is inlined into (sgd_cpu_avx2, sgd_cpu_avx512).
 template <class T, bool Decay, bool Momentum, bool Nesterov>
 inline void sgd_cpu_blocks(std::size_t n, T* x, const T* g, T* buf, const sgd_scalars<T> k)
 {
@@ -174,10 +174,17 @@ EMBER_TARGET_AVX2 void sgd_cpu_avx2(std::size_t n, T* x, const T* g, T* buf, con
 {
     sgd_cpu_blocks<T, Decay, Momentum, Nesterov>(n, x, g, buf, k);
 }
+
+template <class T, bool Decay, bool Momentum, bool Nesterov>
+EMBER_TARGET_AVX512 void sgd_cpu_avx512(std::size_t n, T* x, const T* g, T* buf,
+                                        const sgd_scalars<T> k)
+{
+    sgd_cpu_blocks<T, Decay, Momentum, Nesterov>(n, x, g, buf, k);
+}
 #endif
 
 // One SGD step over n elements on Device, block by block (see block_size). On the cpu, compiled
-// for AVX2 where the CPU has it (see detail/simd_dispatch.hpp): same results.
+// for AVX2 or AVX-512 where the CPU has it (see detail/simd_dispatch.hpp): same results.
 template <class Device, class T, bool Decay, bool Momentum, bool Nesterov>
 void sgd_step(std::size_t n, T* x, const T* g, T* buf, const sgd_scalars<T> k)
 {
@@ -185,6 +192,8 @@ void sgd_step(std::size_t n, T* x, const T* g, T* buf, const sgd_scalars<T> k)
     if constexpr (std::is_same_v<Device, cpu>)
         switch (active_simd_isa())
         {
+        case simd_isa::avx512:
+            return sgd_cpu_avx512<T, Decay, Momentum, Nesterov>(n, x, g, buf, k);
         case simd_isa::avx2:
             return sgd_cpu_avx2<T, Decay, Momentum, Nesterov>(n, x, g, buf, k);
         case simd_isa::baseline:

@@ -55,6 +55,15 @@
 #endif
 
 #if EMBER_SIMD_DISPATCH
+/// On a kernel the variants call: it must be inlined into each, to be compiled for its
+/// instruction set. GCC's flatten inlines it anyway; Clang's flatten leaves a call to a function
+/// over its inlining threshold (Adam's block, Clang 16), which was then compiled for SSE2.
+#define EMBER_SIMD_INLINE inline __attribute__((always_inline))
+#else
+#define EMBER_SIMD_INLINE inline
+#endif
+
+#if EMBER_SIMD_DISPATCH
 /// A function compiled for AVX2 (without FMA), everything it calls inlined into it.
 #define EMBER_TARGET_AVX2 __attribute__((target("avx2"), EMBER_SIMD_VARIANT_ATTRIBUTES))
 /// A function compiled for AVX-512 (F, VL, DQ, BW), everything it calls inlined into it.
@@ -78,11 +87,20 @@ enum class simd_isa
 /// `avx512` only on AMD family 0x1A and later (see above); other AVX-512 CPUs get `avx2`.
 simd_isa host_simd_isa() noexcept;
 
-/// @brief From now on the dispatched loops use at most `isa` (tests compare every variant the
-/// CPU runs; `baseline` rules dispatch out). Takes effect at the next loop.
+/// @brief The widest of them this CPU and its OS can run, preferred or not (AVX-512 on Zen 4 and
+/// Intel too): what the tests compare.
+simd_isa runnable_simd_isa() noexcept;
+
+/// @brief From now on the dispatched loops use `isa`, or the widest below it the CPU runs, even
+/// where host_simd_isa() would pick a narrower one (tests compare every variant the CPU runs;
+/// `baseline` rules dispatch out). Takes effect at the next loop.
 void limit_simd_isa(simd_isa isa) noexcept;
 
-/// @brief The variant the dispatched loops use now: host_simd_isa() capped by limit_simd_isa().
+/// @brief Back to host_simd_isa(), the default.
+void reset_simd_isa() noexcept;
+
+/// @brief The variant the dispatched loops use now: host_simd_isa(), or what limit_simd_isa()
+/// asked for.
 simd_isa active_simd_isa() noexcept;
 
 /*******************
@@ -122,22 +140,49 @@ inline simd_isa host_simd_isa() noexcept
 #endif
 }
 
-inline std::atomic<simd_isa>& simd_isa_limit() noexcept
+inline simd_isa runnable_simd_isa() noexcept
 {
-    static std::atomic<simd_isa> limit{simd_isa::avx512};
+#if EMBER_SIMD_DISPATCH
+    static const simd_isa isa = []
+    {
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
+            return simd_isa::avx512;
+        if (__builtin_cpu_supports("avx2"))
+            return simd_isa::avx2;
+        return simd_isa::baseline;
+    }();
+    return isa;
+#else
+    return simd_isa::baseline;
+#endif
+}
+
+// limit_simd_isa()'s setting; -1: none (host_simd_isa()).
+inline std::atomic<int>& simd_isa_limit() noexcept
+{
+    static std::atomic<int> limit{-1};
     return limit;
 }
 
 inline void limit_simd_isa(simd_isa isa) noexcept
 {
-    simd_isa_limit().store(isa, std::memory_order_relaxed);
+    simd_isa_limit().store(static_cast<int>(isa), std::memory_order_relaxed);
+}
+
+inline void reset_simd_isa() noexcept
+{
+    simd_isa_limit().store(-1, std::memory_order_relaxed);
 }
 
 inline simd_isa active_simd_isa() noexcept
 {
-    const simd_isa limit = simd_isa_limit().load(std::memory_order_relaxed);
-    const simd_isa host = host_simd_isa();
-    return limit < host ? limit : host;
+    const int limit = simd_isa_limit().load(std::memory_order_relaxed);
+    if (limit < 0)
+        return host_simd_isa();
+    const simd_isa runnable = runnable_simd_isa();
+    return static_cast<simd_isa>(limit) < runnable ? static_cast<simd_isa>(limit) : runnable;
 }
 
 } // namespace ember::detail

@@ -99,6 +99,8 @@ struct cuda_backend
     {
         if (m == 0 || n == 0)
             return;
+        if (k == 0) // C = beta C. cublas_int would make K 1 and read A and B (empty, here).
+            return scale_rows(m, n, beta, c, ldc);
         const cublasOperation_t op_b = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
         const cublasOperation_t op_a = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
         const int M = detail::cublas_int(n, "N"), N = detail::cublas_int(m, "M"),
@@ -113,6 +115,31 @@ struct cuda_backend
             detail::cublas_check(cublasDgemm(detail::cublas_handle(), op_b, op_a, M, N, K, &alpha,
                                              b, ld_b, a, ld_a, &beta, c, ld_c),
                                  "cublasDgemm");
+    }
+
+    /// @brief C = beta C for gemm's K = 0: zeros where beta is 0 (NaN in C included, as BLAS
+    /// does), nothing where it is 1, else cuBLAS's geam in place (C = beta C + 0 C).
+    template <class T>
+    static void scale_rows(std::size_t m, std::size_t n, T beta, T* c, std::size_t ldc)
+    {
+        if (beta == T(1))
+            return;
+        if (beta == T(0))
+        {
+            detail::cuda_check(cudaMemset2D(c, ldc * sizeof(T), 0, n * sizeof(T), m), "gemm");
+            return;
+        }
+        const int M = detail::cublas_int(n, "N"), N = detail::cublas_int(m, "M"),
+                  ld_c = detail::cublas_int(ldc, "ldc");
+        const T zero = 0;
+        if constexpr (std::is_same_v<T, float>)
+            detail::cublas_check(cublasSgeam(detail::cublas_handle(), CUBLAS_OP_N, CUBLAS_OP_N, M,
+                                             N, &beta, c, ld_c, &zero, c, ld_c, c, ld_c),
+                                 "cublasSgeam");
+        else
+            detail::cublas_check(cublasDgeam(detail::cublas_handle(), CUBLAS_OP_N, CUBLAS_OP_N, M,
+                                             N, &beta, c, ld_c, &zero, c, ld_c, c, ld_c),
+                                 "cublasDgeam");
     }
 
     static void upload(const void* host, std::size_t bytes, void* dst)

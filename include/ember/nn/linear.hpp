@@ -205,6 +205,7 @@ auto linear<T, Device>::backward(const tensor_type& dy) -> const tensor_type&
         auto [gw, add] = weight.grad_to_write();
         Device::gemm(true, false, m_out, m_in, batch, T(1), g, m_out, m_input.data(), m_in,
                      add ? T(1) : T(0), gw.data(), m_in);
+        weight.grad_written();
     }
     if (m_has_bias && bias.requires_grad)
     {

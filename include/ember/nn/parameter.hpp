@@ -25,10 +25,12 @@ class param_ref;
 /// zero_grad() sets the gradient to zero lazily: it only marks it, and the next backward writes
 /// its gradient over the old numbers (a product with beta = 0) instead of adding it to a tensor
 /// of zeros. That saves a pass over every gradient and a read of it per training step (the MLP
-/// step of docs/benchmarks.md at batch 16: 195 -> 175 µs). Nobody sees the difference: grad()
-/// fills in the zeros first when it is asked for a marked gradient, so a parameter that no
-/// backward reached (an unused branch) still reads, and is stepped on, as zeros, as in PyTorch
-/// with `zero_grad(set_to_none=False)`.
+/// step of docs/benchmarks.md, m3r: SGD's step at batch 16 within 1.28× of its products,
+/// interleaved, 1.45× before). grad() fills in the zeros first when it is asked for a marked
+/// gradient, so a parameter that no backward reached (an unused branch) still reads, and is
+/// stepped on, as zeros, as in PyTorch with `zero_grad(set_to_none=False)`. The one difference
+/// a program can see: a pointer into the gradient (`grad().data()`) kept across zero_grad()
+/// still shows the old numbers; ask grad() again after zero_grad().
 template <class T, std::size_t N, class Device = cpu>
 class parameter
 {
@@ -50,8 +52,8 @@ public:
     }
 
     /// @brief The gradient, zeros after zero_grad() until a backward adds to it. Const or not,
-    /// the first call after zero_grad() writes the zeros (not thread-safe against another call
-    /// on the same parameter then).
+    /// the first call after zero_grad() writes the zeros, so two threads must not make that
+    /// call on the same parameter at once (nor read a module's gradients concurrently then).
     tensor_type& grad()
     {
         settle_grad();
@@ -68,14 +70,11 @@ public:
 
     /// @brief For a backward that writes every element of the gradient in one go (a product):
     /// the gradient, and whether to add to what it holds (`false` after zero_grad(): overwrite
-    /// it, as with beta = 0, never reading the stale numbers there). The gradient counts as
-    /// written from then on, so call it just before writing.
-    std::pair<tensor_type&, bool> grad_to_write() noexcept
-    {
-        const bool add = !m_grad_zeroed;
-        m_grad_zeroed = false;
-        return {m_grad, add};
-    }
+    /// it, as with beta = 0, never reading the stale numbers there). Call grad_written() once
+    /// the write has succeeded; if it throws first, the gradient stays marked as zeros.
+    std::pair<tensor_type&, bool> grad_to_write() noexcept { return {m_grad, !m_grad_zeroed}; }
+    /// @brief After the write grad_to_write() was for: the gradient holds what it wrote.
+    void grad_written() noexcept { m_grad_zeroed = false; }
 
     /// @brief The only element of a one-element parameter (PyTorch's `.item()`).
     T item() const
@@ -162,7 +161,8 @@ public:
     }
 
     std::span<T> value() const noexcept { return m_value(m_param); }
-    /// @brief The gradient (zeros filled in first if zero_grad() left them pending).
+    /// @brief The gradient (zeros filled in first if zero_grad() left them pending, hence not
+    /// for two threads at once then; see parameter::grad()).
     std::span<T> grad() const { return m_grad(m_param); }
     /// @brief parameter::zero_grad(): sets the gradient to zero, lazily.
     void zero_grad() const noexcept { *m_grad_zeroed = true; }

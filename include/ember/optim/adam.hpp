@@ -204,9 +204,9 @@ struct adam_scalars
 // the dispatched variant it is inlined into (see adam_step).
 template <class T, bool Decoupled, bool Decay, bool Amsgrad, std::size_t Block,
           simd_isa Isa = simd_isa::baseline>
-EMBER_HOST_DEVICE void adam_block(std::size_t begin, std::size_t end, T* __restrict__ x,
-                                  const T* __restrict__ g, T* __restrict__ m, T* __restrict__ v,
-                                  T* __restrict__ vmax, const adam_scalars<T> k)
+EMBER_SIMD_INLINE EMBER_HOST_DEVICE void
+adam_block(std::size_t begin, std::size_t end, T* __restrict__ x, const T* __restrict__ g,
+           T* __restrict__ m, T* __restrict__ v, T* __restrict__ vmax, const adam_scalars<T> k)
 {
     EMBER_NO_FP_CONTRACT
     T root[Block];

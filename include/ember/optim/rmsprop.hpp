@@ -104,10 +104,10 @@ struct rmsprop_scalars
 // it is inlined into (see rmsprop_step).
 template <class T, bool Decay, bool Centered, bool Momentum, std::size_t Block,
           simd_isa Isa = simd_isa::baseline>
-EMBER_HOST_DEVICE void rmsprop_block(std::size_t begin, std::size_t end, T* __restrict__ x,
-                                     const T* __restrict__ g, T* __restrict__ sq,
-                                     T* __restrict__ buf, T* __restrict__ ga,
-                                     const rmsprop_scalars<T> k)
+EMBER_SIMD_INLINE EMBER_HOST_DEVICE void
+rmsprop_block(std::size_t begin, std::size_t end, T* __restrict__ x, const T* __restrict__ g,
+              T* __restrict__ sq, T* __restrict__ buf, T* __restrict__ ga,
+              const rmsprop_scalars<T> k)
 {
     EMBER_NO_FP_CONTRACT
     T root[Block];

@@ -135,9 +135,9 @@ struct sgd_scalars
 // One SGD step over elements [begin, end). On the first step with momentum the buffer is zero
 // and buffer_momentum 0, keep 1, so it becomes a copy of d, as PyTorch's clone.
 template <class T, bool Decay, bool Momentum, bool Nesterov>
-EMBER_HOST_DEVICE void sgd_block(std::size_t begin, std::size_t end, T* __restrict__ x,
-                                 const T* __restrict__ g, T* __restrict__ buf,
-                                 const sgd_scalars<T> k)
+EMBER_SIMD_INLINE EMBER_HOST_DEVICE void sgd_block(std::size_t begin, std::size_t end,
+                                                   T* __restrict__ x, const T* __restrict__ g,
+                                                   T* __restrict__ buf, const sgd_scalars<T> k)
 {
     EMBER_NO_FP_CONTRACT
     for (std::size_t i = begin; i < end; ++i)

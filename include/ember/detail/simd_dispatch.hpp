@@ -24,7 +24,7 @@
 /// enable FMA with avx512f), so the variants are compiled with contraction off: GCC contracts by
 /// default (-ffp-contract=fast) in the function a kernel is inlined into, hence an `optimize`
 /// attribute on the variant; Clang decides per expression where it is written, hence
-/// EMBER_NO_FP_CONTRACT at the start of each kernel's body. tests/test_optimizers.cpp compares
+/// EMBER_NO_FP_CONTRACT at the start of each kernel's body. tests/test_simd_variants.cpp compares
 /// every variant the CPU runs with a scalar loop bit for bit (it fails with FMA contraction on).
 ///
 /// Elsewhere (other architectures, other compilers, nvcc) only the baseline loop exists and

@@ -120,26 +120,6 @@ inline unsigned cpu_family() noexcept
 }
 #endif
 
-inline simd_isa host_simd_isa() noexcept
-{
-#if EMBER_SIMD_DISPATCH
-    static const simd_isa isa = []
-    {
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
-            __builtin_cpu_is("amd") && cpu_family() >= 0x1A)
-            return simd_isa::avx512;
-        if (__builtin_cpu_supports("avx2"))
-            return simd_isa::avx2;
-        return simd_isa::baseline;
-    }();
-    return isa;
-#else
-    return simd_isa::baseline;
-#endif
-}
-
 inline simd_isa runnable_simd_isa() noexcept
 {
 #if EMBER_SIMD_DISPATCH
@@ -152,6 +132,23 @@ inline simd_isa runnable_simd_isa() noexcept
         if (__builtin_cpu_supports("avx2"))
             return simd_isa::avx2;
         return simd_isa::baseline;
+    }();
+    return isa;
+#else
+    return simd_isa::baseline;
+#endif
+}
+
+inline simd_isa host_simd_isa() noexcept
+{
+#if EMBER_SIMD_DISPATCH
+    // What the CPU runs, but AVX-512 only where it runs at full width (see above).
+    static const simd_isa isa = []
+    {
+        const simd_isa runnable = runnable_simd_isa();
+        if (runnable == simd_isa::avx512 && !(__builtin_cpu_is("amd") && cpu_family() >= 0x1A))
+            return simd_isa::avx2;
+        return runnable;
     }();
     return isa;
 #else

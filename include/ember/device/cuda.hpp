@@ -100,7 +100,7 @@ struct cuda_backend
         if (m == 0 || n == 0)
             return;
         if (k == 0) // C = beta C. cublas_int would make K 1 and read A and B (empty, here).
-            return scale_rows(m, n, beta, c, ldc);
+            return scale_by_beta(m, n, beta, c, ldc);
         const cublasOperation_t op_b = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
         const cublasOperation_t op_a = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
         const int M = detail::cublas_int(n, "N"), N = detail::cublas_int(m, "M"),
@@ -120,7 +120,7 @@ struct cuda_backend
     /// @brief C = beta C for gemm's K = 0: zeros where beta is 0 (NaN in C included, as BLAS
     /// does), nothing where it is 1, else cuBLAS's geam in place (C = beta C + 0 C).
     template <class T>
-    static void scale_rows(std::size_t m, std::size_t n, T beta, T* c, std::size_t ldc)
+    static void scale_by_beta(std::size_t m, std::size_t n, T beta, T* c, std::size_t ldc)
     {
         if (beta == T(1))
             return;

@@ -16,9 +16,6 @@
 namespace ember::nn
 {
 
-template <class T, class Device>
-class param_ref;
-
 /// @brief A learned tensor (`value`) and the gradient that backward accumulates into it
 /// (`grad()`, same shape, starts at zero), like torch.nn.Parameter with its `.grad`.
 ///
@@ -88,9 +85,6 @@ public:
     }
 
 private:
-    template <class, class>
-    friend class param_ref;
-
     void settle_grad() const
     {
         if (m_grad_zeroed)
@@ -155,8 +149,9 @@ public:
 
     template <std::size_t N>
     explicit param_ref(parameter<T, N, Device>& p) noexcept
-        : m_param(&p), m_requires_grad(&p.requires_grad), m_grad_zeroed(&p.m_grad_zeroed),
-          m_value(&value_of<N, Device>), m_grad(&grad_of<N, Device>), m_shape(&shape_of<N, Device>)
+        : m_param(&p), m_requires_grad(&p.requires_grad), m_value(&value_of<N, Device>),
+          m_grad(&grad_of<N, Device>), m_zero_grad(&zero_grad_of<N, Device>),
+          m_shape(&shape_of<N, Device>)
     {
     }
 
@@ -165,7 +160,7 @@ public:
     /// for two threads at once then; see parameter::grad()).
     std::span<T> grad() const { return m_grad(m_param); }
     /// @brief parameter::zero_grad(): sets the gradient to zero, lazily.
-    void zero_grad() const noexcept { *m_grad_zeroed = true; }
+    void zero_grad() const noexcept { m_zero_grad(m_param); }
     std::vector<std::int64_t> shape() const { return m_shape(m_param); }
     std::size_t size() const noexcept { return value().size(); }
     /// @brief False for a frozen parameter, which optimizers skip.
@@ -191,6 +186,11 @@ private:
         return {g.data(), g.size()};
     }
     template <std::size_t N, class D>
+    static void zero_grad_of(void* p) noexcept
+    {
+        static_cast<parameter<T, N, D>*>(p)->zero_grad();
+    }
+    template <std::size_t N, class D>
     static std::vector<std::int64_t> shape_of(void* p)
     {
         const auto& s = static_cast<parameter<T, N, D>*>(p)->value.shape();
@@ -199,9 +199,9 @@ private:
 
     void* m_param;
     const bool* m_requires_grad;
-    bool* m_grad_zeroed;
     std::span<T> (*m_value)(void*) noexcept;
     std::span<T> (*m_grad)(void*);
+    void (*m_zero_grad)(void*) noexcept;
     std::vector<std::int64_t> (*m_shape)(void*);
 };
 

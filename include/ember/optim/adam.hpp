@@ -201,97 +201,60 @@ struct adam_scalars
 
 // One Adam (or, Decoupled, AdamW) step over elements [begin, end), at most Block of them, in
 // PyTorch's order of operations; the square roots are taken together by sqrt_inplace. Isa:
-// the dispatched variant it is inlined into (see adam_step).
-template <class T, bool Decoupled, bool Decay, bool Amsgrad, std::size_t Block,
-          simd_isa Isa = simd_isa::baseline>
-EMBER_SIMD_INLINE EMBER_HOST_DEVICE void
-adam_block(std::size_t begin, std::size_t end, T* __restrict__ x, const T* __restrict__ g,
-           T* __restrict__ m, T* __restrict__ v, T* __restrict__ vmax, const adam_scalars<T> k)
-{
-    EMBER_NO_FP_CONTRACT
-    T root[Block];
-    const std::size_t len = end - begin;
-    for (std::size_t j = 0, i = begin; j < len; ++j, ++i)
-    {
-        T gi = k.sign * g[i]; // maximize: -grad
-        if constexpr (Decoupled)
-            x[i] = x[i] * k.shrink; // param.mul_(1 - lr * weight_decay)
-        else if constexpr (Decay)
-            gi = add_scaled(gi, k.weight_decay, x[i]); // grad.add(param, alpha=weight_decay)
-        m[i] = add_scaled(m[i] * k.beta1, k.one_minus_beta1, gi); // mul_().add_(alpha=1-β1)
-        v[i] = v[i] * k.beta2 + k.one_minus_beta2 * gi * gi;      // mul_().addcmul_()
-        if constexpr (Amsgrad)
-        {
-            vmax[i] = maximum(vmax[i], v[i]);
-            root[j] = vmax[i];
-        }
-        else
-            root[j] = v[i];
-    }
-    sqrt_inplace<Isa>(root, len);
-    for (std::size_t j = 0, i = begin; j < len; ++j, ++i)
-    {
-        const T denom = root[j] / k.bias_correction2_sqrt + k.eps; // (sqrt / bc2_sqrt).add_(eps)
-        x[i] = x[i] + k.neg_step_size * m[i] / denom;              // addcdiv_(value=-step_size)
-    }
-}
-
-#if EMBER_SIMD_DISPATCH
-// adam_block over [0, n) on the cpu, block by block as cpu::for_each runs them, compiled for
-// the instruction set of the variant it is inlined into (adam_cpu_avx2, adam_cpu_avx512).
-template <class T, bool Decoupled, bool Decay, bool Amsgrad, simd_isa Isa>
-inline void adam_cpu_blocks(std::size_t n, T* x, const T* g, T* m, T* v, T* vmax,
-                            const adam_scalars<T> k)
-{
-    constexpr std::size_t block = block_size<cpu>;
-    for (std::size_t begin = 0; begin < n; begin += block)
-        adam_block<T, Decoupled, Decay, Amsgrad, block, Isa>(
-            begin, n - begin < block ? n : begin + block, x, g, m, v, vmax, k);
-}
-
+// the dispatched variant it is inlined into (see blockwise_step). run() takes the arrays as
+// __restrict__ parameters, which is what lets its loops vectorize.
 template <class T, bool Decoupled, bool Decay, bool Amsgrad>
-EMBER_TARGET_AVX2 void adam_cpu_avx2(std::size_t n, T* x, const T* g, T* m, T* v, T* vmax,
-                                     const adam_scalars<T> k)
+struct adam_kernel
 {
-    adam_cpu_blocks<T, Decoupled, Decay, Amsgrad, simd_isa::avx2>(n, x, g, m, v, vmax, k);
-}
+    T* x;
+    const T* g;
+    T* m;
+    T* v;
+    T* vmax;
+    adam_scalars<T> k;
 
-template <class T, bool Decoupled, bool Decay, bool Amsgrad>
-EMBER_TARGET_AVX512 void adam_cpu_avx512(std::size_t n, T* x, const T* g, T* m, T* v, T* vmax,
-                                         const adam_scalars<T> k)
-{
-    adam_cpu_blocks<T, Decoupled, Decay, Amsgrad, simd_isa::avx512>(n, x, g, m, v, vmax, k);
-}
-#endif
+    template <std::size_t Block, simd_isa Isa>
+    EMBER_SIMD_INLINE EMBER_HOST_DEVICE void block(std::size_t begin, std::size_t end) const
+    {
+        run<Block, Isa>(begin, end, x, g, m, v, vmax, k);
+    }
 
-// One Adam (or AdamW) step over n elements on Device, block by block (see block_size). On the
-// cpu, compiled for AVX2 or AVX-512 where the CPU has it (see detail/simd_dispatch.hpp): same
-// results.
-template <class Device, class T, bool Decoupled, bool Decay, bool Amsgrad>
-void adam_step(std::size_t n, T* x, const T* g, T* m, T* v, T* vmax, const adam_scalars<T> k)
-{
-#if EMBER_SIMD_DISPATCH
-    if constexpr (std::is_same_v<Device, cpu>)
-        switch (active_simd_isa())
+    template <std::size_t Block, simd_isa Isa>
+    static EMBER_SIMD_INLINE EMBER_HOST_DEVICE void
+    run(std::size_t begin, std::size_t end, T* __restrict__ x, const T* __restrict__ g,
+        T* __restrict__ m, T* __restrict__ v, T* __restrict__ vmax, const adam_scalars<T> k)
+    {
+        EMBER_NO_FP_CONTRACT
+        T root[Block];
+        const std::size_t len = end - begin;
+        for (std::size_t j = 0, i = begin; j < len; ++j, ++i)
         {
-        case simd_isa::avx512:
-            return adam_cpu_avx512<T, Decoupled, Decay, Amsgrad>(n, x, g, m, v, vmax, k);
-        case simd_isa::avx2:
-            return adam_cpu_avx2<T, Decoupled, Decay, Amsgrad>(n, x, g, m, v, vmax, k);
-        case simd_isa::baseline:
-            break;
+            T gi = k.sign * g[i]; // maximize: -grad
+            if constexpr (Decoupled)
+                x[i] = x[i] * k.shrink; // param.mul_(1 - lr * weight_decay)
+            else if constexpr (Decay)
+                gi = add_scaled(gi, k.weight_decay, x[i]); // grad.add(param, alpha=weight_decay)
+            m[i] = add_scaled(m[i] * k.beta1, k.one_minus_beta1, gi); // mul_().add_(alpha=1-β1)
+            v[i] = v[i] * k.beta2 + k.one_minus_beta2 * gi * gi;      // mul_().addcmul_()
+            if constexpr (Amsgrad)
+            {
+                vmax[i] = maximum(vmax[i], v[i]);
+                root[j] = vmax[i];
+            }
+            else
+                root[j] = v[i];
         }
-#endif
-    Device::for_each(
-        block_count(n, block_size<Device>), EMBER_KERNEL(std::size_t b) {
-            const std::size_t begin = b * block_size<Device>;
-            const std::size_t end = n - begin < block_size<Device> ? n : begin + block_size<Device>;
-            adam_block<T, Decoupled, Decay, Amsgrad, block_size<Device>>(begin, end, x, g, m, v,
-                                                                         vmax, k);
-        });
-}
+        sqrt_inplace<Isa>(root, len);
+        for (std::size_t j = 0, i = begin; j < len; ++j, ++i)
+        {
+            // (sqrt / bias_correction2_sqrt).add_(eps), then addcdiv_(value=-step_size)
+            const T denom = root[j] / k.bias_correction2_sqrt + k.eps;
+            x[i] = x[i] + k.neg_step_size * m[i] / denom;
+        }
+    }
+};
 
-// adam_step with the flags with_flags picks (a named functor: see sgd_launch).
+// adam_kernel with the flags with_flags picks (a named functor: see sgd_launch).
 template <class Device, class T, bool Decoupled>
 struct adam_launch
 {
@@ -309,9 +272,11 @@ struct adam_launch
         update_in_parts<Device>(n,
                                 [&](std::size_t first, std::size_t last)
                                 {
-                                    adam_step<Device, T, Decoupled, Decay, Amsgrad>(
-                                        last - first, x + first, g + first, shifted(m, first),
-                                        shifted(v, first), shifted(vmax, first), k);
+                                    blockwise_step<Device>(
+                                        last - first,
+                                        adam_kernel<T, Decoupled, Decay, Amsgrad>{
+                                            x + first, g + first, shifted(m, first),
+                                            shifted(v, first), shifted(vmax, first), k});
                                 });
     }
 };

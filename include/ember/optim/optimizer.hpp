@@ -211,6 +211,16 @@ EMBER_HOST_DEVICE T maximum(T a, T b) noexcept;
 template <simd_isa Isa = simd_isa::baseline, class T>
 EMBER_HOST_DEVICE void sqrt_inplace(T* t, std::size_t n) noexcept;
 
+/// @brief Runs an optimizer's kernel over the n elements of one parameter, a block at a time:
+/// `kernel.template block<Block, Isa>(begin, end)` for each [begin, end) of at most
+/// Block = block_size<Device> elements, `Isa` the variant it is compiled into. A kernel is a
+/// small struct holding its arrays and scalars (a GPU lambda cannot capture a parameter pack).
+/// On the `cpu` with dispatch on, the loop is also compiled for AVX2 and AVX-512 and runs in the
+/// variant active_simd_isa() names; the kernels contract nothing, so every variant gives the
+/// same bits. Elsewhere it goes through `Device::for_each`, a block per call.
+template <class Device, class Kernel>
+void blockwise_step(std::size_t n, const Kernel& kernel);
+
 /// @brief Throws shape_error unless a state buffer still has one element per parameter
 /// element (a parameter resized after its state was created).
 void check_state_size(std::string_view name, std::size_t index, std::string_view key,
@@ -562,6 +572,54 @@ EMBER_HOST_DEVICE void sqrt_inplace(T* t, std::size_t n) noexcept
 #endif
     for (; i < n; ++i)
         t[i] = std::sqrt(t[i]);
+}
+
+#if EMBER_SIMD_DISPATCH
+// kernel over [0, n) on the cpu, block by block as cpu::for_each runs them, compiled for the
+// instruction set of the variant it is inlined into (blockwise_avx2, blockwise_avx512).
+template <simd_isa Isa, class Kernel>
+inline void blockwise_cpu(std::size_t n, const Kernel& kernel)
+{
+    constexpr std::size_t block = block_size<cpu>;
+    for (std::size_t begin = 0; begin < n; begin += block)
+        kernel.template block<block, Isa>(begin, n - begin < block ? n : begin + block);
+}
+
+template <class Kernel>
+EMBER_TARGET_AVX2 void blockwise_avx2(std::size_t n, const Kernel& kernel)
+{
+    blockwise_cpu<simd_isa::avx2>(n, kernel);
+}
+
+template <class Kernel>
+EMBER_TARGET_AVX512 void blockwise_avx512(std::size_t n, const Kernel& kernel)
+{
+    blockwise_cpu<simd_isa::avx512>(n, kernel);
+}
+#endif
+
+template <class Device, class Kernel>
+void blockwise_step(std::size_t n, const Kernel& kernel)
+{
+#if EMBER_SIMD_DISPATCH
+    if constexpr (std::is_same_v<Device, cpu>)
+        switch (active_simd_isa())
+        {
+        case simd_isa::avx512:
+            return blockwise_avx512(n, kernel);
+        case simd_isa::avx2:
+            return blockwise_avx2(n, kernel);
+        case simd_isa::baseline:
+            break;
+        }
+#endif
+    Device::for_each(
+        block_count(n, block_size<Device>), EMBER_KERNEL(std::size_t b) {
+            constexpr std::size_t block = block_size<Device>;
+            const std::size_t begin = b * block;
+            kernel.template block<block, simd_isa::baseline>(begin,
+                                                             n - begin < block ? n : begin + block);
+        });
 }
 
 inline void check_state_size(std::string_view name, std::size_t index, std::string_view key,

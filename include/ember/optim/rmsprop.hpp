@@ -101,103 +101,64 @@ struct rmsprop_scalars
 
 // One RMSprop step over elements [begin, end), at most Block of them, in PyTorch's order of
 // operations; the square roots are taken together by sqrt_inplace. Isa: the dispatched variant
-// it is inlined into (see rmsprop_step).
-template <class T, bool Decay, bool Centered, bool Momentum, std::size_t Block,
-          simd_isa Isa = simd_isa::baseline>
-EMBER_SIMD_INLINE EMBER_HOST_DEVICE void
-rmsprop_block(std::size_t begin, std::size_t end, T* __restrict__ x, const T* __restrict__ g,
-              T* __restrict__ sq, T* __restrict__ buf, T* __restrict__ ga,
-              const rmsprop_scalars<T> k)
-{
-    EMBER_NO_FP_CONTRACT
-    T root[Block];
-    T grad[Block];
-    const std::size_t len = end - begin;
-    for (std::size_t j = 0, i = begin; j < len; ++j, ++i)
-    {
-        T gi = k.sign * g[i]; // maximize: -grad
-        if constexpr (Decay)
-            gi = add_scaled(gi, k.weight_decay, x[i]); // grad.add(param, alpha=weight_decay)
-        sq[i] = sq[i] * k.alpha + k.one_minus_alpha * gi * gi; // mul_().addcmul_()
-        if constexpr (Centered)
-        {
-            ga[i] = add_scaled(ga[i] * k.alpha, k.one_minus_alpha, gi);
-            root[j] = sq[i] + T(-1) * ga[i] * ga[i]; // addcmul(value=-1)
-        }
-        else
-            root[j] = sq[i];
-        grad[j] = gi;
-    }
-    sqrt_inplace<Isa>(root, len);
-    for (std::size_t j = 0, i = begin; j < len; ++j, ++i)
-    {
-        const T avg = root[j] + k.eps; // .sqrt_().add_(eps)
-        if constexpr (Momentum)
-        {
-            buf[i] = buf[i] * k.momentum + grad[j] / avg; // mul_().addcdiv_()
-            x[i] = add_scaled(x[i], k.neg_lr, buf[i]);    // param.add_(buf, alpha=-lr)
-        }
-        else
-            x[i] = x[i] + k.neg_lr * grad[j] / avg; // addcdiv_(value=-lr)
-    }
-}
-
-#if EMBER_SIMD_DISPATCH
-// rmsprop_block over [0, n) on the cpu, block by block as cpu::for_each runs them, compiled for
-// the instruction set of the variant it is inlined into (rmsprop_cpu_avx2, rmsprop_cpu_avx512).
-template <class T, bool Decay, bool Centered, bool Momentum, simd_isa Isa>
-inline void rmsprop_cpu_blocks(std::size_t n, T* x, const T* g, T* sq, T* buf, T* ga,
-                               const rmsprop_scalars<T> k)
-{
-    constexpr std::size_t block = block_size<cpu>;
-    for (std::size_t begin = 0; begin < n; begin += block)
-        rmsprop_block<T, Decay, Centered, Momentum, block, Isa>(
-            begin, n - begin < block ? n : begin + block, x, g, sq, buf, ga, k);
-}
-
+// it is inlined into (see blockwise_step). run() takes the arrays as __restrict__ parameters,
+// which is what lets its loops vectorize.
 template <class T, bool Decay, bool Centered, bool Momentum>
-EMBER_TARGET_AVX2 void rmsprop_cpu_avx2(std::size_t n, T* x, const T* g, T* sq, T* buf, T* ga,
-                                        const rmsprop_scalars<T> k)
+struct rmsprop_kernel
 {
-    rmsprop_cpu_blocks<T, Decay, Centered, Momentum, simd_isa::avx2>(n, x, g, sq, buf, ga, k);
-}
+    T* x;
+    const T* g;
+    T* sq;
+    T* buf;
+    T* ga;
+    rmsprop_scalars<T> k;
 
-template <class T, bool Decay, bool Centered, bool Momentum>
-EMBER_TARGET_AVX512 void rmsprop_cpu_avx512(std::size_t n, T* x, const T* g, T* sq, T* buf, T* ga,
-                                            const rmsprop_scalars<T> k)
-{
-    rmsprop_cpu_blocks<T, Decay, Centered, Momentum, simd_isa::avx512>(n, x, g, sq, buf, ga, k);
-}
-#endif
+    template <std::size_t Block, simd_isa Isa>
+    EMBER_SIMD_INLINE EMBER_HOST_DEVICE void block(std::size_t begin, std::size_t end) const
+    {
+        run<Block, Isa>(begin, end, x, g, sq, buf, ga, k);
+    }
 
-// One RMSprop step over n elements on Device, block by block (see block_size). On the cpu,
-// compiled for AVX2 or AVX-512 where the CPU has it (see detail/simd_dispatch.hpp): same
-// results.
-template <class Device, class T, bool Decay, bool Centered, bool Momentum>
-void rmsprop_step(std::size_t n, T* x, const T* g, T* sq, T* buf, T* ga, const rmsprop_scalars<T> k)
-{
-#if EMBER_SIMD_DISPATCH
-    if constexpr (std::is_same_v<Device, cpu>)
-        switch (active_simd_isa())
+    template <std::size_t Block, simd_isa Isa>
+    static EMBER_SIMD_INLINE EMBER_HOST_DEVICE void
+    run(std::size_t begin, std::size_t end, T* __restrict__ x, const T* __restrict__ g,
+        T* __restrict__ sq, T* __restrict__ buf, T* __restrict__ ga, const rmsprop_scalars<T> k)
+    {
+        EMBER_NO_FP_CONTRACT
+        T root[Block];
+        T grad[Block];
+        const std::size_t len = end - begin;
+        for (std::size_t j = 0, i = begin; j < len; ++j, ++i)
         {
-        case simd_isa::avx512:
-            return rmsprop_cpu_avx512<T, Decay, Centered, Momentum>(n, x, g, sq, buf, ga, k);
-        case simd_isa::avx2:
-            return rmsprop_cpu_avx2<T, Decay, Centered, Momentum>(n, x, g, sq, buf, ga, k);
-        case simd_isa::baseline:
-            break;
+            T gi = k.sign * g[i]; // maximize: -grad
+            if constexpr (Decay)
+                gi = add_scaled(gi, k.weight_decay, x[i]); // grad.add(param, alpha=weight_decay)
+            sq[i] = sq[i] * k.alpha + k.one_minus_alpha * gi * gi; // mul_().addcmul_()
+            if constexpr (Centered)
+            {
+                ga[i] = add_scaled(ga[i] * k.alpha, k.one_minus_alpha, gi);
+                root[j] = sq[i] + T(-1) * ga[i] * ga[i]; // addcmul(value=-1)
+            }
+            else
+                root[j] = sq[i];
+            grad[j] = gi;
         }
-#endif
-    Device::for_each(
-        block_count(n, block_size<Device>), EMBER_KERNEL(std::size_t b) {
-            const std::size_t begin = b * block_size<Device>;
-            const std::size_t end = n - begin < block_size<Device> ? n : begin + block_size<Device>;
-            rmsprop_block<T, Decay, Centered, Momentum, block_size<Device>>(begin, end, x, g, sq,
-                                                                            buf, ga, k);
-        });
-}
+        sqrt_inplace<Isa>(root, len);
+        for (std::size_t j = 0, i = begin; j < len; ++j, ++i)
+        {
+            const T avg = root[j] + k.eps; // .sqrt_().add_(eps)
+            if constexpr (Momentum)
+            {
+                buf[i] = buf[i] * k.momentum + grad[j] / avg; // mul_().addcdiv_()
+                x[i] = add_scaled(x[i], k.neg_lr, buf[i]);    // param.add_(buf, alpha=-lr)
+            }
+            else
+                x[i] = x[i] + k.neg_lr * grad[j] / avg; // addcdiv_(value=-lr)
+        }
+    }
+};
 
-// rmsprop_step with the flags with_flags picks (a named functor: see sgd_launch).
+// rmsprop_kernel with the flags with_flags picks (a named functor: see sgd_launch).
 template <class Device, class T>
 struct rmsprop_launch
 {
@@ -215,9 +176,11 @@ struct rmsprop_launch
         update_in_parts<Device>(n,
                                 [&](std::size_t first, std::size_t last)
                                 {
-                                    rmsprop_step<Device, T, Decay, Centered, Momentum>(
-                                        last - first, x + first, g + first, shifted(sq, first),
-                                        shifted(buf, first), shifted(ga, first), k);
+                                    blockwise_step<Device>(
+                                        last - first,
+                                        rmsprop_kernel<T, Decay, Centered, Momentum>{
+                                            x + first, g + first, shifted(sq, first),
+                                            shifted(buf, first), shifted(ga, first), k});
                                 });
     }
 };

@@ -132,83 +132,48 @@ struct sgd_scalars
     T sign, weight_decay, buffer_momentum, keep, momentum, neg_lr;
 };
 
-// One SGD step over elements [begin, end). On the first step with momentum the buffer is zero
-// and buffer_momentum 0, keep 1, so it becomes a copy of d, as PyTorch's clone.
+// One SGD step over elements [begin, end) (see blockwise_step; it needs no scratch, so Block and
+// Isa change nothing in it). On the first step with momentum the buffer is zero and
+// buffer_momentum 0, keep 1, so it becomes a copy of d, as PyTorch's clone. run() takes the
+// arrays as __restrict__ parameters, which is what lets its loop vectorize.
 template <class T, bool Decay, bool Momentum, bool Nesterov>
-EMBER_SIMD_INLINE EMBER_HOST_DEVICE void sgd_block(std::size_t begin, std::size_t end,
-                                                   T* __restrict__ x, const T* __restrict__ g,
-                                                   T* __restrict__ buf, const sgd_scalars<T> k)
+struct sgd_kernel
 {
-    EMBER_NO_FP_CONTRACT
-    for (std::size_t i = begin; i < end; ++i)
+    T* x;
+    const T* g;
+    T* buf;
+    sgd_scalars<T> k;
+
+    template <std::size_t Block, simd_isa Isa>
+    EMBER_SIMD_INLINE EMBER_HOST_DEVICE void block(std::size_t begin, std::size_t end) const
     {
-        T d = k.sign * g[i]; // maximize: -grad
-        if constexpr (Decay)
-            d = add_scaled(d, k.weight_decay, x[i]); // d_p.add(param, alpha=weight_decay)
-        if constexpr (Momentum)
-        {
-            buf[i] = add_scaled(buf[i] * k.buffer_momentum, k.keep, d); // mul_().add_(1-τ)
-            if constexpr (Nesterov)
-                d = add_scaled(d, k.momentum, buf[i]);
-            else
-                d = buf[i];
-        }
-        x[i] = add_scaled(x[i], k.neg_lr, d); // param.add_(d_p, alpha=-lr)
+        run(begin, end, x, g, buf, k);
     }
-}
 
-#if EMBER_SIMD_DISPATCH
-// sgd_block over [0, n) on the cpu, block by block as cpu::for_each runs them, compiled for
-// the instruction set of the variant it is inlined into (sgd_cpu_avx2, sgd_cpu_avx512).
-template <class T, bool Decay, bool Momentum, bool Nesterov>
-inline void sgd_cpu_blocks(std::size_t n, T* x, const T* g, T* buf, const sgd_scalars<T> k)
-{
-    constexpr std::size_t block = block_size<cpu>;
-    for (std::size_t begin = 0; begin < n; begin += block)
-        sgd_block<T, Decay, Momentum, Nesterov>(begin, n - begin < block ? n : begin + block, x, g,
-                                                buf, k);
-}
-
-template <class T, bool Decay, bool Momentum, bool Nesterov>
-EMBER_TARGET_AVX2 void sgd_cpu_avx2(std::size_t n, T* x, const T* g, T* buf, const sgd_scalars<T> k)
-{
-    sgd_cpu_blocks<T, Decay, Momentum, Nesterov>(n, x, g, buf, k);
-}
-
-template <class T, bool Decay, bool Momentum, bool Nesterov>
-EMBER_TARGET_AVX512 void sgd_cpu_avx512(std::size_t n, T* x, const T* g, T* buf,
-                                        const sgd_scalars<T> k)
-{
-    sgd_cpu_blocks<T, Decay, Momentum, Nesterov>(n, x, g, buf, k);
-}
-#endif
-
-// One SGD step over n elements on Device, block by block (see block_size). On the cpu, compiled
-// for AVX2 or AVX-512 where the CPU has it (see detail/simd_dispatch.hpp): same results.
-template <class Device, class T, bool Decay, bool Momentum, bool Nesterov>
-void sgd_step(std::size_t n, T* x, const T* g, T* buf, const sgd_scalars<T> k)
-{
-#if EMBER_SIMD_DISPATCH
-    if constexpr (std::is_same_v<Device, cpu>)
-        switch (active_simd_isa())
+    static EMBER_SIMD_INLINE EMBER_HOST_DEVICE void run(std::size_t begin, std::size_t end,
+                                                        T* __restrict__ x, const T* __restrict__ g,
+                                                        T* __restrict__ buf, const sgd_scalars<T> k)
+    {
+        EMBER_NO_FP_CONTRACT
+        for (std::size_t i = begin; i < end; ++i)
         {
-        case simd_isa::avx512:
-            return sgd_cpu_avx512<T, Decay, Momentum, Nesterov>(n, x, g, buf, k);
-        case simd_isa::avx2:
-            return sgd_cpu_avx2<T, Decay, Momentum, Nesterov>(n, x, g, buf, k);
-        case simd_isa::baseline:
-            break;
+            T d = k.sign * g[i]; // maximize: -grad
+            if constexpr (Decay)
+                d = add_scaled(d, k.weight_decay, x[i]); // d_p.add(param, alpha=weight_decay)
+            if constexpr (Momentum)
+            {
+                buf[i] = add_scaled(buf[i] * k.buffer_momentum, k.keep, d); // mul_().add_(1-τ)
+                if constexpr (Nesterov)
+                    d = add_scaled(d, k.momentum, buf[i]);
+                else
+                    d = buf[i];
+            }
+            x[i] = add_scaled(x[i], k.neg_lr, d); // param.add_(d_p, alpha=-lr)
         }
-#endif
-    Device::for_each(
-        block_count(n, block_size<Device>), EMBER_KERNEL(std::size_t b) {
-            const std::size_t begin = b * block_size<Device>;
-            const std::size_t end = n - begin < block_size<Device> ? n : begin + block_size<Device>;
-            sgd_block<T, Decay, Momentum, Nesterov>(begin, end, x, g, buf, k);
-        });
-}
+    }
+};
 
-// sgd_step with the flags with_flags picks. A named functor, not a generic lambda in update():
+// sgd_kernel with the flags with_flags picks. A named functor, not a generic lambda in update():
 // nvcc rewrites a member of a class template with default arguments that contains one into
 // code g++ rejects.
 template <class Device, class T>
@@ -226,8 +191,10 @@ struct sgd_launch
         update_in_parts<Device>(n,
                                 [&](std::size_t first, std::size_t last)
                                 {
-                                    sgd_step<Device, T, Decay, Momentum, Nesterov>(
-                                        last - first, x + first, g + first, shifted(buf, first), k);
+                                    blockwise_step<Device>(
+                                        last - first,
+                                        sgd_kernel<T, Decay, Momentum, Nesterov>{
+                                            x + first, g + first, shifted(buf, first), k});
                                 });
     }
 };

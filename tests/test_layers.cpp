@@ -1267,6 +1267,126 @@ BOOST_AUTO_TEST_CASE(relu_backward_is_exactly_zero_where_the_output_is_not_posit
     BOOST_TEST(dx(0, 2) == 0.0);
 }
 
+/* ------------------------------------------------------------------ own output */
+
+namespace
+{
+// A parameter's gradient, whatever its rank, on the host.
+template <class Ref>
+std::vector<float> grad_values(const Ref& p)
+{
+    const auto g = p.grad();
+    std::vector<float> v(g.size());
+    test_device::download(g.data(), g.size(), v.data());
+    return v;
+}
+
+// `m(m(x))`, the module given its own output (a layer applied twice, an unrolled loop
+// `h = &fc(*h)`), must compute what a copy of `m` computes given a copy of that output: the
+// same forward, input gradient and parameter gradients, to the bit. `seed` is set before each
+// forward, so dropout draws the same masks both ways.
+template <class M>
+void check_own_output(M m, const tensor<float, 2>& x, const tensor<float, 2>& dy, const char* what)
+{
+    BOOST_TEST_CONTEXT(what)
+    {
+        M copy = m;
+        const auto dx_in = test::dev(x);
+        const auto ddy = test::dev(dy);
+
+        manual_seed(7);
+        const auto h = copy(dx_in); // a copy of the first output
+        manual_seed(8);
+        const tensor<float, 2> y_expected = test::host(copy(h));
+        const tensor<float, 2> dx_expected = test::host(copy.backward(ddy));
+
+        manual_seed(7);
+        const auto& first = m(dx_in);
+        manual_seed(8);
+        const tensor<float, 2> y = test::host(m(first));
+        const tensor<float, 2> dx = test::host(m.backward(ddy));
+
+        BOOST_TEST(y == y_expected, boost::test_tools::per_element());
+        BOOST_TEST(dx == dx_expected, boost::test_tools::per_element());
+        const auto params = m.named_parameters();
+        const auto expected = copy.named_parameters();
+        BOOST_REQUIRE_EQUAL(params.size(), expected.size());
+        for (std::size_t i = 0; i < params.size(); ++i)
+            BOOST_TEST(grad_values(params[i].second) == grad_values(expected[i].second),
+                       params[i].first << ": " << boost::test_tools::per_element());
+    }
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(a_module_given_its_own_output_computes_what_it_computes_on_a_copy)
+{
+    generator g(31);
+    for (const std::size_t batch : {3u, 16u}) // linear's product both ways round (m3l)
+    {
+        const tensor<float, 2> x = randn<float>({batch, 5}, g);
+        const tensor<float, 2> dy = randn<float>({batch, 5}, g);
+        manual_seed(3);
+        check_own_output(dnn::linear<>(5, 5), x, dy, "linear");
+        check_own_output(dnn::linear<>(5, 5, /*bias=*/false), x, dy, "linear without bias");
+        check_own_output(dnn::relu<>(), x, dy, "relu");
+        check_own_output(dnn::leaky_relu<>(0.2), x, dy, "leaky_relu");
+        check_own_output(dnn::sigmoid<>(), x, dy, "sigmoid");
+        check_own_output(dnn::tanh<>(), x, dy, "tanh");
+        check_own_output(dnn::gelu<>(), x, dy, "gelu");
+        check_own_output(dnn::gelu<>("tanh"), x, dy, "gelu tanh");
+        check_own_output(dnn::softmax<>(), x, dy, "softmax");
+        check_own_output(dnn::log_softmax<>(), x, dy, "log_softmax");
+        check_own_output(dnn::dropout<>(0.3), x, dy, "dropout");
+        check_own_output(dnn::identity<>(), x, dy, "identity");
+        dnn::batch_norm1d<> bn(5);
+        bn.weight.value = test::dev(tensor<float, 1>{2.f, 0.5f, -1.f, 1.5f, -0.25f});
+        bn.bias.value = test::dev(tensor<float, 1>{1.f, -1.f, 0.5f, 0.f, 2.f});
+        check_own_output(bn, x, dy, "batch_norm1d in training");
+        bn.eval();
+        check_own_output(bn, x, dy, "batch_norm1d in eval");
+        check_own_output(nn::sequential{dnn::linear<>(5, 5), dnn::tanh<>()}, x, dy, "sequential");
+        no_grad guard; // forward only: the layers keep nothing, and must still read x first
+        manual_seed(3);
+        dnn::linear<> fc(5, 5);
+        dnn::linear<> fc_copy = fc;
+        const tensor<float, 2> expected =
+            test::host(fc_copy(tensor<float, 2>(fc_copy(test::dev(x)))));
+        BOOST_TEST(test::host(fc(fc(test::dev(x)))) == expected, boost::test_tools::per_element());
+    }
+}
+
+BOOST_AUTO_TEST_CASE(float_log_softmax_keeps_its_digits_for_large_logits)
+{
+    // PyTorch's order, (x - max) - log(sum): the result is accurate to the float rounding of
+    // its own size however large the logits. x - (max + log(sum)) rounds the shift at the
+    // scale of max and was off by 3e-5 at logits near 1000 and 5e-4 near 10000.
+    generator g(41);
+    for (const float scale : {1.f, 1000.f, 10000.f})
+    {
+        tensor<float, 2> x = randn<float>({8, 37}, g);
+        for (auto& v : x)
+            v = v * 3.f + scale;
+        dnn::log_softmax<> log_softmax;
+        const tensor<float, 2> y = test::host(log_softmax(test::dev(x)));
+        double worst = 0;
+        for (std::size_t r = 0; r < 8; ++r)
+        {
+            double mx = x(r, 0);
+            for (std::size_t j = 0; j < 37; ++j)
+                mx = std::max(mx, static_cast<double>(x(r, j)));
+            double sum = 0;
+            for (std::size_t j = 0; j < 37; ++j)
+                sum += std::exp(static_cast<double>(x(r, j)) - mx);
+            for (std::size_t j = 0; j < 37; ++j)
+            {
+                const double exact = static_cast<double>(x(r, j)) - mx - std::log(sum);
+                worst = std::max(worst, std::abs(y(r, j) - exact));
+            }
+        }
+        BOOST_TEST(worst < 4e-6, "logits near " << scale << ": off by " << worst);
+    }
+}
+
 /* ------------------------------------------------------------------ device memory */
 
 #if defined(EMBER_TEST_HAS_THRUST)

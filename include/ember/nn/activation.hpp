@@ -247,15 +247,17 @@ template <class Derived, class T, std::size_t N, class Device>
 auto elementwise<Derived, T, N, Device>::forward(const tensor_type& x) -> const tensor_type&
 {
     const typename Derived::function_type f = this->derived().function();
+    m_cached = this->caching();
+    // The input is kept before the output is written: x may be this module's own output
+    // (act(act(x))), which the loop below overwrites.
+    if constexpr (Derived::needs_input)
+        if (m_cached)
+            assign<Device>(m_input, x);
     resize_if_needed(m_output, x.shape());
     const T* in = x.data();
     T* out = m_output.data();
     Device::for_each(
         x.size(), EMBER_KERNEL(std::size_t i) { out[i] = f.apply(in[i]); });
-    m_cached = this->caching();
-    if constexpr (Derived::needs_input)
-        if (m_cached)
-            assign<Device>(m_input, x);
     return m_output;
 }
 
@@ -439,9 +441,11 @@ auto log_softmax<T, N, Device>::forward(const tensor_type& x) -> const tensor_ty
             T sum = 0;
             for (std::size_t j = 0; j < d; ++j)
                 sum += std::exp(xr[j] - mx);
-            const T shift = mx + std::log(sum);
+            // (x - max) - log(sum), PyTorch's order: x - (max + log(sum)) would round the
+            // shift at the scale of max and lose digits for large logits.
+            const T log_sum = std::log(sum);
             for (std::size_t j = 0; j < d; ++j)
-                yr[j] = xr[j] - shift;
+                yr[j] = (xr[j] - mx) - log_sum;
         });
     m_cached = this->caching();
     return m_output;

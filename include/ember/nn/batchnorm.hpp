@@ -270,11 +270,13 @@ auto batch_norm1d<T, Device>::forward(const tensor_type& x) -> const tensor_type
     T* xhat = m_cached ? m_xhat.data() : nullptr;
     Device::for_each(
         n, EMBER_KERNEL(std::size_t i) {
-            for (std::size_t j = 0; j < c; ++j)
-                out[i * c + j] = in[i * c + j] * alpha[j] + beta[j];
+            // x-hat first: x may be this module's own output (bn(bn(x))), which the row's
+            // output overwrites.
             if (xhat)
                 for (std::size_t j = 0; j < c; ++j)
                     xhat[i * c + j] = (in[i * c + j] - mean[j]) * invstd[j];
+            for (std::size_t j = 0; j < c; ++j)
+                out[i * c + j] = in[i * c + j] * alpha[j] + beta[j];
         });
     return m_output;
 }

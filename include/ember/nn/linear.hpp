@@ -122,9 +122,16 @@ auto linear<T, Device>::forward(const tensor_type& x) -> const tensor_type&
         throw shape_error("linear: input of shape " + shape_string(x.shape()) + ", expected [N, " +
                           std::to_string(m_in) + "]");
     const std::size_t batch = x.shape()[0];
+    // The input is kept first. x may be this layer's own output (fc(fc(x)), in_features ==
+    // out_features), which the product below overwrites: it then reads the kept copy.
+    m_cached = this->caching();
+    const bool own_output = &x == &m_output;
+    if (m_cached || own_output)
+        assign<Device>(m_input, x);
+    const tensor_type& in = own_output ? m_input : x;
     resize_if_needed(m_output, std::array<std::size_t, 2>{batch, m_out});
     if (product_transposed(batch))
-        forward_transposed(x, batch);
+        forward_transposed(in, batch);
     else
     {
         // y = b + x W^T: the bias broadcast into y, then gemm adds the product onto it
@@ -141,12 +148,9 @@ auto linear<T, Device>::forward(const tensor_type& x) -> const tensor_type&
                         y[r * out + j] = b[j];
                 });
         }
-        Device::gemm(false, true, batch, m_out, m_in, T(1), x.data(), m_in, weight.value.data(),
+        Device::gemm(false, true, batch, m_out, m_in, T(1), in.data(), m_in, weight.value.data(),
                      m_in, m_has_bias ? T(1) : T(0), y, m_out);
     }
-    m_cached = this->caching();
-    if (m_cached)
-        assign<Device>(m_input, x);
     return m_output;
 }
 

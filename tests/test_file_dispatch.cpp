@@ -167,6 +167,39 @@ BOOST_AUTO_TEST_CASE(safetensors_refuses_a_checkpoint_naming_the_format_and_writ
     BOOST_TEST((contains(lmsg, "safetensors") && contains(lmsg, "optimizer state")), lmsg);
 }
 
+BOOST_AUTO_TEST_CASE(a_string_holding_a_nul_byte_is_refused_by_json_and_xml_and_the_old_file_stays)
+{
+    // cereal's JSON archive reads a string back only up to a NUL byte and XML cannot hold one:
+    // such a save used to succeed and its file then failed to load (a checksum mismatch).
+    temp_dir dir;
+    const std::string key("fc\0weight", 9);
+    state_dict sd = sample_state_dict();
+    sd.insert(key, host_tensor::from(tensor<float, 1>{1.f}));
+    checkpoint c = sample_checkpoint();
+    c.timestamp = std::string("2026\0", 5);
+    for (const char* name : {"m.json", "m.xml"})
+    {
+        const fs::path p = dir.path / name;
+        save(sample_state_dict(), p);
+        const std::vector<char> before = file_bytes(p);
+        const std::string msg = what_of([&] { save(sd, p); });
+        BOOST_TEST((contains(msg, "NUL") && contains(msg, "offset 2") && contains(msg, "'fc")),
+                   msg);
+        BOOST_CHECK_THROW(save(sd, p), value_error);
+        BOOST_CHECK_THROW(save(c, p), value_error);
+        BOOST_TEST(file_bytes(p) == before, name << ": the previous file is intact");
+        BOOST_TEST(load<state_dict>(p).size() == sample_state_dict().size());
+    }
+    for (const char* name : {"m.ember", "m.pth", "m.bin"}) // formats that hold any bytes
+    {
+        const fs::path p = dir.path / name;
+        save(sd, p);
+        BOOST_TEST(load<state_dict>(p).find(key) != nullptr, name);
+        save(c, p);
+        BOOST_TEST(load<checkpoint>(p).timestamp == c.timestamp, name);
+    }
+}
+
 BOOST_AUTO_TEST_CASE(the_bytes_decide_the_format_when_loading_by_extension)
 {
     temp_dir dir;

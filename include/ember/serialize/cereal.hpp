@@ -196,11 +196,23 @@ void load_bool(Archive& ar, const char* name, bool& b)
     }
 }
 
+/// Saves a string. Binary archives store its bytes; JSON and XML hold text only: cereal's JSON
+/// archive reads a string back only up to a NUL byte, and XML cannot hold one at all, so a
+/// string with a NUL is refused here, before anything is written, rather than saved short.
 template <class Archive>
 void save_string(Archive& ar, const char* name, const std::string& s)
 {
     if constexpr (is_text_archive_v<Archive>)
+    {
+        if (const std::size_t nul = s.find('\0'); nul != std::string::npos)
+            throw value_error(std::string("cannot save ") + (name ? name : "string") + " '" +
+                              s.substr(0, nul) + "\\0...' (" + std::to_string(s.size()) +
+                              " bytes) in a JSON or XML archive: it holds a NUL byte at offset " +
+                              std::to_string(nul) +
+                              ", which text archives cannot carry; save it as .ember, .pth or a "
+                              "binary archive (.bin, .cereal)");
         named(ar, name, s);
+    }
     else
     {
         ar(cereal::make_size_tag(static_cast<cereal::size_type>(s.size())));

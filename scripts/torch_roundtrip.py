@@ -61,6 +61,15 @@ def main():
     floats_load_weights_only = int(torch.__version__.split(".")[0]) >= 2
     os.makedirs(work, exist_ok=True)
 
+    def multi_step_state():
+        # A MultiStepLR's state: its milestones a collections.Counter, which ember reads.
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[3, 5, 5], gamma=0.5)
+        for _ in range(4):
+            opt.step()
+            sched.step()
+        return sched.state_dict()
+
     def ember_dump(path, kind):
         r = subprocess.run([tool, "dump", path, kind], capture_output=True, text=True)
         if r.returncode != 0:
@@ -80,7 +89,7 @@ def main():
         "ember_version": "python",
         "ember": {"global_step": 11,
                   "generators": {"default": torch.get_rng_state()},
-                  "scheduler_state": None, "data_state": [2, 0, 1]},
+                  "scheduler_state": multi_step_state(), "data_state": [2, 0, 1]},
         "pytorch_version": str(torch.__version__),
     }, "checkpoint")
     for name, (obj, kind) in files.items():
@@ -155,6 +164,31 @@ def main():
         got, want = m.dump(torch.rand(5)), expect["rng_next"][1]
         check(got == want, "torch.set_rng_state(ember's generator) then torch.rand(5) draws "
                            "what ember draws")
+
+    if "ember_multistep.tar" in expect:
+        # MultiStepLR's milestones are a Counter of int epochs in PyTorch; ember writes them
+        # back as one, so a PyTorch scheduler resumed from ember's state decays where ember's
+        # does. (1.13's weights_only refuses a Counter, as it refuses PyTorch's own file.)
+        ck = torch.load(os.path.join(work, "ember_multistep.tar"), weights_only=False)
+        state = ck["ember"]["scheduler_state"]
+        milestones = state["milestones"]
+        check(isinstance(milestones, collections.Counter) and
+              all(type(k) is int for k in milestones) and dict(milestones) == {2: 1, 4: 2, 6: 1},
+              "ember writes MultiStepLR's milestones as PyTorch's Counter of int epochs: %r"
+              % (milestones,))
+        p = torch.nn.Parameter(torch.zeros(1))
+        opt = torch.optim.SGD([p], lr=0.1)
+        opt.load_state_dict(ck["optimizer_state_dict"])
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[1])
+        sched.load_state_dict(state)
+        lrs = []
+        for _ in range(5):
+            opt.step()
+            sched.step()
+            lrs.append(opt.param_groups[0]["lr"])
+        want = expect["ember_multistep.tar"][1]
+        check(m.dump(lrs) == want, "torch MultiStepLR resumed from ember's checkpoint sets "
+                                   "ember's lrs: %s, ember %s" % (m.dump(lrs), want))
 
     # 3. safetensors, when the package is there.
     try:

@@ -13,6 +13,7 @@
 #include <ember/optim/sgd.hpp>
 #include <ember/serialize/checkpoint.hpp>
 #include <ember/serialize/file.hpp>
+#include <ember/serialize/pytorch.hpp>
 
 #include <boost/test/unit_test.hpp>
 
@@ -666,6 +667,38 @@ BOOST_AUTO_TEST_CASE(multi_step_milestones_load_from_a_list_or_a_counter_dict)
     counter.insert("x", 1);
     sd.insert_or_assign("milestones", counter);
     BOOST_CHECK_THROW(sched.load_state_dict(sd), value_error);
+}
+
+BOOST_AUTO_TEST_CASE(multi_step_milestones_go_into_a_pth_file_as_pytorchs_counter_of_int_epochs)
+{
+    // PyTorch's MultiStepLR asks `last_epoch in milestones` with an int: with the str keys of
+    // ember's dicts a scheduler resumed in PyTorch would never decay again (found by an
+    // adversarial review). The live check is scripts/torch_roundtrip.py.
+    setup s;
+    multi_step_lr sched(s.opt, {.milestones = {4, 9, 9, 15}, .gamma = 0.3});
+    checkpoint ck;
+    ck.scheduler_state = sched.state_dict();
+    const std::vector<std::byte> file = pytorch::to_bytes(ck);
+    const std::string bytes(reinterpret_cast<const char*>(file.data()), file.size());
+    // GLOBAL collections.Counter (memoized: BINPUT), EMPTY_DICT, MARK, {4: 1, 9: 2, 15: 1} as
+    // BININT1 pairs, SETITEMS, TUPLE1, REDUCE: what Python's pickler writes for
+    // Counter([4, 9, 9, 15]).
+    const std::size_t global = bytes.find("ccollections\nCounter\nq");
+    BOOST_REQUIRE(global != std::string::npos);
+    static constexpr char counts[] = "}(K\x04K\x01K\x09K\x02K\x0fK\x01u\x85R";
+    BOOST_TEST(bytes.compare(global + 23, sizeof counts - 1, counts) == 0);
+    // It reads back as the same state, through the file too.
+    temp_dir dir;
+    save(ck, dir.path / "ck.tar");
+    BOOST_TEST((load<checkpoint>(dir.path / "ck.tar").scheduler_state == ck.scheduler_state));
+
+    // Only MultiStepLR's state: a dict of decimal keys elsewhere keeps its str keys.
+    checkpoint other;
+    other.hyperparameters.insert("milestones", value::dict{{"4", value(1)}});
+    const std::vector<std::byte> plain = pytorch::to_bytes(other);
+    BOOST_TEST(
+        std::string(reinterpret_cast<const char*>(plain.data()), plain.size()).find("Counter") ==
+        std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(verbose_prints_what_pytorch_prints)

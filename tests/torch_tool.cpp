@@ -177,6 +177,33 @@ int write(const fs::path& dir)
     ember::tensor<float, 1> draws = ember::rand<float>({5}, next);
     record("rng_next", "tensor", ember::host_tensor::from(draws));
 
+    {
+        // MultiStepLR resumed in PyTorch from ember's checkpoint: the lrs ember's scheduler
+        // goes on to set, which PyTorch's must set too (its milestones a Counter of int keys).
+        nn::parameter<float, 1> p{ember::tensor<float, 1>::from_shape({1})};
+        p.value.fill(0.f);
+        ember::optim::sgd opt({nn::param_ref<float>(p)}, {.lr = 0.1});
+        ember::optim::multi_step_lr sched(opt, {.milestones = {2, 4, 4, 6}, .gamma = 0.5});
+        for (int i = 0; i < 3; ++i)
+        {
+            opt.step();
+            sched.step();
+        }
+        ember::checkpoint mck;
+        mck.model_state_dict.insert("p", ember::host_tensor::from(p.value));
+        mck.optimizer_state_dict = opt.state_dict();
+        mck.scheduler_state = sched.state_dict();
+        pt::save(mck, dir / "ember_multistep.tar");
+        value::list lrs;
+        for (int i = 0; i < 5; ++i)
+        {
+            opt.step();
+            sched.step();
+            lrs.push_back(opt.param_groups()[0].options.lr);
+        }
+        record("ember_multistep.tar", "multistep", value(std::move(lrs)));
+    }
+
     const auto dtypes = every_dtype();
     pt::save(dtypes, dir / "ember_dtypes.pt");
     record("ember_dtypes.pt", "state_dict", torch_dump::to_value(dtypes));

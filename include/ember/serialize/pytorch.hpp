@@ -39,7 +39,8 @@
 /// the way, so it needs no second copy of the model (to_bytes builds the file in memory).
 /// Files are little-endian; loading a `byteorder: big` file swaps bytes. Beyond PyTorch's
 /// weights_only allowlist ember also reads `torch.torch_version.TorchVersion` (a str; the
-/// lesson's checkpoint stores `torch.__version__`, which PyTorch 2.x's weights_only refuses).
+/// lesson's checkpoint stores `torch.__version__`, which PyTorch 2.x's weights_only refuses) and
+/// `collections.Counter` (a dict: MultiStepLR's `milestones`, which ember writes back as one).
 
 #include "ember/core/dtype.hpp"
 #include "ember/core/error.hpp"
@@ -52,9 +53,11 @@
 #include "ember/serialize/checkpoint.hpp"
 
 #include <bit>
+#include <charconv>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -748,6 +751,18 @@ public:
     void finish_into(Out& out, zip_writer_options options = {});
 
 private:
+    /// torch.optim.lr_scheduler.MultiStepLR keeps its milestones as a collections.Counter
+    /// {epoch: count}, and its step() asks `last_epoch in milestones` with an int. ember's dicts
+    /// have str keys (a file's int keys become decimal strings), so a dict holding
+    /// MultiStepLR's state (`milestones` beside `gamma`, `last_epoch` and `base_lrs`) writes
+    /// its milestones back as a Counter with int keys: with str keys a PyTorch scheduler
+    /// resumed from the file would never decay.
+    static bool is_multi_step_milestones(const value::dict& state, std::string_view key,
+                                         const value& v);
+    /// `s` as an int64 if it is one's canonical decimal form.
+    static std::optional<std::int64_t> decimal_int(std::string_view s);
+    void write_counter(const value::dict& counts, std::size_t depth);
+
     template <class Range, class F>
     void dict_items(const Range& items, F&& emit)
     {
@@ -815,14 +830,54 @@ inline void archive_writer::write(const value& v, std::size_t depth)
     }
     else
     {
+        const auto& dict = std::get<value::dict>(data);
         m_pickle.empty_dict();
-        dict_items(std::get<value::dict>(data),
+        dict_items(dict,
                    [&](const auto& kv)
                    {
                        m_pickle.string(kv.first);
-                       write(kv.second, depth + 1);
+                       if (is_multi_step_milestones(dict, kv.first, kv.second))
+                           write_counter(kv.second.template as<value::dict>(), depth + 1);
+                       else
+                           write(kv.second, depth + 1);
                    });
     }
+}
+
+inline bool archive_writer::is_multi_step_milestones(const value::dict& state, std::string_view key,
+                                                     const value& v)
+{
+    if (key != "milestones" || !v.is_dict() || !state.contains("gamma") ||
+        !state.contains("last_epoch") || !state.contains("base_lrs"))
+        return false;
+    for (const auto& [epoch, count] : v.as<value::dict>())
+        if (!decimal_int(epoch) || !count.is_int())
+            return false;
+    return true;
+}
+
+inline std::optional<std::int64_t> archive_writer::decimal_int(std::string_view s)
+{
+    std::int64_t i = 0;
+    const char* end = s.data() + s.size();
+    const auto [ptr, ec] = std::from_chars(s.data(), end, i);
+    if (ec != std::errc{} || ptr != end || std::to_string(i) != s) // canonical: no "007", "-0"
+        return std::nullopt;
+    return i;
+}
+
+inline void archive_writer::write_counter(const value::dict& counts, std::size_t depth)
+{
+    m_pickle.global("collections", "Counter");
+    m_pickle.empty_dict();
+    dict_items(counts,
+               [&](const auto& kv)
+               {
+                   m_pickle.integer(*decimal_int(kv.first));
+                   write(kv.second, depth + 1);
+               });
+    m_pickle.tuple(1);
+    m_pickle.reduce();
 }
 
 template <class Tensor>

@@ -70,6 +70,7 @@ enum class pickle_kind : std::uint8_t
 enum class pickle_global : std::uint8_t
 {
     ordered_dict,                 ///< collections.OrderedDict
+    counter,                      ///< collections.Counter (MultiStepLR's milestones)
     rebuild_tensor,               ///< torch._utils._rebuild_tensor
     rebuild_tensor_v2,            ///< torch._utils._rebuild_tensor_v2
     rebuild_parameter,            ///< torch._utils._rebuild_parameter
@@ -500,6 +501,8 @@ inline std::optional<pickle_global_ref> allowed_global(std::string_view module,
     };
     if (module == "collections" && name == "OrderedDict")
         return make(pickle_global::ordered_dict);
+    if (module == "collections" && name == "Counter")
+        return make(pickle_global::counter);
     if (module == "torch._utils")
     {
         if (name == "_rebuild_tensor_v2")
@@ -1128,6 +1131,20 @@ inline const pickle_node* unpickler::call(const pickle_global_ref& fn, const nod
         n->ordered = true;
         n->payload = node::entries_type{};
         return n;
+    }
+    case pickle_global::counter:
+    {
+        // Counter(mapping), as a Counter pickles itself: read as the dict it counts.
+        arity(0, 1);
+        if (a.empty())
+        {
+            node* n = make(pickle_kind::dict);
+            n->payload = node::entries_type{};
+            return n;
+        }
+        if (a[0]->kind != pickle_kind::dict)
+            fail_at("collections.Counter takes a dict");
+        return a[0];
     }
     case pickle_global::rebuild_tensor_v2:
         arity(6, 7);

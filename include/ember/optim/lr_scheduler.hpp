@@ -27,7 +27,8 @@
 /// `_last_lr`...), the shape `ember::checkpoint::scheduler_state` holds and every file format
 /// saves. load_state_dict() checks every key and type first and changes nothing on error.
 /// One difference: multi_step_lr's `milestones` (a Counter `{epoch: count}` in PyTorch) is a
-/// dict whose keys are the epochs' decimal strings, as ember's PyTorch loader reads int keys.
+/// dict whose keys are the epochs' decimal strings, as ember's PyTorch loader reads int keys;
+/// a `.pth` file gets them back as a Counter of int epochs (serialize/pytorch.hpp).
 ///
 /// The scheduler keeps a pointer to the optimizer, which must outlive it.
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <vector>
 
 namespace
 {
@@ -169,4 +170,21 @@ BOOST_AUTO_TEST_CASE(a_panel_stays_usable_after_more_panels_are_added)
     const std::string svg = fig.to_svg();
     for (const char* t : {"First", "Second", "Third"})
         BOOST_TEST(svg.find(t) != std::string::npos, t);
+}
+
+BOOST_AUTO_TEST_CASE(values_near_the_limits_of_double_still_give_finite_coordinates)
+{
+    // The span of ±1e308 overflows a double; the axes used it for margins and scales and
+    // wrote "nan" into the figure (found by an adversarial review).
+    for (const std::vector<double>& ys :
+         {std::vector<double>{1e308, -1e308}, std::vector<double>{-1.7e308, 1.7e308},
+          std::vector<double>{1e300, 1e301}, std::vector<double>{0.0, 1e-320}})
+    {
+        ember::plot::figure fig(6, 4);
+        fig.subplot(1, 1, 1).plot(ys).grid();
+        const std::string svg = fig.to_svg();
+        BOOST_TEST(svg.find("nan") == std::string::npos, ys[0] << ", " << ys[1]);
+        BOOST_TEST(svg.find("inf") == std::string::npos, ys[0] << ", " << ys[1]);
+        BOOST_TEST(polyline_points(svg, 0) == 2u);
+    }
 }

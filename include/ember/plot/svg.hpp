@@ -217,14 +217,22 @@ inline std::string escape(const std::string& s)
     return out;
 }
 
+// Half of hi - lo, which stays finite for any finite lo <= hi where hi - lo itself overflows
+// (data at ±1e308). Halving is exact above the subnormals, so ratios of half spans are the
+// ratios of the spans to the bit.
+inline double half_span(double lo, double hi) noexcept
+{
+    return hi / 2 - lo / 2;
+}
+
 // Tick positions at 1, 2 or 5 times a power of ten, about `target` of them.
 inline std::vector<double> nice_ticks(double lo, double hi, int target = 6)
 {
     std::vector<double> ticks;
-    double span = hi - lo;
-    if (!(span > 0) || !std::isfinite(span))
+    const double half = half_span(lo, hi);
+    if (!(half > 0) || !std::isfinite(half))
         return {lo};
-    double raw = span / target;
+    double raw = half / target * 2;
     double mag = std::pow(10.0, std::floor(std::log10(raw)));
     double step = mag;
     for (double m : {1.0, 2.0, 5.0, 10.0})
@@ -233,7 +241,12 @@ inline std::vector<double> nice_ticks(double lo, double hi, int target = 6)
             step = m * mag;
             break;
         }
-    for (double t = std::ceil(lo / step) * step; t <= hi + step * 1e-9; t += step)
+    // Finite t only: next to the largest doubles, hi + step * 1e-9 rounds to infinity, and so
+    // does t + step. Never more than a few dozen, whatever the rounding of tiny steps.
+    const double end = hi + step * 1e-9;
+    for (double t = std::ceil(lo / step) * step;
+         std::isfinite(t) && t <= end && ticks.size() < static_cast<std::size_t>(4 * target);
+         t += step)
         ticks.push_back(std::abs(t) < step * 1e-9 ? 0.0 : t);
     return ticks;
 }
@@ -311,11 +324,16 @@ EMBER_PRECOMPILED_INLINE std::string axes::render(double x0, double y0, double w
         xmin -= 0.5, xmax += 0.5;
     if (ymin == ymax)
         ymin -= 0.5, ymax += 0.5;
-    // matplotlib's 5% margins.
-    double dx = (xmax - xmin) * 0.05, dy = (ymax - ymin) * 0.05;
-    xmin -= dx, xmax += dx, ymin -= dy, ymax += dy;
-    auto px = [&](double v) { return left + (v - xmin) / (xmax - xmin) * (right - left); };
-    auto py = [&](double v) { return bottom - (v - ymin) / (ymax - ymin) * (bottom - top); };
+    // matplotlib's 5% margins (10% of the half span), kept within the doubles.
+    using detail::half_span;
+    const double dx = half_span(xmin, xmax) * 0.1, dy = half_span(ymin, ymax) * 0.1;
+    constexpr double most = std::numeric_limits<double>::max();
+    xmin = std::max(xmin - dx, -most), xmax = std::min(xmax + dx, most);
+    ymin = std::max(ymin - dy, -most), ymax = std::min(ymax + dy, most);
+    auto px = [&](double v)
+    { return left + half_span(xmin, v) / half_span(xmin, xmax) * (right - left); };
+    auto py = [&](double v)
+    { return bottom - half_span(ymin, v) / half_span(ymin, ymax) * (bottom - top); };
 
     std::string out;
     out += "<g>\n<rect x=\"" + num(left) + "\" y=\"" + num(top) + "\" width=\"" +

@@ -120,7 +120,13 @@ std::vector<checkpoint> checkpoints()
     g.uniform<float>(0.f, 1.f);
     g.normal();
     c.generators.insert("default", g.state());
-    c.scheduler_state = value(value::dict{});
+    // A MultiStepLR state: its milestones go into PyTorch files as a collections.Counter.
+    value::dict scheduler;
+    scheduler.insert("milestones", value::dict{{"3", value(1)}, {"5", value(2)}});
+    scheduler.insert("gamma", 0.5);
+    scheduler.insert("base_lrs", value::list{value(0.1)});
+    scheduler.insert("last_epoch", 4);
+    c.scheduler_state = value(std::move(scheduler));
     c.data_state = value(value::list{value(3), value(1), value(2)});
     c.extras.insert("note", "seed");
     c.extras.insert("tensor", filled(dtype::float32, {2}, 9));

@@ -178,7 +178,8 @@ BOOST_AUTO_TEST_CASE(values_near_the_limits_of_double_still_give_finite_coordina
     // wrote "nan" into the figure (found by an adversarial review).
     for (const std::vector<double>& ys :
          {std::vector<double>{1e308, -1e308}, std::vector<double>{-1.7e308, 1.7e308},
-          std::vector<double>{1e300, 1e301}, std::vector<double>{0.0, 1e-320}})
+          std::vector<double>{1e300, 1e301}, std::vector<double>{0.0, 1e-320},
+          std::vector<double>{0.0, 4.9e-324}, std::vector<double>{-4.9e-324, 4.9e-324}})
     {
         ember::plot::figure fig(6, 4);
         fig.subplot(1, 1, 1).plot(ys).grid();

@@ -589,6 +589,23 @@ BOOST_AUTO_TEST_CASE(a_model_loads_pytorch_views_in_place_and_copies_the_strided
 
 // ---- Hostile pickles ---------------------------------------------------------------------
 
+BOOST_AUTO_TEST_CASE(a_counter_reads_as_a_new_dict_as_in_python)
+{
+    // [d, Counter(d)], then c['x'] = 1: Python's Counter copies d, so d stays empty.
+    const bytes pkl = raw("\x80\x02](}q\x00"
+                          "ccollections\nCounter\nh\x00\x85R"
+                          "X\x01\x00\x00\x00xK\x01se.");
+    const value expected =
+        value::list{value(value::dict{}), value(value::dict{{"x", value(std::int64_t{1})}})};
+    BOOST_TEST((load_value(archive(pkl)) == expected));
+    BOOST_TEST((load_value(archive(raw("\x80\x02"
+                                       "ccollections\nCounter\n)R."))) == value(value::dict{})));
+    CHECK_FORMAT_ERROR(load_value(archive(raw("\x80\x02"
+                                              "ccollections\nCounter\n](K\x01"
+                                              "e\x85R."))),
+                       "collections.Counter takes a dict");
+}
+
 BOOST_AUTO_TEST_CASE(forbidden_globals_are_refused_by_name)
 {
     // os.system('echo pwned') as pickle.dumps writes it.

@@ -667,6 +667,12 @@ BOOST_AUTO_TEST_CASE(multi_step_milestones_load_from_a_list_or_a_counter_dict)
     counter.insert("x", 1);
     sd.insert_or_assign("milestones", counter);
     BOOST_CHECK_THROW(sched.load_state_dict(sd), value_error);
+    // A count from a file is bounded before it sizes the list (2^40 would be 8 TB).
+    value::dict huge;
+    huge.insert("3", std::int64_t{1} << 40);
+    sd.insert_or_assign("milestones", huge);
+    BOOST_CHECK_THROW(sched.load_state_dict(sd), value_error);
+    BOOST_TEST((sched.options().milestones == std::vector<std::int64_t>{9, 4, 9}));
 }
 
 BOOST_AUTO_TEST_CASE(multi_step_milestones_go_into_a_pth_file_as_pytorchs_counter_of_int_epochs)

@@ -91,6 +91,9 @@ public:
     std::vector<double> numbers(std::string_view key, std::size_t size);
     /// @brief multi_step_lr's milestones: a dict of decimal epoch → count, or a list of epochs.
     std::vector<std::int64_t> milestones(std::string_view key);
+    /// @brief The most milestones a state may hold, repeats counted (a Counter's counts come
+    /// from a file and would otherwise size the list).
+    static constexpr std::uint64_t max_milestones = std::uint64_t{1} << 20;
     void finish() const;
 
     std::string where(std::string_view key) const
@@ -531,7 +534,13 @@ inline std::vector<std::int64_t> state_reader::milestones(std::string_view key)
                               "']: expected a non-negative int count, got " +
                               (count.is_int() ? std::to_string(count.as<std::int64_t>())
                                               : std::string(count.type_name())));
-        out.insert(out.end(), static_cast<std::size_t>(count.as<std::int64_t>()), epoch);
+        // A count comes from a file: bounded before it sizes anything.
+        const auto n = static_cast<std::uint64_t>(count.as<std::int64_t>());
+        if (n > max_milestones - out.size())
+            throw value_error(where(key) + "['" + epoch_text + "']: a count of " +
+                              std::to_string(n) + " makes more than " +
+                              std::to_string(max_milestones) + " milestones");
+        out.insert(out.end(), static_cast<std::size_t>(n), epoch);
     }
     return out;
 }

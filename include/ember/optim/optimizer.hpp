@@ -580,9 +580,9 @@ EMBER_HOST_DEVICE void sqrt_inplace(T* t, std::size_t n) noexcept
 template <simd_isa Isa, class Kernel>
 inline void blockwise_cpu(std::size_t n, const Kernel& kernel)
 {
-    constexpr std::size_t block = block_size<cpu>;
-    for (std::size_t begin = 0; begin < n; begin += block)
-        kernel.template block<block, Isa>(begin, n - begin < block ? n : begin + block);
+    constexpr std::size_t width = block_size<cpu>;
+    for (std::size_t begin = 0; begin < n; begin += width)
+        kernel.template block<width, Isa>(begin, n - begin < width ? n : begin + width);
 }
 
 template <class Kernel>
@@ -615,10 +615,10 @@ void blockwise_step(std::size_t n, const Kernel& kernel)
 #endif
     Device::for_each(
         block_count(n, block_size<Device>), EMBER_KERNEL(std::size_t b) {
-            constexpr std::size_t block = block_size<Device>;
-            const std::size_t begin = b * block;
-            kernel.template block<block, simd_isa::baseline>(begin,
-                                                             n - begin < block ? n : begin + block);
+            constexpr std::size_t width = block_size<Device>;
+            const std::size_t begin = b * width;
+            kernel.template block<width, simd_isa::baseline>(begin,
+                                                             n - begin < width ? n : begin + width);
         });
 }
 

@@ -320,9 +320,10 @@ EMBER_PRECOMPILED_INLINE std::string axes::render(double x0, double y0, double w
         xmin = 0, xmax = 1;
     if (!(ymin <= ymax))
         ymin = 0, ymax = 1;
-    if (xmin == xmax)
+    // One value, or two a subnormal step apart (whose half span rounds to 0): a unit range.
+    if (!(detail::half_span(xmin, xmax) > 0))
         xmin -= 0.5, xmax += 0.5;
-    if (ymin == ymax)
+    if (!(detail::half_span(ymin, ymax) > 0))
         ymin -= 0.5, ymax += 0.5;
     // matplotlib's 5% margins (10% of the half span), kept within the doubles.
     using detail::half_span;

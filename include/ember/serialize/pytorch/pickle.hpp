@@ -1134,17 +1134,14 @@ inline const pickle_node* unpickler::call(const pickle_global_ref& fn, const nod
     }
     case pickle_global::counter:
     {
-        // Counter(mapping), as a Counter pickles itself: read as the dict it counts.
+        // Counter(mapping), as a Counter pickles itself: read as a new dict holding the
+        // mapping's items (a copy, as in Python: later SETITEMs on one must not reach the other).
         arity(0, 1);
-        if (a.empty())
-        {
-            node* n = make(pickle_kind::dict);
-            n->payload = node::entries_type{};
-            return n;
-        }
-        if (a[0]->kind != pickle_kind::dict)
+        if (!a.empty() && a[0]->kind != pickle_kind::dict)
             fail_at("collections.Counter takes a dict");
-        return a[0];
+        node* n = make(pickle_kind::dict);
+        n->payload = a.empty() ? node::entries_type{} : a[0]->entries();
+        return n;
     }
     case pickle_global::rebuild_tensor_v2:
         arity(6, 7);

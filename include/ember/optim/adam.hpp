@@ -199,12 +199,10 @@ struct adam_scalars
     T bias_correction2_sqrt, eps, neg_step_size;
 };
 
-// One Adam (or, Decoupled, AdamW) step over elements [begin, end), at most Block of them, in
-// PyTorch's order of operations; the square roots are taken together by sqrt_inplace. Isa:
-// the dispatched variant it is inlined into (see blockwise_step). run() takes the arrays as
-// __restrict__ parameters, which is what lets its loops vectorize.
-template <class T, bool Decoupled, bool Decay, bool Amsgrad>
-struct adam_kernel
+// An Adam or AdamW step's arrays (the parameter's, its gradient's, its state's) and scalars;
+// part_from(first) is the same from element `first` on (a part of the parameter).
+template <class T>
+struct adam_arrays
 {
     T* x;
     const T* g;
@@ -213,10 +211,24 @@ struct adam_kernel
     T* vmax;
     adam_scalars<T> k;
 
+    adam_arrays part_from(std::size_t first) const
+    {
+        return {x + first, g + first, shifted(m, first), shifted(v, first), shifted(vmax, first),
+                k};
+    }
+};
+
+// One Adam (or, Decoupled, AdamW) step over elements [begin, end), at most Block of them, in
+// PyTorch's order of operations; the square roots are taken together by sqrt_inplace. Isa:
+// the dispatched variant it is inlined into (see blockwise_step). run() takes the arrays as
+// __restrict__ parameters, which is what lets its loops vectorize.
+template <class T, bool Decoupled, bool Decay, bool Amsgrad>
+struct adam_kernel : adam_arrays<T>
+{
     template <std::size_t Block, simd_isa Isa>
     EMBER_SIMD_INLINE EMBER_HOST_DEVICE void block(std::size_t begin, std::size_t end) const
     {
-        run<Block, Isa>(begin, end, x, g, m, v, vmax, k);
+        run<Block, Isa>(begin, end, this->x, this->g, this->m, this->v, this->vmax, this->k);
     }
 
     template <std::size_t Block, simd_isa Isa>
@@ -259,12 +271,7 @@ template <class Device, class T, bool Decoupled>
 struct adam_launch
 {
     std::size_t n;
-    T* x;
-    const T* g;
-    T* m;
-    T* v;
-    T* vmax;
-    adam_scalars<T> k;
+    adam_arrays<T> arrays;
 
     template <bool Decay, bool Amsgrad>
     void operator()() const
@@ -273,10 +280,8 @@ struct adam_launch
                                 [&](std::size_t first, std::size_t last)
                                 {
                                     blockwise_step<Device>(
-                                        last - first,
-                                        adam_kernel<T, Decoupled, Decay, Amsgrad>{
-                                            x + first, g + first, shifted(m, first),
-                                            shifted(v, first), shifted(vmax, first), k});
+                                        last - first, adam_kernel<T, Decoupled, Decay, Amsgrad>{
+                                                          arrays.part_from(first)});
                                 });
     }
 };
@@ -385,10 +390,11 @@ void adam_impl<T, Device, Decoupled, Options>::update(std::string_view name, con
     k.bias_correction2_sqrt = static_cast<T>(std::sqrt(bias_correction2));
     k.eps = static_cast<T>(o.eps);
     k.neg_step_size = static_cast<T>(-step_size);
-    with_flags(adam_launch<Device, T, Decoupled>{n, value.data(), grad.data(), data_of(s.exp_avg),
-                                                 data_of(s.exp_avg_sq), data_of(s.max_exp_avg_sq),
-                                                 k},
-               o.weight_decay != 0, o.amsgrad);
+    with_flags(
+        adam_launch<Device, T, Decoupled>{n,
+                                          {value.data(), grad.data(), data_of(s.exp_avg),
+                                           data_of(s.exp_avg_sq), data_of(s.max_exp_avg_sq), k}},
+        o.weight_decay != 0, o.amsgrad);
 }
 
 template <class T, class Device, bool Decoupled, class Options>

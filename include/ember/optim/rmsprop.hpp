@@ -99,12 +99,10 @@ struct rmsprop_scalars
     T sign, weight_decay, alpha, one_minus_alpha, eps, momentum, neg_lr;
 };
 
-// One RMSprop step over elements [begin, end), at most Block of them, in PyTorch's order of
-// operations; the square roots are taken together by sqrt_inplace. Isa: the dispatched variant
-// it is inlined into (see blockwise_step). run() takes the arrays as __restrict__ parameters,
-// which is what lets its loops vectorize.
-template <class T, bool Decay, bool Centered, bool Momentum>
-struct rmsprop_kernel
+// An RMSprop step's arrays (the parameter's, its gradient's, its state's) and scalars;
+// part_from(first) is the same from element `first` on (a part of the parameter).
+template <class T>
+struct rmsprop_arrays
 {
     T* x;
     const T* g;
@@ -113,10 +111,24 @@ struct rmsprop_kernel
     T* ga;
     rmsprop_scalars<T> k;
 
+    rmsprop_arrays part_from(std::size_t first) const
+    {
+        return {x + first,           g + first,          shifted(sq, first),
+                shifted(buf, first), shifted(ga, first), k};
+    }
+};
+
+// One RMSprop step over elements [begin, end), at most Block of them, in PyTorch's order of
+// operations; the square roots are taken together by sqrt_inplace. Isa: the dispatched variant
+// it is inlined into (see blockwise_step). run() takes the arrays as __restrict__ parameters,
+// which is what lets its loops vectorize.
+template <class T, bool Decay, bool Centered, bool Momentum>
+struct rmsprop_kernel : rmsprop_arrays<T>
+{
     template <std::size_t Block, simd_isa Isa>
     EMBER_SIMD_INLINE EMBER_HOST_DEVICE void block(std::size_t begin, std::size_t end) const
     {
-        run<Block, Isa>(begin, end, x, g, sq, buf, ga, k);
+        run<Block, Isa>(begin, end, this->x, this->g, this->sq, this->buf, this->ga, this->k);
     }
 
     template <std::size_t Block, simd_isa Isa>
@@ -163,12 +175,7 @@ template <class Device, class T>
 struct rmsprop_launch
 {
     std::size_t n;
-    T* x;
-    const T* g;
-    T* sq;
-    T* buf;
-    T* ga;
-    rmsprop_scalars<T> k;
+    rmsprop_arrays<T> arrays;
 
     template <bool Decay, bool Centered, bool Momentum>
     void operator()() const
@@ -177,10 +184,8 @@ struct rmsprop_launch
                                 [&](std::size_t first, std::size_t last)
                                 {
                                     blockwise_step<Device>(
-                                        last - first,
-                                        rmsprop_kernel<T, Decay, Centered, Momentum>{
-                                            x + first, g + first, shifted(sq, first),
-                                            shifted(buf, first), shifted(ga, first), k});
+                                        last - first, rmsprop_kernel<T, Decay, Centered, Momentum>{
+                                                          arrays.part_from(first)});
                                 });
     }
 };
@@ -273,11 +278,12 @@ void rmsprop<T, Device>::update(const rmsprop_options& o, std::span<T> value,
     k.eps = static_cast<T>(o.eps);
     k.momentum = static_cast<T>(o.momentum);
     k.neg_lr = static_cast<T>(-o.lr);
-    detail::with_flags(detail::rmsprop_launch<Device, T>{n, value.data(), grad.data(),
-                                                         detail::data_of(s.square_avg),
-                                                         detail::data_of(s.momentum_buffer),
-                                                         detail::data_of(s.grad_avg), k},
-                       o.weight_decay != 0, centered, use_momentum);
+    detail::with_flags(
+        detail::rmsprop_launch<Device, T>{n,
+                                          {value.data(), grad.data(), detail::data_of(s.square_avg),
+                                           detail::data_of(s.momentum_buffer),
+                                           detail::data_of(s.grad_avg), k}},
+        o.weight_decay != 0, centered, use_momentum);
 }
 
 template <class T, class Device>

@@ -132,22 +132,33 @@ struct sgd_scalars
     T sign, weight_decay, buffer_momentum, keep, momentum, neg_lr;
 };
 
-// One SGD step over elements [begin, end) (see blockwise_step; it needs no scratch, so Block and
-// Isa change nothing in it). On the first step with momentum the buffer is zero and
-// buffer_momentum 0, keep 1, so it becomes a copy of d, as PyTorch's clone. run() takes the
-// arrays as __restrict__ parameters, which is what lets its loop vectorize.
-template <class T, bool Decay, bool Momentum, bool Nesterov>
-struct sgd_kernel
+// An SGD step's arrays (the parameter's, its gradient's, its state's) and scalars;
+// part_from(first) is the same from element `first` on (a part of the parameter).
+template <class T>
+struct sgd_arrays
 {
     T* x;
     const T* g;
     T* buf;
     sgd_scalars<T> k;
 
+    sgd_arrays part_from(std::size_t first) const
+    {
+        return {x + first, g + first, shifted(buf, first), k};
+    }
+};
+
+// One SGD step over elements [begin, end) (see blockwise_step; it needs no scratch, so Block and
+// Isa change nothing in it). On the first step with momentum the buffer is zero and
+// buffer_momentum 0, keep 1, so it becomes a copy of d, as PyTorch's clone. run() takes the
+// arrays as __restrict__ parameters, which is what lets its loop vectorize.
+template <class T, bool Decay, bool Momentum, bool Nesterov>
+struct sgd_kernel : sgd_arrays<T>
+{
     template <std::size_t Block, simd_isa Isa>
     EMBER_SIMD_INLINE EMBER_HOST_DEVICE void block(std::size_t begin, std::size_t end) const
     {
-        run(begin, end, x, g, buf, k);
+        run(begin, end, this->x, this->g, this->buf, this->k);
     }
 
     static EMBER_SIMD_INLINE EMBER_HOST_DEVICE void run(std::size_t begin, std::size_t end,
@@ -180,10 +191,7 @@ template <class Device, class T>
 struct sgd_launch
 {
     std::size_t n;
-    T* x;
-    const T* g;
-    T* buf;
-    sgd_scalars<T> k;
+    sgd_arrays<T> arrays;
 
     template <bool Decay, bool Momentum, bool Nesterov>
     void operator()() const
@@ -191,10 +199,9 @@ struct sgd_launch
         update_in_parts<Device>(n,
                                 [&](std::size_t first, std::size_t last)
                                 {
-                                    blockwise_step<Device>(
-                                        last - first,
-                                        sgd_kernel<T, Decay, Momentum, Nesterov>{
-                                            x + first, g + first, shifted(buf, first), k});
+                                    blockwise_step<Device>(last - first,
+                                                           sgd_kernel<T, Decay, Momentum, Nesterov>{
+                                                               arrays.part_from(first)});
                                 });
     }
 };
@@ -227,9 +234,10 @@ void sgd<T, Device>::update(const sgd_options& o, std::span<T> value, std::span<
     k.buffer_momentum = first ? T(0) : k.momentum;
     k.keep = first ? T(1) : static_cast<T>(1 - o.dampening);
     k.neg_lr = static_cast<T>(-o.lr);
-    detail::with_flags(detail::sgd_launch<Device, T>{n, value.data(), grad.data(),
-                                                     detail::data_of(s.momentum_buffer), k},
-                       o.weight_decay != 0, use_momentum, o.nesterov);
+    detail::with_flags(
+        detail::sgd_launch<Device, T>{
+            n, {value.data(), grad.data(), detail::data_of(s.momentum_buffer), k}},
+        o.weight_decay != 0, use_momentum, o.nesterov);
 }
 
 template <class T, class Device>

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <span>
 #include <string>
 
@@ -406,6 +407,54 @@ BOOST_AUTO_TEST_CASE(bce_clamps_the_log_at_minus_100_like_pytorch)
     nn::bce_loss<double, 1, D> loss(nn::reduction::none);
     loss(dev(vec({0.0, 1.0, 1.0})), dev(vec({1.0, 0.0, 1.0})));
     BOOST_TEST(host(loss.losses()) == vec({100.0, 100.0, 0.0}));
+}
+
+BOOST_AUTO_TEST_CASE(bce_gradient_bounds_its_denominator_by_the_float_1e_12_as_pytorch)
+{
+    // PyTorch's BCE backward divides by max(x (1 - x), scalar_t(EPSILON)), EPSILON a float
+    // 1e-12: in double, x = 0 with target 1 gives -1 / 9.99999996e-13, not -1e12.
+    // torch.autograd.grad(F.binary_cross_entropy(x, y, reduction='sum'), x) in float64:
+    nn::bce_loss<double, 1, D> loss(nn::reduction::sum);
+    loss(dev(vec({0.0, 1.0, 0.5})), dev(vec({1.0, 0.0, 0.25})));
+    const auto dx = host(loss.backward());
+    BOOST_TEST(dx(0) == -1000000003995.8029, boost::test_tools::tolerance(1e-15));
+    BOOST_TEST(dx(1) == 1000000003995.8029, boost::test_tools::tolerance(1e-15));
+    BOOST_TEST(dx(2) == 1.0);
+}
+
+BOOST_AUTO_TEST_CASE(smooth_l1_with_beta_0_has_gradient_minus_1_where_input_equals_target)
+{
+    // PyTorch 1.13's smooth_l1_loss backward on the cpu: -1 where d <= -beta, 1 where d >= beta,
+    // so with beta = 0 a zero difference takes -1 (l1_loss's gives 0). In float32 and float64:
+    // torch.autograd.grad(F.smooth_l1_loss(x, y, beta=0.0, reduction='sum'), x) with
+    // x = [1, 2, 3], y = [1, 1, 4] is [-1, 1, -1]; the loss is 2.
+    nn::smooth_l1_loss<float, 1, D> loss(nn::reduction::sum, {.beta = 0.0});
+    BOOST_TEST(loss(dev(tensor<float, 1>{1.f, 2.f, 3.f}), dev(tensor<float, 1>{1.f, 1.f, 4.f})) ==
+               2.f);
+    BOOST_TEST(host(loss.backward()) == (tensor<float, 1>{-1.f, 1.f, -1.f}));
+    nn::smooth_l1_loss<double, 1, D> half(nn::reduction::sum, {.beta = 0.5});
+    half(dev(vec({1.0, 1.5, 0.5, 1.0})), dev(vec({1.0, 1.0, 1.0, 1.25})));
+    BOOST_TEST(host(half.backward()) == vec({0.0, 1.0, -1.0, -0.5}));
+}
+
+BOOST_AUTO_TEST_CASE(huber_and_smooth_l1_gradients_are_nan_where_the_difference_is_nan)
+{
+    // PyTorch 1.13: a NaN input gives these losses' backward NaN (l1_loss's gives 0).
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    nn::huber_loss<double, 1, D> huber(nn::reduction::sum);
+    huber(dev(vec({nan, 3.0})), dev(vec({0.0, 0.0})));
+    BOOST_TEST(std::isnan(host(huber.backward())(0)));
+    BOOST_TEST(host(huber.backward())(1) == 1.0);
+    for (double beta : {0.0, 1.0})
+    {
+        nn::smooth_l1_loss<double, 1, D> smooth(nn::reduction::sum, {.beta = beta});
+        smooth(dev(vec({nan, -3.0})), dev(vec({0.0, 0.0})));
+        BOOST_TEST(std::isnan(host(smooth.backward())(0)), "beta " << beta);
+        BOOST_TEST(host(smooth.backward())(1) == -1.0);
+    }
+    nn::l1_loss<double, 1, D> l1(nn::reduction::sum);
+    l1(dev(vec({nan})), dev(vec({0.0})));
+    BOOST_TEST(host(l1.backward())(0) == 0.0);
 }
 
 BOOST_AUTO_TEST_CASE(bce_with_logits_stays_finite_where_sigmoid_saturates)

@@ -5,6 +5,7 @@
 #include "test_device.hpp"
 #include "test_files.hpp"
 
+#include <ember/nn/clip_grad.hpp>
 #include <ember/nn/module.hpp>
 #include <ember/optim/optimizers.hpp>
 
@@ -16,6 +17,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <random>
 #include <sstream>
@@ -752,4 +754,68 @@ BOOST_AUTO_TEST_CASE(invalid_options_throw_value_error_with_pytorchs_message)
                          optim::sgd<float, test_device> o({{p, {.lr = 0.1}}, {p, {.lr = 0.2}}});
                      }),
                  "some parameters appear in more than one parameter group"));
+}
+
+// Gradient clipping's overflow, here with the optimizers it runs before (its other checks are in
+// test_training_tools.cpp).
+BOOST_AUTO_TEST_CASE(clip_grad_norm_of_float_grads_overflows_to_infinity_as_pytorchs)
+{
+    // PyTorch 1.13 sums |g|^p in float32: for float grads whose sum of squares passes FLT_MAX
+    // the norm is inf, so clip_grad_norm_ returns inf and multiplies every grad by
+    // 1 / (inf + 1e-6) = 0, or raises with error_if_nonfinite. In torch:
+    // p.grad = torch.tensor([1e20] * 4); clip_grad_norm_([p], 1.0) -> tensor(inf), grads 0.
+    auto grads_of = [](std::initializer_list<std::initializer_list<float>> values)
+    {
+        std::vector<std::unique_ptr<nn::parameter<float, 1, test_device>>> ps;
+        for (auto v : values)
+        {
+            ps.push_back(std::make_unique<nn::parameter<float, 1, test_device>>(
+                test::dtensor<float, 1>::from_shape({v.size()})));
+            const std::vector<float> h(v);
+            test_device::upload(h.data(), h.size(), ps.back()->grad().data());
+        }
+        return ps;
+    };
+    auto refs_of = [](const auto& ps)
+    {
+        std::vector<nn::param_ref<float, test_device>> refs;
+        for (const auto& p : ps)
+            refs.emplace_back(*p);
+        return refs;
+    };
+    auto host_grads = [](const auto& ps)
+    {
+        std::vector<float> out;
+        for (const auto& p : ps)
+        {
+            std::vector<float> h(p->grad().size());
+            test_device::download(p->grad().data(), h.size(), h.data());
+            out.insert(out.end(), h.begin(), h.end());
+        }
+        return out;
+    };
+
+    // One parameter whose sum of squares overflows: inf, grads zeroed.
+    auto one = grads_of({{1e20f, 1e20f, 1e20f, 1e20f}});
+    BOOST_TEST(std::isinf(nn::clip_grad_norm_(refs_of(one), 1.0)));
+    BOOST_TEST(host_grads(one) == std::vector<float>(4, 0.f), boost::test_tools::per_element());
+    // error_if_nonfinite raises, as PyTorch's RuntimeError, and leaves the grads alone.
+    auto raised = grads_of({{1e20f, 1e20f, 1e20f, 1e20f}});
+    BOOST_CHECK_THROW(nn::clip_grad_norm_(refs_of(raised), 1.0, 2.0, true), value_error);
+    BOOST_TEST(host_grads(raised) == std::vector<float>(4, 1e20f),
+               boost::test_tools::per_element());
+    // Finite per-parameter norms (2e19 each) whose norm of norms overflows: inf too.
+    auto two = grads_of({{2e19f}, {-2e19f}});
+    BOOST_TEST(std::isinf(nn::clip_grad_norm_(refs_of(two), 1.0)));
+    // Another p: |1e19|^3 overflows float.
+    auto cubes = grads_of({{1e19f, 1e19f}});
+    BOOST_TEST(std::isinf(nn::clip_grad_norm_(refs_of(cubes), 1.0, 3.0)));
+    // Below the overflow the norm is finite: [3e18, 4e18] has norm 5e18 in PyTorch
+    // (4.99999999e18 in float), grads scaled to [0.6, 0.8]; [1.2e19, 1.6e19] overflows.
+    auto finite = grads_of({{3e18f, 4e18f}});
+    BOOST_TEST(nn::clip_grad_norm_(refs_of(finite), 1.0) == 4.999999990253224e+18f);
+    BOOST_TEST(host_grads(finite) == (std::vector<float>{0.6f, 0.8f}),
+               boost::test_tools::per_element());
+    auto over = grads_of({{1.2e19f, 1.6e19f}});
+    BOOST_TEST(std::isinf(nn::clip_grad_norm_(refs_of(over), 1.0)));
 }

@@ -155,7 +155,8 @@ template <class T, std::size_t N, class Device>
 EMBER_HOST_DEVICE T bce_loss<T, N, Device>::element(T x, T y, std::size_t, T& dx,
                                                     params_type) noexcept
 {
-    dx = (x - y) / std::max((T(1) - x) * x, T(1e-12));
+    // PyTorch's EPSILON is a float, 1e-12f, also when T is double.
+    dx = (x - y) / std::max((T(1) - x) * x, static_cast<T>(1e-12f));
     return (y - T(1)) * std::max(T(std::log(T(1) - x)), T(-100)) -
            y * std::max(T(std::log(x)), T(-100));
 }

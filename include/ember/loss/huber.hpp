@@ -19,7 +19,8 @@ struct huber_options
     double delta = 1.0;
 };
 
-/// @brief Options of smooth_l1_loss: `beta` >= 0; 0 makes it l1_loss, as in PyTorch.
+/// @brief Options of smooth_l1_loss: `beta` >= 0; 0 makes it l1_loss, as in PyTorch (but for
+/// the gradient where input equals target: see smooth_l1_loss).
 struct smooth_l1_options
 {
     double beta = 1.0;
@@ -61,7 +62,8 @@ private:
 };
 
 /// @brief `torch.nn.SmoothL1Loss`: with d = input - target, 0.5 d^2 / beta where |d| < beta,
-/// else |d| - 0.5 beta; beta = 0 is l1_loss. Equals huber_loss(delta = beta) / beta.
+/// else |d| - 0.5 beta; beta = 0 is l1_loss, except that its gradient where d = 0 is -1, as
+/// PyTorch 1.13's. Equals huber_loss(delta = beta) / beta.
 /// forward(), losses() and backward() behave as for mse_loss.
 template <class T = float, std::size_t N = 2, class Device = cpu>
 class smooth_l1_loss : public detail::elementwise_loss<smooth_l1_loss<T, N, Device>, T, N, Device>
@@ -120,7 +122,7 @@ EMBER_HOST_DEVICE T huber_loss<T, N, Device>::element(T x, T y, std::size_t, T& 
         dx = d;
         return T(0.5) * z * z;
     }
-    dx = d < 0 ? -p.delta : p.delta;
+    dx = d < 0 ? -p.delta : (d > 0 ? p.delta : d); // NaN stays NaN, as in PyTorch
     return p.delta * (z - T(0.5) * p.delta);
 }
 
@@ -139,12 +141,14 @@ EMBER_HOST_DEVICE T smooth_l1_loss<T, N, Device>::element(T x, T y, std::size_t,
 {
     const T d = x - y;
     const T z = std::abs(d);
-    if (z < p.beta) // never for beta = 0, which leaves |d| and sign(d): PyTorch's L1 path
+    if (z < p.beta) // never for beta = 0, which leaves |d|
     {
         dx = d / p.beta;
         return T(0.5) * z * z / p.beta;
     }
-    dx = static_cast<T>((d > 0) - (d < 0));
+    // PyTorch 1.13's cpu backward: -1 where d <= -beta, 1 where d >= beta, so beta = 0 gives
+    // d = 0 the -1 (where l1_loss gives 0); a NaN difference fails both and stays NaN.
+    dx = d > 0 ? T(1) : (d <= 0 ? T(-1) : d);
     return z - T(0.5) * p.beta;
 }
 

@@ -13,7 +13,9 @@
 /// skipped; the total norm is the norm of the per-parameter norms, each rounded to the grads'
 /// type; and the grads are scaled by min(max_norm / (total_norm + 1e-6), 1) computed in that
 /// type as PyTorch computes it (`(1 / (total_norm + 1e-6)) * max_norm`). Sums accumulate in
-/// double, so a float32 norm may differ from PyTorch's (which sums in float32) in its last bit.
+/// double, so a float32 norm may differ from PyTorch's (which sums in float32) in its last bit;
+/// each sum is rounded to the grads' type before its root, so a sum PyTorch's overflows (float
+/// grads whose 2-norm passes 1.8e19) makes the norm infinite as in PyTorch.
 
 #include "ember/core/error.hpp"
 #include "ember/device/kernel.hpp"
@@ -100,17 +102,24 @@ T abs_extreme_of(const T* g, std::size_t n)
         .value;
 }
 
-/// @brief torch.norm(g, p) for finite p, accumulated in double: the sum of |g|^p, then its
-/// 1/p-th power (sqrt for p = 2; the count of non-zeros for p = 0).
+/// @brief `s` rounded to T, where PyTorch's sum in T would overflow to infinity.
+template <class T>
+double rounded_sum(double s) noexcept
+{
+    return static_cast<double>(static_cast<T>(s));
+}
+
+/// @brief torch.norm(g, p) for finite p, accumulated in double: the sum of |g|^p, rounded to T
+/// (rounded_sum), then its 1/p-th power (sqrt for p = 2; the count of non-zeros for p = 0).
 template <class Device, class T>
 double finite_norm(const T* g, std::size_t n, double p)
 {
     if (p == 2)
-        return std::sqrt(Device::template sum<double>(
+        return std::sqrt(rounded_sum<T>(Device::template sum<double>(
             n, EMBER_KERNEL(std::size_t i) {
                 const double x = static_cast<double>(g[i]);
                 return x * x;
-            }));
+            })));
     if (p == 1)
         return Device::template sum<double>(
             n, EMBER_KERNEL(std::size_t i) { return std::fabs(static_cast<double>(g[i])); });
@@ -120,7 +129,7 @@ double finite_norm(const T* g, std::size_t n, double p)
     const double s = Device::template sum<double>(
         n,
         EMBER_KERNEL(std::size_t i) { return std::pow(std::fabs(static_cast<double>(g[i])), p); });
-    return std::pow(s, 1.0 / p);
+    return std::pow(rounded_sum<T>(s), 1.0 / p);
 }
 
 /// @brief |v|^p as finite_norm adds it up (for the norm of the per-parameter norms).
@@ -204,9 +213,10 @@ T clip_grad_norm_(const std::vector<param_ref<T, Device>>& params, double max_no
     }
     if (!any)
         return T(0);
-    const T total = !inf_norm       ? static_cast<T>(detail::norm_from_sum(sum, norm_type))
-                    : norm_type > 0 ? largest.value
-                                    : smallest.value;
+    const T total =
+        !inf_norm ? static_cast<T>(detail::norm_from_sum(detail::rounded_sum<T>(sum), norm_type))
+        : norm_type > 0 ? largest.value
+                        : smallest.value;
 
     if (error_if_nonfinite && !std::isfinite(total))
         throw value_error("clip_grad_norm_: the total norm of order " + std::to_string(norm_type) +

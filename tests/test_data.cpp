@@ -289,6 +289,25 @@ BOOST_AUTO_TEST_CASE(lengths_that_do_not_add_up_are_value_errors)
     fails([&] { data::split(ds, {0.5, 0.5, 0.0, 2.0, -2.0}); }, "length at index 4 is -2");
 }
 
+BOOST_AUTO_TEST_CASE(random_split_refuses_fractions_whose_parts_add_up_to_more_samples)
+{
+    // 0.5 + 0.5000000005 is close enough to 1 to be fractions, but of 4e9 samples they take
+    // 2e9 + 2000000002: PyTorch refuses sizes that do not add up to the dataset's length, and
+    // ember's parts would have read past the end of the permutation.
+    const std::size_t n = 4'000'000'000;
+    const double lengths[] = {0.5, 0.5000000005};
+    BOOST_CHECK_EXCEPTION(data::split_lengths(n, lengths, false), value_error,
+                          [](const value_error& e)
+                          {
+                              return std::string(e.what()).find(
+                                         "random_split: the fractions give 4000000002 samples, "
+                                         "the dataset has 4000000000") != std::string::npos;
+                          });
+    // The lesson's slicing clamps its cuts to the dataset.
+    const auto sizes = data::split_lengths(n, lengths, true);
+    BOOST_TEST(sizes[0] + sizes[1] == n);
+}
+
 BOOST_AUTO_TEST_CASE(subsets_gather_from_the_rows_they_name)
 {
     auto ds = numbered(10);

@@ -359,6 +359,56 @@ BOOST_AUTO_TEST_CASE(read_csv_errors_name_the_file_line_and_column)
         has("appears more than once"));
 }
 
+BOOST_AUTO_TEST_CASE(read_csv_reads_float32s_largest_value_as_numpy_prints_it)
+{
+    // numpy prints float32's largest value 3.4028235e+38, which as a double lies above it but
+    // rounds to it; only what rounds to infinity in float32 is out of its range.
+    temp_dir dir;
+    const auto path = dir.write("max.csv", "x\n3.4028235e+38\n-3.4028235e+38\n3.40282356e38\n");
+    const auto t = data::read_csv<float>(path);
+    const float max = std::numeric_limits<float>::max();
+    BOOST_TEST((t == tensor<float, 2>{{max}, {-max}, {max}}));
+    BOOST_CHECK_EXCEPTION(data::read_csv<float>(dir.write("over.csv", "x\n3.4028236e38\n")),
+                          format_error,
+                          has("over.csv:2: column 'x' (index 0): \"3.4028236e38\" is out of "
+                              "range for float32"));
+}
+
+BOOST_AUTO_TEST_CASE(read_csv_reads_numbers_too_small_for_a_double_as_zero)
+{
+    // As Python's float() and pandas read them: 1e-400 is 0.0, not out of range.
+    temp_dir dir;
+    const auto path = dir.write("tiny.csv", "x\n1e-400\n-1e-400\n0.0001e-321\n"
+                                            "1000e-99999999999999999999999\n");
+    const auto t = data::read_csv<double>(path);
+    BOOST_TEST((t == tensor<double, 2>{{0}, {0}, {0}, {0}}));
+    BOOST_TEST(!std::signbit(t(0, 0)));
+    BOOST_TEST(std::signbit(t(1, 0)));
+    BOOST_TEST((data::read_csv<float>(path) == tensor<float, 2>{{0}, {0}, {0}, {0}}));
+    // Too large stays an error, even where the exponent is negative.
+    BOOST_CHECK_EXCEPTION(
+        data::read_csv<double>(dir.write("big.csv", "x\n1e400\n")), format_error,
+        has("big.csv:2: column 'x' (index 0): \"1e400\" is out of range for float64"));
+    BOOST_CHECK_EXCEPTION(
+        data::read_csv<double>(dir.write("big2.csv", "x\n1" + std::string(420, '0') + "e-5\n")),
+        format_error, has("is out of range for float64"));
+}
+
+BOOST_AUTO_TEST_CASE(read_csv_takes_a_lone_carriage_return_for_a_line_end)
+{
+    // Classic Mac OS line ends, as pandas reads them; a \r kept inside a line made the whole
+    // file one header line and no rows.
+    temp_dir dir;
+    const auto table = data::read_csv_table<double>(dir.write("mac.csv", "a,b\r1,2\r\r3,4\r"));
+    BOOST_TEST((table.names == std::vector<std::string>{"a", "b"}));
+    BOOST_TEST((table.values == tensor<double, 2>{{1, 2}, {3, 4}}));
+    const auto mixed = data::read_csv<double>(dir.write("mixed.csv", "a,b\r\n1,2\r3,4\n5,6"));
+    BOOST_TEST((mixed == tensor<double, 2>{{1, 2}, {3, 4}, {5, 6}}));
+    BOOST_CHECK_EXCEPTION(data::read_csv<float>(dir.write("r.csv", "a,b\r1,2\r\n3\r")),
+                          format_error,
+                          has("r.csv:3: 1 fields, expected 2 (as in the header on line 1)"));
+}
+
 BOOST_AUTO_TEST_CASE(split_columns_gives_features_and_targets_for_a_tensor_dataset)
 {
     temp_dir dir;
@@ -462,6 +512,20 @@ BOOST_AUTO_TEST_CASE(progress_blanks_what_a_longer_line_left)
     BOOST_TEST(s.substr(0, s.find(second)) == "\rEpoch 10/10 0");
 }
 
+BOOST_AUTO_TEST_CASE(progress_ignores_the_loss_of_a_batch_without_samples)
+{
+    // The epoch's loss is weighted by samples: an empty batch's loss (NaN, the mean of nothing)
+    // weighs nothing, and 0 * NaN must not make the whole epoch's loss NaN.
+    std::ostringstream out;
+    fake_clock clock;
+    progress_bar bar(1, 3, {.out = &out, .clock = clock.fn()});
+    bar.begin_epoch(0);
+    bar.update(std::numeric_limits<double>::quiet_NaN(), 0);
+    bar.update(1.0, 4);
+    bar.update(2.0, 4);
+    BOOST_TEST(bar.end_epoch() == 1.5);
+}
+
 // ---- history ----
 
 BOOST_AUTO_TEST_CASE(history_keeps_named_columns_per_epoch)
@@ -507,4 +571,33 @@ BOOST_AUTO_TEST_CASE(history_saves_csv_that_reads_back_exactly)
     BOOST_CHECK_EXCEPTION(h.save_csv(dir.path / "no" / "such" / "dir.csv"), io_error,
                           has("dir.csv"));
     BOOST_CHECK_EXCEPTION(history::from_value(value(1)), value_error, has("expected a dict"));
+}
+
+BOOST_AUTO_TEST_CASE(history_without_rows_saves_and_loads_back_empty)
+{
+    // save_csv writes an empty history as a header without names, a blank line; load_csv
+    // refused that as an empty file.
+    temp_dir dir;
+    const history empty;
+    const fs::path path = dir.path / "history.csv";
+    empty.save_csv(path);
+    const history back = history::load_csv(path);
+    BOOST_TEST(back.empty());
+    BOOST_TEST(back.names().empty());
+    BOOST_TEST((back == empty));
+    // Any other file that is not CSV with a header is still refused.
+    BOOST_CHECK_EXCEPTION(history::load_csv(dir.write("ragged.csv", "a,b\n1\n")), format_error,
+                          has("ragged.csv:2: 1 fields, expected 2"));
+}
+
+BOOST_AUTO_TEST_CASE(history_from_value_refuses_the_names_append_refuses)
+{
+    // A name with a line break cannot be a CSV header (save_csv would write a file load_csv
+    // refuses), and an empty one is no name: from_value checks them as append does.
+    value::dict broken;
+    broken.insert("a\nb", value::list{value(1.0)});
+    BOOST_CHECK_EXCEPTION(history::from_value(broken), value_error, has("has a line break"));
+    value::dict unnamed;
+    unnamed.insert("", value::list{value(1.0)});
+    BOOST_CHECK_EXCEPTION(history::from_value(unnamed), value_error, has("cannot be empty"));
 }

@@ -64,7 +64,7 @@ public:
     /// @brief A dict of name → list of floats, for ember::checkpoint (extras).
     value to_value() const;
     /// @brief Back from to_value(); throws value_error if `v` is not such a dict of lists of
-    /// one length.
+    /// one length, or a name is one append() refuses.
     static history from_value(const value& v);
 
     friend bool operator==(const history& a, const history& b);
@@ -233,7 +233,21 @@ EMBER_PRECOMPILED_INLINE void history::save_csv(const std::filesystem::path& pat
 
 EMBER_PRECOMPILED_INLINE history history::load_csv(const std::filesystem::path& path)
 {
-    const data::csv_table<double> table = data::read_csv_table<double>(path);
+    data::csv_table<double> table;
+    try
+    {
+        table = data::read_csv_table<double>(path);
+    }
+    catch (const format_error&)
+    {
+        // save_csv writes a history without columns as a header without names, a blank line,
+        // which read_csv refuses as an empty file: it reads back as the empty history it was.
+        const std::vector<std::byte> bytes = detail::read_file(path);
+        const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+        if (text.find_first_not_of(" \t\r\n") == std::string_view::npos)
+            return history();
+        throw;
+    }
     history h;
     h.m_names = table.names;
     const std::size_t rows = table.values.shape()[0];
@@ -271,6 +285,8 @@ EMBER_PRECOMPILED_INLINE history history::from_value(const value& v)
         if (!column.is_list())
             throw value_error("history::from_value: column '" + name + "' is a " +
                               column.type_name() + ", expected a list of numbers");
+        // The names append accepts, or save_csv could write a header load_csv refuses.
+        check_name(name);
         const auto& list = column.as<value::list>();
         if (!first && list.size() != h.m_rows)
             throw value_error("history::from_value: column '" + name + "' has " +

@@ -2,9 +2,10 @@
 /// @file
 /// Evaluation metrics over host tensors: accuracy (from class scores and labels, or from
 /// binary probabilities and a threshold), mean absolute error and mean squared error. Each
-/// returns a double, accumulated in double left to right, the same number PyTorch computes in
-/// float64 (e.g. `(scores.argmax(1) == labels).double().mean()`, `F.l1_loss(p.double(),
-/// t.double())`).
+/// returns a double, accumulated in double left to right: the number PyTorch computes in float64
+/// (e.g. `(scores.argmax(1) == labels).double().mean()`, `F.l1_loss(p.double(), t.double())`),
+/// exactly for the accuracies and to the last bits for the mean errors, which PyTorch sums in
+/// another order (vectorized).
 ///
 /// ```cpp
 /// const double acc = ember::metrics::accuracy(logits, labels); // [N, C] and int64 [N]

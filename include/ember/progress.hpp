@@ -200,7 +200,10 @@ EMBER_PRECOMPILED_INLINE void progress_bar::update(double loss, std::size_t samp
 {
     ++m_batch;
     ++m_done;
-    m_loss_sum += loss * static_cast<double>(samples);
+    // A batch weighs its samples: one without any (its mean loss NaN) adds nothing, where
+    // 0 * NaN would make the epoch's loss NaN.
+    if (samples != 0)
+        m_loss_sum += loss * static_cast<double>(samples);
     m_samples += samples;
     const double t = now();
     bool show = false;

@@ -12,10 +12,11 @@
 /// ```
 ///
 /// Numbers are read as float64 (std::from_chars: decimal or scientific, `nan`, `inf`, an
-/// optional leading `+`) and then rounded to T, as `pandas.read_csv(...).to_numpy(float32)`
-/// does; integer T reads integers only. Fields may be double-quoted (`"1,5"` is one field, `""`
-/// a quote inside one); spaces and tabs around a field are ignored; blank lines are skipped;
-/// `\r\n` line ends and a UTF-8 byte order mark are accepted. A quoted field cannot span lines.
+/// optional leading `+`; one too small for float64, like `1e-400`, is 0) and then rounded to T,
+/// as `pandas.read_csv(...).to_numpy(float32)` does; integer T reads integers only. Fields may
+/// be double-quoted (`"1,5"` is one field, `""` a quote inside one); spaces and tabs around a
+/// field are ignored; blank lines are skipped; `\r\n` and lone `\r` line ends and a UTF-8 byte
+/// order mark are accepted. A quoted field cannot span lines.
 /// Every error names the file and line, and the column by name and index: a row with the
 /// wrong number of fields, a field that is not a number, a number out of T's range
 /// (format_error); a column that does not exist (key_error, value_error); a file that cannot be
@@ -237,6 +238,31 @@ inline bool csv_splitter::split(std::string_view line, char delimiter, std::stri
     }
 }
 
+/// @brief Whether a decimal that std::from_chars found out of double's range is too small for
+/// it rather than too large: its first significant digit stands at a negative power of ten.
+inline bool decimal_is_tiny(std::string_view text)
+{
+    if (!text.empty() && text.front() == '-')
+        text.remove_prefix(1);
+    const std::size_t e = std::min(text.find_first_of("eE"), text.size());
+    const std::string_view mantissa = text.substr(0, e);
+    const std::size_t point = std::min(mantissa.find('.'), mantissa.size());
+    const std::size_t first = mantissa.find_first_of("123456789");
+    if (first == std::string_view::npos)
+        return true;
+    // The power of ten of the first significant digit, before the exponent.
+    const long long power = first < point ? static_cast<long long>(point - first) - 1
+                                          : -static_cast<long long>(first - point);
+    std::string_view exponent = text.substr(std::min(e + 1, text.size()));
+    if (exponent.starts_with('+'))
+        exponent.remove_prefix(1);
+    long long x = 0;
+    const auto res = std::from_chars(exponent.data(), exponent.data() + exponent.size(), x);
+    if (res.ec == std::errc::result_out_of_range)
+        return exponent.starts_with('-');
+    return x < -power;
+}
+
 /// @brief Parses one field as T; returns an empty string, or what is wrong.
 template <class T>
 std::string parse_number(std::string_view text, T& out)
@@ -252,12 +278,21 @@ std::string parse_number(std::string_view text, T& out)
     {
         double v = 0;
         auto [ptr, ec] = std::from_chars(first, last, v, std::chars_format::general);
+        if (ec == std::errc::result_out_of_range && ptr == last && decimal_is_tiny(digits))
+        {
+            // Below the smallest double, not above the largest: zero, as Python and pandas read
+            // 1e-400.
+            out = digits.front() == '-' ? -T(0) : T(0);
+            return {};
+        }
         if (ec == std::errc::result_out_of_range)
             return "\"" + std::string(text) + "\" is out of range for " +
                    std::string(csv_type_name<T>());
         if (ec != std::errc{} || ptr != last)
             return "cannot read \"" + std::string(text) + "\" as a number";
-        if (std::isfinite(v) && std::fabs(v) > static_cast<double>(std::numeric_limits<T>::max()))
+        // Out of T's range is what rounds to infinity in T: float32's largest value, which numpy
+        // prints 3.4028235e+38, is above it as a double but rounds to it.
+        if (std::isfinite(v) && std::isinf(static_cast<T>(v)))
             return "\"" + std::string(text) + "\" is out of range for " +
                    std::string(csv_type_name<T>());
         out = static_cast<T>(v);
@@ -361,14 +396,14 @@ csv_table<T> read_csv_table(const std::filesystem::path& path, const csv_options
     std::vector<std::string> header; // names of every file column, for messages
     while (pos < text.size())
     {
-        std::size_t end = text.find('\n', pos);
+        // A line ends at \n, \r\n or a lone \r (classic Mac OS), as pandas reads them: a lone
+        // \r kept inside a line would run the file's lines together into one row.
+        std::size_t end = text.find_first_of("\r\n", pos);
         if (end == std::string_view::npos)
             end = text.size();
         std::string_view line = text.substr(pos, end - pos);
-        pos = end + 1;
+        pos = end + (text.substr(end).starts_with("\r\n") ? 2 : 1);
         ++line_no;
-        if (!line.empty() && line.back() == '\r')
-            line.remove_suffix(1);
         if (line.find_first_not_of(" \t") == std::string_view::npos)
             continue;
         const std::string where = "read_csv: " + file + ":" + std::to_string(line_no);

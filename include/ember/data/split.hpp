@@ -142,6 +142,11 @@ split_lengths(std::size_t n, std::span<const double> lengths, bool slicing)
     }
     for (std::size_t i = 0; used < n; ++i, ++used)
         ++sizes[i % sizes.size()];
+    // Fractions a little above 1 can floor to more than n (n from about 10^9 on); PyTorch
+    // refuses sizes that do not add up to the dataset's length, and the parts would run past it.
+    if (used > n)
+        throw value_error(std::string(where) + ": the fractions give " + std::to_string(used) +
+                          " samples, the dataset has " + std::to_string(n));
     return sizes;
 }
 #endif // EMBER_DEFINITIONS

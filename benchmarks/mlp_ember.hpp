@@ -86,12 +86,17 @@ public:
     /// The optimizer's update alone, on the gradients that are there.
     void update() { m_optimizer.step(); }
 
-    /// The three layers' weights and gradients, for mlp_products to work on.
+    /// The three layers' weights and gradients, for mlp_products to work on. The biases'
+    /// gradients are made too (zeros), so that update() steps every parameter, as a step does
+    /// (a parameter with no gradient at all is skipped, as PyTorch skips a None grad).
     mlp_weights weights()
     {
         auto& l0 = m_model.template get<0>();
         auto& l1 = m_model.template get<2>();
         auto& l2 = m_model.template get<4>();
+        l0.bias.grad();
+        l1.bias.grad();
+        l2.bias.grad();
         return {{l0.weight.value.data(), l1.weight.value.data(), l2.weight.value.data()},
                 {l0.weight.grad().data(), l1.weight.grad().data(), l2.weight.grad().data()}};
     }

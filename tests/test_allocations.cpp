@@ -214,19 +214,20 @@ void* operator new[](std::size_t n, std::align_val_t al)
 {
     return counted_aligned(n, al, __builtin_return_address(0));
 }
-void operator delete(void* p) noexcept
+// Not inlined, so GCC never pairs free() with an operator new it sees (-Wmismatched-new-delete).
+[[gnu::noinline]] void operator delete(void* p) noexcept
 {
     std::free(p);
 }
-void operator delete[](void* p) noexcept
+[[gnu::noinline]] void operator delete[](void* p) noexcept
 {
     std::free(p);
 }
-void operator delete(void* p, std::size_t) noexcept
+[[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept
 {
     std::free(p);
 }
-void operator delete[](void* p, std::size_t) noexcept
+[[gnu::noinline]] void operator delete[](void* p, std::size_t) noexcept
 {
     std::free(p);
 }

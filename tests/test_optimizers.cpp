@@ -24,6 +24,7 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
+#include <utility>
 
 using namespace ember;
 namespace gold = golden::optimizers;
@@ -395,6 +396,7 @@ BOOST_AUTO_TEST_CASE(a_parameter_resized_after_stepping_is_a_shape_error)
     optim::adam opt(m.parameters());
     run_steps(m, opt, 1);
     m.p0 = nn::parameter<float, 2, test_device>(test::dev(tensor<float, 2>({{1.0f, 2.0f}})));
+    m.p0.grad(); // a gradient of zeros, so that step() does not skip it as a None grad
     const std::string saving = error_of([&] { (void)opt.state_dict(); });
     BOOST_TEST(contains(saving, "adam: state_dict: state[0]: a state tensor has 6 elements, its "
                                 "parameter's shape [1, 2] has 2"),
@@ -454,6 +456,47 @@ BOOST_AUTO_TEST_CASE(a_parameter_no_backward_reached_after_zero_grad_is_stepped_
     }
     const auto zeros = m.grads();
     BOOST_TEST(std::all_of(zeros.begin(), zeros.end(), [](double v) { return v == 0; }));
+}
+
+// A gradient nothing has written is PyTorch's None: torch.optim and clip_grad_norm_ leave such a
+// parameter out, so weight decay does not shrink an unused branch and it gets no state (PyTorch
+// 1.13: AdamW(lr=0.1, weight_decay=0.1) keeps [1, -3] and saves state for the other only).
+BOOST_AUTO_TEST_CASE(a_parameter_no_backward_ever_reached_is_skipped_as_a_none_grad)
+{
+    toy<double> m;
+    optim::adamw opt(m.parameters(), {.lr = 0.1, .weight_decay = 0.1});
+    const auto p1 = test::host(m.p1.value);
+    BOOST_TEST(!m.p0.has_grad());
+    BOOST_TEST(!m.p1.has_grad());
+    for (int step = 0; step < 2; ++step)
+    {
+        opt.zero_grad();
+        const std::array<double, 6> g0{3, 4, 0, 0, 0, 0};
+        test_device::upload(g0.data(), 6, m.p0.grad().data());
+        opt.step();
+    }
+    BOOST_TEST(m.p0.has_grad());
+    BOOST_TEST(!m.p1.has_grad());
+    BOOST_TEST((test::host(m.p1.value) == p1));
+    const auto sd = opt.state_dict();
+    BOOST_TEST(sd.state.size() == 1u);
+    BOOST_TEST(sd.state.count(0) == 1u);
+
+    // The total norm is p0's alone, as PyTorch's over the grads that are not None; and the
+    // clipping leaves p1's gradient unwritten.
+    BOOST_TEST(nn::clip_grad_norm_(opt.param_groups()[0].params, 1.0) == 5.0);
+    BOOST_TEST(!m.p1.has_grad());
+
+    // Reading a gradient through the const grad() does not make one; writing one does, and
+    // zero_grad() does not undo that (PyTorch 1.13 zeroes a gradient, it does not drop it).
+    std::as_const(m.p1).grad();
+    BOOST_TEST(!m.p1.has_grad());
+    m.p1.grad();
+    opt.zero_grad();
+    BOOST_TEST(m.p1.has_grad());
+    opt.step();
+    BOOST_TEST((test::host(m.p1.value) != p1));
+    BOOST_TEST(opt.state_dict().state.count(1) == 1u);
 }
 
 BOOST_AUTO_TEST_CASE(step_allocates_nothing_once_state_exists)

@@ -9,13 +9,14 @@
 /// opt.step();
 /// ```
 ///
-/// As in PyTorch, frozen parameters (requires_grad false, whose grad PyTorch leaves None) are
-/// skipped; the total norm is the norm of the per-parameter norms, each rounded to the grads'
-/// type; and the grads are scaled by min(max_norm / (total_norm + 1e-6), 1) computed in that
-/// type as PyTorch computes it (`(1 / (total_norm + 1e-6)) * max_norm`). Sums accumulate in
-/// double, so a float32 norm may differ from PyTorch's (which sums in float32) in its last bit;
-/// each sum is rounded to the grads' type before its root, so a sum PyTorch's overflows (float
-/// grads whose 2-norm passes 1.8e19) makes the norm infinite as in PyTorch.
+/// As in PyTorch, frozen parameters (requires_grad false, whose grad PyTorch leaves None) and
+/// parameters no backward has reached (has_grad() false: a None grad) are skipped; the total norm
+/// is the norm of the per-parameter norms, each rounded to the grads' type; and the grads are
+/// scaled by min(max_norm / (total_norm + 1e-6), 1) computed in that type as PyTorch computes it
+/// (`(1 / (total_norm + 1e-6)) * max_norm`). Sums accumulate in double, so a float32 norm may
+/// differ from PyTorch's (which sums in float32) in its last bit; each sum is rounded to the grads'
+/// type before its root, so a sum PyTorch's overflows (float grads whose 2-norm passes 1.8e19)
+/// makes the norm infinite as in PyTorch.
 
 #include "ember/core/error.hpp"
 #include "ember/device/kernel.hpp"
@@ -193,7 +194,7 @@ T clip_grad_norm_(const std::vector<param_ref<T, Device>>& params, double max_no
     bool any = false;
     for (const auto& p : params)
     {
-        if (!p.requires_grad())
+        if (!p.requires_grad() || !p.has_grad()) // PyTorch leaves out grads that are None
             continue;
         const std::span<T> g = p.grad();
         any = true;
@@ -233,7 +234,7 @@ T clip_grad_norm_(const std::vector<param_ref<T, Device>>& params, double max_no
     if (coef == T(1))
         return total; // multiplying by 1 changes nothing
     for (const auto& p : params)
-        if (p.requires_grad())
+        if (p.requires_grad() && p.has_grad())
         {
             const std::span<T> g = p.grad();
             detail::scale_grad<Device>(g.data(), g.size(), coef);
@@ -249,7 +250,7 @@ void clip_grad_value_(const std::vector<param_ref<T, Device>>& params, double cl
                           std::to_string(clip_value));
     const T hi = static_cast<T>(clip_value);
     for (const auto& p : params)
-        if (p.requires_grad())
+        if (p.requires_grad() && p.has_grad())
         {
             const std::span<T> g = p.grad();
             detail::clamp_grad<Device>(g.data(), g.size(), T(-hi), hi);

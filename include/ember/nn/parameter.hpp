@@ -24,10 +24,17 @@ namespace ember::nn
 /// of zeros. That saves a pass over every gradient and a read of it per training step (the MLP
 /// step of docs/benchmarks.md, m3r: SGD's step at batch 16 within 1.28× of its products,
 /// interleaved, 1.45× before). grad() fills in the zeros first when it is asked for a marked
-/// gradient, so a parameter that no backward reached (an unused branch) still reads, and is
-/// stepped on, as zeros, as in PyTorch with `zero_grad(set_to_none=False)`. The one difference
-/// a program can see: a pointer into the gradient (`grad().data()`) kept across zero_grad()
-/// still shows the old numbers; ask grad() again after zero_grad().
+/// gradient, so a parameter that a backward reached once and not since zero_grad() reads, and
+/// is stepped on, as zeros, as in PyTorch with `zero_grad(set_to_none=False)`. The one
+/// difference a program can see: a pointer into the gradient (`grad().data()`) kept across
+/// zero_grad() still shows the old numbers; ask grad() again after zero_grad().
+///
+/// A gradient that nothing has written yet (has_grad() false: no backward reached the
+/// parameter, nor did the program take grad() to write to) is PyTorch's `.grad` that is None:
+/// optimizers and clip_grad_norm_ skip the parameter, so an unused branch is not decayed by
+/// weight decay nor given optimizer state. The first backward that reaches it, or a call of
+/// the non-const grad(), makes it a gradient; zero_grad() does not undo that, as in PyTorch
+/// 1.13, whose zero_grad() leaves a None gradient None and zeroes the others.
 template <class T, std::size_t N, class Device = cpu>
 class parameter
 {
@@ -51,9 +58,11 @@ public:
     /// @brief The gradient, zeros after zero_grad() until a backward adds to it. Const or not,
     /// the first call after zero_grad() writes the zeros, so two threads must not make that
     /// call on the same parameter at once (nor read a module's gradients concurrently then).
+    /// This one is for writing: from here on the parameter has a gradient (has_grad()).
     tensor_type& grad()
     {
         settle_grad();
+        m_has_grad = true;
         return m_grad;
     }
     const tensor_type& grad() const
@@ -64,6 +73,9 @@ public:
 
     /// @brief Sets the gradient to zero (lazily: see the class comment).
     void zero_grad() noexcept { m_grad_zeroed = true; }
+    /// @brief False until a backward or the non-const grad() writes the gradient: PyTorch's
+    /// `p.grad is not None`. Optimizers step only parameters that have one.
+    bool has_grad() const noexcept { return m_has_grad; }
 
     /// @brief For a backward that writes every element of the gradient in one go (a product):
     /// the gradient, and whether to add to what it holds (`false` after zero_grad(): overwrite
@@ -71,7 +83,11 @@ public:
     /// the write has succeeded; if it throws first, the gradient stays marked as zeros.
     std::pair<tensor_type&, bool> grad_to_write() noexcept { return {m_grad, !m_grad_zeroed}; }
     /// @brief After the write grad_to_write() was for: the gradient holds what it wrote.
-    void grad_written() noexcept { m_grad_zeroed = false; }
+    void grad_written() noexcept
+    {
+        m_grad_zeroed = false;
+        m_has_grad = true;
+    }
 
     /// @brief The only element of a one-element parameter (PyTorch's `.item()`).
     T item() const
@@ -97,6 +113,7 @@ private:
     // mutable: grad() const fills in the zeros that zero_grad() left pending.
     mutable tensor_type m_grad;
     mutable bool m_grad_zeroed = false;
+    bool m_has_grad = false;
 };
 
 /// @brief Saved, not learned: appears in state_dict, never in parameters().
@@ -150,8 +167,8 @@ public:
     template <std::size_t N>
     explicit param_ref(parameter<T, N, Device>& p) noexcept
         : m_param(&p), m_requires_grad(&p.requires_grad), m_value(&value_of<N, Device>),
-          m_grad(&grad_of<N, Device>), m_zero_grad(&zero_grad_of<N, Device>),
-          m_shape(&shape_of<N, Device>)
+          m_grad(&grad_of<N, Device>), m_has_grad(&has_grad_of<N, Device>),
+          m_zero_grad(&zero_grad_of<N, Device>), m_shape(&shape_of<N, Device>)
     {
     }
 
@@ -159,6 +176,9 @@ public:
     /// @brief The gradient (zeros filled in first if zero_grad() left them pending, hence not
     /// for two threads at once then; see parameter::grad()).
     std::span<T> grad() const { return m_grad(m_param); }
+    /// @brief parameter::has_grad(): whether a gradient was ever written (`grad is not None`).
+    /// Ask it before grad(), which makes one.
+    bool has_grad() const noexcept { return m_has_grad(m_param); }
     /// @brief parameter::zero_grad(): sets the gradient to zero, lazily.
     void zero_grad() const noexcept { m_zero_grad(m_param); }
     std::vector<std::int64_t> shape() const { return m_shape(m_param); }
@@ -186,6 +206,11 @@ private:
         return {g.data(), g.size()};
     }
     template <std::size_t N, class D>
+    static bool has_grad_of(const void* p) noexcept
+    {
+        return static_cast<const parameter<T, N, D>*>(p)->has_grad();
+    }
+    template <std::size_t N, class D>
     static void zero_grad_of(void* p) noexcept
     {
         static_cast<parameter<T, N, D>*>(p)->zero_grad();
@@ -201,6 +226,7 @@ private:
     const bool* m_requires_grad;
     std::span<T> (*m_value)(void*) noexcept;
     std::span<T> (*m_grad)(void*);
+    bool (*m_has_grad)(const void*) noexcept;
     void (*m_zero_grad)(void*) noexcept;
     std::vector<std::int64_t> (*m_shape)(void*);
 };

@@ -826,7 +826,7 @@ void optimizer<Derived, T, Options, State, Device>::step()
         for (std::size_t j = 0; j < group.params.size(); ++j, ++index)
         {
             const nn::param_ref<T, Device>& p = group.params[j];
-            if (!p.requires_grad())
+            if (!p.requires_grad() || !p.has_grad()) // PyTorch skips a grad that is None
                 continue;
             std::span<T> value = p.value();
             std::span<const T> grad = p.grad();

@@ -10,6 +10,7 @@
 #include <ember/nn/module.hpp>
 #include <ember/serialize/file.hpp>
 #include <ember/serialize/module.hpp>
+#include <ember/serialize/pytorch.hpp>
 #include <ember/serialize/safetensors.hpp>
 
 #include <boost/test/unit_test.hpp>
@@ -19,6 +20,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -222,6 +224,54 @@ BOOST_AUTO_TEST_CASE(a_safetensors_file_cut_short_after_opening_is_an_io_error_o
     BOOST_CHECK_THROW((void)f.to_state_dict(), io_error);
 }
 
+BOOST_AUTO_TEST_CASE(pytorch_and_safetensors_own_loaders_of_a_file_cut_short_are_an_io_error)
+{
+    // pytorch::load and safetensors::load map the file themselves (mapped_file), not through
+    // file_bytes; they open and close it through file_ops too, so the file is cut short here
+    // at the same worst moment, after it is mapped and before a byte is read.
+    temp_dir dir;
+    const fs::path pth = dir.path / "model.pth", st = dir.path / "model.safetensors";
+    save(model_with(1.0f).state_dict(), pth);
+    save(model_with(1.0f).state_dict(), st);
+    std::string msg;
+    {
+        truncate_after_mapping cut(pth);
+        msg = message_of<io_error>([&] { (void)pytorch::load<state_dict>(pth); });
+    }
+    BOOST_TEST(contains(msg, pth.string()));
+    BOOST_TEST(contains(msg, lost));
+    {
+        truncate_after_mapping cut(st);
+        msg = message_of<io_error>([&] { (void)safetensors::load(st); });
+    }
+    BOOST_TEST(contains(msg, st.string()));
+    BOOST_TEST(contains(msg, lost));
+}
+
+BOOST_AUTO_TEST_CASE(probe_maps_a_large_file_and_a_file_cut_short_meanwhile_is_an_io_error)
+{
+    // probe() read the whole file into a buffer of its size (a 400 MB copy to say what a
+    // 400 MB file holds); it maps it as load() does, so a cut checks the same way. Where it
+    // was read, the cut came after the read and the probe answered from the copy.
+    temp_dir dir;
+    for (const char* ext : {".ember", ".pth"}) // probes that check every byte
+    {
+        BOOST_TEST_CONTEXT("format " << ext)
+        {
+            const fs::path path = dir.path / (std::string("model") + ext);
+            save(model_with(1.0f).state_dict(), path);
+            BOOST_TEST(probe(path).size == fs::file_size(path));
+            std::string msg;
+            {
+                truncate_after_mapping cut(path);
+                msg = message_of<io_error>([&] { (void)probe(path); });
+            }
+            BOOST_TEST(contains(msg, path.string()));
+            BOOST_TEST(contains(msg, lost));
+        }
+    }
+}
+
 BOOST_AUTO_TEST_CASE(loads_racing_a_program_that_cuts_the_file_in_place_never_crash_or_lie)
 {
     // Another thread cuts the file to half its size and writes the rest back (the same bytes),
@@ -314,6 +364,44 @@ int in_child(Body body)
     ::waitpid(pid, &status, 0);
     return status;
 }
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(many_files_held_open_at_once_are_all_guarded)
+{
+    // A model sharded into many safetensors files is opened as one safe_open per shard, each a
+    // mapping held while the program keeps it. With 64 of them open, the guard had no slot left
+    // for the next: a file cut short under it was a SIGBUS that ended the process.
+    temp_dir dir;
+    const fs::path shard = dir.path / "shard.safetensors", last = dir.path / "last.safetensors";
+    save(model_with(1.0f).state_dict(), shard);
+    save(model_with(2.0f).state_dict(), last);
+    const int status = in_child(
+        [&]
+        {
+            std::vector<std::unique_ptr<safetensors::safe_open>> shards;
+            for (int i = 0; i < 200; ++i)
+                shards.push_back(std::make_unique<safetensors::safe_open>(shard));
+            safetensors::safe_open f(last);
+            if (::truncate(last.c_str(), 4096) != 0)
+                ::_exit(3);
+            try
+            {
+                (void)f.get_tensor("weight");
+            }
+            catch (const io_error& e)
+            {
+                ::_exit(contains(e.what(), lost) ? 0 : 5);
+            }
+            ::_exit(4);
+        });
+    BOOST_TEST_INFO("status " << status);
+    BOOST_TEST(!(WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS), "killed by SIGBUS");
+    BOOST_TEST((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+}
+
+namespace
+{
 
 // A mapping that is not ember's, of a file then cut short: reading its last byte faults.
 void fault_outside_ember(const fs::path& path)

@@ -7,6 +7,8 @@
 
 #include <ember/detail/file_io.hpp>
 #include <ember/serialize/file.hpp>
+#include <ember/serialize/pytorch.hpp>
+#include <ember/serialize/safetensors.hpp>
 
 #include <boost/test/unit_test.hpp>
 
@@ -29,6 +31,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -668,6 +671,160 @@ BOOST_AUTO_TEST_CASE(saving_through_a_symbolic_link_replaces_the_link_not_the_fi
     BOOST_TEST(!fs::is_symlink(link));
     BOOST_TEST((load<state_dict>(link) == crash_test::version_state(2, words)));
     BOOST_TEST((load<state_dict>(real) == crash_test::version_state(1, words)));
+}
+
+BOOST_AUTO_TEST_CASE(a_file_saved_again_keeps_its_permissions)
+{
+    // A save replaces the file by rename, yet leaves what rewriting it in place (torch.save)
+    // would: a checkpoint made private stays private. They were 0644 less the umask after
+    // every save, whatever the file had been.
+    temp_dir dir;
+    auto mode_of = [](const fs::path& p)
+    {
+        struct stat st
+        {
+        };
+        BOOST_REQUIRE(::stat(p.c_str(), &st) == 0);
+        return st.st_mode & 07777;
+    };
+    const mode_t mask = ::umask(0);
+    ::umask(mask);
+    for (const char* name : {"model.ember", "model.pth", "model.safetensors", "model.json"})
+    {
+        BOOST_TEST_CONTEXT(name)
+        {
+            const fs::path target = dir.path / name;
+            save(old_state(), target);
+            BOOST_TEST(mode_of(target) == (0644 & ~mask)); // a new file, as before
+            for (mode_t mode : {0600, 0640, 0444, 0664})
+            {
+                BOOST_REQUIRE(::chmod(target.c_str(), mode) == 0);
+                save(new_state(), target);
+                BOOST_TEST(mode_of(target) == mode);
+            }
+            // (safetensors orders the keys its own way)
+            BOOST_TEST((load<state_dict>(target).at("body") == new_state().at("body")));
+        }
+    }
+    // Saved through a symbolic link, the file that replaces the link has the permissions of
+    // the file it named.
+    const fs::path real = dir.path / "real.ember", link = dir.path / "link.ember";
+    save(old_state(), real);
+    BOOST_REQUIRE(::chmod(real.c_str(), 0600) == 0);
+    fs::create_symlink(real, link);
+    save(new_state(), link);
+    BOOST_TEST(!fs::is_symlink(link));
+    BOOST_TEST(mode_of(link) == 0600u);
+}
+
+BOOST_AUTO_TEST_CASE(a_name_as_long_as_the_folder_allows_is_saved)
+{
+    // The temporary's name is the target's and 7 to 26 bytes more; past the 255 bytes a file
+    // name may have, its copy of the target's name is cut short. A name of 231 bytes or more
+    // could not be saved at all, one of 230 about every other time ("cannot create a
+    // temporary file in '...': File name too long").
+    temp_dir dir;
+    for (std::size_t length : {200u, 229u, 230u, 255u})
+    {
+        BOOST_TEST_CONTEXT("a name of " << length << " bytes")
+        {
+            const std::string name = std::string(length - 6, 'm') + ".ember";
+            const fs::path target = dir.path / name;
+            save(old_state(), target);
+            save(new_state(), target);
+            BOOST_TEST((load<state_dict>(target) == new_state()));
+            BOOST_TEST(entries(dir.path) == std::vector<std::string>{name},
+                       boost::test_tools::per_element());
+            fs::remove(target);
+        }
+    }
+    // Too long for any file: an io_error naming it, and nothing left behind.
+    const fs::path too_long = dir.path / (std::string(250, 'm') + ".ember");
+    const std::string msg = test::message_of<io_error>([&] { save(new_state(), too_long); });
+    BOOST_TEST(contains(msg, too_long.string()));
+    BOOST_TEST(contains(msg, std::strerror(ENAMETOOLONG)));
+    BOOST_TEST(entries(dir.path).empty());
+}
+
+BOOST_AUTO_TEST_CASE(a_temporary_name_cut_short_ends_on_a_whole_utf8_character)
+{
+    // 'é' is two bytes in UTF-8: a cut between them would give the temporary a name that is
+    // not UTF-8, which file systems that insist on it refuse. The temporary is kept here (its
+    // fsync fails, then its removal) to look at its name.
+    temp_dir dir;
+    std::string name;
+    for (int i = 0; i < 124; ++i)
+        name += "\xc3\xa9";
+    name += "x.ember"; // 255 bytes
+    const fs::path target = dir.path / name;
+    {
+        injected inject(failing(op_fsync, 1, EIO));
+        detail::file_ops ops = detail::active_file_ops();
+        ops.unlink = [](const char*) -> int
+        {
+            errno = EIO;
+            return -1;
+        };
+        detail::scoped_file_ops inner(ops);
+        BOOST_CHECK_THROW(save(new_state(), target), io_error);
+    }
+    const auto names = entries(dir.path);
+    BOOST_REQUIRE(names.size() == 1u);
+    const std::string& temp = names[0];
+    BOOST_TEST(temp.size() <= 255u);
+    const std::size_t tmp = temp.rfind(".tmp-");
+    BOOST_REQUIRE(tmp != std::string::npos);
+    const std::string kept = temp.substr(1, tmp - 1);
+    BOOST_TEST(kept.size() < name.size());
+    BOOST_TEST(name.compare(0, kept.size(), kept) == 0);
+    BOOST_TEST((static_cast<unsigned char>(name[kept.size()]) & 0xC0) != 0x80);
+}
+
+BOOST_AUTO_TEST_CASE(loading_a_fifo_is_an_io_error_not_a_wait_for_a_writer)
+{
+    // Opening a FIFO to read waits until a writer opens it: a load of one, by any loader, hung
+    // for good. Refused now as not a regular file, like a device. The loads run in a child
+    // process with an alarm, so that a hang fails this test rather than stopping the suite.
+    temp_dir dir;
+    const fs::path fifo = dir.path / "model.pth";
+    BOOST_REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    const pid_t pid = ::fork();
+    BOOST_REQUIRE(pid >= 0);
+    if (pid == 0)
+    {
+        ::alarm(20);
+        int failures = 0;
+        auto refused = [&](auto&& load_it)
+        {
+            try
+            {
+                load_it();
+            }
+            catch (const io_error& e)
+            {
+                const std::string msg = e.what();
+                if (contains(msg, fifo.string()) && contains(msg, "it is not a regular file"))
+                    return;
+                std::fprintf(stderr, "unexpected message: %s\n", msg.c_str());
+            }
+            catch (...)
+            {
+            }
+            ++failures;
+        };
+        refused([&] { (void)load<state_dict>(fifo); });
+        refused([&] { (void)load<state_dict>(fifo, file_format::ember); });
+        refused([&] { (void)probe(fifo); });
+        refused([&] { (void)pytorch::load<state_dict>(fifo); });
+        refused([&] { (void)safetensors::load(fifo); });
+        refused([&] { (void)safetensors::safe_open(fifo); });
+        ::_exit(failures);
+    }
+    int status = 0;
+    BOOST_REQUIRE(::waitpid(pid, &status, 0) == pid);
+    BOOST_TEST_INFO("status " << status);
+    BOOST_TEST(!(WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM), "a load waited for a writer");
+    BOOST_TEST((WIFEXITED(status) && WEXITSTATUS(status) == 0));
 }
 
 BOOST_AUTO_TEST_CASE(a_temporary_that_cannot_be_created_is_an_io_error_naming_the_folder)

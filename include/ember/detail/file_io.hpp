@@ -39,6 +39,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -337,6 +338,32 @@ private:
     int m_fd = -1;
 };
 
+/// A lock on a save's temporary file, held from its creation until the save is over (committed
+/// or removed). checkpoint_manager::remove_temporaries passes over a temporary that is locked,
+/// so a second writer in the folder (another manager, another process) removes only those whose
+/// save is gone (the kernel drops a lock with the process that held it); it once removed the
+/// temporary of a save in progress, which then failed at its rename. On a descriptor of its own:
+/// the written one is closed before the rename. Not through file_ops, and best effort: where no
+/// lock can be had, the save goes on without.
+class temporary_lock
+{
+public:
+    explicit temporary_lock(const std::filesystem::path& temp) noexcept;
+    ~temporary_lock()
+    {
+        if (m_fd >= 0)
+            ::close(m_fd);
+    }
+    temporary_lock(const temporary_lock&) = delete;
+    temporary_lock& operator=(const temporary_lock&) = delete;
+
+    /// Whether a save in progress holds the temporary file `temp` locked.
+    static bool held(const std::filesystem::path& temp) noexcept;
+
+private:
+    int m_fd = -1;
+};
+
 /// A random number for a temporary file's name: getrandom(2), or where that fails (a seccomp
 /// filter, an old kernel) the clock's nanoseconds mixed with the process id and a counter.
 /// O_EXCL catches a clash either way. (Not std::random_device, which throws a std exception
@@ -355,6 +382,12 @@ inline std::uint64_t temporary_name_number() noexcept
            (counter.fetch_add(1, std::memory_order_relaxed) * 0x9E3779B97F4A7C15u);
 }
 
+/// The name of the temporary file that saving to a file named `name` writes first:
+/// "." + name + ".tmp-" + number. Where that would be longer than a file name may be (255 bytes
+/// on Linux's file systems) the copy of `name` is cut short, at the start of a UTF-8 character,
+/// so that every name the target may have can be saved; O_EXCL still keeps writers apart.
+std::string temporary_name(const std::string& name, std::uint64_t number);
+
 /// Writes a file of `total` bytes, produced by `produce(atomic_file_writer&)`, to `path`
 /// atomically and durably, or throws and leaves `path` as it was (see the file comment for a
 /// failure after the rename). Whatever `produce` throws removes the temporary and propagates.
@@ -370,7 +403,8 @@ void atomic_write(const std::filesystem::path& path, std::span<const std::byte> 
 std::vector<std::byte> read_file(const std::filesystem::path& path);
 
 /// Opens `path` read-only through file_ops and sets `size`; throws io_error unless it is a
-/// regular file. The caller closes the descriptor (file_ops.close).
+/// regular file (a FIFO is refused, not waited on). The caller closes the descriptor
+/// (file_ops.close).
 int open_regular_file(const std::filesystem::path& path, std::size_t& size);
 
 /// Reads exactly `out.size()` bytes from `fd` through file_ops.read, continuing short and
@@ -706,6 +740,44 @@ inline bool replaced_file::wait_for_releases(int limit_ms) noexcept
     return true;
 }
 
+inline temporary_lock::temporary_lock(const std::filesystem::path& temp) noexcept
+    : m_fd(::open(temp.c_str(), O_RDONLY | O_CLOEXEC))
+{
+    if (m_fd >= 0 && ::flock(m_fd, LOCK_EX | LOCK_NB) != 0)
+    {
+        ::close(m_fd);
+        m_fd = -1;
+    }
+}
+
+inline bool temporary_lock::held(const std::filesystem::path& temp) noexcept
+{
+    // A shared lock is refused while the writer holds its exclusive one. A temporary that cannot
+    // be opened (its mode, copied from the file it replaces, forbids reading) counts as free.
+    const int fd = ::open(temp.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+    if (fd < 0)
+        return false;
+    const bool locked = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    ::close(fd);
+    return locked;
+}
+
+inline std::string temporary_name(const std::string& name, std::uint64_t number)
+{
+    constexpr std::size_t name_max = 255;
+    const std::string suffix = ".tmp-" + std::to_string(number);
+    std::size_t keep = name.size();
+    if (1 + keep + suffix.size() > name_max)
+    {
+        keep = name_max - 1 - suffix.size();
+        // Not between the bytes of one character: a name that is not UTF-8 is refused where a
+        // file system insists on it (and shows as garbage in listings).
+        while (keep > 0 && (static_cast<unsigned char>(name[keep]) & 0xC0) == 0x80)
+            --keep;
+    }
+    return '.' + name.substr(0, keep) + suffix;
+}
+
 template <class Produce>
 void atomic_write_with(const std::filesystem::path& path, std::size_t total, Produce&& produce)
 {
@@ -714,13 +786,23 @@ void atomic_write_with(const std::filesystem::path& path, std::size_t total, Pro
     const fs::path folder = path.has_parent_path() ? path.parent_path() : fs::path(".");
     const std::string target = path.string();
 
+    // The new file gets the permissions of the one it replaces (of the file a symbolic link at
+    // the path names), as rewriting it in place (torch.save) would leave them: a checkpoint
+    // made private must not become readable by all at its next save. A new one: 0644 less the
+    // umask.
+    struct stat replaced_stat
+    {
+    };
+    const bool keep_mode =
+        ::stat(path.c_str(), &replaced_stat) == 0 && S_ISREG(replaced_stat.st_mode);
+
     // A random suffix keeps concurrent writers apart; O_EXCL makes a clash fail, not share.
-    const std::string temp_stem = '.' + path.filename().string() + ".tmp-";
+    const std::string name = path.filename().string();
     int fd = -1;
     fs::path temp;
     for (int attempt = 0; attempt < 16 && fd < 0; ++attempt)
     {
-        temp = folder / (temp_stem + std::to_string(temporary_name_number()));
+        temp = folder / temporary_name(name, temporary_name_number());
         fd = ops.open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
         if (fd < 0 && errno != EEXIST)
         {
@@ -731,6 +813,12 @@ void atomic_write_with(const std::filesystem::path& path, std::size_t total, Pro
     }
     if (fd < 0)
         throw io_error("cannot save '" + target + "': no free temporary file name");
+    // Until the function returns: after the rename, or after clean_up removed the temporary.
+    const temporary_lock lock(temp);
+    // Before a byte is written. Exactly these bits, not less the umask, as a file rewritten in
+    // place keeps them. A file system without permissions (FAT) refuses: it has none to keep.
+    if (keep_mode)
+        (void)::fchmod(fd, replaced_stat.st_mode & 0777);
 
     // Removes the temporary (closing it first if still open); the error of the failed step is
     // the one reported, whatever the clean-up meets.
@@ -838,7 +926,12 @@ inline int open_regular_file(const std::filesystem::path& path, std::size_t& siz
 {
     const file_ops& ops = active_file_ops();
     const std::string name = path.string();
-    const int fd = ops.open(path.c_str(), O_RDONLY | O_CLOEXEC, 0);
+    // O_NONBLOCK: opening a FIFO to read waits until something opens it to write, for good if
+    // nothing does; without the wait it is refused below, as not a regular file. EWOULDBLOCK
+    // (a lease another program holds on a regular file) is waited for, as without the flag.
+    int fd = ops.open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0);
+    if (fd < 0 && errno == EWOULDBLOCK)
+        fd = ops.open(path.c_str(), O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0)
     {
         const int err = errno;
@@ -847,15 +940,21 @@ inline int open_regular_file(const std::filesystem::path& path, std::size_t& siz
     struct stat st
     {
     };
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+    const bool got = ::fstat(fd, &st) == 0;
+    if (!got || !S_ISREG(st.st_mode))
     {
         const int err = errno;
         ops.close(fd);
         throw io_error("cannot read '" + name + "': " +
-                       (S_ISDIR(st.st_mode)   ? std::string("it is a folder")
-                        : S_ISREG(st.st_mode) ? errno_text(err)
+                       (!got                  ? errno_text(err)
+                        : S_ISDIR(st.st_mode) ? std::string("it is a folder")
                                               : std::string("it is not a regular file")));
     }
+    // The flag off again for the reads: local file systems ignore it for a regular file, but a
+    // network or FUSE one may pass it on. Should that fail, reads are as they were with it.
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags >= 0 && (flags & O_NONBLOCK) != 0)
+        (void)::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
     size = static_cast<std::size_t>(st.st_size);
     return fd;
 }

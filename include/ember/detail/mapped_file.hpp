@@ -49,6 +49,7 @@ class mapped_file
 {
 public:
     mapped_file() = default;
+    /// Opens (through file_ops, as open_regular_file does), maps and closes `path`.
     explicit mapped_file(const std::filesystem::path& path);
     /// Maps the first `size` bytes of the open file `fd` (left open). Pages fault in as they
     /// are read: MAP_POPULATE, which maps them all in the call, made a 400 MB load 2-4 ms
@@ -192,7 +193,12 @@ struct slot
     std::atomic<bool> lost{false};
 };
 
-inline constexpr std::size_t slot_count = 64;
+// As many mappings as a program may hold at once and still have guarded: a model sharded into
+// files of a few GB is opened as one safetensors::safe_open per shard, each a mapping held for
+// as long as the program keeps it, and a big one has well over the 64 there once were (the 65th
+// mapping then went unguarded, and a file cut short under it killed the process). The handler
+// walks them all on a fault: 1024 slots (32 KiB) take about a microsecond.
+inline constexpr std::size_t slot_count = 1024;
 
 struct registry
 {
@@ -352,39 +358,25 @@ inline bool lost_pages(int i) noexcept
 
 inline mapped_file::mapped_file(const std::filesystem::path& path)
 {
+    // Opened as file_bytes opens a file (open_regular_file, through file_ops): a FIFO is refused
+    // rather than waited on for good, and a file that is not regular is named as such (its
+    // message once ended in a stale errno).
+    const file_ops& ops = active_file_ops();
     const std::string name = path.string();
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        throw io_error("cannot open '" + name + "': " + errno_text(errno));
-    struct stat st
-    {
-    };
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
-    {
-        int err = errno;
-        ::close(fd);
-        throw io_error("cannot read '" + name + "': " +
-                       (S_ISDIR(st.st_mode)
-                            ? std::string("it is a folder")
-                            : std::string("not a regular file: ") + errno_text(err)));
-    }
-    const auto size = static_cast<std::size_t>(st.st_size);
-    if (size == 0)
-    {
-        // mmap refuses a zero length; an empty span is the whole file.
-        ::close(fd);
-        return;
-    }
+    std::size_t size = 0;
+    const int fd = open_regular_file(path, size);
     try
     {
-        *this = mapped_file(fd, size, name);
+        // mmap refuses a zero length; an empty span is the whole file.
+        if (size != 0)
+            *this = mapped_file(fd, size, name);
     }
     catch (...)
     {
-        ::close(fd);
+        ops.close(fd);
         throw;
     }
-    ::close(fd);
+    ops.close(fd);
 }
 
 inline mapped_file::mapped_file(int fd, std::size_t size, const std::string& name)

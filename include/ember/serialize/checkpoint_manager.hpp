@@ -12,19 +12,22 @@
 /// ```
 ///
 /// Files are named `<prefix><number><extension>`, the number (global step or epoch) zero-padded
-/// to six digits, so they also sort by name. save() writes the new file crash-safely before it
-/// prunes old ones, so a crash at any moment leaves at least the checkpoints that were there.
-/// latest() and load_latest() walk from the highest number down and take the first file that
+/// to six digits, so they also sort by name up to 999999. save() writes the new file crash-safely
+/// before it prunes old ones, so a crash at any moment leaves at least the checkpoints that were
+/// there. latest() and load_latest() walk from the highest number down and take the first file that
 /// loads completely (header, checksums, every tensor), passing over corrupt and truncated files
 /// and never looking at the temporaries an interrupted save leaves (`.ckpt-000123.ember.tmp-*`);
-/// load_latest() and save() delete those, so a folder has one writer at a time: a second
-/// process saving into it could lose its temporary (its save then fails; nothing is lost).
+/// load_latest() and save() delete those whose save is over (a save in progress holds its
+/// temporary locked, detail::temporary_lock), so managers in several processes may save into
+/// one folder; each prunes what all of them wrote to its keep_last.
 
 #include "ember/core/error.hpp"
+#include "ember/detail/file_io.hpp"
 #include "ember/serialize/checkpoint.hpp"
 #include "ember/serialize/file.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -139,11 +142,12 @@ inline bool checkpoint_manager::parse_number(const std::string& name, std::int64
     if (name.size() <= pre.size() + ext.size() || !name.starts_with(pre) || !name.ends_with(ext))
         return false;
     const std::string digits = name.substr(pre.size(), name.size() - pre.size() - ext.size());
-    if (digits.size() > 18 ||
-        !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    if (!std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
         return false;
-    number = std::stoll(digits);
-    return true;
+    // Every number path_for takes, up to the largest int64 (19 digits): a file save() wrote
+    // must be found again. A number beyond it is no checkpoint's (from_chars: no exception).
+    const auto [end, err] = std::from_chars(digits.data(), digits.data() + digits.size(), number);
+    return err == std::errc() && end == digits.data() + digits.size();
 }
 
 inline std::vector<checkpoint_manager::entry> checkpoint_manager::entries() const
@@ -174,7 +178,9 @@ inline std::vector<std::filesystem::path> checkpoint_manager::checkpoints() cons
 
 inline std::size_t checkpoint_manager::remove_temporaries() const
 {
-    // detail::atomic_write names its temporaries "." + target name + ".tmp-" + digits.
+    // detail::atomic_write names its temporaries "." + target name + ".tmp-" + digits
+    // (detail::temporary_name; it cuts the name short only past 229 bytes, which a checkpoint's
+    // reaches only with a prefix of some 200 bytes: those temporaries are not recognised here).
     std::size_t removed = 0;
     std::error_code ec;
     std::vector<std::filesystem::path> stale;
@@ -183,8 +189,11 @@ inline std::size_t checkpoint_manager::remove_temporaries() const
         const std::string name = item.path().filename().string();
         const auto tmp = name.rfind(".tmp-");
         std::int64_t number = 0;
+        // One whose save is still going on (another manager's, another process's) is locked
+        // by its writer (detail::temporary_lock), and left alone.
         if (name.starts_with(".") && tmp != std::string::npos &&
-            parse_number(name.substr(1, tmp - 1), number))
+            parse_number(name.substr(1, tmp - 1), number) &&
+            !detail::temporary_lock::held(item.path()))
             stale.push_back(item.path());
     }
     for (const auto& p : stale)

@@ -1100,16 +1100,23 @@ T load(const std::filesystem::path& path, file_format format)
                                { return detail::decode<T>(file.bytes(), format, path.string()); });
 }
 
+// Mapped as a load maps it (file_bytes), not read into a buffer: a probe of a 400 MB file held
+// a 400 MB copy of it (for `ember inspect`, on top of the load's own mapping), and a file cut
+// short while it is probed is an io_error, as in a load.
 EMBER_PRECOMPILED_INLINE file_info probe(const std::filesystem::path& path)
 {
-    const std::vector<std::byte> bytes = detail::read_file(path);
-    return detail::probe_bytes(bytes, detail::detect_format(bytes, path), path.string());
+    const detail::file_bytes file(path);
+    const std::span<const std::byte> bytes = file.bytes();
+    return file.decode_checked(
+        path.string(), [&]
+        { return detail::probe_bytes(bytes, detail::detect_format(bytes, path), path.string()); });
 }
 
 EMBER_PRECOMPILED_INLINE file_info probe(const std::filesystem::path& path, file_format format)
 {
-    const std::vector<std::byte> bytes = detail::read_file(path);
-    return detail::probe_bytes(bytes, format, path.string());
+    const detail::file_bytes file(path);
+    return file.decode_checked(
+        path.string(), [&] { return detail::probe_bytes(file.bytes(), format, path.string()); });
 }
 
 } // namespace ember

@@ -409,6 +409,29 @@ BOOST_AUTO_TEST_CASE(read_csv_takes_a_lone_carriage_return_for_a_line_end)
                           has("r.csv:3: 1 fields, expected 2 (as in the header on line 1)"));
 }
 
+BOOST_AUTO_TEST_CASE(read_csv_errors_quote_a_bad_field_short_and_printable)
+{
+    // A NUL inside a field cut the message short where it is printed as a C string, and a bad
+    // field of a megabyte became a message of a megabyte.
+    temp_dir dir;
+    const auto nul = dir.write("nul.csv", std::string("x\n1\0\x01"
+                                                      "2\n",
+                                                      7));
+    BOOST_CHECK_EXCEPTION(data::read_csv<float>(nul), format_error,
+                          has("nul.csv:2: column 'x' (index 0): cannot read \"1\\x00\\x012\" as "
+                              "a number"));
+    const auto long_field = dir.write("long.csv", "x\n" + std::string(1 << 20, 'z') + "\n");
+    BOOST_CHECK_EXCEPTION(data::read_csv<float>(long_field), format_error,
+                          [](const format_error& e)
+                          {
+                              const std::string what = e.what();
+                              return what.size() < 300 &&
+                                     what.find("\"" + std::string(64, 'z') +
+                                               "\"... (1048576 bytes) as a number") !=
+                                         std::string::npos;
+                          });
+}
+
 BOOST_AUTO_TEST_CASE(split_columns_gives_features_and_targets_for_a_tensor_dataset)
 {
     temp_dir dir;

@@ -263,6 +263,28 @@ inline bool decimal_is_tiny(std::string_view text)
     return x < -power;
 }
 
+/// @brief A field as an error message quotes it: in double quotes, a control byte as \xNN (a
+/// NUL would cut the message short where it is printed as a C string), and past 64 bytes cut
+/// off with the field's length (a bad field of megabytes must not become the message).
+inline std::string quoted_field(std::string_view text)
+{
+    constexpr std::size_t shown = 64;
+    constexpr char hex[] = "0123456789abcdef";
+    std::string out = "\"";
+    for (const char c : text.substr(0, shown))
+    {
+        const auto u = static_cast<unsigned char>(c);
+        if (u < 0x20 || u == 0x7f)
+            out += {'\\', 'x', hex[u >> 4], hex[u & 15]};
+        else
+            out += c;
+    }
+    out += '"';
+    if (text.size() > shown)
+        out += "... (" + std::to_string(text.size()) + " bytes)";
+    return out;
+}
+
 /// @brief Parses one field as T; returns an empty string, or what is wrong.
 template <class T>
 std::string parse_number(std::string_view text, T& out)
@@ -286,26 +308,22 @@ std::string parse_number(std::string_view text, T& out)
             return {};
         }
         if (ec == std::errc::result_out_of_range)
-            return "\"" + std::string(text) + "\" is out of range for " +
-                   std::string(csv_type_name<T>());
+            return quoted_field(text) + " is out of range for " + std::string(csv_type_name<T>());
         if (ec != std::errc{} || ptr != last)
-            return "cannot read \"" + std::string(text) + "\" as a number";
+            return "cannot read " + quoted_field(text) + " as a number";
         // Out of T's range is what rounds to infinity in T: float32's largest value, which numpy
         // prints 3.4028235e+38, is above it as a double but rounds to it.
         if (std::isfinite(v) && std::isinf(static_cast<T>(v)))
-            return "\"" + std::string(text) + "\" is out of range for " +
-                   std::string(csv_type_name<T>());
+            return quoted_field(text) + " is out of range for " + std::string(csv_type_name<T>());
         out = static_cast<T>(v);
     }
     else
     {
         auto [ptr, ec] = std::from_chars(first, last, out);
         if (ec == std::errc::result_out_of_range)
-            return "\"" + std::string(text) + "\" is out of range for " +
-                   std::string(csv_type_name<T>());
+            return quoted_field(text) + " is out of range for " + std::string(csv_type_name<T>());
         if (ec != std::errc{} || ptr != last)
-            return "cannot read \"" + std::string(text) + "\" as " +
-                   std::string(csv_type_name<T>());
+            return "cannot read " + quoted_field(text) + " as " + std::string(csv_type_name<T>());
     }
     return {};
 }

@@ -5,6 +5,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace ember
 {
@@ -64,5 +65,30 @@ class device_error : public error
 public:
     using error::error;
 };
+
+namespace detail
+{
+/// @brief `text` as an error message quotes it: between two `quote`s, a control byte as \xNN
+/// (a NUL would cut the message short where it is printed as a C string), and past `shown`
+/// bytes cut off with the text's length (a bad field of megabytes must not become the message).
+inline std::string quoted(std::string_view text, char quote,
+                          std::size_t shown = std::string_view::npos)
+{
+    constexpr char hex[] = "0123456789abcdef";
+    std::string out(1, quote);
+    for (const char c : text.substr(0, shown))
+    {
+        const auto u = static_cast<unsigned char>(c);
+        if (u < 0x20 || u == 0x7f)
+            out += {'\\', 'x', hex[u >> 4], hex[u & 15]};
+        else
+            out += c;
+    }
+    out += quote;
+    if (text.size() > shown)
+        out += "... (" + std::to_string(text.size()) + " bytes)";
+    return out;
+}
+} // namespace detail
 
 } // namespace ember

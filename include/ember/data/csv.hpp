@@ -263,26 +263,10 @@ inline bool decimal_is_tiny(std::string_view text)
     return x < -power;
 }
 
-/// @brief A field as an error message quotes it: in double quotes, a control byte as \xNN (a
-/// NUL would cut the message short where it is printed as a C string), and past 64 bytes cut
-/// off with the field's length (a bad field of megabytes must not become the message).
+/// @brief A field as an error message quotes it: at most 64 bytes, control bytes escaped.
 inline std::string quoted_field(std::string_view text)
 {
-    constexpr std::size_t shown = 64;
-    constexpr char hex[] = "0123456789abcdef";
-    std::string out = "\"";
-    for (const char c : text.substr(0, shown))
-    {
-        const auto u = static_cast<unsigned char>(c);
-        if (u < 0x20 || u == 0x7f)
-            out += {'\\', 'x', hex[u >> 4], hex[u & 15]};
-        else
-            out += c;
-    }
-    out += '"';
-    if (text.size() > shown)
-        out += "... (" + std::to_string(text.size()) + " bytes)";
-    return out;
+    return ember::detail::quoted(text, '"', 64);
 }
 
 /// @brief Parses one field as T; returns an empty string, or what is wrong.

@@ -245,19 +245,7 @@ inline bool add_overflows(std::uint64_t a, std::uint64_t b, std::uint64_t& sum) 
 
 inline std::string quote_name(std::string_view name)
 {
-    std::string s = "'";
-    for (char c : name)
-    {
-        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f)
-        {
-            char buf[8];
-            std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned char>(c));
-            s += buf;
-        }
-        else
-            s += c;
-    }
-    return s + "'";
+    return ember::detail::quoted(name, '\'');
 }
 
 } // namespace detail

@@ -40,29 +40,39 @@ def elementwise_cases():
     logits[2, 1] = -30.0
 
     pos_weight = torch.tensor([2.0, 0.5, 1.25])
+    weight = torch.tensor([0.75, 1.5, 0.25])  # one per class (column)
     return [
-        # name, fn(input, target, reduction), input, target, param, pos_weight
-        ("mse", lambda a, b, r: F.mse_loss(a, b, reduction=r), x, y, 0.0, None),
-        ("l1", lambda a, b, r: F.l1_loss(a, b, reduction=r), x, y, 0.0, None),
+        # name, fn(input, target, reduction), input, target, param, pos_weight, weight
+        ("mse", lambda a, b, r: F.mse_loss(a, b, reduction=r), x, y, 0.0, None, None),
+        ("l1", lambda a, b, r: F.l1_loss(a, b, reduction=r), x, y, 0.0, None, None),
         ("huber_delta_1", lambda a, b, r: F.huber_loss(a, b, reduction=r, delta=1.0), x, y, 1.0,
-         None),
+         None, None),
         ("huber_delta_half", lambda a, b, r: F.huber_loss(a, b, reduction=r, delta=0.5), x, y,
-         0.5, None),
+         0.5, None, None),
         ("smooth_l1_beta_1",
-         lambda a, b, r: F.smooth_l1_loss(a, b, reduction=r, beta=1.0), x, y, 1.0, None),
-        ("smooth_l1_beta_half",
-         lambda a, b, r: F.smooth_l1_loss(a, b, reduction=r, beta=0.5), x, y, 0.5, None),
-        ("smooth_l1_beta_0",
-         lambda a, b, r: F.smooth_l1_loss(a, b, reduction=r, beta=0.0), x, y, 0.0, None),
-        ("bce", lambda a, b, r: F.binary_cross_entropy(a, b, reduction=r), prob, soft, 0.0,
+         lambda a, b, r: F.smooth_l1_loss(a, b, reduction=r, beta=1.0), x, y, 1.0, None,
          None),
+        ("smooth_l1_beta_half",
+         lambda a, b, r: F.smooth_l1_loss(a, b, reduction=r, beta=0.5), x, y, 0.5, None,
+         None),
+        ("smooth_l1_beta_0",
+         lambda a, b, r: F.smooth_l1_loss(a, b, reduction=r, beta=0.0), x, y, 0.0, None, None),
+        ("bce", lambda a, b, r: F.binary_cross_entropy(a, b, reduction=r), prob, soft, 0.0,
+         None, None),
+        ("bce_weight",
+         lambda a, b, r: F.binary_cross_entropy(a, b, reduction=r, weight=weight.to(a.dtype)),
+         prob, soft, 0.0, None, weight),
         ("bce_with_logits",
          lambda a, b, r: F.binary_cross_entropy_with_logits(a, b, reduction=r), logits, soft,
-         0.0, None),
+         0.0, None, None),
         ("bce_with_logits_pos_weight",
          lambda a, b, r: F.binary_cross_entropy_with_logits(
              a, b, reduction=r, pos_weight=pos_weight.to(a.dtype)),
-         logits, soft, 0.0, pos_weight),
+         logits, soft, 0.0, pos_weight, None),
+        ("bce_with_logits_weight",
+         lambda a, b, r: F.binary_cross_entropy_with_logits(
+             a, b, reduction=r, weight=weight.to(a.dtype), pos_weight=pos_weight.to(a.dtype)),
+         logits, soft, 0.0, pos_weight, weight),
     ]
 
 
@@ -74,21 +84,32 @@ def class_cases():
     ignored = torch.tensor([0, -100, 1, 2, -100, 3])
     with_two = torch.tensor([2, 3, 2, 0, 1, 2])  # class 2 is ignore_index in some cases
 
-    def ce(ignore_index, smoothing):
-        return lambda a, t, r: F.cross_entropy(a, t, reduction=r, ignore_index=ignore_index,
+    weight = torch.tensor([0.5, 2.0, 1.25, 0.75])  # class weights
+
+    def cast(w, a):
+        return None if w is None else w.to(a.dtype)
+
+    def ce(ignore_index, smoothing, w=None):
+        return lambda a, t, r: F.cross_entropy(a, t, weight=cast(w, a), reduction=r,
+                                               ignore_index=ignore_index,
                                                label_smoothing=smoothing)
 
-    def nll(ignore_index):
-        return lambda a, t, r: F.nll_loss(a, t, reduction=r, ignore_index=ignore_index)
+    def nll(ignore_index, w=None):
+        return lambda a, t, r: F.nll_loss(a, t, weight=cast(w, a), reduction=r,
+                                          ignore_index=ignore_index)
 
     return [
-        # name, fn, input, classes, param (label_smoothing), ignore_index
-        ("cross_entropy", ce(-100, 0.0), logits, valid, 0.0, -100),
-        ("cross_entropy_ignore", ce(-100, 0.0), logits, ignored, 0.0, -100),
-        ("cross_entropy_smoothing", ce(-100, 0.1), logits, ignored, 0.1, -100),
-        ("cross_entropy_ignore_2_smoothing", ce(2, 0.25), logits, with_two, 0.25, 2),
-        ("nll", nll(-100), log_probs, valid, 0.0, -100),
-        ("nll_ignore_2", nll(2), log_probs, with_two, 0.0, 2),
+        # name, fn, input, classes, param (label_smoothing), ignore_index, weight
+        ("cross_entropy", ce(-100, 0.0), logits, valid, 0.0, -100, None),
+        ("cross_entropy_ignore", ce(-100, 0.0), logits, ignored, 0.0, -100, None),
+        ("cross_entropy_smoothing", ce(-100, 0.1), logits, ignored, 0.1, -100, None),
+        ("cross_entropy_ignore_2_smoothing", ce(2, 0.25), logits, with_two, 0.25, 2, None),
+        ("cross_entropy_weight", ce(-100, 0.0, weight), logits, ignored, 0.0, -100, weight),
+        ("cross_entropy_weight_ignore_2_smoothing", ce(2, 0.25, weight), logits, with_two, 0.25,
+         2, weight),
+        ("nll", nll(-100), log_probs, valid, 0.0, -100, None),
+        ("nll_ignore_2", nll(2), log_probs, with_two, 0.0, 2, None),
+        ("nll_weight", nll(-100, weight), log_probs, ignored, 0.0, -100, weight),
     ]
 
 
@@ -128,7 +149,7 @@ def ref(name):
     return f"data::{name}" if name else "{}"
 
 
-def emit_case(name, fn, x, target, param, ignore_index, pos_weight, upstream):
+def emit_case(name, fn, x, target, param, ignore_index, pos_weight, weight, upstream):
     """The case's arrays (in namespace data) and its loss_case, as C++ text."""
     data = ""
     names = {}
@@ -139,7 +160,7 @@ def emit_case(name, fn, x, target, param, ignore_index, pos_weight, upstream):
         data += text
 
     add("input", x.flatten().tolist())
-    names["target"] = names["classes"] = names["pos_weight"] = None
+    names["target"] = names["classes"] = names["pos_weight"] = names["weight"] = None
     if target.is_floating_point():
         add("target", target.flatten().tolist())
     else:
@@ -147,6 +168,8 @@ def emit_case(name, fn, x, target, param, ignore_index, pos_weight, upstream):
     add("upstream", upstream.flatten().tolist())
     if pos_weight is not None:
         add("pos_weight", pos_weight.tolist())
+    if weight is not None:
+        add("weight", weight.tolist())
     expect = []
     for dtype, tag in ((torch.float32, "f32"), (torch.float64, "f64")):
         res = results(fn, x, target, upstream, dtype)
@@ -161,7 +184,8 @@ def emit_case(name, fn, x, target, param, ignore_index, pos_weight, upstream):
     case = (f"inline constexpr loss_case {name}{{\n"
             f"    {rows}, {cols}, {ref(names['input'])}, {ref(names['target'])}, "
             f"{ref(names['classes'])},\n"
-            f"    {ref(names['upstream'])}, {param!r}, {ignore_index}, {ref(names['pos_weight'])},\n"
+            f"    {ref(names['upstream'])}, {param!r}, {ignore_index}, {ref(names['pos_weight'])}, "
+            f"{ref(names['weight'])},\n"
             f"    {expect[0]},\n    {expect[1]}}};\n")
     return data, case
 
@@ -169,10 +193,11 @@ def emit_case(name, fn, x, target, param, ignore_index, pos_weight, upstream):
 def main():
     g = torch.Generator().manual_seed(3)
     parts = []
-    for name, fn, x, y, param, pw in elementwise_cases():
-        parts.append(emit_case(name, fn, x, y, param, -100, pw, torch.randn(x.shape, generator=g)))
-    for name, fn, x, t, param, ignore in class_cases():
-        parts.append(emit_case(name, fn, x, t, param, ignore, None,
+    for name, fn, x, y, param, pw, w in elementwise_cases():
+        parts.append(emit_case(name, fn, x, y, param, -100, pw, w,
+                               torch.randn(x.shape, generator=g)))
+    for name, fn, x, t, param, ignore, w in class_cases():
+        parts.append(emit_case(name, fn, x, t, param, ignore, None, w,
                                torch.randn(t.shape, generator=g)))
     data = "".join(d for d, _ in parts)
     cases = "\n".join(c for _, c in parts)
@@ -206,7 +231,8 @@ struct loss_case
     std::span<const double> upstream;      // grad_output for reduction 'none'
     double param;                          // delta, beta or label_smoothing
     std::int64_t ignore_index;
-    std::span<const double> pos_weight;
+    std::span<const double> pos_weight;   // bce_with_logits_loss's pos_weight, one per column
+    std::span<const double> weight;       // weight: one per column, or per class
     expected f32, f64;
 }};
 

@@ -138,6 +138,12 @@ void check_all_golden()
         check_golden<T>(*c,
                         [c](R r) { return nn::smooth_l1_loss<T, 2, D>(r, {.beta = c->param}); });
     check_golden<T>(gl::bce, [](R r) { return nn::bce_loss<T, 2, D>(r); });
+    check_golden<T>(gl::bce_weight,
+                    [](R r)
+                    {
+                        const auto& w = gl::bce_weight.weight;
+                        return nn::bce_loss<T, 2, D>(r, {.weight = from<T, 1>(w, {w.size()})});
+                    });
     check_golden<T>(gl::bce_with_logits, [](R r) { return nn::bce_with_logits_loss<T, 2, D>(r); });
     check_golden<T>(gl::bce_with_logits_pos_weight,
                     [](R r)
@@ -146,18 +152,35 @@ void check_all_golden()
                         return nn::bce_with_logits_loss<T, 2, D>(
                             r, {.pos_weight = from<T, 1>(pw, {pw.size()})});
                     });
+    check_golden<T>(gl::bce_with_logits_weight,
+                    [](R r)
+                    {
+                        const gl::loss_case& c = gl::bce_with_logits_weight;
+                        return nn::bce_with_logits_loss<T, 2, D>(
+                            r, {.weight = from<T, 1>(c.weight, {c.weight.size()}),
+                                .pos_weight = from<T, 1>(c.pos_weight, {c.pos_weight.size()})});
+                    });
+    // Cases without class weights have an empty weight span: the loss gets none.
     for (const gl::loss_case* c :
          {&gl::cross_entropy, &gl::cross_entropy_ignore, &gl::cross_entropy_smoothing,
-          &gl::cross_entropy_ignore_2_smoothing})
+          &gl::cross_entropy_ignore_2_smoothing, &gl::cross_entropy_weight,
+          &gl::cross_entropy_weight_ignore_2_smoothing})
         check_golden<T>(*c,
                         [c](R r)
                         {
                             return nn::cross_entropy_loss<T, D>(
-                                r, {.ignore_index = c->ignore_index, .label_smoothing = c->param});
+                                r, {.weight = from<T, 1>(c->weight, {c->weight.size()}),
+                                    .ignore_index = c->ignore_index,
+                                    .label_smoothing = c->param});
                         });
-    for (const gl::loss_case* c : {&gl::nll, &gl::nll_ignore_2})
-        check_golden<T>(*c, [c](R r)
-                        { return nn::nll_loss<T, D>(r, {.ignore_index = c->ignore_index}); });
+    for (const gl::loss_case* c : {&gl::nll, &gl::nll_ignore_2, &gl::nll_weight})
+        check_golden<T>(*c,
+                        [c](R r)
+                        {
+                            return nn::nll_loss<T, D>(
+                                r, {.weight = from<T, 1>(c->weight, {c->weight.size()}),
+                                    .ignore_index = c->ignore_index});
+                        });
 }
 
 // `analytic` against central differences of `objective` (which reads `x`) at every element of
@@ -294,27 +317,97 @@ BOOST_AUTO_TEST_CASE(binary_cross_entropy_losses_pass_gradcheck_for_every_reduct
     gradcheck_every_reduction(
         [](R r) { return nn::bce_with_logits_loss<double, 2, D>(r, {.pos_weight = vec({3.0})}); },
         logits, y);
+    // Weights per class and one weight for all, with and without pos_weight.
+    for (const tensor<double, 1>& w : {vec({0.75, 1.5, 0.25}), vec({2.5})})
+    {
+        gradcheck_every_reduction([&](R r) { return nn::bce_loss<double, 2, D>(r, {.weight = w}); },
+                                  input_of<double>(gl::bce), target_of<double>(gl::bce));
+        gradcheck_every_reduction(
+            [&](R r)
+            {
+                return nn::bce_with_logits_loss<double, 2, D>(
+                    r, {.weight = w, .pos_weight = vec({2.0, 0.5, 1.25})});
+            },
+            logits, y);
+        gradcheck_every_reduction(
+            [&](R r) { return nn::bce_with_logits_loss<double, 2, D>(r, {.weight = w}); }, logits,
+            y);
+    }
 }
 
-BOOST_AUTO_TEST_CASE(class_index_losses_pass_gradcheck_with_ignore_index_and_smoothing)
+BOOST_AUTO_TEST_CASE(class_index_losses_pass_gradcheck_with_weights_ignore_index_and_smoothing)
 {
     using R = nn::reduction;
     const auto logits = input_of<double>(gl::cross_entropy);
-    for (const gl::loss_case* c :
-         {&gl::cross_entropy, &gl::cross_entropy_ignore, &gl::cross_entropy_ignore_2_smoothing})
-        for (double smoothing : {0.0, 0.1, 1.0})
-            gradcheck_every_reduction(
-                [&](R r)
-                {
-                    return nn::cross_entropy_loss<double, D>(
-                        r, {.ignore_index = c->ignore_index, .label_smoothing = smoothing});
-                },
-                logits, classes_of(*c));
     const auto log_probs = input_of<double>(gl::nll);
-    for (const gl::loss_case* c : {&gl::nll, &gl::cross_entropy_ignore, &gl::nll_ignore_2})
-        gradcheck_every_reduction(
-            [&](R r) { return nn::nll_loss<double, D>(r, {.ignore_index = c->ignore_index}); },
-            log_probs, classes_of(*c));
+    // Without class weights (empty), and with one per class.
+    for (const tensor<double, 1>& weight : {tensor<double, 1>{}, vec({0.5, 2.0, 1.25, 0.75})})
+    {
+        for (const gl::loss_case* c :
+             {&gl::cross_entropy, &gl::cross_entropy_ignore, &gl::cross_entropy_ignore_2_smoothing})
+            for (double smoothing : {0.0, 0.1, 1.0})
+                gradcheck_every_reduction(
+                    [&](R r)
+                    {
+                        return nn::cross_entropy_loss<double, D>(r,
+                                                                 {.weight = weight,
+                                                                  .ignore_index = c->ignore_index,
+                                                                  .label_smoothing = smoothing});
+                    },
+                    logits, classes_of(*c));
+        for (const gl::loss_case* c : {&gl::nll, &gl::cross_entropy_ignore, &gl::nll_ignore_2})
+            gradcheck_every_reduction(
+                [&](R r) {
+                    return nn::nll_loss<double, D>(
+                        r, {.weight = weight, .ignore_index = c->ignore_index});
+                },
+                log_probs, classes_of(*c));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(class_weights_of_one_give_the_unweighted_losses_bit_for_bit)
+{
+    // Weights of 1 go through the weighted arithmetic; every product by 1 is exact, so the
+    // results equal the unweighted ones exactly, in any summation order.
+    const auto x = dev(input_of<float>(gl::cross_entropy));
+    const auto t = dev(classes_of(gl::cross_entropy_ignore_2_smoothing));
+    for (double smoothing : {0.0, 0.25})
+        for (nn::reduction r : all_reductions)
+        {
+            nn::cross_entropy_loss<float, D> plain(
+                r, {.ignore_index = 2, .label_smoothing = smoothing});
+            nn::cross_entropy_loss<float, D> ones(
+                r,
+                {.weight = {1.f, 1.f, 1.f, 1.f}, .ignore_index = 2, .label_smoothing = smoothing});
+            BOOST_TEST(plain(x, t) == ones(x, t));
+            BOOST_TEST(host(plain.losses()) == host(ones.losses()),
+                       boost::test_tools::per_element());
+            if (smoothing == 0) // the smoothed gradient's coefficient of p rounds otherwise
+                BOOST_TEST(host(plain.backward()) == host(ones.backward()),
+                           boost::test_tools::per_element());
+        }
+}
+
+BOOST_AUTO_TEST_CASE(a_zero_total_class_weight_gives_pytorchs_nan_mean_and_gradient)
+{
+    // PyTorch 1.13: F.nll_loss(x, tensor([0, 0]), weight=tensor([0., 1, 1])) is nan, and
+    // x.grad is nan at the targets, 0 elsewhere (0 times 1/0); F.cross_entropy's is nan
+    // everywhere, through log_softmax's backward.
+    const tensor<double, 2> x = {{1, 2, 3}, {0, -1, 4}};
+    const auto t = dev(tensor<std::int64_t, 1>{0, 0});
+    nn::nll_loss<double, D> nll({.weight = vec({0.0, 1.0, 1.0})});
+    BOOST_TEST(std::isnan(nll(dev(x), t)));
+    const auto g = host(nll.backward());
+    BOOST_TEST((std::isnan(g(0, 0)) && std::isnan(g(1, 0))));
+    BOOST_TEST((g(0, 1) == 0 && g(0, 2) == 0 && g(1, 1) == 0 && g(1, 2) == 0));
+    nn::cross_entropy_loss<double, D> ce({.weight = vec({0.0, 1.0, 1.0})});
+    BOOST_TEST(std::isnan(ce(dev(x), t)));
+    const auto ce_grad = host(ce.backward());
+    BOOST_TEST(std::all_of(ce_grad.begin(), ce_grad.end(), [](double v) { return std::isnan(v); }));
+    // Sum and none have nothing to divide by: finite.
+    nn::cross_entropy_loss<double, D> sum(nn::reduction::sum, {.weight = vec({0.0, 1.0, 1.0})});
+    BOOST_TEST(sum(dev(x), t) == 0.0);
+    BOOST_TEST(host(sum.backward()) == xt::zeros<double>({2, 3}));
 }
 
 BOOST_AUTO_TEST_CASE(values_and_gradients_match_pytorch_in_float32)
@@ -374,7 +467,7 @@ BOOST_AUTO_TEST_CASE(a_large_batch_sums_like_a_plain_loop_on_cpu_and_within_roun
     for (std::size_t i = 0; i < rows; ++i)
         if (classes(i) != -100)
             ce_sum += ce_loss::row(x.data() + i * cols, cols, static_cast<std::size_t>(classes(i)),
-                                   nullptr, 1.f, {0.1});
+                                   nullptr, nullptr, 1.f, {0.1});
     const float ce_expected = static_cast<float>(ce_sum);
 
     if constexpr (test::exact)
@@ -522,6 +615,40 @@ BOOST_AUTO_TEST_CASE(mismatched_shapes_throw_shape_error_naming_both)
                           });
     nn::bce_with_logits_loss<float, 2, D> bce(nn::reduction::mean, {.pos_weight = {1.f, 2.f}});
     BOOST_CHECK_THROW(bce(a, a), shape_error);
+}
+
+BOOST_AUTO_TEST_CASE(weights_that_do_not_fit_the_classes_throw_shape_error_naming_both)
+{
+    // PyTorch: "weight tensor should be defined either for all 3 classes or no classes but got
+    // weight tensor of shape: [2]".
+    const auto x = test::dtensor<float, 2>::from_shape({4, 3});
+    const auto t = dev(tensor<std::int64_t, 1>{0, 1, 2, 0});
+    auto names = [](std::string option)
+    {
+        return [option](const shape_error& e)
+        {
+            const std::string m = e.what();
+            return m.find(option + " of shape [2]") != std::string::npos &&
+                   m.find("[4, 3]") != std::string::npos && m.find("[3]") != std::string::npos;
+        };
+    };
+    nn::cross_entropy_loss<float, D> ce({.weight = {1.f, 2.f}});
+    BOOST_CHECK_EXCEPTION(ce(x, t), shape_error, names("cross_entropy_loss: weight"));
+    nn::nll_loss<float, D> nll({.weight = {1.f, 2.f}});
+    BOOST_CHECK_EXCEPTION(nll(x, t), shape_error, names("nll_loss: weight"));
+    // Four weights for three classes is as wrong as two.
+    nn::nll_loss<float, D> four({.weight = {1.f, 2.f, 3.f, 4.f}});
+    BOOST_CHECK_THROW(four(x, t), shape_error);
+    const auto p =
+        dev(tensor<float, 2>{{.5f, .5f, .5f}, {.5f, .5f, .5f}, {.5f, .5f, .5f}, {.5f, .5f, .5f}});
+    nn::bce_loss<float, 2, D> bce({.weight = {1.f, 2.f}});
+    BOOST_CHECK_EXCEPTION(bce(p, p), shape_error, names("bce_loss: weight"));
+    nn::bce_with_logits_loss<float, 2, D> logits({.weight = {1.f, 2.f}});
+    BOOST_CHECK_EXCEPTION(logits(p, p), shape_error, names("bce_with_logits_loss: weight"));
+    // A loss that threw records nothing, and the same loss takes a fitting input afterwards.
+    BOOST_CHECK_THROW(ce.backward(), error);
+    const auto x2 = dev(tensor<float, 2>{{0, 1}, {1, 0}, {2, 2}, {0, 0}});
+    BOOST_CHECK_NO_THROW(ce(x2, dev(tensor<std::int64_t, 1>{0, 1, 1, 0})));
 }
 
 BOOST_AUTO_TEST_CASE(class_index_out_of_range_throws_value_error_naming_it_and_its_position)

@@ -91,10 +91,12 @@ protected:
     // Starts a forward: forgets the previous gradient (a forward that throws or runs under
     // no_grad leaves nothing for backward) and says whether to compute one.
     bool begin_forward() noexcept;
-    // Multiplier turning per-element derivatives into derivatives of forward()'s result.
-    T gradient_scale(std::size_t count) const noexcept;
-    // Folds `sum`, the sum of `count` losses, by the reduction.
-    T end_forward(loss_accumulator_t<T> sum, std::size_t count, bool cached) noexcept;
+    // Multiplier turning per-element derivatives into derivatives of forward()'s result, for a
+    // mean that divides by `divisor` (the number of elements, or their total weight) over
+    // `count` elements: 0 when there are none.
+    T gradient_scale(loss_accumulator_t<T> divisor, std::size_t count) const noexcept;
+    // Folds `sum`, the sum of the losses, by the reduction (a mean divides it by `divisor`).
+    T end_forward(loss_accumulator_t<T> sum, loss_accumulator_t<T> divisor, bool cached) noexcept;
 
     static std::string loss_name() { return std::string(Derived::name); }
     void require_forward(const char* call) const;
@@ -150,20 +152,22 @@ bool loss_base<Derived, T, I, L, Device>::begin_forward() noexcept
 }
 
 template <class Derived, class T, std::size_t I, std::size_t L, class Device>
-T loss_base<Derived, T, I, L, Device>::gradient_scale(std::size_t count) const noexcept
+T loss_base<Derived, T, I, L, Device>::gradient_scale(loss_accumulator_t<T> divisor,
+                                                      std::size_t count) const noexcept
 {
     if (m_reduction != nn::reduction::mean)
         return T(1);
-    return count == 0 ? T(0) : T(1) / static_cast<T>(count);
+    return count == 0 ? T(0) : T(1) / static_cast<T>(divisor);
 }
 
 template <class Derived, class T, std::size_t I, std::size_t L, class Device>
-T loss_base<Derived, T, I, L, Device>::end_forward(loss_accumulator_t<T> sum, std::size_t count,
+T loss_base<Derived, T, I, L, Device>::end_forward(loss_accumulator_t<T> sum,
+                                                   loss_accumulator_t<T> divisor,
                                                    bool cached) noexcept
 {
     m_cached = cached;
     if (m_reduction == nn::reduction::mean)
-        return static_cast<T>(sum / static_cast<loss_accumulator_t<T>>(count)); // 0/0: NaN
+        return static_cast<T>(sum / divisor); // 0/0: NaN
     return static_cast<T>(sum);
 }
 
@@ -230,7 +234,7 @@ T elementwise_loss<Derived, T, N, Device>::forward(const input_type& input,
     if (caching)
         resize_if_needed(this->m_local, input.shape());
     const std::size_t n = input.size();
-    const T scale = this->gradient_scale(n);
+    const T scale = this->gradient_scale(static_cast<loss_accumulator_t<T>>(n), n);
     const T* x = input.data();
     const T* y = target.data();
     T* l = this->m_losses.data();
@@ -244,7 +248,7 @@ T elementwise_loss<Derived, T, N, Device>::forward(const input_type& input,
                 g[i] = dx * scale;
             return li;
         });
-    return this->end_forward(sum, n, caching);
+    return this->end_forward(sum, static_cast<acc_type>(n), caching);
 }
 
 } // namespace ember::nn::detail

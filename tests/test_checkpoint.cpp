@@ -874,6 +874,57 @@ BOOST_AUTO_TEST_CASE(the_one_just_written_is_never_pruned)
     BOOST_CHECK_THROW(m.save(at_step(-1)), value_error);
 }
 
+BOOST_AUTO_TEST_CASE(a_corrupt_or_truncated_file_never_takes_a_good_checkpoints_place)
+{
+    // Pruning counts only files whose header says they are whole checkpoints. Before, a
+    // damaged ckpt-000009 took a place among the last 2, and the save of 3 deleted 2: one good
+    // checkpoint was left, and a corrupt 3 would have left none to resume from.
+    temp_dir dir;
+    checkpoint_manager m(dir.path, {.keep_last = 2});
+    m.save(at_step(1));
+    m.save(at_step(2));
+    write_text(m.path_for(9), "EMBR and then garbage"); // newer than anything saved after it
+    m.save(at_step(3));
+    BOOST_TEST(
+        names(m.checkpoints()) ==
+        (std::vector<std::string>{"ckpt-000002.ember", "ckpt-000003.ember", "ckpt-000009.ember"}));
+    // A truncated checkpoint and a whole file of another content are not counted either.
+    fs::resize_file(m.path_for(3), fs::file_size(m.path_for(3)) - 1);
+    state_dict sd;
+    sd.insert("w", tensor_of<float>({1.f}));
+    save(sd, m.path_for(5), file_format::ember);
+    m.save(at_step(4));
+    BOOST_TEST(
+        names(m.checkpoints()) ==
+        (std::vector<std::string>{"ckpt-000002.ember", "ckpt-000003.ember", "ckpt-000004.ember",
+                                  "ckpt-000005.ember", "ckpt-000009.ember"}));
+    // Once keep_last good ones are kept, everything older goes, damaged or not.
+    m.save(at_step(6));
+    BOOST_TEST(names(m.checkpoints()) ==
+               (std::vector<std::string>{"ckpt-000004.ember", "ckpt-000005.ember",
+                                         "ckpt-000006.ember", "ckpt-000009.ember"}));
+    BOOST_TEST(m.load_latest()->global_step == 6);
+    BOOST_TEST(m.skipped().size() == 1u); // ckpt-000009
+}
+
+BOOST_AUTO_TEST_CASE(the_manager_prunes_checkpoints_of_every_format_it_writes)
+{
+    // The header check that decides what counts must recognise every format's checkpoints, or
+    // nothing would ever be pruned.
+    for (auto [format, extension] :
+         {std::pair{file_format::ember, ".ember"}, std::pair{file_format::pytorch, ".pth"},
+          std::pair{file_format::json, ".json"},
+          std::pair{file_format::cereal_portable_binary, ".bin"}})
+    {
+        temp_dir dir;
+        checkpoint_manager m(dir.path, {.keep_last = 2, .extension = extension, .format = format});
+        for (std::int64_t step : {1, 2, 3})
+            m.save(at_step(step));
+        BOOST_TEST(m.checkpoints().size() == 2u, extension);
+        BOOST_TEST(m.load_latest()->global_step == 3, extension);
+    }
+}
+
 namespace
 {
 checkpoint_manager* g_other_manager = nullptr;

@@ -16,10 +16,15 @@
 /// before it prunes old ones, so a crash at any moment leaves at least the checkpoints that were
 /// there. latest() and load_latest() walk from the highest number down and take the first file that
 /// loads completely (header, checksums, every tensor), passing over corrupt and truncated files
-/// and never looking at the temporaries an interrupted save leaves (`.ckpt-000123.ember.tmp-*`);
-/// load_latest() and save() delete those whose save is over (a save in progress holds its
-/// temporary locked, detail::temporary_lock), so managers in several processes may save into
-/// one folder; each prunes what all of them wrote to its keep_last.
+/// and never looking at the temporaries an interrupted save leaves (`.ckpt-000123.ember.tmp-*`).
+/// Pruning counts toward keep_last only files whose header says they are whole checkpoints
+/// (detail::looks_like_checkpoint; the payload is not read), so a truncated file, or one whose
+/// header is damaged or not a checkpoint's, never takes the place of a good one: such files
+/// older than the kept ones go with them, newer ones stay for the user to look at (a flipped
+/// bit in a payload shows only on loading, where load_latest() passes over it). load_latest() and
+/// save() delete the temporaries whose save is over (a save in progress holds its temporary locked,
+/// detail::temporary_lock), so managers in several processes may save into one folder; each prunes
+/// what all of them wrote to its keep_last.
 
 #include "ember/core/error.hpp"
 #include "ember/detail/file_io.hpp"
@@ -67,8 +72,9 @@ public:
     explicit checkpoint_manager(std::filesystem::path folder, options_type options = {});
 
     /// @brief Writes `c` as the checkpoint numbered by its global step or epoch (per the
-    /// options), replacing one of the same number; then deletes all but the newest keep_last
-    /// (never the one just written) and stale temporaries. Returns the file's path.
+    /// options), replacing one of the same number; then deletes stale temporaries and every
+    /// file numbered below the newest keep_last whole-looking checkpoints (the one just written
+    /// always counts and stays). Returns the file's path.
     std::filesystem::path save(const checkpoint& c);
     /// @brief Writes `c` under an explicit number (>= 0).
     std::filesystem::path save(const checkpoint& c, std::int64_t number);
@@ -220,7 +226,10 @@ inline void checkpoint_manager::prune(std::int64_t just_written) const
 {
     if (m_options.keep_last == 0)
         return;
-    // The one just written counts first, then the highest-numbered others.
+    // The one just written counts first, then the highest-numbered others whose header says
+    // they are whole. A file that does not look whole is not counted: while fewer than
+    // keep_last are kept it stays (newer than a kept one: the user may want to see it), after
+    // that it goes with the rest. Only headers are read, so a prune costs no file's payload.
     std::size_t kept = 1;
     std::error_code ec;
     std::vector<entry> all = entries();
@@ -230,7 +239,8 @@ inline void checkpoint_manager::prune(std::int64_t just_written) const
             continue;
         if (kept < m_options.keep_last)
         {
-            ++kept;
+            if (detail::looks_like_checkpoint(it->path, m_options.format))
+                ++kept;
             continue;
         }
         // A file that cannot be deleted now is deleted by a later save; the save succeeded.

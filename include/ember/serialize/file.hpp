@@ -178,6 +178,13 @@ namespace detail
 /// @brief save(obj, path, file_format::ember): the container, streamed crash-safely into `path`.
 template <class T>
 void save_container(const T& obj, const std::filesystem::path& path);
+
+/// @brief Whether the file at `path` says it is a whole checkpoint in `format`, by what can be
+/// checked without reading it all: for the container, its header (magic, header checksum,
+/// versions, content a checkpoint, and a payload size equal to the file's), not the payload's
+/// checksum; for the other formats, what probe() reads. False for any error, an unreadable file
+/// included.
+bool looks_like_checkpoint(const std::filesystem::path& path, file_format format) noexcept;
 } // namespace detail
 
 } // namespace ember
@@ -1117,6 +1124,29 @@ EMBER_PRECOMPILED_INLINE file_info probe(const std::filesystem::path& path, file
     const detail::file_bytes file(path);
     return file.decode_checked(
         path.string(), [&] { return detail::probe_bytes(file.bytes(), format, path.string()); });
+}
+
+EMBER_PRECOMPILED_INLINE bool detail::looks_like_checkpoint(const std::filesystem::path& path,
+                                                            file_format format) noexcept
+{
+    try
+    {
+        if (format != file_format::ember)
+            return probe(path, format).content == file_content::checkpoint;
+        const file_bytes file(path);
+        return file.decode_checked(
+            path.string(),
+            [&]
+            {
+                const container_header h =
+                    read_container_header(file.bytes(), path.string(), /*check_payload=*/false);
+                return h.content == static_cast<std::uint32_t>(file_content::checkpoint);
+            });
+    }
+    catch (...) // io_error, format_error, bad_alloc: not a checkpoint to count on
+    {
+        return false;
+    }
 }
 
 } // namespace ember

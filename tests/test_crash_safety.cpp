@@ -717,6 +717,41 @@ BOOST_AUTO_TEST_CASE(a_file_saved_again_keeps_its_permissions)
     BOOST_TEST(mode_of(link) == 0600u);
 }
 
+BOOST_AUTO_TEST_CASE(a_save_keeps_the_owner_and_group_of_the_file_it_replaces)
+{
+    // A root job (a cron'd evaluation, a container) saving over a user's checkpoint used to
+    // leave it root's: the user could no longer replace or delete what was theirs.
+    if (::geteuid() != 0)
+    {
+        BOOST_TEST_MESSAGE("not root: giving a file to another owner is not allowed, not checked");
+        return;
+    }
+    temp_dir dir;
+    for (const char* name : {"model.ember", "model.pth", "model.safetensors"})
+    {
+        BOOST_TEST_CONTEXT(name)
+        {
+            const fs::path target = dir.path / name;
+            save(old_state(), target);
+            BOOST_REQUIRE(::chown(target.c_str(), 4321, 4322) == 0);
+            BOOST_REQUIRE(::chmod(target.c_str(), 0640) == 0);
+            save(new_state(), target);
+            struct stat st
+            {
+            };
+            BOOST_REQUIRE(::stat(target.c_str(), &st) == 0);
+            BOOST_TEST(st.st_uid == 4321u);
+            BOOST_TEST(st.st_gid == 4322u);
+            BOOST_TEST((st.st_mode & 07777) == 0640u); // chown did not drop the bits set after it
+            // A new file is the saver's.
+            const fs::path fresh = dir.path / (std::string("new-") + name);
+            save(new_state(), fresh);
+            BOOST_REQUIRE(::stat(fresh.c_str(), &st) == 0);
+            BOOST_TEST(st.st_uid == ::geteuid());
+        }
+    }
+}
+
 BOOST_AUTO_TEST_CASE(a_name_as_long_as_the_folder_allows_is_saved)
 {
     // The temporary's name is the target's and 7 to 26 bytes more; past the 255 bytes a file

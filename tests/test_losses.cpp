@@ -157,8 +157,8 @@ void check_all_golden()
                     {
                         const gl::loss_case& c = gl::bce_with_logits_weight;
                         return nn::bce_with_logits_loss<T, 2, D>(
-                            r, {.weight = from<T, 1>(c.weight, {c.weight.size()}),
-                                .pos_weight = from<T, 1>(c.pos_weight, {c.pos_weight.size()})});
+                            r, {.pos_weight = from<T, 1>(c.pos_weight, {c.pos_weight.size()}),
+                                .weight = from<T, 1>(c.weight, {c.weight.size()})});
                     });
     // Cases without class weights have an empty weight span: the loss gets none.
     for (const gl::loss_case* c :
@@ -169,17 +169,17 @@ void check_all_golden()
                         [c](R r)
                         {
                             return nn::cross_entropy_loss<T, D>(
-                                r, {.weight = from<T, 1>(c->weight, {c->weight.size()}),
-                                    .ignore_index = c->ignore_index,
-                                    .label_smoothing = c->param});
+                                r, {.ignore_index = c->ignore_index,
+                                    .label_smoothing = c->param,
+                                    .weight = from<T, 1>(c->weight, {c->weight.size()})});
                         });
     for (const gl::loss_case* c : {&gl::nll, &gl::nll_ignore_2, &gl::nll_weight})
         check_golden<T>(*c,
                         [c](R r)
                         {
                             return nn::nll_loss<T, D>(
-                                r, {.weight = from<T, 1>(c->weight, {c->weight.size()}),
-                                    .ignore_index = c->ignore_index});
+                                r, {.ignore_index = c->ignore_index,
+                                    .weight = from<T, 1>(c->weight, {c->weight.size()})});
                         });
 }
 
@@ -326,7 +326,7 @@ BOOST_AUTO_TEST_CASE(binary_cross_entropy_losses_pass_gradcheck_for_every_reduct
             [&](R r)
             {
                 return nn::bce_with_logits_loss<double, 2, D>(
-                    r, {.weight = w, .pos_weight = vec({2.0, 0.5, 1.25})});
+                    r, {.pos_weight = vec({2.0, 0.5, 1.25}), .weight = w});
             },
             logits, y);
         gradcheck_every_reduction(
@@ -350,16 +350,16 @@ BOOST_AUTO_TEST_CASE(class_index_losses_pass_gradcheck_with_weights_ignore_index
                     [&](R r)
                     {
                         return nn::cross_entropy_loss<double, D>(r,
-                                                                 {.weight = weight,
-                                                                  .ignore_index = c->ignore_index,
-                                                                  .label_smoothing = smoothing});
+                                                                 {.ignore_index = c->ignore_index,
+                                                                  .label_smoothing = smoothing,
+                                                                  .weight = weight});
                     },
                     logits, classes_of(*c));
         for (const gl::loss_case* c : {&gl::nll, &gl::cross_entropy_ignore, &gl::nll_ignore_2})
             gradcheck_every_reduction(
                 [&](R r) {
                     return nn::nll_loss<double, D>(
-                        r, {.weight = weight, .ignore_index = c->ignore_index});
+                        r, {.ignore_index = c->ignore_index, .weight = weight});
                 },
                 log_probs, classes_of(*c));
     }
@@ -378,7 +378,7 @@ BOOST_AUTO_TEST_CASE(class_weights_of_one_give_the_unweighted_losses_bit_for_bit
                 r, {.ignore_index = 2, .label_smoothing = smoothing});
             nn::cross_entropy_loss<float, D> ones(
                 r,
-                {.weight = {1.f, 1.f, 1.f, 1.f}, .ignore_index = 2, .label_smoothing = smoothing});
+                {.ignore_index = 2, .label_smoothing = smoothing, .weight = {1.f, 1.f, 1.f, 1.f}});
             BOOST_TEST(plain(x, t) == ones(x, t));
             BOOST_TEST(host(plain.losses()) == host(ones.losses()),
                        boost::test_tools::per_element());
@@ -400,10 +400,22 @@ BOOST_AUTO_TEST_CASE(a_zero_total_class_weight_gives_pytorchs_nan_mean_and_gradi
     const auto g = host(nll.backward());
     BOOST_TEST((std::isnan(g(0, 0)) && std::isnan(g(1, 0))));
     BOOST_TEST((g(0, 1) == 0 && g(0, 2) == 0 && g(1, 1) == 0 && g(1, 2) == 0));
-    nn::cross_entropy_loss<double, D> ce({.weight = vec({0.0, 1.0, 1.0})});
-    BOOST_TEST(std::isnan(ce(dev(x), t)));
-    const auto ce_grad = host(ce.backward());
-    BOOST_TEST(std::all_of(ce_grad.begin(), ce_grad.end(), [](double v) { return std::isnan(v); }));
+    // Smoothed too: PyTorch's smoothing term over 0 would be inf, but its NLL term is 0/0.
+    for (double smoothing : {0.0, 0.1, 1.0})
+    {
+        nn::cross_entropy_loss<double, D> ce(
+            {.label_smoothing = smoothing, .weight = vec({0.0, 1.0, 1.0})});
+        BOOST_TEST(std::isnan(ce(dev(x), t)), smoothing);
+        const auto ce_grad = host(ce.backward());
+        BOOST_TEST(
+            std::all_of(ce_grad.begin(), ce_grad.end(), [](double v) { return std::isnan(v); }),
+            smoothing);
+    }
+    // An ignored sample's row stays 0, as in PyTorch.
+    nn::nll_loss<double, D> ignoring({.weight = vec({0.0, 1.0, 1.0})});
+    ignoring(dev(x), dev(tensor<std::int64_t, 1>{0, -100}));
+    const auto ig = host(ignoring.backward());
+    BOOST_TEST((std::isnan(ig(0, 0)) && ig(1, 0) == 0 && ig(1, 1) == 0 && ig(1, 2) == 0));
     // Sum and none have nothing to divide by: finite.
     nn::cross_entropy_loss<double, D> sum(nn::reduction::sum, {.weight = vec({0.0, 1.0, 1.0})});
     BOOST_TEST(sum(dev(x), t) == 0.0);

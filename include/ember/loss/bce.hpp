@@ -97,15 +97,16 @@ private:
     params_type m_params; // set by prepare() for the input at hand
 };
 
-/// @brief Options of bce_with_logits_loss, in PyTorch's order. `weight`, when not empty,
-/// multiplies each element's loss, as bce_options's does. `pos_weight`, when not empty, weighs
-/// the positive term of each class (the input's last dimension), as PyTorch's pos_weight of
-/// shape [C]; one element applies to every class.
+/// @brief Options of bce_with_logits_loss. `pos_weight`, when not empty, weighs the positive
+/// term of each class (the input's last dimension), as PyTorch's pos_weight of shape [C]; one
+/// element applies to every class. `weight`, when not empty, multiplies each element's loss, as
+/// bce_options's does. (`weight` comes last, not first as in PyTorch, so that options written by
+/// position before it existed keep their meaning.)
 template <class T = float>
 struct bce_with_logits_options
 {
-    tensor<T, 1> weight{};
     tensor<T, 1> pos_weight{};
+    tensor<T, 1> weight{};
 };
 
 /// @brief `torch.nn.BCEWithLogitsLoss`: with p = sigmoid(x), -v (w y log p + (1 - y) log(1 -

@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -18,26 +19,28 @@
 namespace ember::nn
 {
 
-/// @brief Options of cross_entropy_loss, in PyTorch's order. `weight`, when not empty, holds
-/// one weight per class (PyTorch's weight of shape [C]): a sample's loss is multiplied by its
-/// target's weight, and the mean divides by the sum of those weights instead of the number of
-/// samples. A target equal to `ignore_index` contributes no loss and no gradient, and the mean
-/// is over the other samples. `label_smoothing` in [0, 1] mixes the one-hot target with the
-/// uniform distribution over the C classes (each class's term weighed by its weight).
+/// @brief Options of cross_entropy_loss. A target equal to `ignore_index` contributes no loss
+/// and no gradient, and the mean is over the other samples. `label_smoothing` in [0, 1] mixes
+/// the one-hot target with the uniform distribution over the C classes. `weight`, when not
+/// empty, holds one weight per class (PyTorch's weight of shape [C]): a sample's loss is
+/// multiplied by its target's weight (each class's smoothing term by its own), and the mean
+/// divides by the sum of the counted targets' weights instead of their number. (`weight` comes
+/// last, not first as in PyTorch, so that options written by position before it existed keep
+/// their meaning.)
 template <class T = float>
 struct cross_entropy_options
 {
-    tensor<T, 1> weight{};
     std::int64_t ignore_index = -100;
     double label_smoothing = 0.0;
+    tensor<T, 1> weight{};
 };
 
 /// @brief Options of nll_loss: as cross_entropy_options, without smoothing.
 template <class T = float>
 struct nll_options
 {
-    tensor<T, 1> weight{};
     std::int64_t ignore_index = -100;
+    tensor<T, 1> weight{};
 };
 
 namespace detail
@@ -127,7 +130,7 @@ protected:
 /// targets (int64), losses() and backward() are `Device::tensor_type`s; the options stay on the
 /// host (options()), and the loss keeps its own copy of the weights on `Device`.
 /// @code
-/// ember::nn::cross_entropy_loss<> loss_fn({.weight = {1.f, 4.f, 1.f}, .label_smoothing = 0.1});
+/// ember::nn::cross_entropy_loss<> loss_fn({.label_smoothing = 0.1, .weight = {1.f, 4.f, 1.f}});
 /// float loss = loss_fn(logits, labels);
 /// model.backward(loss_fn.backward());
 /// @endcode
@@ -249,8 +252,12 @@ T class_index_loss<Derived, T, Device>::forward(const input_type& input, const t
     resize_if_needed(this->m_losses, target.shape());
     if (caching)
         resize_if_needed(this->m_local, input.shape());
-    // A zero total weight over counted samples gives PyTorch's NaN gradient (0 times 1/0).
-    const T scale = this->gradient_scale(counted.weight, counted.valid);
+    // A mean over counted samples whose weights add up to 0 is PyTorch's 0/0: NaN, and so is
+    // the gradient of every counted sample (0 times 1/0), smoothed or not.
+    const bool undefined_mean = this->m_reduction == nn::reduction::mean && counted.valid != 0 &&
+                                counted.weight == acc_type(0);
+    const T scale = undefined_mean ? std::numeric_limits<T>::quiet_NaN()
+                                   : this->gradient_scale(counted.weight, counted.valid);
     const typename Derived::params_type p = static_cast<const Derived&>(*this).params();
     const T* x = input.data();
     T* l = this->m_losses.data();
@@ -272,7 +279,8 @@ T class_index_loss<Derived, T, Device>::forward(const input_type& input, const t
             l[i] = li;
             return li;
         });
-    return this->end_forward(sum, counted.weight, caching);
+    return this->end_forward(undefined_mean ? std::numeric_limits<acc_type>::quiet_NaN() : sum,
+                             counted.weight, caching);
 }
 
 template <class Derived, class T, class Device>
@@ -297,9 +305,9 @@ template <class T, class Device>
 cross_entropy_loss<T, Device>::cross_entropy_loss(nn::reduction r, options_type options)
     : base_type(r, options.ignore_index, options.weight), m_options(std::move(options))
 {
-    if (!(options.label_smoothing >= 0 && options.label_smoothing <= 1))
+    if (!(m_options.label_smoothing >= 0 && m_options.label_smoothing <= 1))
         throw value_error("cross_entropy_loss: label_smoothing must be in [0, 1], got " +
-                          std::to_string(options.label_smoothing));
+                          std::to_string(m_options.label_smoothing));
 }
 
 template <class T, class Device>

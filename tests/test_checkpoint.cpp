@@ -909,8 +909,8 @@ BOOST_AUTO_TEST_CASE(a_corrupt_or_truncated_file_never_takes_a_good_checkpoints_
 
 BOOST_AUTO_TEST_CASE(the_manager_prunes_checkpoints_of_every_format_it_writes)
 {
-    // The header check that decides what counts must recognise every format's checkpoints, or
-    // nothing would ever be pruned.
+    // The container's checkpoints count by their headers, which the check must recognise, or
+    // nothing would ever be pruned; the other formats' count by their names.
     for (auto [format, extension] :
          {std::pair{file_format::ember, ".ember"}, std::pair{file_format::pytorch, ".pth"},
           std::pair{file_format::json, ".json"},

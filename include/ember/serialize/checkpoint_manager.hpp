@@ -17,14 +17,16 @@
 /// there. latest() and load_latest() walk from the highest number down and take the first file that
 /// loads completely (header, checksums, every tensor), passing over corrupt and truncated files
 /// and never looking at the temporaries an interrupted save leaves (`.ckpt-000123.ember.tmp-*`).
-/// Pruning counts toward keep_last only files whose header says they are whole checkpoints
-/// (detail::looks_like_checkpoint; the payload is not read), so a truncated file, or one whose
-/// header is damaged or not a checkpoint's, never takes the place of a good one: such files
-/// older than the kept ones go with them, newer ones stay for the user to look at (a flipped
-/// bit in a payload shows only on loading, where load_latest() passes over it). load_latest() and
-/// save() delete the temporaries whose save is over (a save in progress holds its temporary locked,
-/// detail::temporary_lock), so managers in several processes may save into one folder; each prunes
-/// what all of them wrote to its keep_last.
+/// In ember's container (the default format), pruning counts toward keep_last only files whose
+/// header says they are whole checkpoints (detail::container_looks_like_checkpoint: 40 bytes
+/// and the file's size are read, no payload), so a truncated file, or one whose header is
+/// damaged or not a checkpoint's, never takes the place of a good one: such files older than
+/// the kept ones go with them, newer ones stay for the user to look at (a flipped bit in a
+/// payload shows only on loading, where load_latest() passes over it). The other formats have
+/// no such header, and telling a whole file would mean reading it: every file of theirs counts.
+/// load_latest() and save() delete the temporaries whose save is over (a save in progress holds its
+/// temporary locked, detail::temporary_lock), so managers in several processes may save into one
+/// folder; each prunes what all of them wrote to its keep_last.
 
 #include "ember/core/error.hpp"
 #include "ember/detail/file_io.hpp"
@@ -54,7 +56,9 @@ enum class checkpoint_numbering
 /// @brief checkpoint_manager's settings.
 struct checkpoint_manager_options
 {
-    std::size_t keep_last = 3; ///< checkpoints kept after each save; 0 keeps all
+    /// Checkpoints kept after each save (in the container, those whose header says they are
+    /// whole; damaged files newer than them are kept too); 0 keeps all.
+    std::size_t keep_last = 3;
     checkpoint_numbering number_by = checkpoint_numbering::global_step;
     std::string prefix = "ckpt-";
     std::string extension = ".ember";
@@ -229,7 +233,7 @@ inline void checkpoint_manager::prune(std::int64_t just_written) const
     // The one just written counts first, then the highest-numbered others whose header says
     // they are whole. A file that does not look whole is not counted: while fewer than
     // keep_last are kept it stays (newer than a kept one: the user may want to see it), after
-    // that it goes with the rest. Only headers are read, so a prune costs no file's payload.
+    // that it goes with the rest. Only headers are read, so a prune reads no file's payload.
     std::size_t kept = 1;
     std::error_code ec;
     std::vector<entry> all = entries();
@@ -239,7 +243,8 @@ inline void checkpoint_manager::prune(std::int64_t just_written) const
             continue;
         if (kept < m_options.keep_last)
         {
-            if (detail::looks_like_checkpoint(it->path, m_options.format))
+            if (m_options.format != file_format::ember ||
+                detail::container_looks_like_checkpoint(it->path))
                 ++kept;
             continue;
         }

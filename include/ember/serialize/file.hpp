@@ -179,12 +179,11 @@ namespace detail
 template <class T>
 void save_container(const T& obj, const std::filesystem::path& path);
 
-/// @brief Whether the file at `path` says it is a whole checkpoint in `format`, by what can be
-/// checked without reading it all: for the container, its header (magic, header checksum,
-/// versions, content a checkpoint, and a payload size equal to the file's), not the payload's
-/// checksum; for the other formats, what probe() reads. False for any error, an unreadable file
-/// included.
-bool looks_like_checkpoint(const std::filesystem::path& path, file_format format) noexcept;
+/// @brief Whether the file at `path` says it is a whole checkpoint, by its first 40 bytes and
+/// its size alone: an ember container's header (magic, header checksum, versions, content a
+/// checkpoint, and a payload size equal to the file's). Nothing more is read, so a flipped bit
+/// in the payload passes. False for any error, an unreadable file included.
+bool container_looks_like_checkpoint(const std::filesystem::path& path) noexcept;
 } // namespace detail
 
 } // namespace ember
@@ -419,15 +418,17 @@ struct container_header
     std::span<const std::byte> payload;
 };
 
-inline container_header read_container_header(std::span<const std::byte> bytes,
-                                              std::string_view name, bool check_payload = true)
+/// The header alone, checked against the size of its file: `head` holds the file's first
+/// bytes (header_size of them, or the whole file where it is shorter). Sets no payload.
+inline container_header check_container_header(std::span<const std::byte> head,
+                                               std::uint64_t file_size, std::string_view name)
 {
     auto bad = [&](const std::string& what) { return file_error(name, what); };
-    if (bytes.size() < header_size)
-        throw bad("file is " + std::to_string(bytes.size()) + " bytes, shorter than the " +
+    if (file_size < header_size || head.size() < header_size)
+        throw bad("file is " + std::to_string(file_size) + " bytes, shorter than the " +
                   std::to_string(header_size) + "-byte ember header (truncated?)");
-    const std::byte* h = bytes.data();
-    if (!has_file_magic(bytes))
+    const std::byte* h = head.data();
+    if (!has_file_magic(head))
         throw bad("not an ember file (wrong magic at offset 0)");
     const auto header_crc = get_le<std::uint32_t>(h + 36);
     if (crc32_of({h, 36}) != header_crc)
@@ -446,18 +447,26 @@ inline container_header read_container_header(std::span<const std::byte> bytes,
         throw bad("unknown archive kind " + std::to_string(get_le<std::uint32_t>(h + 20)) +
                   " at offset 20");
     const auto payload_size = get_le<std::uint64_t>(h + 24);
-    const std::size_t available = bytes.size() - header_size;
+    const std::uint64_t available = file_size - header_size;
     if (payload_size != available)
         throw bad("header declares a " + std::to_string(payload_size) + "-byte payload at offset " +
                   std::to_string(header_size) + ", the file has " + std::to_string(available) +
                   (payload_size > available ? " (truncated)" : " (trailing bytes)"));
-    result.payload = {h + header_size, available};
+    return result;
+}
+
+inline container_header read_container_header(std::span<const std::byte> bytes,
+                                              std::string_view name, bool check_payload = true)
+{
+    container_header result = check_container_header(bytes, bytes.size(), name);
+    const std::byte* h = bytes.data();
+    result.payload = {h + header_size, bytes.size() - header_size};
     if (check_payload)
     {
         const auto payload_crc = get_le<std::uint32_t>(h + 32);
         if (auto actual = crc32_of(result.payload); actual != payload_crc)
-            throw bad("payload checksum mismatch (stored " + hex32(payload_crc) + ", computed " +
-                      hex32(actual) + "): the file is corrupt");
+            throw file_error(name, "payload checksum mismatch (stored " + hex32(payload_crc) +
+                                       ", computed " + hex32(actual) + "): the file is corrupt");
     }
     return result;
 }
@@ -1126,25 +1135,29 @@ EMBER_PRECOMPILED_INLINE file_info probe(const std::filesystem::path& path, file
         path.string(), [&] { return detail::probe_bytes(file.bytes(), format, path.string()); });
 }
 
-EMBER_PRECOMPILED_INLINE bool detail::looks_like_checkpoint(const std::filesystem::path& path,
-                                                            file_format format) noexcept
+EMBER_PRECOMPILED_INLINE bool
+detail::container_looks_like_checkpoint(const std::filesystem::path& path) noexcept
 {
+    // One pread of the header, not a mapping: a mapping of a large file reads all of it ahead
+    // (file_bytes), and the prune that asks must not read the checkpoints it keeps.
+    int fd = -1;
     try
     {
-        if (format != file_format::ember)
-            return probe(path, format).content == file_content::checkpoint;
-        const file_bytes file(path);
-        return file.decode_checked(
-            path.string(),
-            [&]
-            {
-                const container_header h =
-                    read_container_header(file.bytes(), path.string(), /*check_payload=*/false);
-                return h.content == static_cast<std::uint32_t>(file_content::checkpoint);
-            });
+        std::size_t size = 0;
+        fd = open_regular_file(path, size);
+        std::array<std::byte, header_size> head{};
+        const ssize_t got = ::pread(fd, head.data(), head.size(), 0);
+        ::close(fd);
+        fd = -1;
+        if (got != static_cast<ssize_t>(head.size()))
+            return false;
+        return check_container_header(head, size, path.string()).content ==
+               static_cast<std::uint32_t>(file_content::checkpoint);
     }
     catch (...) // io_error, format_error, bad_alloc: not a checkpoint to count on
     {
+        if (fd >= 0)
+            ::close(fd);
         return false;
     }
 }

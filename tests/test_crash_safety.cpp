@@ -742,12 +742,21 @@ BOOST_AUTO_TEST_CASE(a_save_keeps_the_owner_and_group_of_the_file_it_replaces)
             BOOST_REQUIRE(::stat(target.c_str(), &st) == 0);
             BOOST_TEST(st.st_uid == 4321u);
             BOOST_TEST(st.st_gid == 4322u);
-            BOOST_TEST((st.st_mode & 07777) == 0640u); // chown did not drop the bits set after it
+            BOOST_TEST((st.st_mode & 07777) == 0640u);
             // A new file is the saver's.
             const fs::path fresh = dir.path / (std::string("new-") + name);
             save(new_state(), fresh);
             BOOST_REQUIRE(::stat(fresh.c_str(), &st) == 0);
             BOOST_TEST(st.st_uid == ::geteuid());
+            // Saved through a symbolic link, the file that replaces the link is the saver's:
+            // whoever may write the folder must not choose whose root's output becomes.
+            const fs::path link = dir.path / (std::string("link-") + name);
+            fs::create_symlink(target, link);
+            save(new_state(), link);
+            BOOST_REQUIRE(::lstat(link.c_str(), &st) == 0);
+            BOOST_TEST(S_ISREG(st.st_mode));
+            BOOST_TEST(st.st_uid == ::geteuid());
+            BOOST_TEST((st.st_mode & 07777) == 0640u); // the bits still follow the link
         }
     }
 }

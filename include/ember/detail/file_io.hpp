@@ -815,17 +815,23 @@ void atomic_write_with(const std::filesystem::path& path, std::size_t total, Pro
         throw io_error("cannot save '" + target + "': no free temporary file name");
     // Until the function returns: after the rename, or after clean_up removed the temporary.
     const temporary_lock lock(temp);
-    // Before a byte is written. The owner and group too, where this process may give them
-    // (root may give both; others a group they belong to): a root job's save over a user's
-    // checkpoint leaves it the user's, as rewriting it in place would. Then exactly the
-    // permission bits, not less the umask. A file system without owners or permissions (FAT)
+    // Before a byte is written: exactly these permission bits, not less the umask, as a file
+    // rewritten in place keeps them. Then the owner and group, where this process may give
+    // them (root may give both; others a group they belong to) and the path is the file itself,
+    // not a link to it: a root job's save over a user's checkpoint leaves it the user's, as
+    // rewriting it in place would. The bits go first: once the file is another's, only
+    // CAP_FOWNER could still change them. A file system without permissions or owners (FAT)
     // refuses: it has none to keep.
     if (keep_mode)
     {
-        if ((replaced_stat.st_uid != ::geteuid() || replaced_stat.st_gid != ::getegid()) &&
-            ::fchown(fd, replaced_stat.st_uid, replaced_stat.st_gid) != 0)
-            (void)::fchown(fd, static_cast<uid_t>(-1), replaced_stat.st_gid);
         (void)::fchmod(fd, replaced_stat.st_mode & 0777);
+        struct stat link_stat
+        {
+        };
+        if (::lstat(path.c_str(), &link_stat) == 0 && S_ISREG(link_stat.st_mode) &&
+            (link_stat.st_uid != ::geteuid() || link_stat.st_gid != ::getegid()) &&
+            ::fchown(fd, link_stat.st_uid, link_stat.st_gid) != 0)
+            (void)::fchown(fd, static_cast<uid_t>(-1), link_stat.st_gid);
     }
 
     // Removes the temporary (closing it first if still open); the error of the failed step is

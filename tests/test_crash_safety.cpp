@@ -24,6 +24,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -715,6 +716,50 @@ BOOST_AUTO_TEST_CASE(a_file_saved_again_keeps_its_permissions)
     save(new_state(), link);
     BOOST_TEST(!fs::is_symlink(link));
     BOOST_TEST(mode_of(link) == 0600u);
+}
+
+namespace
+{
+mode_t g_temporary_mode = 0;
+int open_recording_the_temporarys_mode(const char* path, int flags, mode_t mode)
+{
+    if (std::string_view(path).find(".tmp-") != std::string_view::npos)
+        g_temporary_mode = mode;
+    return detail::system_open(path, flags, mode);
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(the_temporary_replacing_a_private_file_is_never_readable_by_others)
+{
+    // It used to be created 0644 and narrowed to the old file's 0600 after: in between another
+    // user could open it, and read the new checkpoint through that descriptor as it was written.
+    temp_dir dir;
+    const fs::path target = dir.path / "private.ember";
+    save(old_state(), target);
+    BOOST_REQUIRE(::chmod(target.c_str(), 0600) == 0);
+    detail::file_ops ops;
+    ops.open = &open_recording_the_temporarys_mode;
+    {
+        detail::scoped_file_ops recording(ops);
+        save(new_state(), target);
+    }
+    BOOST_TEST(g_temporary_mode == 0600u);
+    struct stat st
+    {
+    };
+    BOOST_REQUIRE(::stat(target.c_str(), &st) == 0);
+    BOOST_TEST((st.st_mode & 07777) == 0600u);
+    // A new file is created as before, 0644 less the umask: there is nothing to keep private.
+    {
+        detail::scoped_file_ops recording(ops);
+        save(new_state(), dir.path / "new.ember");
+    }
+    BOOST_TEST(g_temporary_mode == 0644u);
+    // And a wider file gets its bits back once the temporary is this process's.
+    BOOST_REQUIRE(::chmod(target.c_str(), 0664) == 0);
+    save(new_state(), target);
+    BOOST_REQUIRE(::stat(target.c_str(), &st) == 0);
+    BOOST_TEST((st.st_mode & 07777) == 0664u);
 }
 
 BOOST_AUTO_TEST_CASE(a_save_keeps_the_owner_and_group_of_the_file_it_replaces)

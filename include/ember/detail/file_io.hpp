@@ -796,6 +796,12 @@ void atomic_write_with(const std::filesystem::path& path, std::size_t total, Pro
     const bool keep_mode =
         ::stat(path.c_str(), &replaced_stat) == 0 && S_ISREG(replaced_stat.st_mode);
 
+    // Created readable by its owner alone where it replaces a file (its bits are set below, once
+    // it is this process's): with 0644 another user could open it in between, and an open file
+    // stays readable after its bits narrow, so a private checkpoint's bytes could be read as
+    // they were written.
+    const mode_t create_mode = keep_mode ? 0600 : 0644;
+
     // A random suffix keeps concurrent writers apart; O_EXCL makes a clash fail, not share.
     const std::string name = path.filename().string();
     int fd = -1;
@@ -803,7 +809,7 @@ void atomic_write_with(const std::filesystem::path& path, std::size_t total, Pro
     for (int attempt = 0; attempt < 16 && fd < 0; ++attempt)
     {
         temp = folder / temporary_name(name, temporary_name_number());
-        fd = ops.open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        fd = ops.open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, create_mode);
         if (fd < 0 && errno != EEXIST)
         {
             const int err = errno;

@@ -789,12 +789,16 @@ void atomic_write_with(const std::filesystem::path& path, std::size_t total, Pro
     // The new file gets the permissions of the one it replaces (of the file a symbolic link at
     // the path names), as rewriting it in place (torch.save) would leave them: a checkpoint
     // made private must not become readable by all at its next save. A new one: 0644 less the
-    // umask.
+    // umask. Its owner too, where the path is that file itself (see below): one lstat, and a
+    // stat of what a symbolic link names only where the path is one.
     struct stat replaced_stat
     {
     };
-    const bool keep_mode =
-        ::stat(path.c_str(), &replaced_stat) == 0 && S_ISREG(replaced_stat.st_mode);
+    const bool replaces_file =
+        ::lstat(path.c_str(), &replaced_stat) == 0 && S_ISREG(replaced_stat.st_mode);
+    const bool keep_mode = replaces_file || (S_ISLNK(replaced_stat.st_mode) &&
+                                             ::stat(path.c_str(), &replaced_stat) == 0 &&
+                                             S_ISREG(replaced_stat.st_mode));
 
     // Created readable by its owner alone where it replaces a file (its bits are set below, once
     // it is this process's): with 0644 another user could open it in between, and an open file
@@ -829,16 +833,11 @@ void atomic_write_with(const std::filesystem::path& path, std::size_t total, Pro
     // CAP_FOWNER could still change them. A file system without permissions or owners (FAT)
     // refuses: it has none to keep.
     if (keep_mode)
-    {
         (void)::fchmod(fd, replaced_stat.st_mode & 0777);
-        struct stat link_stat
-        {
-        };
-        if (::lstat(path.c_str(), &link_stat) == 0 && S_ISREG(link_stat.st_mode) &&
-            (link_stat.st_uid != ::geteuid() || link_stat.st_gid != ::getegid()) &&
-            ::fchown(fd, link_stat.st_uid, link_stat.st_gid) != 0)
-            (void)::fchown(fd, static_cast<uid_t>(-1), link_stat.st_gid);
-    }
+    if (replaces_file &&
+        (replaced_stat.st_uid != ::geteuid() || replaced_stat.st_gid != ::getegid()) &&
+        ::fchown(fd, replaced_stat.st_uid, replaced_stat.st_gid) != 0)
+        (void)::fchown(fd, static_cast<uid_t>(-1), replaced_stat.st_gid);
 
     // Removes the temporary (closing it first if still open); the error of the failed step is
     // the one reported, whatever the clean-up meets.

@@ -37,12 +37,13 @@ struct class_weights
     }
 };
 
-/// @brief `weights` (an option named `what`, on the host) as a kernel reads them for `input`.
+/// @brief `weights` (the loss's `Device` copy of the option named `what`) as a kernel reads
+/// them for `input`.
 /// @throws shape_error unless they are empty, one, or one per element of input's last dimension.
-template <class T, std::size_t N, class Input, class DeviceWeights>
-class_weights<T> fit_class_weights(std::string_view loss, std::string_view what,
-                                   const tensor<T, 1>& weights, const Input& input,
-                                   const DeviceWeights& on_device);
+template <class Weights, class Input>
+class_weights<typename Weights::value_type>
+fit_class_weights(std::string_view loss, std::string_view what, const Weights& weights,
+                  const Input& input);
 } // namespace detail
 
 /// @brief Options of bce_loss. `weight`, when not empty, multiplies each element's loss: one
@@ -167,21 +168,21 @@ private:
 
 namespace detail
 {
-template <class T, std::size_t N, class Input, class DeviceWeights>
-class_weights<T> fit_class_weights(std::string_view loss, std::string_view what,
-                                   const tensor<T, 1>& weights, const Input& input,
-                                   const DeviceWeights& on_device)
+template <class Weights, class Input>
+class_weights<typename Weights::value_type>
+fit_class_weights(std::string_view loss, std::string_view what, const Weights& weights,
+                  const Input& input)
 {
     std::size_t classes = 1;
-    if constexpr (N > 0)
-        classes = input.shape()[N - 1];
+    if constexpr (Input::rank > 0)
+        classes = input.shape()[Input::rank - 1];
     if (weights.size() > 1 && weights.size() != classes)
         throw shape_error(std::string(loss) + ": " + std::string(what) + " of shape " +
                           shape_string(weights.shape()) + " does not fit input of shape " +
                           shape_string(input.shape()) +
                           ": expected one weight, or one per class, [" + std::to_string(classes) +
                           "]");
-    return {weights.size() == 0 ? nullptr : on_device.data(), weights.size(), classes};
+    return {weights.size() == 0 ? nullptr : weights.data(), weights.size(), classes};
 }
 
 /// @brief Throws bce_loss's value_error naming the first input, else target, outside [0, 1]
@@ -216,7 +217,7 @@ template <class T, std::size_t N, class Device>
 void bce_loss<T, N, Device>::prepare(const typename base_type::input_type& input,
                                      const typename base_type::target_type& target)
 {
-    m_params = detail::fit_class_weights<T, N>(name, "weight", m_options.weight, input, m_weight);
+    m_params = detail::fit_class_weights(name, "weight", m_weight, input);
     detail::check_probabilities<Device>(input.data(), target.data(), input.size());
 }
 
@@ -239,9 +240,8 @@ template <class T, std::size_t N, class Device>
 void bce_with_logits_loss<T, N, Device>::prepare(const typename base_type::input_type& input,
                                                  const typename base_type::target_type&)
 {
-    m_params = {detail::fit_class_weights<T, N>(name, "weight", m_options.weight, input, m_weight),
-                detail::fit_class_weights<T, N>(name, "pos_weight", m_options.pos_weight, input,
-                                                m_pos_weight)};
+    m_params = {detail::fit_class_weights(name, "weight", m_weight, input),
+                detail::fit_class_weights(name, "pos_weight", m_pos_weight, input)};
 }
 
 template <class T, std::size_t N, class Device>

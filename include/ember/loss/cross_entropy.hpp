@@ -10,7 +10,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <limits>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -252,12 +251,8 @@ T class_index_loss<Derived, T, Device>::forward(const input_type& input, const t
     resize_if_needed(this->m_losses, target.shape());
     if (caching)
         resize_if_needed(this->m_local, input.shape());
-    // A mean over counted samples whose weights add up to 0 is PyTorch's 0/0: NaN, and so is
-    // the gradient of every counted sample (0 times 1/0), smoothed or not.
-    const bool undefined_mean = this->m_reduction == nn::reduction::mean && counted.valid != 0 &&
-                                counted.weight == acc_type(0);
-    const T scale = undefined_mean ? std::numeric_limits<T>::quiet_NaN()
-                                   : this->gradient_scale(counted.weight, counted.valid);
+    // The mean divides by the targets' total weight (their number without weights).
+    const T scale = this->gradient_scale(counted.weight, counted.valid);
     const typename Derived::params_type p = static_cast<const Derived&>(*this).params();
     const T* x = input.data();
     T* l = this->m_losses.data();
@@ -279,8 +274,7 @@ T class_index_loss<Derived, T, Device>::forward(const input_type& input, const t
             l[i] = li;
             return li;
         });
-    return this->end_forward(undefined_mean ? std::numeric_limits<acc_type>::quiet_NaN() : sum,
-                             counted.weight, caching);
+    return this->end_forward(sum, counted.weight, caching);
 }
 
 template <class Derived, class T, class Device>

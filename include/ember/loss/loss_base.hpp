@@ -24,6 +24,7 @@
 #include "ember/loss/reduction.hpp"
 
 #include <cstddef>
+#include <limits>
 #include <string>
 #include <type_traits>
 
@@ -93,9 +94,11 @@ protected:
     bool begin_forward() noexcept;
     // Multiplier turning per-element derivatives into derivatives of forward()'s result, for a
     // mean that divides by `divisor` (the number of elements, or their total weight) over
-    // `count` elements: 0 when there are none.
+    // `count` elements: 0 when there are none; NaN when there are some but their weights add up
+    // to 0 (PyTorch's 0 times 1/0).
     T gradient_scale(loss_accumulator_t<T> divisor, std::size_t count) const noexcept;
-    // Folds `sum`, the sum of the losses, by the reduction (a mean divides it by `divisor`).
+    // Folds `sum`, the sum of the losses, by the reduction: a mean divides it by `divisor`, and
+    // is NaN where that is 0 (PyTorch's 0/0, whatever else was added to the sum).
     T end_forward(loss_accumulator_t<T> sum, loss_accumulator_t<T> divisor, bool cached) noexcept;
 
     static std::string loss_name() { return std::string(Derived::name); }
@@ -157,7 +160,9 @@ T loss_base<Derived, T, I, L, Device>::gradient_scale(loss_accumulator_t<T> divi
 {
     if (m_reduction != nn::reduction::mean)
         return T(1);
-    return count == 0 ? T(0) : T(1) / static_cast<T>(divisor);
+    if (count == 0)
+        return T(0);
+    return divisor == 0 ? std::numeric_limits<T>::quiet_NaN() : T(1) / static_cast<T>(divisor);
 }
 
 template <class Derived, class T, std::size_t I, std::size_t L, class Device>
@@ -167,7 +172,7 @@ T loss_base<Derived, T, I, L, Device>::end_forward(loss_accumulator_t<T> sum,
 {
     m_cached = cached;
     if (m_reduction == nn::reduction::mean)
-        return static_cast<T>(sum / divisor); // 0/0: NaN
+        return divisor == 0 ? std::numeric_limits<T>::quiet_NaN() : static_cast<T>(sum / divisor);
     return static_cast<T>(sum);
 }
 

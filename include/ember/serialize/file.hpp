@@ -1138,26 +1138,25 @@ EMBER_PRECOMPILED_INLINE file_info probe(const std::filesystem::path& path, file
 EMBER_PRECOMPILED_INLINE bool
 detail::container_looks_like_checkpoint(const std::filesystem::path& path) noexcept
 {
-    // One pread of the header, not a mapping: a mapping of a large file reads all of it ahead
-    // (file_bytes), and the prune that asks must not read the checkpoints it keeps.
+    // The header's bytes read, not the file mapped: a mapping of a large file reads all of it
+    // ahead (file_bytes), and the prune that asks must not read the checkpoints it keeps.
+    const file_ops& ops = active_file_ops();
+    std::size_t size = 0;
     int fd = -1;
     try
     {
-        std::size_t size = 0;
         fd = open_regular_file(path, size);
         std::array<std::byte, header_size> head{};
-        const ssize_t got = ::pread(fd, head.data(), head.size(), 0);
-        ::close(fd);
+        read_exactly(fd, head, path.string()); // a file shorter than a header: io_error
+        ops.close(fd);
         fd = -1;
-        if (got != static_cast<ssize_t>(head.size()))
-            return false;
         return check_container_header(head, size, path.string()).content ==
                static_cast<std::uint32_t>(file_content::checkpoint);
     }
     catch (...) // io_error, format_error, bad_alloc: not a checkpoint to count on
     {
         if (fd >= 0)
-            ::close(fd);
+            ops.close(fd);
         return false;
     }
 }

@@ -458,6 +458,46 @@ BOOST_AUTO_TEST_CASE(a_parameter_no_backward_reached_after_zero_grad_is_stepped_
     BOOST_TEST(std::all_of(zeros.begin(), zeros.end(), [](double v) { return v == 0; }));
 }
 
+// zero_grad(true) is PyTorch's zero_grad(set_to_none=True): a parameter no backward reaches
+// afterwards is passed over, momentum and weight decay included, and keeps its state (PyTorch
+// 1.13: SGD(lr=0.1, momentum=0.5, weight_decay=0.1) leaves such a parameter where it was and
+// saves state for both).
+BOOST_AUTO_TEST_CASE(after_zero_grad_set_to_none_a_parameter_no_backward_reaches_is_not_stepped)
+{
+    toy<double> m;
+    optim::sgd opt(m.parameters(), {.lr = 0.1, .momentum = 0.5, .weight_decay = 0.1});
+    m.compute_grads();
+    opt.step();
+    const auto p0 = test::host(m.p0.value);
+    const auto p1 = test::host(m.p1.value);
+
+    opt.zero_grad(true);
+    BOOST_TEST(!m.p0.has_grad());
+    BOOST_TEST(!m.p1.has_grad());
+    const std::array<double, 6> g0{3, 4, 0, 0, 0, 0};
+    test_device::upload(g0.data(), 6, m.p0.grad().data()); // a backward that reaches p0 alone
+    opt.step();
+    BOOST_TEST((test::host(m.p1.value) == p1));
+    BOOST_TEST((test::host(m.p0.value) != p0));
+    BOOST_TEST(opt.state_dict().state.size() == 2u);
+
+    // Reached again, it is stepped again: from zeros, not from the gradient it had before.
+    opt.zero_grad(true);
+    m.p1.grad();
+    BOOST_TEST(m.p1.has_grad());
+    const auto grads = m.grads();
+    BOOST_TEST(std::all_of(grads.begin() + 6, grads.end(), [](double v) { return v == 0; }));
+    opt.step();
+    BOOST_TEST((test::host(m.p1.value) != p1));
+
+    // The module's zero_grad takes the same flag.
+    m.zero_grad(true);
+    BOOST_TEST(!m.p0.has_grad());
+    BOOST_TEST(!m.p1.has_grad());
+    m.zero_grad();
+    BOOST_TEST(!m.p1.has_grad()); // zeroing a None gradient leaves it None, as in PyTorch
+}
+
 // A gradient nothing has written is PyTorch's None: torch.optim and clip_grad_norm_ leave such a
 // parameter out, so weight decay does not shrink an unused branch and it gets no state (PyTorch
 // 1.13: AdamW(lr=0.1, weight_decay=0.1) keeps [1, -3] and saves state for the other only).

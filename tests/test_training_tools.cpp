@@ -568,6 +568,9 @@ BOOST_AUTO_TEST_CASE(history_keeps_named_columns_per_epoch)
         has("no column 'lr' (the columns are 'epoch', 'train_loss', 'val_loss')"));
     BOOST_CHECK_EXCEPTION(h.append({{"a", 1}, {"a", 2}}), value_error, has("given twice"));
     BOOST_CHECK_EXCEPTION(h.append({{"b", 1}, {"", 2}}), value_error, has("cannot be empty"));
+    // A row of no values: it would count in size() but not survive save_csv or to_value().
+    BOOST_CHECK_EXCEPTION(h.append(std::span<const std::pair<std::string, double>>{}), value_error,
+                          has("the row has no values"));
     BOOST_TEST(h.size() == 3u); // the refused rows added nothing
     BOOST_TEST(!h.contains("b"));
 }

@@ -40,7 +40,8 @@ class history
 {
 public:
     /// @brief Adds one row (an epoch): `h.append({{"train_loss", 0.3}, {"val_loss", 0.4}})`.
-    /// Throws value_error if a name is empty or given twice.
+    /// Throws value_error if the row is empty (a row of no values would not survive save_csv
+    /// nor a checkpoint, which keep columns), or a name is empty or given twice.
     void append(std::initializer_list<std::pair<std::string_view, double>> row);
     void append(std::span<const std::pair<std::string, double>> row);
 
@@ -162,6 +163,9 @@ history::append(std::initializer_list<std::pair<std::string_view, double>> row)
 
 EMBER_PRECOMPILED_INLINE void history::append(std::span<const std::pair<std::string, double>> row)
 {
+    if (row.empty())
+        throw value_error("history::append: the row has no values; give it at least one "
+                          "(h.append({{\"epoch\", e}}))");
     for (std::size_t i = 0; i < row.size(); ++i)
         for (std::size_t j = 0; j < i; ++j)
             if (row[i].first == row[j].first)

@@ -10,7 +10,10 @@
 /// ```
 ///
 /// As in PyTorch, frozen parameters (requires_grad false, whose grad PyTorch leaves None) and
-/// parameters no backward has reached (has_grad() false: a None grad) are skipped; the total norm
+/// parameters no backward has reached (has_grad() false: a None grad) are skipped. (One
+/// difference: a parameter frozen after a backward keeps its gradient in PyTorch, which counts it
+/// until `zero_grad(set_to_none=True)`; ember skips every frozen parameter, as its optimizers do,
+/// since a hand-written backward may write a frozen parameter's gradient.) The total norm
 /// is the norm of the per-parameter norms, each rounded to the grads' type; and the grads are
 /// scaled by min(max_norm / (total_norm + 1e-6), 1) computed in that type as PyTorch computes it
 /// (`(1 / (total_norm + 1e-6)) * max_norm`). Sums accumulate in double, so a float32 norm may

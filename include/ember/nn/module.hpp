@@ -191,8 +191,9 @@ public:
     bool is_training() const noexcept { return m_training; }
 
     /// @brief Sets every parameter's gradient to zero (lazily: the next backward overwrites it;
-    /// see nn::parameter).
-    void zero_grad();
+    /// see nn::parameter); with `set_to_none`, to None, as PyTorch's
+    /// `model.zero_grad(set_to_none=True)`.
+    void zero_grad(bool set_to_none = false);
 
     /// @brief Whether backward() must return the gradient with respect to the input (true by
     /// default). A model's input is usually data, whose gradient nobody reads; with this off a
@@ -279,12 +280,12 @@ void module<Derived, Device>::train(bool mode)
 }
 
 template <class Derived, class Device>
-void module<Derived, Device>::zero_grad()
+void module<Derived, Device>::zero_grad(bool set_to_none)
 {
-    auto f = [](std::string_view, auto& member)
+    auto f = [set_to_none](std::string_view, auto& member)
     {
         if constexpr (is_parameter_v<decltype(member)>)
-            member.zero_grad();
+            member.zero_grad(set_to_none);
     };
     detail::walk<false>(derived(), std::string(), f);
 }

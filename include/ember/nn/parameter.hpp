@@ -71,8 +71,16 @@ public:
         return m_grad;
     }
 
-    /// @brief Sets the gradient to zero (lazily: see the class comment).
-    void zero_grad() noexcept { m_grad_zeroed = true; }
+    /// @brief Sets the gradient to zero (lazily: see the class comment); with `set_to_none`,
+    /// to PyTorch's None as well (has_grad() false), so that optimizers and clip_grad_norm_
+    /// skip the parameter until a backward reaches it again, as after PyTorch's
+    /// `zero_grad(set_to_none=True)` (the default from PyTorch 2.0).
+    void zero_grad(bool set_to_none = false) noexcept
+    {
+        m_grad_zeroed = true;
+        if (set_to_none)
+            m_has_grad = false;
+    }
     /// @brief False until a backward or the non-const grad() writes the gradient: PyTorch's
     /// `p.grad is not None`. Optimizers step only parameters that have one.
     bool has_grad() const noexcept { return m_has_grad; }
@@ -179,8 +187,9 @@ public:
     /// @brief parameter::has_grad(): whether a gradient was ever written (`grad is not None`).
     /// Ask it before grad(), which makes one.
     bool has_grad() const noexcept { return m_has_grad(m_param); }
-    /// @brief parameter::zero_grad(): sets the gradient to zero, lazily.
-    void zero_grad() const noexcept { m_zero_grad(m_param); }
+    /// @brief parameter::zero_grad(): sets the gradient to zero, lazily (and to None with
+    /// `set_to_none`).
+    void zero_grad(bool set_to_none = false) const noexcept { m_zero_grad(m_param, set_to_none); }
     std::vector<std::int64_t> shape() const { return m_shape(m_param); }
     std::size_t size() const noexcept { return value().size(); }
     /// @brief False for a frozen parameter, which optimizers skip.
@@ -211,9 +220,9 @@ private:
         return static_cast<const parameter<T, N, D>*>(p)->has_grad();
     }
     template <std::size_t N, class D>
-    static void zero_grad_of(void* p) noexcept
+    static void zero_grad_of(void* p, bool set_to_none) noexcept
     {
-        static_cast<parameter<T, N, D>*>(p)->zero_grad();
+        static_cast<parameter<T, N, D>*>(p)->zero_grad(set_to_none);
     }
     template <std::size_t N, class D>
     static std::vector<std::int64_t> shape_of(void* p)
@@ -227,7 +236,7 @@ private:
     std::span<T> (*m_value)(void*) noexcept;
     std::span<T> (*m_grad)(void*);
     bool (*m_has_grad)(const void*) noexcept;
-    void (*m_zero_grad)(void*) noexcept;
+    void (*m_zero_grad)(void*, bool) noexcept;
     std::vector<std::int64_t> (*m_shape)(void*);
 };
 

@@ -310,10 +310,16 @@ public:
     using param_state_type = State;
 
     /// @brief Sets the gradient of every parameter in every group to zero (lazily: the next
-    /// backward overwrites it; see nn::parameter).
-    void zero_grad();
+    /// backward overwrites it; see nn::parameter), PyTorch 1.13's default. With `set_to_none`,
+    /// to None, as PyTorch's `zero_grad(set_to_none=True)` (its default from 2.0): step() then
+    /// passes over a parameter no backward reaches before it (no weight decay, no momentum, no
+    /// change to its state), where on zeros it would move it.
+    void zero_grad(bool set_to_none = false);
 
-    /// @brief One update of every parameter with requires_grad, group by group.
+    /// @brief One update of every parameter with requires_grad and a gradient (has_grad(),
+    /// PyTorch's `grad is not None`), group by group. A parameter frozen after a backward is
+    /// skipped too, where PyTorch steps it until its gradient is None: a hand-written backward
+    /// may write a frozen parameter's gradient, and freezing must hold all the same.
     void step();
 
     /// @brief PyTorch's `optimizer.state_dict()`: state by global parameter index (only the
@@ -803,11 +809,11 @@ void optimizer<Derived, T, Options, State, Device>::add_param_group(group_type g
 }
 
 template <class Derived, class T, class Options, class State, class Device>
-void optimizer<Derived, T, Options, State, Device>::zero_grad()
+void optimizer<Derived, T, Options, State, Device>::zero_grad(bool set_to_none)
 {
     for (auto& g : m_groups)
         for (const auto& p : g.params)
-            p.zero_grad(); // lazily: see nn::parameter
+            p.zero_grad(set_to_none); // lazily: see nn::parameter
 }
 
 template <class Derived, class T, class Options, class State, class Device>

@@ -907,6 +907,51 @@ BOOST_AUTO_TEST_CASE(a_corrupt_or_truncated_file_never_takes_a_good_checkpoints_
     BOOST_TEST(m.skipped().size() == 1u); // ckpt-000009
 }
 
+BOOST_AUTO_TEST_CASE(a_pytorch_file_that_does_not_end_as_a_whole_zip_is_not_counted)
+{
+    // In PyTorch's format the prune reads a file's end records: a file cut short (they are
+    // gone), one with bytes after them, or not a zip at all takes no good checkpoint's place.
+    temp_dir dir;
+    checkpoint_manager m(dir.path,
+                         {.keep_last = 2, .extension = ".pth", .format = file_format::pytorch});
+    m.save(at_step(1));
+    m.save(at_step(2));
+    m.save(at_step(3));
+    const auto size = fs::file_size(m.path_for(3));
+    fs::resize_file(m.path_for(3), size - 1); // the end record's last byte gone
+    write_text(m.path_for(7), "PK\x03\x04 and then garbage");
+    fs::copy_file(m.path_for(2), m.path_for(8));
+    {
+        std::ofstream out(m.path_for(8), std::ios::binary | std::ios::app);
+        out << "trailing bytes";
+    }
+    BOOST_TEST(!detail::zip_looks_whole(m.path_for(3)));
+    BOOST_TEST(!detail::zip_looks_whole(m.path_for(7)));
+    BOOST_TEST(!detail::zip_looks_whole(m.path_for(8)));
+    BOOST_TEST(!detail::zip_looks_whole(dir.path / "no such file.pth"));
+    BOOST_TEST(detail::zip_looks_whole(m.path_for(2)));
+    m.save(at_step(4));
+    // 4 and 2 are the two whole ones kept; the damaged files newer than 2 stay.
+    BOOST_TEST(names(m.checkpoints()) ==
+               (std::vector<std::string>{"ckpt-000002.pth", "ckpt-000003.pth", "ckpt-000004.pth",
+                                         "ckpt-000007.pth", "ckpt-000008.pth"}));
+    m.save(at_step(5));
+    // Now 5 and 4: 3 and 2 are older and go, damaged or not.
+    BOOST_TEST(names(m.checkpoints()) ==
+               (std::vector<std::string>{"ckpt-000004.pth", "ckpt-000005.pth", "ckpt-000007.pth",
+                                         "ckpt-000008.pth"}));
+    BOOST_TEST(m.load_latest()->global_step == 5);
+    // A ZIP64 archive's end records (its locator and ZIP64 end record) are read too.
+    pytorch::zip_writer zip({.force_zip64 = true});
+    zip.add("archive/data.pkl", std::string_view("a record"));
+    const std::vector<std::byte> bytes = zip.finish();
+    const auto big = dir.path / "zip64.pth";
+    write_text(big, std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+    BOOST_TEST(detail::zip_looks_whole(big));
+    fs::resize_file(big, fs::file_size(big) - 30); // into the ZIP64 locator
+    BOOST_TEST(!detail::zip_looks_whole(big));
+}
+
 BOOST_AUTO_TEST_CASE(the_manager_prunes_checkpoints_of_every_format_it_writes)
 {
     // The container's checkpoints count by their headers, which the check must recognise, or

@@ -22,8 +22,10 @@
 /// and the file's size are read, no payload), so a truncated file, or one whose header is
 /// damaged or not a checkpoint's, never takes the place of a good one: such files older than
 /// the kept ones go with them, newer ones stay for the user to look at (a flipped bit in a
-/// payload shows only on loading, where load_latest() passes over it). The other formats have
-/// no such header, and telling a whole file would mean reading it: every file of theirs counts.
+/// payload shows only on loading, where load_latest() passes over it). In PyTorch's format the
+/// same holds for files that do not end as a whole zip archive (detail::zip_looks_whole: its
+/// end records, from the last 64 KiB at most). The cereal formats have neither, and telling a
+/// whole file would mean reading it: every file of theirs counts.
 /// load_latest() and save() delete the temporaries whose save is over (a save in progress holds its
 /// temporary locked, detail::temporary_lock), so managers in several processes may save into one
 /// folder; each prunes what all of them wrote to its keep_last.
@@ -57,7 +59,8 @@ enum class checkpoint_numbering
 struct checkpoint_manager_options
 {
     /// Checkpoints kept after each save (in the container, those whose header says they are
-    /// whole; damaged files newer than them are kept too); 0 keeps all.
+    /// whole; in PyTorch's format, those that end as a whole zip; damaged files newer than
+    /// them are kept too); 0 keeps all.
     std::size_t keep_last = 3;
     checkpoint_numbering number_by = checkpoint_numbering::global_step;
     std::string prefix = "ckpt-";
@@ -243,8 +246,7 @@ inline void checkpoint_manager::prune(std::int64_t just_written) const
             continue;
         if (kept < m_options.keep_last)
         {
-            if (m_options.format != file_format::ember ||
-                detail::container_looks_like_checkpoint(it->path))
+            if (detail::looks_whole(it->path, m_options.format))
                 ++kept;
             continue;
         }

@@ -184,6 +184,19 @@ void save_container(const T& obj, const std::filesystem::path& path);
 /// checkpoint, and a payload size equal to the file's). Nothing more is read, so a flipped bit
 /// in the payload passes. False for any error, an unreadable file included.
 bool container_looks_like_checkpoint(const std::filesystem::path& path) noexcept;
+
+/// @brief Whether the file at `path` ends as a whole zip archive (PyTorch's format), by its
+/// last bytes alone (at most pytorch::detail::end_records_reach, 64 KiB): end records that
+/// agree with each other and declare a central directory ending where they begin. A file cut
+/// short has lost them; its records and their checksums are not read, so a flipped bit in a
+/// tensor passes. False for any error, an unreadable file included.
+bool zip_looks_whole(const std::filesystem::path& path) noexcept;
+
+/// @brief What checkpoint_manager's prune counts as a checkpoint to keep, by the file's header
+/// or end, never its payload: container_looks_like_checkpoint in ember's container,
+/// zip_looks_whole in PyTorch's format, and any file in the others, which hold no size to check
+/// a file against short of reading it all.
+bool looks_whole(const std::filesystem::path& path, file_format format) noexcept;
 } // namespace detail
 
 } // namespace ember
@@ -1158,6 +1171,47 @@ detail::container_looks_like_checkpoint(const std::filesystem::path& path) noexc
         if (fd >= 0)
             ops.close(fd);
         return false;
+    }
+}
+
+EMBER_PRECOMPILED_INLINE bool detail::zip_looks_whole(const std::filesystem::path& path) noexcept
+{
+    // The end's bytes read, not the file mapped, as in container_looks_like_checkpoint.
+    const file_ops& ops = active_file_ops();
+    std::size_t size = 0;
+    int fd = -1;
+    try
+    {
+        fd = open_regular_file(path, size);
+        const std::size_t tail = std::min(size, pytorch::detail::end_records_reach);
+        std::vector<std::byte> end(tail);
+        if (ops.seek(fd, static_cast<off_t>(size - tail), SEEK_SET) !=
+            static_cast<off_t>(size - tail))
+            throw io_error("cannot seek in '" + path.string() + "'");
+        read_exactly(fd, end, path.string());
+        ops.close(fd);
+        fd = -1;
+        return pytorch::detail::locate_central_directory(end, size, path.string()).count > 0;
+    }
+    catch (...) // io_error, format_error, bad_alloc: not a checkpoint to count on
+    {
+        if (fd >= 0)
+            ops.close(fd);
+        return false;
+    }
+}
+
+EMBER_PRECOMPILED_INLINE bool detail::looks_whole(const std::filesystem::path& path,
+                                                  file_format format) noexcept
+{
+    switch (format)
+    {
+    case file_format::ember:
+        return container_looks_like_checkpoint(path);
+    case file_format::pytorch:
+        return zip_looks_whole(path);
+    default:
+        return true;
     }
 }
 

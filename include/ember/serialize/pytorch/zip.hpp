@@ -284,23 +284,43 @@ inline detail::zip64_extra zip_reader::find_zip64_extra(const std::byte* x, std:
     return found;
 }
 
-inline void zip_reader::parse()
+namespace detail
 {
-    using namespace detail;
-    const std::byte* b = m_bytes.data();
-    const std::uint64_t size = m_bytes.size();
+
+/// Where an archive's central directory lies, from its end records.
+struct central_directory_location
+{
+    std::uint64_t offset = 0;
+    std::uint64_t size = 0;
+    std::uint64_t count = 0; ///< entries
+};
+
+/// Reads the end records of a zip archive of `size` bytes from `window`, its last
+/// window.size() bytes (all of them, or at least the last end_records_reach: every end record,
+/// with the longest comment), checks them (single disk, no extensible data, ZIP64 fields equal
+/// to the classic ones) and that the central directory they declare ends where they begin.
+/// Throws format_error `what: ...` naming the offset at fault.
+inline central_directory_location locate_central_directory(std::span<const std::byte> window,
+                                                           std::uint64_t size,
+                                                           const std::string& what)
+{
+    const std::uint64_t first = size - window.size(); // the file offset of window[0]
+    // The window's bytes at file offset `off`, which the callers keep at or past `first`.
+    auto b_at = [&](std::uint64_t off) { return window.data() + (off - first); };
     auto at = [&](std::uint64_t off) { return std::to_string(off); };
+    auto fail = [&](const std::string& message) { throw format_error(what + ": " + message); };
 
     if (size < end_size)
         fail("only " + std::to_string(size) + " bytes, too short for a zip archive");
 
     // The end record is the last one whose comment runs exactly to the end of the file.
     std::uint64_t end = size;
-    const std::uint64_t lowest = size >= end_size + u16_max ? size - end_size - u16_max : 0;
+    const std::uint64_t lowest =
+        std::max(size >= end_size + u16_max ? size - end_size - u16_max : 0, first);
     for (std::uint64_t pos = size - end_size + 1; pos-- > lowest;)
     {
-        if (load_le<std::uint32_t>(b + pos) == end_signature &&
-            pos + end_size + load_le<std::uint16_t>(b + pos + 20) == size)
+        if (load_le<std::uint32_t>(b_at(pos)) == end_signature &&
+            pos + end_size + load_le<std::uint16_t>(b_at(pos) + 20) == size)
         {
             end = pos;
             break;
@@ -308,12 +328,12 @@ inline void zip_reader::parse()
     }
     if (end == size)
     {
-        if (size >= 4 && load_le<std::uint32_t>(b) == local_header_signature)
+        if (first == 0 && load_le<std::uint32_t>(b_at(0)) == local_header_signature)
             fail("no end of central directory record (truncated?)");
         fail("not a zip archive (no end of central directory record)");
     }
 
-    const std::byte* e = b + end;
+    const std::byte* e = b_at(end);
     std::uint64_t disk = load_le<std::uint16_t>(e + 4);
     std::uint64_t cd_disk = load_le<std::uint16_t>(e + 6);
     std::uint64_t count_disk = load_le<std::uint16_t>(e + 8);
@@ -322,19 +342,19 @@ inline void zip_reader::parse()
     std::uint64_t cd_offset = load_le<std::uint32_t>(e + 16);
     std::uint64_t cd_limit = end; // the central directory ends where the end records begin
 
-    if (end >= zip64_locator_size &&
-        load_le<std::uint32_t>(b + end - zip64_locator_size) == zip64_locator_signature)
+    if (end >= first + zip64_locator_size &&
+        load_le<std::uint32_t>(b_at(end - zip64_locator_size)) == zip64_locator_signature)
     {
         const std::uint64_t loc_offset = end - zip64_locator_size;
-        const std::byte* loc = b + loc_offset;
+        const std::byte* loc = b_at(loc_offset);
         const std::uint64_t z_offset = load_le<std::uint64_t>(loc + 8);
         // Total disks: 1, or 0 as some writers put it; both mean a single-disk archive.
         if (load_le<std::uint32_t>(loc + 4) != 0 || load_le<std::uint32_t>(loc + 16) > 1)
             fail("multi-disk archives are not supported (ZIP64 locator at offset " +
                  at(loc_offset) + ")");
-        if (z_offset > loc_offset || loc_offset - z_offset < zip64_end_size)
+        if (z_offset < first || z_offset > loc_offset || loc_offset - z_offset < zip64_end_size)
             fail("ZIP64 end record offset " + at(z_offset) + " is outside the archive");
-        const std::byte* z = b + z_offset;
+        const std::byte* z = b_at(z_offset);
         if (load_le<std::uint32_t>(z) != zip64_end_signature)
             fail("no ZIP64 end record at offset " + at(z_offset));
         // No extensible data sector (PyTorch writes none): the record ends at the locator.
@@ -385,6 +405,23 @@ inline void zip_reader::parse()
     if (count > cd_size / central_header_size)
         fail("end record declares " + at(count) + " entries, more than a " + at(cd_size) +
              "-byte central directory can hold");
+    return {cd_offset, cd_size, count};
+}
+
+/// The bytes from the end of a zip archive that hold all its end records, whatever its comment.
+inline constexpr std::size_t end_records_reach =
+    end_size + u16_max + zip64_locator_size + zip64_end_size;
+
+} // namespace detail
+
+inline void zip_reader::parse()
+{
+    using namespace detail;
+    const std::byte* b = m_bytes.data();
+    auto at = [&](std::uint64_t off) { return std::to_string(off); };
+    const auto [cd_offset, cd_size, count] =
+        locate_central_directory(m_bytes, m_bytes.size(), m_what);
+    const std::uint64_t cd_end = cd_offset + cd_size;
 
     m_entries.reserve(static_cast<std::size_t>(count));
     std::vector<std::uint64_t> ends; // where each entry's bytes (descriptor included) end

@@ -46,6 +46,13 @@ using data::tensor_dataset;
 namespace
 {
 
+// A predicate for BOOST_CHECK_EXCEPTION: the message contains `part`.
+auto has(std::string part)
+{
+    return [part](const ember::error& e)
+    { return std::string(e.what()).find(part) != std::string::npos; };
+}
+
 using features_t = tensor<float, 2>;
 using targets_t = tensor<std::int64_t, 1>;
 using dataset_t = tensor_dataset<features_t, targets_t>;
@@ -289,20 +296,24 @@ BOOST_AUTO_TEST_CASE(lengths_that_do_not_add_up_are_value_errors)
     fails([&] { data::split(ds, {0.5, 0.5, 0.0, 2.0, -2.0}); }, "length at index 4 is -2");
 }
 
-BOOST_AUTO_TEST_CASE(random_split_refuses_fractions_whose_parts_add_up_to_more_samples)
+BOOST_AUTO_TEST_CASE(random_split_refuses_fractions_that_add_up_to_more_than_one)
 {
-    // 0.5 + 0.5000000005 is close enough to 1 to be fractions, but of 4e9 samples they take
-    // 2e9 + 2000000002: PyTorch refuses sizes that do not add up to the dataset's length, and
-    // ember's parts would have read past the end of the permutation.
+    // 0.5 + 0.5000000005 is close enough to 1 for math.isclose, but PyTorch 1.13 takes lengths
+    // for fractions only when they also add up to 1 or less (of 4e9 samples these would take
+    // 2e9 + 2000000002, past the end of the permutation); then it takes them for counts, which
+    // do not add up to the dataset's length: a ValueError.
     const std::size_t n = 4'000'000'000;
     const double lengths[] = {0.5, 0.5000000005};
     BOOST_CHECK_EXCEPTION(data::split_lengths(n, lengths, false), value_error,
-                          [](const value_error& e)
-                          {
-                              return std::string(e.what()).find(
-                                         "random_split: the fractions give 4000000002 samples, "
-                                         "the dataset has 4000000000") != std::string::npos;
-                          });
+                          has("random_split: fractions add up to 1.0000000005, more than 1"));
+    // The same for sums that are over 1 by rounding alone: 0.4 + 0.2 + 0.3 + 0.1, added from
+    // the left as Python's sum() adds them, is 1.0000000000000002 (PyTorch 1.13:
+    // random_split(range(20), [0.4, 0.2, 0.3, 0.1]) raises ValueError), and 0.6 + 0.4 is 1.
+    const double rounded_over[] = {0.4, 0.2, 0.3, 0.1};
+    BOOST_CHECK_EXCEPTION(data::split_lengths(20, rounded_over, false), value_error,
+                          has("fractions add up to 1.0000000000000002"));
+    const double exact[] = {0.6, 0.4};
+    BOOST_TEST((data::split_lengths(20, exact, false) == std::vector<std::size_t>{12, 8}));
     // The lesson's slicing clamps its cuts to the dataset.
     const auto sizes = data::split_lengths(n, lengths, true);
     BOOST_TEST(sizes[0] + sizes[1] == n);

@@ -48,6 +48,8 @@ std::array<subset<std::remove_cvref_t<D>>, K> split(D&& data, const double (&len
                                                     generator& g);
 
 /// @brief torch.utils.data.random_split, exactly: the same parts as PyTorch after the same seed.
+/// Fractions must add up (from the left, as Python's sum) to 1 or to a hair less, as there:
+/// {0.4, 0.2, 0.3, 0.1} adds up to 1.0000000000000002 and is refused, as PyTorch refuses it.
 template <class D, std::size_t K>
 std::array<subset<std::remove_cvref_t<D>>, K> random_split(D&& data, const double (&lengths)[K],
                                                            generator& g = default_generator());
@@ -108,11 +110,18 @@ split_lengths(std::size_t n, std::span<const double> lengths, bool slicing)
             sizes[i] = static_cast<std::size_t>(lengths[i]);
         return sizes;
     }
-    // math.isclose(sum, 1), as PyTorch decides that lengths are fractions
-    if (!(std::fabs(sum - 1.0) <= 1e-9 * std::max(std::fabs(sum), 1.0)))
+    // math.isclose(sum, 1), as PyTorch decides that lengths are fractions; random_split also
+    // wants sum <= 1, as torch.utils.data.random_split does (its sum, like this one, adds from
+    // the left: 0.4 + 0.2 + 0.3 + 0.1 is 1.0000000000000002, which it refuses).
+    const bool close_to_one = std::fabs(sum - 1.0) <= 1e-9 * std::max(std::fabs(sum), 1.0);
+    if (!close_to_one)
         throw value_error(std::string(where) + ": lengths add up to " + detail::number(sum) +
                           ", which is neither the dataset's size (" + std::to_string(n) +
                           ") nor 1");
+    if (!slicing && sum > 1.0)
+        throw value_error(std::string(where) + ": fractions add up to " + detail::number(sum) +
+                          ", more than 1 (PyTorch's random_split refuses them too; make the "
+                          "last one 1 minus the others, or pass counts)");
     for (std::size_t i = 0; i < lengths.size(); ++i)
         if (!(lengths[i] <= 1.0))
             throw value_error(std::string(where) + ": fraction at index " + std::to_string(i) +

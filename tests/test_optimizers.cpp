@@ -458,6 +458,42 @@ BOOST_AUTO_TEST_CASE(a_parameter_no_backward_reached_after_zero_grad_is_stepped_
     BOOST_TEST(std::all_of(zeros.begin(), zeros.end(), [](double v) { return v == 0; }));
 }
 
+// PyTorch fills what a new group leaves out from optimizer.defaults (1.13:
+// SGD([p0], lr=0.1, momentum=0.9, weight_decay=1e-4).add_param_group({'params': [p1],
+// 'lr': 0.01}) gives the group momentum 0.9 and weight_decay 1e-4); add_param_group(params) and
+// add_param_group(params, edit) do the same. A group's options written out whole stay whole.
+BOOST_AUTO_TEST_CASE(a_group_added_with_params_alone_or_an_edit_takes_the_optimizers_defaults)
+{
+    toy<double> m;
+    using ref = nn::param_ref<double, test_device>;
+    optim::sgd<double, test_device> opt(std::vector{ref(m.p0)},
+                                        {.lr = 0.1, .momentum = 0.9, .weight_decay = 1e-4});
+    BOOST_TEST(opt.defaults().momentum == 0.9);
+    opt.add_param_group(std::vector{ref(m.p1)}, [](optim::sgd_options& o) { o.lr = 0.01; });
+    const auto& added = opt.param_groups()[1].options;
+    BOOST_TEST(added.lr == 0.01);
+    BOOST_TEST(added.momentum == 0.9);
+    BOOST_TEST(added.weight_decay == 1e-4);
+    BOOST_TEST(opt.defaults().lr == 0.1); // the edit changed the group's copy only
+
+    optim::adam<double, test_device> adam(std::vector{ref(m.p0)},
+                                          {.lr = 0.5, .betas = {0.8, 0.9}, .amsgrad = true});
+    adam.add_param_group(std::vector{ref(m.p1)});
+    const auto& plain = adam.param_groups()[1].options;
+    BOOST_TEST(plain.lr == 0.5);
+    BOOST_TEST(plain.betas[0] == 0.8);
+    BOOST_TEST(plain.amsgrad);
+    // The defaults of a multi-group optimizer are its first group's; a bad edit is refused
+    // as a bad group is, and adds nothing.
+    optim::sgd<double, test_device> two(std::vector{
+        optim::sgd<double, test_device>::group_type({ref(m.p0)}, {.lr = 0.2, .momentum = 0.5})});
+    BOOST_TEST(two.defaults().momentum == 0.5);
+    BOOST_CHECK_THROW(
+        two.add_param_group(std::vector{ref(m.p1)}, [](optim::sgd_options& o) { o.lr = -1; }),
+        value_error);
+    BOOST_TEST(two.param_groups().size() == 1u);
+}
+
 // zero_grad(true) is PyTorch's zero_grad(set_to_none=True): a parameter no backward reaches
 // afterwards is passed over, momentum and weight decay included, and keeps its state (PyTorch
 // 1.13: SGD(lr=0.1, momentum=0.5, weight_decay=0.1) leaves such a parameter where it was and

@@ -94,7 +94,8 @@ public:
         : base_type(detail::single_group(std::move(params), options, name))
     {
     }
-    /// @brief Several groups, each with its own options.
+    /// @brief Several groups, each with its own options, whole (see add_param_group); the
+    /// first group's are defaults().
     explicit adam(std::vector<group_type> groups) : base_type(std::move(groups)) {}
 
 private:
@@ -142,7 +143,8 @@ public:
         : base_type(detail::single_group(std::move(params), options, name))
     {
     }
-    /// @brief Several groups, each with its own options.
+    /// @brief Several groups, each with its own options, whole (see add_param_group); the
+    /// first group's are defaults().
     explicit adamw(std::vector<group_type> groups) : base_type(std::move(groups)) {}
 
 private:

@@ -46,6 +46,7 @@
 #include <array>
 #include <charconv>
 #include <cmath>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -334,7 +335,34 @@ public:
     void load_state_dict(const optimizer_state& sd);
 
     /// @brief Adds a group (PyTorch's add_param_group); a parameter may be in one group only.
+    /// Its options are whole, as written: an option left out of `{.lr = 0.01}` takes the
+    /// options struct's default (momentum 0...), not the optimizer's, where PyTorch fills what
+    /// a group leaves out from `optimizer.defaults`. For that, the two overloads below.
     void add_param_group(group_type group);
+    /// @brief Adds a group of `params` with defaults(): PyTorch's
+    /// `add_param_group({'params': params})`. (A template taking a vector of param_refs alone,
+    /// so that a braced `{params, {.lr = 0.1}}` still means a group_type.)
+    template <class Params>
+    requires std::same_as<std::remove_cvref_t<Params>, std::vector<nn::param_ref<T, Device>>>
+    void add_param_group(Params&& params)
+    {
+        add_param_group(group_type(std::forward<Params>(params), m_defaults));
+    }
+    /// @brief Adds a group of `params` with defaults() as `edit` changes them: PyTorch's
+    /// `add_param_group({'params': params, 'lr': 0.01})`, the other options the optimizer's:
+    /// `opt.add_param_group(backbone.parameters(), [](auto& o) { o.lr = 0.01; })`.
+    template <class Edit>
+    requires std::invocable<Edit&, Options&>
+    void add_param_group(std::vector<nn::param_ref<T, Device>> params, Edit&& edit)
+    {
+        Options options = m_defaults;
+        edit(options);
+        add_param_group(group_type(std::move(params), options));
+    }
+
+    /// @brief PyTorch's `optimizer.defaults`: the options the optimizer was made with (with
+    /// several groups, the first group's), which add_param_group(params) gives a new group.
+    const Options& defaults() const noexcept { return m_defaults; }
 
     /// @brief The groups, to read or change their options (lr...) between steps.
     std::span<group_type> param_groups() noexcept { return m_groups; }
@@ -348,6 +376,7 @@ private:
     Derived& derived() noexcept { return static_cast<Derived&>(*this); }
     static std::string prefix() { return std::string(Derived::name) + ": "; }
 
+    Options m_defaults;
     std::vector<group_type> m_groups;
     // m_state[g][j]: state of m_groups[g].params[j].
     std::vector<std::vector<State>> m_state;
@@ -781,6 +810,7 @@ optimizer<Derived, T, Options, State, Device>::optimizer(std::vector<group_type>
 {
     if (groups.empty())
         throw value_error(prefix() + "optimizer got an empty parameter list");
+    m_defaults = groups.front().options;
     m_groups.reserve(groups.size());
     m_state.reserve(groups.size());
     for (auto& g : groups)

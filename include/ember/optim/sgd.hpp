@@ -54,7 +54,8 @@ public:
         : base_type(detail::single_group(std::move(params), options, name))
     {
     }
-    /// @brief Several groups, each with its own options.
+    /// @brief Several groups, each with its own options, whole (see add_param_group); the
+    /// first group's are defaults().
     explicit sgd(std::vector<group_type> groups) : base_type(std::move(groups)) {}
 
 private:

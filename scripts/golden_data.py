@@ -65,6 +65,17 @@ for drop_last in [False, True]:
     for epoch in range(3):
         ints("loader_seed5_drop%d_epoch%d" % (drop_last, epoch), flat_order(loader))
 
+# One generator shared by random_split and the DataLoader: the split's draws come first, then
+# each epoch's, and a torch.rand from it after two epochs shows how much they drew.
+shared = g(42)
+train, _ = random_split(ds, [8, 2], generator=shared)
+loader = DataLoader(train, batch_size=8, shuffle=True, generator=shared)
+for epoch in range(2):
+    ints("loader_shared_generator_epoch%d" % epoch, flat_order(loader))
+lines.append("inline constexpr float loader_shared_generator_rand_after = %s;"
+             % (float(torch.rand(1, generator=shared).item()).hex() + "f"))
+lines.append("")
+
 # Without a generator the loader draws from the default generator; what torch.rand(1) gives
 # after two epochs shows how much it drew.
 torch.manual_seed(1)

@@ -4,6 +4,8 @@ canonical dumps ember must load them as.
     # files from each PyTorch (Debian's 1.13, and a current one from PyPI in a venv):
     /usr/bin/python3 scripts/make_torch_files.py write tests/data/pytorch
     /tmp/torchvenv/bin/python scripts/make_torch_files.py write tests/data/pytorch
+    # or only some files, added to the manifest already there:
+    /usr/bin/python3 scripts/make_torch_files.py write tests/data/pytorch --only sgd.pth
     # reference safetensors files (needs the `safetensors` package):
     /tmp/stvenv/bin/python scripts/make_torch_files.py safetensors tests/data/safetensors
     # then the golden header from every manifest written so far:
@@ -146,6 +148,15 @@ def build_files():
     torch.rand(3)
     torch.randn(1)
     files["rng.pt"] = ({"seed": 42, "state": torch.get_rng_state()}, "value")
+
+    # Groups with keys of their own ('name', timm's 'lr_scale'), which PyTorch keeps.
+    named = mlp()
+    named_sgd = torch.optim.SGD([
+        {"params": list(named[0].parameters()), "name": "first", "lr_scale": 0.5},
+        {"params": list(named[4].parameters()), "name": "head", "lr": 0.05},
+    ], lr=0.1, momentum=0.9)
+    train(named, named_sgd, 1, 3)
+    files["sgd_named_groups.pth"] = (named_sgd.state_dict(), "optimizer")
     return files
 
 
@@ -156,16 +167,27 @@ def version_dir(out):
     return os.path.join(out, "torch-%s.%s" % (major, minor))
 
 
-def write(out, workflow):
+def write(out, workflow, only=None):
+    """Every file, or with `only` (names) just those, added to the manifest already there."""
     import torch
 
     folder = version_dir(out)
     os.makedirs(folder, exist_ok=True)
     manifest = collections.OrderedDict()
     manifest["_torch"] = torch.__version__
+    if only:
+        with open(os.path.join(folder, "manifest.json")) as f:
+            manifest = json.load(f, object_pairs_hook=collections.OrderedDict)
     for name, (obj, kind) in build_files().items():
+        if only and name not in only:
+            continue
         torch.save(obj, os.path.join(folder, name))
         manifest[name] = {"kind": kind, "dump": dump(obj)}
+    if only:
+        with open(os.path.join(folder, "manifest.json"), "w") as f:
+            json.dump(manifest, f, indent=1)
+        print("wrote", ", ".join(only), "into", folder)
+        return
     # The lesson's files, from the shared reference workflow.
     tmp = os.path.join(folder, "workflow-tmp")
     os.makedirs(tmp, exist_ok=True)
@@ -254,7 +276,9 @@ def header(data, path):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) >= 3 and sys.argv[1] == "write":
+    if len(sys.argv) >= 4 and sys.argv[1] == "write" and sys.argv[3] == "--only":
+        write(sys.argv[2], None, sys.argv[4:])
+    elif len(sys.argv) >= 3 and sys.argv[1] == "write":
         workflow = "/work/shared/reference/seed_workflow.py"
         if len(sys.argv) >= 5 and sys.argv[3] == "--workflow":
             workflow = sys.argv[4]

@@ -378,6 +378,31 @@ BOOST_AUTO_TEST_CASE(seeded_loader_shuffles_as_pytorch_with_a_seeded_generator)
     BOOST_TEST(epoch_ids(drop) == GOLDEN(loader_seed5_drop1_epoch2));
 }
 
+// PyTorch 1.13: g = Generator().manual_seed(42); train, _ = random_split(ds, [8, 2],
+// generator=g); DataLoader(train, batch_size=8, shuffle=True, generator=g). The loader draws
+// where the split left g, and g goes on from where the epochs left it.
+BOOST_AUTO_TEST_CASE(a_loader_shares_a_generator_with_random_split_as_pytorch_does)
+{
+    auto ds = numbered(10);
+    generator shared(42);
+    auto [train, rest] = data::random_split(ds, {8.0, 2.0}, shared);
+    data::data_loader loader(train, {.batch_size = 8, .shuffle = true, .generator = &shared});
+    BOOST_TEST(&loader.random_source() == &shared);
+    BOOST_TEST(epoch_ids(loader) == GOLDEN(loader_shared_generator_epoch0));
+    BOOST_TEST(epoch_ids(loader) == GOLDEN(loader_shared_generator_epoch1));
+    BOOST_TEST(rand<float>({1}, shared)(0) == golden::data::loader_shared_generator_rand_after);
+
+    // The shared generator is the program's to save: state() holds None for it, and a state
+    // from a seeded loader does not fit.
+    BOOST_TEST(loader.state().as<value::dict>().at("generator").is_none());
+    data::data_loader seeded(train, {.batch_size = 8, .shuffle = true, .seed = 1});
+    BOOST_CHECK_EXCEPTION(loader.load_state(seeded.state()), value_error,
+                          has("this one draws from a shared generator"));
+    BOOST_CHECK_EXCEPTION(
+        data::data_loader(train, {.batch_size = 8, .seed = 1, .generator = &shared}), value_error,
+        has("not both"));
+}
+
 BOOST_AUTO_TEST_CASE(unseeded_loader_draws_from_the_default_generator_as_pytorch_does)
 {
     auto ds = numbered(10);

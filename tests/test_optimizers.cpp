@@ -756,12 +756,47 @@ BOOST_AUTO_TEST_CASE(load_rejects_a_state_tensor_of_another_shape)
                                      "got [3]");
 }
 
-BOOST_AUTO_TEST_CASE(load_rejects_a_state_tensor_of_another_dtype)
+BOOST_AUTO_TEST_CASE(load_rejects_a_state_tensor_of_a_dtype_it_cannot_convert)
 {
     auto sd = valid_state();
-    sd.state[0].insert_or_assign("exp_avg_sq", host_tensor(dtype::float64, {2, 3}));
+    sd.state[0].insert_or_assign("exp_avg_sq", host_tensor(dtype::float16, {2, 3}));
     expect_rejected<dtype_error>(sd, "state[0]['exp_avg_sq']: expected dtype float32 (the "
-                                     "parameter's), got float64");
+                                     "parameter's, or float32 or float64 to convert), got "
+                                     "float16");
+    sd = valid_state();
+    sd.state[0].insert_or_assign("exp_avg", host_tensor(dtype::int64, {2, 3}));
+    expect_rejected<dtype_error>(sd, "got int64");
+}
+
+// PyTorch 1.13 casts a floating state tensor to its parameter's dtype on load (SGD's momentum
+// saved over float64 parameters continues in a float32 optimizer, rounded); so does ember.
+BOOST_AUTO_TEST_CASE(load_converts_float64_state_to_a_float32_optimizer_and_back)
+{
+    toy<double> wide;
+    optim::adam<double, test_device> from(wide.parameters(), {.lr = 0.05});
+    run_steps(wide, from, 2);
+    const auto saved = from.state_dict();
+
+    toy<float> narrow;
+    optim::adam<float, test_device> to(narrow.parameters(), {.lr = 0.05});
+    to.load_state_dict(saved);
+    const auto got = to.state_dict();
+    for (const char* key : {"exp_avg", "exp_avg_sq"})
+    {
+        const auto& d = std::get<host_tensor>(saved.state.at(1).at(key)).data<double>();
+        const auto& f = std::get<host_tensor>(got.state.at(1).at(key)).data<float>();
+        BOOST_TEST_REQUIRE(f.size() == d.size());
+        for (std::size_t i = 0; i < d.size(); ++i)
+            BOOST_TEST(f[i] == static_cast<float>(d[i]));
+    }
+    // And back into float64: float32's values exactly.
+    optim::adam<double, test_device> back(wide.parameters(), {.lr = 0.05});
+    back.load_state_dict(got);
+    const auto reloaded = back.state_dict();
+    const auto& b = std::get<host_tensor>(reloaded.state.at(0).at("exp_avg"));
+    const auto& f = std::get<host_tensor>(got.state.at(0).at("exp_avg")).data<float>();
+    for (std::size_t i = 0; i < f.size(); ++i)
+        BOOST_TEST(b.data<double>()[i] == static_cast<double>(f[i]));
 }
 
 BOOST_AUTO_TEST_CASE(load_rejects_unknown_and_missing_keys)
@@ -770,9 +805,14 @@ BOOST_AUTO_TEST_CASE(load_rejects_unknown_and_missing_keys)
     sd.state[0].insert("momentum_buffer", host_tensor(dtype::float32, {2, 3}));
     expect_rejected<key_error>(sd, "state[0]: unexpected key(s) 'momentum_buffer'");
 
+    // Another optimizer's state: SGD's group has none of Adam's betas, eps, amsgrad.
     sd = valid_state();
-    sd.param_groups[0].options.insert("momentum", 0.9);
-    expect_rejected<key_error>(sd, "param_groups[0]: unexpected key(s) 'momentum'");
+    toy<float> other;
+    optim::sgd<float, test_device> sgd(other.parameters(), {.lr = 0.1, .momentum = 0.9});
+    run_steps(other, sgd, 1);
+    optim::optimizer_state from_sgd = sgd.state_dict();
+    from_sgd.state.clear();
+    expect_rejected<key_error>(from_sgd, "param_groups[0]: missing key 'betas'");
 
     sd = valid_state();
     optim::optimizer_state stripped;
@@ -784,6 +824,35 @@ BOOST_AUTO_TEST_CASE(load_rejects_unknown_and_missing_keys)
     sd = valid_state();
     sd.state[7] = sd.state[0];
     expect_rejected<key_error>(sd, "state[7]: no parameter group lists parameter 7");
+}
+
+// PyTorch keeps a group's keys beyond the optimizer's options (`'name'`, timm's `'lr_scale'`)
+// through state_dict and load_state_dict; so does ember, in param_group::extra.
+BOOST_AUTO_TEST_CASE(a_groups_keys_of_its_own_are_kept_through_state_dict_and_load)
+{
+    auto sd = valid_state();
+    sd.param_groups[0].options.insert("name", std::string("backbone"));
+    sd.param_groups[0].options.insert("lr_scale", 0.25);
+    stepped_adam a;
+    a.opt.load_state_dict(sd);
+    const auto& extra = a.opt.param_groups()[0].extra;
+    BOOST_TEST(extra.size() == 2u);
+    BOOST_TEST(std::get<std::string>(extra.at("name")) == "backbone");
+    BOOST_TEST(std::get<double>(extra.at("lr_scale")) == 0.25);
+    BOOST_TEST(a.opt.param_groups()[0].options.lr == 0.5);
+    BOOST_TEST((a.opt.state_dict() == sd)); // saved back where they were: after the options
+
+    // Stepping ignores them; a new load replaces them.
+    run_steps(a.m, a.opt, 1);
+    a.opt.load_state_dict(valid_state());
+    BOOST_TEST(a.opt.param_groups()[0].extra.empty());
+
+    // Set from C++, they may not take an option's name.
+    a.opt.param_groups()[0].extra.insert("lr", 1.0);
+    BOOST_CHECK_EXCEPTION(a.opt.state_dict(), value_error,
+                          [](const value_error& e) {
+                              return contains(e.what(), "extra key 'lr' is the name of an option");
+                          });
 }
 
 BOOST_AUTO_TEST_CASE(load_rejects_bad_option_values_and_types)

@@ -5,6 +5,7 @@
 #include <ember/core/generator.hpp>
 #include <ember/detail/crc32.hpp>
 #include <ember/nn/module.hpp>
+#include <ember/optim/sgd.hpp>
 #include <ember/serialize/module.hpp>
 #include <ember/serialize/pytorch.hpp>
 
@@ -234,6 +235,44 @@ BOOST_AUTO_TEST_CASE(optimizer_state_dicts_from_pytorch_load_in_pytorch_layout)
     BOOST_TEST(betas == (std::vector<double>{0.9, 0.999}));
     BOOST_TEST(adam.state.size() == 6u); // the MLP's six parameter tensors
     BOOST_TEST(std::get<host_tensor>(adam.state.at(0).at("step")).item<float>() == 2.0f);
+}
+
+// PyTorch 1.13's SGD over two groups that carry keys of their own ('name', 'lr_scale'): an ember
+// optimizer takes them into param_group::extra and saves them back, in a file PyTorch reads.
+BOOST_AUTO_TEST_CASE(an_optimizer_takes_a_pytorch_groups_own_keys_and_saves_them_back)
+{
+    using param = ember::nn::parameter<float, 2>;
+    using vec = ember::nn::parameter<float, 1>;
+    param w0(ember::tensor<float, 2>::from_shape({8, 4})),
+        w4(ember::tensor<float, 2>::from_shape({3, 8}));
+    vec b0(ember::tensor<float, 1>::from_shape({8})), b4(ember::tensor<float, 1>::from_shape({3}));
+    using ref = ember::nn::param_ref<float>;
+    using sgd = ember::optim::sgd<float>;
+    auto make = [&]
+    {
+        return sgd(std::vector{sgd::group_type({ref(w0), ref(b0)}, {.lr = 0.1}),
+                               sgd::group_type({ref(w4), ref(b4)}, {.lr = 0.1})});
+    };
+    sgd opt = make();
+    opt.load_state_dict(pt::load<ember::optim::optimizer_state>(
+        data_folder() / "pytorch/torch-1.13/sgd_named_groups.pth"));
+    const auto& first = opt.param_groups()[0];
+    const auto& head = opt.param_groups()[1];
+    BOOST_TEST(std::get<std::string>(first.extra.at("name")) == "first");
+    BOOST_TEST(std::get<double>(first.extra.at("lr_scale")) == 0.5);
+    BOOST_TEST(std::get<std::string>(head.extra.at("name")) == "head");
+    BOOST_TEST(head.extra.size() == 1u);
+    BOOST_TEST(head.options.lr == 0.05);
+    BOOST_TEST(first.options.momentum == 0.9);
+
+    const fs::path saved = fs::temp_directory_path() / "ember_named_groups_test.pth";
+    pt::save(opt.state_dict(), saved);
+    const auto back = pt::load<ember::optim::optimizer_state>(saved);
+    fs::remove(saved);
+    BOOST_TEST(std::get<std::string>(back.param_groups.at(1).options.at("name")) == "head");
+    sgd again = make();
+    again.load_state_dict(back);
+    BOOST_TEST((again.state_dict() == opt.state_dict()));
 }
 
 BOOST_AUTO_TEST_CASE(the_lessons_checkpoint_from_pytorch_loads_as_a_checkpoint)

@@ -58,6 +58,7 @@ optim::optimizer_state sample_optimizer_state()
     g.options.insert("nesterov", false);
     g.options.insert("foreach", std::monostate{});
     g.options.insert("count", std::int64_t{7});
+    g.options.insert("name", std::string("backbone \"q\" \xc3\xa9")); // a group's own key
     g.params = {0, 1};
     s.param_groups.push_back(g);
     return s;

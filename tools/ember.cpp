@@ -169,6 +169,8 @@ public:
                         s += (i ? ", " : "") + float_text(x[i]);
                     line(depth, key, s + (x.size() == 1 ? ",)" : ")"));
                 }
+                else if constexpr (std::is_same_v<X, std::string>)
+                    line(depth, key, quoted(x));
                 else
                     print(depth, key, x);
             },

@@ -17,6 +17,8 @@
 /// Random numbers are drawn as PyTorch 1.13 draws them, so the batches equal PyTorch's:
 /// - with `seed`, from the loader's own generator, as `DataLoader(..., generator=g)` with
 ///   `g = torch.Generator().manual_seed(seed)`;
+/// - with `generator`, from that one, shared with whatever else draws from it, as PyTorch's
+///   `DataLoader(..., generator=g)` with the `g` that `random_split(..., generator=g)` used;
 /// - without, from ember's default generator, as a DataLoader without a generator draws from
 ///   torch's default one. Like PyTorch, such a loader draws from it at every epoch even when it
 ///   does not shuffle (the workers' base seed), which a training loop with dropout notices.
@@ -51,8 +53,13 @@ struct data_loader_options
     std::size_t batch_size = 1;
     bool shuffle = false;
     bool drop_last = false;
-    /// Seeds the loader's own generator; without it, the default generator is drawn from.
+    /// Seeds the loader's own generator; without it (nor `generator`), the default generator
+    /// is drawn from.
     std::optional<std::uint64_t> seed;
+    /// A generator to draw from, not the loader's own: PyTorch's `generator=g` for a `g` also
+    /// drawn from elsewhere (random_split). It must outlive the loader, and it is the program's
+    /// to save (state() holds None for it, as for the default generator). Not with `seed`.
+    ember::generator* generator = nullptr;
 };
 
 /// @brief Mini-batches of a dataset, epoch after epoch (torch DataLoader, no workers). It refers
@@ -65,7 +72,8 @@ public:
     using batch_type = typename D::batch_type;
     class iterator;
 
-    /// @brief Throws value_error if batch_size is 0, or if shuffle is asked of an empty dataset.
+    /// @brief Throws value_error if batch_size is 0, if shuffle is asked of an empty dataset, or
+    /// if both seed and generator are given.
     explicit data_loader(const D& data, const data_loader_options& options = {});
     data_loader(const D&&, const data_loader_options& = {}) = delete; // would dangle
 
@@ -91,7 +99,8 @@ public:
     std::size_t position() const noexcept { return m_position; }
     /// @brief The epoch's order of sample indices (valid while in_epoch()).
     std::span<const std::size_t> order() const noexcept { return m_order; }
-    /// @brief The generator epochs draw from: the loader's own when seeded, else the default.
+    /// @brief The generator epochs draw from: options().generator when given, the loader's own
+    /// when seeded, else the default.
     ember::generator& random_source() noexcept;
 
     /// @brief Everything needed to continue exactly here, as a dict for checkpoint.data_state:
@@ -231,6 +240,9 @@ data_loader<D>::data_loader(const D& data, const data_loader_options& options)
     if (options.shuffle && data.size() == 0)
         throw value_error("data_loader: cannot shuffle an empty dataset (num_samples should be a "
                           "positive integer value, but got num_samples=0)");
+    if (options.seed && options.generator)
+        throw value_error("data_loader: give a seed (the loader's own generator) or a generator "
+                          "to share, not both");
 }
 
 template <dataset D>
@@ -243,6 +255,8 @@ std::size_t data_loader<D>::size() const noexcept
 template <dataset D>
 ember::generator& data_loader<D>::random_source() noexcept
 {
+    if (m_options.generator)
+        return *m_options.generator;
     return m_options.seed ? m_generator : default_generator();
 }
 
@@ -256,7 +270,7 @@ void data_loader<D>::start_epoch()
     m_order.resize(n);
     if (!m_options.shuffle)
         std::iota(m_order.begin(), m_order.end(), std::size_t{0});
-    else if (m_options.seed)
+    else if (m_options.seed || m_options.generator) // RandomSampler(generator=g)
     {
         randperm(std::span<std::size_t>(m_order), g);
         // RandomSampler's `randperm(n)[:num_samples % n]` after its loop: one more permutation
@@ -384,8 +398,10 @@ void data_loader<D>::load_state(const value& state)
         gs = detail::generator_state_from_value(*g);
     }
     else if (!g->is_none())
-        throw value_error("data_loader: load_state: the state comes from a loader with its own "
-                          "generator (a seed), this one draws from the default generator");
+        throw value_error(
+            "data_loader: load_state: the state comes from a loader with its own "
+            "generator (a seed), this one draws from " +
+            std::string(m_options.generator ? "a shared generator" : "the default generator"));
 
     // Everything checked: commit.
     m_epoch = epoch;

@@ -50,6 +50,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <optional>
 #include <span>
@@ -110,6 +111,11 @@ struct param_group
     Options options;
     /// @brief Set by LR schedulers; saved as PyTorch's `initial_lr` key when present.
     std::optional<double> initial_lr;
+    /// @brief Keys of the group's own beside the optimizer's options, as PyTorch keeps them in a
+    /// group's dict (`'name': 'backbone'`, timm's `'lr_scale'`): saved after the options by
+    /// state_dict() and taken from a loaded state by load_state_dict(); ember's optimizers do
+    /// not read them. A key here may not be one of the options' names.
+    ordered_dict<state_value> extra;
 };
 
 namespace detail
@@ -262,7 +268,8 @@ public:
     std::array<double, 2> pair(std::string_view key);
 
     /// @brief A tensor of dtype T and `shape`, or nullptr when absent (or None, if
-    /// `none_ok`); throws key_error if absent and `required`.
+    /// `none_ok`); throws key_error if absent and `required`. A float32 or float64 tensor is
+    /// converted to T, as PyTorch casts state to its parameter's dtype; others are dtype_error.
     template <class T>
     const host_tensor* tensor(std::string_view key, const std::vector<std::int64_t>& shape,
                               bool required, bool none_ok = false);
@@ -272,6 +279,8 @@ public:
 
     /// @brief Throws key_error naming every key nothing read.
     void finish() const;
+    /// @brief The entries nothing read, in order (a group's keys of its own).
+    ordered_dict<state_value> unread() const;
 
 private:
     const state_value& required(std::string_view key);
@@ -279,6 +288,7 @@ private:
     const ordered_dict<state_value>* m_dict;
     std::string m_where;
     std::vector<std::string> m_read;
+    std::deque<host_tensor> m_converted; // tensor()'s conversions, at stable addresses
 };
 
 /// @brief The parameters of a single-group constructor; PyTorch refuses an empty list.
@@ -331,7 +341,8 @@ public:
     /// @brief Restores state and per-group options from `sd`. Everything is checked first
     /// (group count, parameters per group, option keys and values, state keys, dtypes and
     /// shapes); on any mismatch a typed error names the group, index or key with what was
-    /// expected, and the optimizer is left unchanged.
+    /// expected, and the optimizer is left unchanged. A group's keys that are none of the
+    /// options (`'name'`...) become its `extra`, as PyTorch keeps them.
     void load_state_dict(const optimizer_state& sd);
 
     /// @brief Adds a group (PyTorch's add_param_group); a parameter may be in one group only.
@@ -424,8 +435,10 @@ inline std::string type_name(const state_value& v)
         return "float";
     case 4:
         return "tuple";
-    default:
+    case 5:
         return "tensor";
+    default:
+        return "str";
     }
 }
 
@@ -749,14 +762,27 @@ const host_tensor* dict_reader::tensor(std::string_view key, const std::vector<s
     const auto* t = std::get_if<host_tensor>(v);
     if (!t)
         throw value_error(where(key) + ": expected a tensor, got " + type_name(*v));
-    if (t->dtype() != dtype_of<T>())
+    const bool wide_float = t->dtype() == dtype::float32 || t->dtype() == dtype::float64;
+    if (t->dtype() != dtype_of<T>() && !(wide_float && std::is_floating_point_v<T>))
         throw dtype_error(where(key) + ": expected dtype " +
-                          std::string(dtype_name(dtype_of<T>())) + " (the parameter's), got " +
+                          std::string(dtype_name(dtype_of<T>())) + " (the parameter's, or " +
+                          "float32 or float64 to convert), got " +
                           std::string(dtype_name(t->dtype())));
     if (t->shape() != shape)
         throw shape_error(where(key) + ": expected shape " + shape_string(shape) +
                           " (the parameter's), got " + shape_string(t->shape()));
-    return t;
+    if (t->dtype() == dtype_of<T>())
+        return t;
+    // As PyTorch's load_state_dict casts a state tensor to its parameter's dtype: a double
+    // run's momentum continues a float one's, rounded to nearest (or the other way, exactly).
+    host_tensor& converted = m_converted.emplace_back(host_tensor::empty(dtype_of<T>(), shape));
+    const std::span<T> out = converted.template data<T>();
+    if (t->dtype() == dtype::float32)
+        std::copy(t->data<float>().begin(), t->data<float>().end(), out.begin());
+    else
+        std::transform(t->data<double>().begin(), t->data<double>().end(), out.begin(),
+                       [](double x) { return static_cast<T>(x); });
+    return &converted;
 }
 
 inline double dict_reader::step(std::string_view key)
@@ -801,6 +827,15 @@ inline void dict_reader::finish() const
             unknown += (unknown.empty() ? "'" : ", '") + key + "'";
     if (!unknown.empty())
         throw key_error(m_where + ": unexpected key(s) " + unknown);
+}
+
+inline ordered_dict<state_value> dict_reader::unread() const
+{
+    ordered_dict<state_value> out;
+    for (const auto& [key, value] : *m_dict)
+        if (std::find(m_read.begin(), m_read.end(), key) == m_read.end())
+            out.insert(key, value);
+    return out;
 }
 
 } // namespace detail
@@ -887,6 +922,15 @@ optimizer_state optimizer<Derived, T, Options, State, Device>::state_dict() cons
         Derived::write_options(group.options, packed.options);
         if (group.initial_lr)
             packed.options.insert("initial_lr", *group.initial_lr);
+        for (const auto& [key, value] : group.extra)
+        {
+            if (packed.options.contains(key) || key == "params")
+                throw value_error(prefix() + "state_dict: param_groups[" + std::to_string(g) +
+                                  "]: extra key '" + key +
+                                  "' is the name of an option; a group's own keys need names "
+                                  "of their own");
+            packed.options.insert(key, value);
+        }
         for (std::size_t j = 0; j < group.params.size(); ++j, ++index)
         {
             packed.params.push_back(index);
@@ -922,6 +966,7 @@ void optimizer<Derived, T, Options, State, Device>::load_state_dict(const optimi
     // Everything is read into new objects first; the optimizer changes only at the end.
     std::vector<Options> options;
     std::vector<std::optional<double>> initial_lrs;
+    std::vector<ordered_dict<state_value>> extras;
     std::map<std::int64_t, std::pair<std::size_t, std::size_t>> slot_of; // saved index → (g, j)
     for (std::size_t g = 0; g < m_groups.size(); ++g)
     {
@@ -936,7 +981,9 @@ void optimizer<Derived, T, Options, State, Device>::load_state_dict(const optimi
         detail::dict_reader reader(saved.options, at);
         initial_lrs.push_back(reader.optional_number("initial_lr"));
         options.push_back(Derived::read_options(reader));
-        reader.finish();
+        // Keys no option reads are the group's own, kept as PyTorch keeps them; an option
+        // missing or of the wrong type was an error above.
+        extras.push_back(reader.unread());
         Derived::check_options(options.back(), at);
         for (std::size_t j = 0; j < saved.params.size(); ++j)
             if (!slot_of.emplace(saved.params[j], std::pair{g, j}).second)
@@ -966,6 +1013,7 @@ void optimizer<Derived, T, Options, State, Device>::load_state_dict(const optimi
     {
         m_groups[g].options = options[g];
         m_groups[g].initial_lr = initial_lrs[g];
+        m_groups[g].extra = std::move(extras[g]);
     }
     m_state = std::move(state);
 }

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <map>
+#include <string>
 #include <variant>
 #include <vector>
 
@@ -17,9 +18,9 @@ namespace ember::optim
 {
 
 /// @brief One value in an optimizer's state_dict: None, a bool, an int, a float, a tuple of
-/// floats (Adam's `betas`), or a tensor.
-using state_value =
-    std::variant<std::monostate, bool, std::int64_t, double, std::vector<double>, host_tensor>;
+/// floats (Adam's `betas`), a tensor, or a string (a key of a group's own, as `'name'`).
+using state_value = std::variant<std::monostate, bool, std::int64_t, double, std::vector<double>,
+                                 host_tensor, std::string>;
 
 /// @brief One parameter group: its options by PyTorch's names, then its parameter indices.
 struct param_group_state

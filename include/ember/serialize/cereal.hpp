@@ -1013,8 +1013,8 @@ void load(Archive& ar, optimizer_state& s, std::uint32_t version)
 namespace cereal
 {
 
-inline constexpr const char* ember_state_value_kinds[] = {"none",  "bool",   "int",
-                                                          "float", "floats", "tensor"};
+inline constexpr const char* ember_state_value_kinds[] = {"none",   "bool",   "int",   "float",
+                                                          "floats", "tensor", "string"};
 
 // Constrained to the exact type: an unconstrained `const state_value&` parameter would accept
 // anything convertible to the variant (every integer) and make cereal's lookup ambiguous.
@@ -1081,6 +1081,12 @@ void load(Archive& ar, V& v, std::uint32_t version)
     }
     else if (kind == "tensor")
         value(ember::host_tensor{});
+    else if (kind == "string")
+    {
+        std::string s;
+        ember::detail::load_string(ar, "value", s, "optimizer string value");
+        v = std::move(s);
+    }
     else if (kind == "floats")
     {
         std::vector<double> x;

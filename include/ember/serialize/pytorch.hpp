@@ -518,6 +518,8 @@ inline optim::state_value archive_reader::to_state_value(const pickle_node& n,
         return n.as_double();
     case pickle_kind::tensor:
         return to_tensor(n, path);
+    case pickle_kind::string:
+        return n.as_string();
     case pickle_kind::tuple:
     case pickle_kind::list:
     {
@@ -528,8 +530,8 @@ inline optim::state_value archive_reader::to_state_value(const pickle_node& n,
     }
     default:
         fail(path, std::string("is a ") + kind_name(n) +
-                       "; optimizer state holds None, bool, int, float, tuples of floats and "
-                       "tensors");
+                       "; optimizer state holds None, bool, int, float, str, tuples of floats "
+                       "and tensors");
     }
 }
 
@@ -915,6 +917,8 @@ inline void archive_writer::write(const optim::state_value& v)
                     m_pickle.floating(d);
                 m_pickle.tuple(x.size());
             }
+            else if constexpr (std::is_same_v<X, std::string>)
+                m_pickle.string(x);
             else
                 tensor(x);
         },

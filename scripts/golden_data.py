@@ -76,6 +76,26 @@ lines.append("inline constexpr float loader_shared_generator_rand_after = %s;"
              % (float(torch.rand(1, generator=shared).item()).hex() + "f"))
 lines.append("")
 
+# RandomSampler(generator=g) draws its trailing permutation only when the batches ask for an
+# index past the last: a draw from the shared generator after each epoch's first batch comes
+# before it. Orders of two epochs, the mid-epoch draws, and one draw after.
+for tag, n, b, drop in [("n6_b2", 6, 2, False), ("n7_b2", 7, 2, False),
+                        ("n7_b2_drop", 7, 2, True)]:
+    shared = g(7)
+    loader = DataLoader(TensorDataset(torch.arange(n)), batch_size=b, shuffle=True,
+                        drop_last=drop, generator=shared)
+    order, draws = [], []
+    for epoch in range(2):
+        for i, batch in enumerate(loader):
+            order += batch[0].tolist()
+            if i == 0:
+                draws.append(torch.rand(1, generator=shared).item())
+    draws.append(torch.rand(1, generator=shared).item())
+    ints("loader_middraw_%s_order" % tag, order)
+    lines.append("inline constexpr float loader_middraw_%s_draws[] = {%s};"
+                 % (tag, ", ".join(float(d).hex() + "f" for d in draws)))
+    lines.append("")
+
 # Without a generator the loader draws from the default generator; what torch.rand(1) gives
 # after two epochs shows how much it drew.
 torch.manual_seed(1)

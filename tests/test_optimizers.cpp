@@ -462,8 +462,25 @@ BOOST_AUTO_TEST_CASE(a_parameter_no_backward_reached_after_zero_grad_is_stepped_
 // SGD([p0], lr=0.1, momentum=0.9, weight_decay=1e-4).add_param_group({'params': [p1],
 // 'lr': 0.01}) gives the group momentum 0.9 and weight_decay 1e-4); add_param_group(params) and
 // add_param_group(params, edit) do the same. A group's options written out whole stay whole.
+template <class Optimizer, class Edit>
+concept can_add_group_with = requires(Optimizer& o, Edit& e)
+{
+    o.add_param_group(std::vector<nn::param_ref<double, test_device>>{}, e);
+};
+
 BOOST_AUTO_TEST_CASE(a_group_added_with_params_alone_or_an_edit_takes_the_optimizers_defaults)
 {
+    // An edit that takes the options by value would change a copy: it does not compile.
+    auto by_reference = [](optim::sgd_options& o) { o.lr = 0.01; };
+    auto generic = [](auto& o) { o.lr = 0.01; };
+    auto by_value = [](optim::sgd_options o) { o.lr = 0.01; };
+    auto by_const = [](const optim::sgd_options&) {};
+    using sgd_t = optim::sgd<double, test_device>;
+    static_assert(can_add_group_with<sgd_t, decltype(by_reference)>);
+    static_assert(can_add_group_with<sgd_t, decltype(generic)>);
+    static_assert(!can_add_group_with<sgd_t, decltype(by_value)>);
+    static_assert(!can_add_group_with<sgd_t, decltype(by_const)>);
+
     toy<double> m;
     using ref = nn::param_ref<double, test_device>;
     optim::sgd<double, test_device> opt(std::vector{ref(m.p0)},
@@ -805,6 +822,24 @@ BOOST_AUTO_TEST_CASE(load_rejects_unknown_and_missing_keys)
     sd.state[0].insert("momentum_buffer", host_tensor(dtype::float32, {2, 3}));
     expect_rejected<key_error>(sd, "state[0]: unexpected key(s) 'momentum_buffer'");
 
+    // Another optimizer's option is refused, not kept as the group's own key: it would mean an
+    // update this optimizer does not make.
+    sd = valid_state();
+    sd.param_groups[0].options.insert("momentum", 0.9);
+    expect_rejected<key_error>(sd, "param_groups[0]: unexpected key(s) 'momentum' (options of "
+                                   "another PyTorch optimizer");
+
+    // Recent PyTorch marks Adam's groups decoupled_weight_decay=False and AdamW's True: an
+    // AdamW state in an Adam would continue with the other weight decay.
+    sd = valid_state();
+    sd.param_groups[0].options.insert("decoupled_weight_decay", true);
+    expect_rejected<value_error>(sd, "['decoupled_weight_decay'] is True: the state is AdamW's; "
+                                     "load it into optim::adamw");
+    sd.param_groups[0].options.insert_or_assign("decoupled_weight_decay", false);
+    stepped_adam accepts;
+    accepts.opt.load_state_dict(sd);
+    BOOST_TEST(accepts.opt.param_groups()[0].extra.empty());
+
     // Another optimizer's state: SGD's group has none of Adam's betas, eps, amsgrad.
     sd = valid_state();
     toy<float> other;
@@ -847,12 +882,18 @@ BOOST_AUTO_TEST_CASE(a_groups_keys_of_its_own_are_kept_through_state_dict_and_lo
     a.opt.load_state_dict(valid_state());
     BOOST_TEST(a.opt.param_groups()[0].extra.empty());
 
-    // Set from C++, they may not take an option's name.
-    a.opt.param_groups()[0].extra.insert("lr", 1.0);
-    BOOST_CHECK_EXCEPTION(a.opt.state_dict(), value_error,
-                          [](const value_error& e) {
-                              return contains(e.what(), "extra key 'lr' is the name of an option");
-                          });
+    // Set from C++, they may not take an option's name, this optimizer's or another's, nor
+    // params or initial_lr: the state could not be loaded back, or not as it was.
+    for (const char* name : {"lr", "fused", "initial_lr", "params", "momentum"})
+    {
+        a.opt.param_groups()[0].extra = {};
+        a.opt.param_groups()[0].extra.insert(name, 1.0);
+        BOOST_CHECK_EXCEPTION(a.opt.state_dict(), value_error,
+                              [&](const value_error& e) {
+                                  return contains(e.what(), std::string("extra key '") + name +
+                                                                "' is the name of an option");
+                              });
+    }
 }
 
 BOOST_AUTO_TEST_CASE(load_rejects_bad_option_values_and_types)

@@ -273,6 +273,14 @@ BOOST_AUTO_TEST_CASE(an_optimizer_takes_a_pytorch_groups_own_keys_and_saves_them
     sgd again = make();
     again.load_state_dict(back);
     BOOST_TEST((again.state_dict() == opt.state_dict()));
+
+    // A string that is not UTF-8 would make a file neither PyTorch nor ember reads: refused.
+    opt.param_groups()[0].extra.insert_or_assign("name", std::string("caf\xe9"));
+    BOOST_CHECK_EXCEPTION(
+        pt::save(opt.state_dict(), saved), ember::value_error,
+        [](const ember::value_error& e)
+        { return std::string(e.what()).find("not valid UTF-8") != std::string::npos; });
+    BOOST_TEST(!fs::exists(saved));
 }
 
 BOOST_AUTO_TEST_CASE(the_lessons_checkpoint_from_pytorch_loads_as_a_checkpoint)

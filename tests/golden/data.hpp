@@ -151,6 +151,26 @@ inline constexpr std::size_t loader_shared_generator_epoch1_size = 8;
 
 inline constexpr float loader_shared_generator_rand_after = 0x1.7527f80000000p-2f;
 
+inline constexpr std::int64_t loader_middraw_n6_b2_order[] = {1, 2, 5, 3, 0, 4, 4, 2, 1, 3, 0, 5};
+inline constexpr std::size_t loader_middraw_n6_b2_order_size = 12;
+
+inline constexpr float loader_middraw_n6_b2_draws[] = {0x1.426cce0000000p-1f, 0x1.c408880000000p-1f,
+                                                       0x1.c268960000000p-1f};
+
+inline constexpr std::int64_t loader_middraw_n7_b2_order[] = {6, 3, 5, 0, 1, 4, 2,
+                                                              3, 4, 5, 0, 2, 6, 1};
+inline constexpr std::size_t loader_middraw_n7_b2_order_size = 14;
+
+inline constexpr float loader_middraw_n7_b2_draws[] = {0x1.7615700000000p-2f, 0x1.63c30e0000000p-1f,
+                                                       0x1.b63e260000000p-1f};
+
+inline constexpr std::int64_t loader_middraw_n7_b2_drop_order[] = {6, 3, 5, 0, 1, 4,
+                                                                   3, 4, 5, 0, 2, 6};
+inline constexpr std::size_t loader_middraw_n7_b2_drop_order_size = 12;
+
+inline constexpr float loader_middraw_n7_b2_drop_draws[] = {
+    0x1.7615700000000p-2f, 0x1.63c30e0000000p-1f, 0x1.b63e260000000p-1f};
+
 inline constexpr std::int64_t loader_unseeded_shuffle_epoch0[] = {4, 2, 0, 6, 8, 7, 9, 1, 5, 3};
 inline constexpr std::size_t loader_unseeded_shuffle_epoch0_size = 10;
 

@@ -104,7 +104,8 @@ public:
     ember::generator& random_source() noexcept;
 
     /// @brief Everything needed to continue exactly here, as a dict for checkpoint.data_state:
-    /// `version`, `epoch`, `in_epoch`, `position`, `size`, `order` (int64 tensor, or None
+    /// `version` (2), `epoch`, `in_epoch`, `tail_pending` (the sampler's trailing permutation
+    /// not yet drawn), `position`, `size`, `order` (int64 tensor, or None
     /// between epochs) and `generator` (the own generator's state, or None when unseeded, since
     /// the default generator is saved with the checkpoint's generators).
     value state() const;
@@ -122,6 +123,9 @@ private:
     std::size_t m_position = 0;
     std::int64_t m_epoch = 0;
     bool m_in_epoch = false;
+    // RandomSampler(generator=g) draws one more permutation once its indices run out (lazily,
+    // as the Python generator it is): still to draw in the epoch under way.
+    bool m_tail_pending = false;
     batch_type m_full; // full batches
     batch_type m_tail; // a last batch shorter than batch_size
 };
@@ -273,9 +277,10 @@ void data_loader<D>::start_epoch()
     else if (m_options.seed || m_options.generator) // RandomSampler(generator=g)
     {
         randperm(std::span<std::size_t>(m_order), g);
-        // RandomSampler's `randperm(n)[:num_samples % n]` after its loop: one more permutation
-        // drawn, none of it used.
-        ember::detail::discard_randperm(n, g);
+        // RandomSampler's `randperm(n)[:num_samples % n]` after its loop: one more permutation,
+        // none of it used, drawn when the batches ask for an index past the last (next()), as
+        // a generator shared with other draws shows.
+        m_tail_pending = true;
     }
     else
     {
@@ -295,6 +300,11 @@ auto data_loader<D>::next() -> const batch_type*
         start_epoch();
     const std::size_t n = m_order.size(), b = m_options.batch_size;
     const std::size_t left = n - m_position;
+    if (left < b && m_tail_pending) // the batch sampler asks past the last index
+    {
+        ember::detail::discard_randperm(n, random_source());
+        m_tail_pending = false;
+    }
     if (left == 0 || (m_options.drop_last && left < b))
     {
         m_in_epoch = false;
@@ -312,9 +322,10 @@ template <dataset D>
 value data_loader<D>::state() const
 {
     value::dict d;
-    d.insert("version", 1);
+    d.insert("version", 2);
     d.insert("epoch", m_epoch);
     d.insert("in_epoch", m_in_epoch);
+    d.insert("tail_pending", m_in_epoch && m_tail_pending);
     d.insert("position", static_cast<std::int64_t>(m_position));
     d.insert("size", static_cast<std::int64_t>(m_data->size()));
     if (m_in_epoch)
@@ -342,11 +353,16 @@ void data_loader<D>::load_state(const value& state)
     const auto& d = state.as<value::dict>();
     using detail::state_entry;
     const std::int64_t version = state_entry<std::int64_t>(d, "version", what);
-    if (version != 1)
+    if (version != 1 && version != 2)
         throw value_error("data_loader: load_state: the state has version " +
-                          std::to_string(version) + "; this ember reads version 1");
+                          std::to_string(version) + "; this ember reads versions 1 and 2");
     const std::int64_t epoch = state_entry<std::int64_t>(d, "epoch", what);
     const bool in_epoch = state_entry<bool>(d, "in_epoch", what);
+    // Version 1 drew the trailing permutation as an epoch began: none is pending.
+    const bool tail_pending = version >= 2 && state_entry<bool>(d, "tail_pending", what);
+    if (tail_pending && !(in_epoch && (m_options.seed || m_options.generator) && m_options.shuffle))
+        throw value_error("data_loader: load_state: state['tail_pending'] is true, but only a "
+                          "shuffling loader with a seed or a generator in an epoch has one");
     const std::int64_t position = state_entry<std::int64_t>(d, "position", what);
     const std::int64_t size = state_entry<std::int64_t>(d, "size", what);
     const std::size_t n = m_data->size();
@@ -406,6 +422,7 @@ void data_loader<D>::load_state(const value& state)
     // Everything checked: commit.
     m_epoch = epoch;
     m_in_epoch = in_epoch;
+    m_tail_pending = tail_pending;
     m_position = in_epoch ? static_cast<std::size_t>(position) : 0;
     if (in_epoch)
         m_order = std::move(order);

@@ -344,6 +344,12 @@ Options adam_impl<T, Device, Decoupled, Options>::read_options(dict_reader& in)
     // PyTorch's __setstate__ fills these in for state_dicts saved by older versions.
     o.amsgrad = in.boolean("amsgrad", false);
     o.maximize = in.boolean("maximize", false);
+    // Recent PyTorch marks its Adam (false) and AdamW (true) groups: the other one's state
+    // would continue with the other weight decay.
+    if (in.boolean("decoupled_weight_decay", Decoupled) != Decoupled)
+        throw value_error(in.where("decoupled_weight_decay") + " is " +
+                          (Decoupled ? "False: the state is Adam's; load it into optim::adam"
+                                     : "True: the state is AdamW's; load it into optim::adamw"));
     in.ignored_flag("foreach");
     in.ignored_flag("capturable");
     in.ignored_flag("differentiable");

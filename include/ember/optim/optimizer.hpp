@@ -51,6 +51,7 @@
 #include <cstdint>
 #include <cstring>
 #include <deque>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <span>
@@ -279,8 +280,9 @@ public:
 
     /// @brief Throws key_error naming every key nothing read.
     void finish() const;
-    /// @brief The entries nothing read, in order (a group's keys of its own).
-    ordered_dict<state_value> unread() const;
+    /// @brief The entries nothing read, in order: a group's keys of its own. Throws key_error
+    /// naming those that are reserved_group_key()s, another optimizer's options.
+    ordered_dict<state_value> unread_extras() const;
 
 private:
     const state_value& required(std::string_view key);
@@ -290,6 +292,47 @@ private:
     std::vector<std::string> m_read;
     std::deque<host_tensor> m_converted; // tensor()'s conversions, at stable addresses
 };
+
+/// @brief Whether `key` names an option of one of PyTorch's optimizers (or `params`), which a
+/// group's keys of its own (param_group::extra) may not: loaded into an optimizer that does not
+/// read it, such a key is another optimizer's state or an option ember does not have, and is
+/// refused, not kept.
+inline bool reserved_group_key(std::string_view key) noexcept
+{
+    static constexpr std::string_view names[] = {"params",
+                                                 "initial_lr",
+                                                 "lr",
+                                                 "momentum",
+                                                 "dampening",
+                                                 "weight_decay",
+                                                 "nesterov",
+                                                 "maximize",
+                                                 "foreach",
+                                                 "differentiable",
+                                                 "fused",
+                                                 "capturable",
+                                                 "betas",
+                                                 "eps",
+                                                 "amsgrad",
+                                                 "decoupled_weight_decay",
+                                                 "alpha",
+                                                 "centered",
+                                                 "lr_decay",
+                                                 "initial_accumulator_value",
+                                                 "rho",
+                                                 "momentum_decay",
+                                                 "lambd",
+                                                 "t0",
+                                                 "etas",
+                                                 "step_sizes",
+                                                 "max_iter",
+                                                 "max_eval",
+                                                 "tolerance_grad",
+                                                 "tolerance_change",
+                                                 "history_size",
+                                                 "line_search_fn"};
+    return std::find(std::begin(names), std::end(names), key) != std::end(names);
+}
 
 /// @brief The parameters of a single-group constructor; PyTorch refuses an empty list.
 template <class T, class Options, class Device>
@@ -362,9 +405,12 @@ public:
     /// @brief Adds a group of `params` with defaults() as `edit` changes them: PyTorch's
     /// `add_param_group({'params': params, 'lr': 0.01})`, the other options the optimizer's:
     /// `opt.add_param_group(backbone.parameters(), [](auto& o) { o.lr = 0.01; })`.
+    /// (`edit` must take the options by reference, `Options&` or `auto&`: one that takes a copy
+    /// would edit the copy, so it does not compile.)
     template <class Edit>
-    requires std::invocable<Edit&, Options&>
-    void add_param_group(std::vector<nn::param_ref<T, Device>> params, Edit&& edit)
+    requires std::invocable<Edit&, Options&> &&
+        (!std::invocable<Edit&, Options&&>)void add_param_group(
+            std::vector<nn::param_ref<T, Device>> params, Edit&& edit)
     {
         Options options = m_defaults;
         edit(options);
@@ -829,12 +875,22 @@ inline void dict_reader::finish() const
         throw key_error(m_where + ": unexpected key(s) " + unknown);
 }
 
-inline ordered_dict<state_value> dict_reader::unread() const
+inline ordered_dict<state_value> dict_reader::unread_extras() const
 {
     ordered_dict<state_value> out;
+    std::string reserved;
     for (const auto& [key, value] : *m_dict)
         if (std::find(m_read.begin(), m_read.end(), key) == m_read.end())
-            out.insert(key, value);
+        {
+            if (reserved_group_key(key))
+                reserved += (reserved.empty() ? "'" : ", '") + key + "'";
+            else
+                out.insert(key, value);
+        }
+    if (!reserved.empty())
+        throw key_error(m_where + ": unexpected key(s) " + reserved +
+                        " (options of another PyTorch optimizer, or ones this one does not "
+                        "have)");
     return out;
 }
 
@@ -924,7 +980,7 @@ optimizer_state optimizer<Derived, T, Options, State, Device>::state_dict() cons
             packed.options.insert("initial_lr", *group.initial_lr);
         for (const auto& [key, value] : group.extra)
         {
-            if (packed.options.contains(key) || key == "params")
+            if (packed.options.contains(key) || detail::reserved_group_key(key))
                 throw value_error(prefix() + "state_dict: param_groups[" + std::to_string(g) +
                                   "]: extra key '" + key +
                                   "' is the name of an option; a group's own keys need names "
@@ -983,7 +1039,7 @@ void optimizer<Derived, T, Options, State, Device>::load_state_dict(const optimi
         options.push_back(Derived::read_options(reader));
         // Keys no option reads are the group's own, kept as PyTorch keeps them; an option
         // missing or of the wrong type was an error above.
-        extras.push_back(reader.unread());
+        extras.push_back(reader.unread_extras());
         Derived::check_options(options.back(), at);
         for (std::size_t j = 0; j < saved.params.size(); ++j)
             if (!slot_of.emplace(saved.params[j], std::pair{g, j}).second)

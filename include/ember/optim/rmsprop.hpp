@@ -237,6 +237,7 @@ rmsprop_options rmsprop<T, Device>::read_options(detail::dict_reader& in)
     o.maximize = in.boolean("maximize", false);
     in.ignored_flag("foreach");
     in.ignored_flag("differentiable");
+    in.ignored_flag("capturable");
     return o;
 }
 

@@ -121,6 +121,7 @@ sgd_options sgd<T, Device>::read_options(detail::dict_reader& in)
     o.maximize = in.boolean("maximize", false);
     in.ignored_flag("foreach");
     in.ignored_flag("differentiable");
+    in.ignored_flag("fused");
     return o;
 }
 

@@ -1030,6 +1030,8 @@ void save(Archive& ar, const V& v, std::uint32_t /*version*/)
                 return;
             else if constexpr (std::is_same_v<X, double>)
                 ember::detail::save_double(ar, "value", x);
+            else if constexpr (std::is_same_v<X, std::string>)
+                ember::detail::save_string(ar, "value", x); // a NUL refused in JSON and XML
             else if constexpr (std::is_same_v<X, std::vector<double>>)
             {
                 ember::detail::in_node(

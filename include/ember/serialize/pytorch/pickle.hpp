@@ -1366,6 +1366,12 @@ inline void pickler::string(std::string_view s)
 {
     if (s.size() > 0xffffffffu)
         throw value_error("pickler: string of " + std::to_string(s.size()) + " bytes");
+    // PyTorch (and ember's reader) decode a pickle's strings as UTF-8: a file with any other
+    // bytes would load in neither, so it is refused before it is written.
+    if (!detail::valid_utf8(s))
+        throw value_error("cannot save the string '" + ember::detail::quoted(s, '\'') +
+                          "' in PyTorch's format: it is not valid UTF-8, which pickle strings "
+                          "must be");
     op(0x58);
     le<std::uint32_t>(static_cast<std::uint32_t>(s.size()));
     raw(s);

@@ -299,40 +299,24 @@ private:
 /// refused, not kept.
 inline bool reserved_group_key(std::string_view key) noexcept
 {
-    static constexpr std::string_view names[] = {"params",
-                                                 "initial_lr",
-                                                 "lr",
-                                                 "momentum",
-                                                 "dampening",
-                                                 "weight_decay",
-                                                 "nesterov",
-                                                 "maximize",
-                                                 "foreach",
-                                                 "differentiable",
-                                                 "fused",
-                                                 "capturable",
-                                                 "betas",
-                                                 "eps",
-                                                 "amsgrad",
-                                                 "decoupled_weight_decay",
-                                                 "alpha",
-                                                 "centered",
-                                                 "lr_decay",
-                                                 "initial_accumulator_value",
-                                                 "rho",
-                                                 "momentum_decay",
-                                                 "lambd",
-                                                 "t0",
-                                                 "etas",
-                                                 "step_sizes",
-                                                 "max_iter",
-                                                 "max_eval",
-                                                 "tolerance_grad",
-                                                 "tolerance_change",
-                                                 "history_size",
-                                                 "line_search_fn"};
+    // clang-format off
+    static constexpr std::string_view names[] = {
+        "params", "initial_lr", "lr", "weight_decay", "maximize", "foreach", "differentiable",
+        "fused", "capturable",                                                // all of them
+        "momentum", "dampening", "nesterov",                                  // SGD
+        "betas", "eps", "amsgrad", "decoupled_weight_decay",                  // Adam, AdamW
+        "alpha", "centered",                                                  // RMSprop
+        "lr_decay", "initial_accumulator_value", "rho", "momentum_decay",     // the others
+        "lambd", "t0", "etas", "step_sizes", "max_iter", "max_eval", "tolerance_grad",
+        "tolerance_change", "history_size", "line_search_fn"};
+    // clang-format on
     return std::find(std::begin(names), std::end(names), key) != std::end(names);
 }
+
+/// @brief A callable that edits Options in place: it takes them by reference (`Options&`,
+/// `auto&`); one that takes a copy, or a const reference, would change nothing.
+template <class Edit, class Options>
+concept options_edit = std::invocable<Edit&, Options&> && !std::invocable<Edit&, Options&&>;
 
 /// @brief The parameters of a single-group constructor; PyTorch refuses an empty list.
 template <class T, class Options, class Device>
@@ -407,10 +391,8 @@ public:
     /// `opt.add_param_group(backbone.parameters(), [](auto& o) { o.lr = 0.01; })`.
     /// (`edit` must take the options by reference, `Options&` or `auto&`: one that takes a copy
     /// would edit the copy, so it does not compile.)
-    template <class Edit>
-    requires std::invocable<Edit&, Options&> &&
-        (!std::invocable<Edit&, Options&&>)void add_param_group(
-            std::vector<nn::param_ref<T, Device>> params, Edit&& edit)
+    template <detail::options_edit<Options> Edit>
+    void add_param_group(std::vector<nn::param_ref<T, Device>> params, Edit&& edit)
     {
         Options options = m_defaults;
         edit(options);

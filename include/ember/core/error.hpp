@@ -71,15 +71,16 @@ namespace detail
 /// @brief `text` as an error message quotes it: between two `quote`s, a control byte as \xNN
 /// (a NUL would cut the message short where it is printed as a C string), and past `shown`
 /// bytes cut off with the text's length (a bad field of megabytes must not become the message).
+/// With `ascii_only`, every byte past ASCII is \xNN too, for text that is not UTF-8.
 inline std::string quoted(std::string_view text, char quote,
-                          std::size_t shown = std::string_view::npos)
+                          std::size_t shown = std::string_view::npos, bool ascii_only = false)
 {
     constexpr char hex[] = "0123456789abcdef";
     std::string out(1, quote);
     for (const char c : text.substr(0, shown))
     {
         const auto u = static_cast<unsigned char>(c);
-        if (u < 0x20 || u == 0x7f)
+        if (u < 0x20 || u == 0x7f || (ascii_only && u > 0x7f))
             out += {'\\', 'x', hex[u >> 4], hex[u & 15]};
         else
             out += c;

@@ -30,6 +30,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <new>
 #include <span>
 #include <stdexcept>
@@ -401,6 +402,18 @@ void atomic_write(const std::filesystem::path& path, std::span<const std::byte> 
 
 /// The whole content of `path`, or io_error naming the path and the reason.
 std::vector<std::byte> read_file(const std::filesystem::path& path);
+
+/// Some bytes of a file, and the file's size.
+struct file_part
+{
+    std::vector<std::byte> bytes;
+    std::size_t file_size = 0;
+};
+
+/// The first `length` bytes of `path` (with `from_end`, the last), or all of them where the file
+/// is shorter, read through file_ops: a header or an end record without reading the rest, as
+/// mapping the file would (mapped_file reads ahead). io_error naming the path otherwise.
+file_part read_file_part(const std::filesystem::path& path, std::size_t length, bool from_end);
 
 /// Opens `path` read-only through file_ops and sets `size`; throws io_error unless it is a
 /// regular file (a FIFO is refused, not waited on). The caller closes the descriptor
@@ -997,25 +1010,32 @@ inline void read_exactly(int fd, std::span<std::byte> out, const std::string& na
     }
 }
 
-inline std::vector<std::byte> read_file(const std::filesystem::path& path)
+inline file_part read_file_part(const std::filesystem::path& path, std::size_t length,
+                                bool from_end)
 {
     const file_ops& ops = active_file_ops();
     const std::string name = path.string();
-    std::size_t size = 0;
-    const int fd = open_regular_file(path, size);
-    std::vector<std::byte> bytes;
+    file_part part;
+    const int fd = open_regular_file(path, part.file_size);
     try
     {
+        const std::size_t n = std::min(length, part.file_size);
+        const auto first = static_cast<off_t>(from_end ? part.file_size - n : 0);
+        if (first != 0 && ops.seek(fd, first, SEEK_SET) != first)
+        {
+            const int err = errno;
+            throw io_error("cannot read '" + name + "': " + errno_text(err));
+        }
         try
         {
-            bytes.resize(size);
+            part.bytes.resize(n);
         }
         catch (const std::exception&) // bad_alloc or length_error: the file does not fit in memory
         {
-            throw io_error("cannot read '" + name + "': its " + std::to_string(size) +
+            throw io_error("cannot read '" + name + "': its " + std::to_string(n) +
                            " bytes do not fit in memory");
         }
-        read_exactly(fd, bytes, name);
+        read_exactly(fd, part.bytes, name);
     }
     catch (...)
     {
@@ -1023,7 +1043,12 @@ inline std::vector<std::byte> read_file(const std::filesystem::path& path)
         throw;
     }
     ops.close(fd);
-    return bytes;
+    return part;
+}
+
+inline std::vector<std::byte> read_file(const std::filesystem::path& path)
+{
+    return read_file_part(path, std::numeric_limits<std::size_t>::max(), false).bytes;
 }
 
 } // namespace ember::detail

@@ -286,6 +286,10 @@ public:
 
 private:
     const state_value& required(std::string_view key);
+    bool was_read(std::string_view key) const;
+    /// The keys nothing read that `pick` accepts, quoted and comma-separated: `'a', 'b'`.
+    template <class Pick>
+    std::string unread_keys(Pick&& pick) const;
 
     const ordered_dict<state_value>* m_dict;
     std::string m_where;
@@ -847,32 +851,38 @@ inline double dict_reader::step(std::string_view key)
     return s;
 }
 
+inline bool dict_reader::was_read(std::string_view key) const
+{
+    return std::find(m_read.begin(), m_read.end(), key) != m_read.end();
+}
+
+template <class Pick>
+std::string dict_reader::unread_keys(Pick&& pick) const
+{
+    std::string keys;
+    for (const auto& [key, value] : *m_dict)
+        if (!was_read(key) && pick(key))
+            keys += (keys.empty() ? "'" : ", '") + key + "'";
+    return keys;
+}
+
 inline void dict_reader::finish() const
 {
-    std::string unknown;
-    for (const auto& [key, value] : *m_dict)
-        if (std::find(m_read.begin(), m_read.end(), key) == m_read.end())
-            unknown += (unknown.empty() ? "'" : ", '") + key + "'";
-    if (!unknown.empty())
+    if (const std::string unknown = unread_keys([](std::string_view) { return true; });
+        !unknown.empty())
         throw key_error(m_where + ": unexpected key(s) " + unknown);
 }
 
 inline ordered_dict<state_value> dict_reader::unread_extras() const
 {
-    ordered_dict<state_value> out;
-    std::string reserved;
-    for (const auto& [key, value] : *m_dict)
-        if (std::find(m_read.begin(), m_read.end(), key) == m_read.end())
-        {
-            if (reserved_group_key(key))
-                reserved += (reserved.empty() ? "'" : ", '") + key + "'";
-            else
-                out.insert(key, value);
-        }
-    if (!reserved.empty())
+    if (const std::string reserved = unread_keys(reserved_group_key); !reserved.empty())
         throw key_error(m_where + ": unexpected key(s) " + reserved +
                         " (options of another PyTorch optimizer, or ones this one does not "
                         "have)");
+    ordered_dict<state_value> out;
+    for (const auto& [key, value] : *m_dict)
+        if (!was_read(key))
+            out.insert(key, value);
     return out;
 }
 

@@ -1151,52 +1151,28 @@ EMBER_PRECOMPILED_INLINE file_info probe(const std::filesystem::path& path, file
 EMBER_PRECOMPILED_INLINE bool
 detail::container_looks_like_checkpoint(const std::filesystem::path& path) noexcept
 {
-    // The header's bytes read, not the file mapped: a mapping of a large file reads all of it
-    // ahead (file_bytes), and the prune that asks must not read the checkpoints it keeps.
-    const file_ops& ops = active_file_ops();
-    std::size_t size = 0;
-    int fd = -1;
-    try
+    try // io_error, format_error, bad_alloc: not a checkpoint to count on
     {
-        fd = open_regular_file(path, size);
-        std::array<std::byte, header_size> head{};
-        read_exactly(fd, head, path.string()); // a file shorter than a header: io_error
-        ops.close(fd);
-        fd = -1;
-        return check_container_header(head, size, path.string()).content ==
+        const file_part head = read_file_part(path, header_size, false);
+        return check_container_header(head.bytes, head.file_size, path.string()).content ==
                static_cast<std::uint32_t>(file_content::checkpoint);
     }
-    catch (...) // io_error, format_error, bad_alloc: not a checkpoint to count on
+    catch (...)
     {
-        if (fd >= 0)
-            ops.close(fd);
         return false;
     }
 }
 
 EMBER_PRECOMPILED_INLINE bool detail::zip_looks_whole(const std::filesystem::path& path) noexcept
 {
-    // The end's bytes read, not the file mapped, as in container_looks_like_checkpoint.
-    const file_ops& ops = active_file_ops();
-    std::size_t size = 0;
-    int fd = -1;
-    try
+    try // as above
     {
-        fd = open_regular_file(path, size);
-        const std::size_t tail = std::min(size, pytorch::detail::end_records_reach);
-        std::vector<std::byte> end(tail);
-        if (ops.seek(fd, static_cast<off_t>(size - tail), SEEK_SET) !=
-            static_cast<off_t>(size - tail))
-            throw io_error("cannot seek in '" + path.string() + "'");
-        read_exactly(fd, end, path.string());
-        ops.close(fd);
-        fd = -1;
-        return pytorch::detail::locate_central_directory(end, size, path.string()).count > 0;
+        const file_part end = read_file_part(path, pytorch::detail::end_records_reach, true);
+        return pytorch::detail::locate_central_directory(end.bytes, end.file_size, path.string())
+                   .count > 0;
     }
-    catch (...) // io_error, format_error, bad_alloc: not a checkpoint to count on
+    catch (...)
     {
-        if (fd >= 0)
-            ops.close(fd);
         return false;
     }
 }

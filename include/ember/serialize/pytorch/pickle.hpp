@@ -1369,8 +1369,8 @@ inline void pickler::string(std::string_view s)
     // PyTorch (and ember's reader) decode a pickle's strings as UTF-8: a file with any other
     // bytes would load in neither, so it is refused before it is written.
     if (!detail::valid_utf8(s))
-        throw value_error("cannot save the string '" + ember::detail::quoted(s, '\'') +
-                          "' in PyTorch's format: it is not valid UTF-8, which pickle strings "
+        throw value_error("cannot save the string " + ember::detail::quoted(s, '\'', 64, true) +
+                          " in PyTorch's format: it is not valid UTF-8, which pickle strings "
                           "must be");
     op(0x58);
     le<std::uint32_t>(static_cast<std::uint32_t>(s.size()));

@@ -136,6 +136,10 @@ CASES = [
     # eps: the second group's reductions are smaller than eps, so they are skipped.
     ('plateau_eps', 'reduce_lr_on_plateau', '{.factor = 0.5, .patience = 1, .eps = 0.01}',
      L.ReduceLROnPlateau, dict(factor=0.5, patience=1, eps=0.01), 'plateau', None),
+    # PyTorch accepts a negative patience (a reduction at every step) and cooldown (none).
+    ('plateau_negative', 'reduce_lr_on_plateau',
+     '{.factor = 0.5, .patience = -1, .cooldown = -2, .min_lr = 0.002}', L.ReduceLROnPlateau,
+     dict(factor=0.5, patience=-1, cooldown=-2, min_lr=0.002), 'plateau', None),
 ]
 
 

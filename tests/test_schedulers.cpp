@@ -438,6 +438,16 @@ BOOST_AUTO_TEST_CASE(a_run_resumed_from_state_dict_continues_exactly)
                                  gold::plateau_min_rel, same, "plateau", 13);
 }
 
+BOOST_AUTO_TEST_CASE(reduce_lr_on_plateau_takes_a_negative_patience_and_cooldown_as_pytorch_does)
+{
+    // A reduction at every step (0 bad epochs > -1), and no cooldown; the state, with its
+    // negative cooldown_counter, resumes.
+    const optim::reduce_lr_on_plateau_options options{
+        .factor = 0.5, .patience = -1, .cooldown = -2, .min_lr = 0.002};
+    check_plateau(options, gold::plateau_negative, "plateau negative");
+    check_plateau_resume_through(options, gold::plateau_negative, same, "plateau negative", 3);
+}
+
 BOOST_AUTO_TEST_CASE(scheduler_state_survives_a_checkpoint_in_every_file_format)
 {
     temp_dir dir;
@@ -648,6 +658,10 @@ BOOST_AUTO_TEST_CASE(a_bad_state_dict_is_refused_and_changes_nothing)
     pd = plateau.state_dict();
     pd.insert_or_assign("threshold_mode", "relative");
     BOOST_CHECK_EXCEPTION(plateau.load_state_dict(pd), value_error, names("'rel' or 'abs'"));
+    pd = plateau.state_dict();
+    pd.insert_or_assign("num_bad_epochs", -1);
+    BOOST_CHECK_EXCEPTION(plateau.load_state_dict(pd), value_error,
+                          names("['num_bad_epochs']: must be >= 0, got -1"));
 
     fresh.load_state_dict(good);
     BOOST_TEST((fresh.state_dict() == good));

@@ -350,9 +350,11 @@ enum class plateau_threshold
 struct reduce_lr_on_plateau_options
 {
     plateau_mode mode = plateau_mode::min;
-    double factor = 0.1;        ///< new lr = lr × factor; < 1
-    std::int64_t patience = 10; ///< bad epochs tolerated before a reduction
-    double threshold = 1e-4;    ///< what counts as an improvement (see threshold_mode)
+    double factor = 0.1; ///< new lr = lr × factor; < 1
+    /// Bad epochs tolerated before a reduction. As in PyTorch, a negative patience is allowed
+    /// and reduces the lrs at every step, and a negative cooldown is no cooldown.
+    std::int64_t patience = 10;
+    double threshold = 1e-4; ///< what counts as an improvement (see threshold_mode)
     plateau_threshold threshold_mode = plateau_threshold::rel;
     std::int64_t cooldown = 0;   ///< epochs after a reduction during which bad ones don't count
     double min_lr = 0;           ///< lower bound of every group's lr...
@@ -1011,10 +1013,6 @@ reduce_lr_on_plateau<Optimizer>::reduce_lr_on_plateau(Optimizer& optimizer,
     if (!(options.factor < 1.0))
         throw value_error(prefix() + "factor should be < 1.0, got " +
                           detail::py_float(options.factor));
-    if (options.patience < 0 || options.cooldown < 0)
-        throw value_error(prefix() + "patience and cooldown must be >= 0, got " +
-                          std::to_string(options.patience) + " and " +
-                          std::to_string(options.cooldown));
     if (options.min_lrs.empty())
         m_options.min_lrs.assign(groups, options.min_lr);
     else if (options.min_lrs.size() != groups)
@@ -1154,9 +1152,9 @@ void reduce_lr_on_plateau<Optimizer>::load_state_dict(const value::dict& state)
     if (!(o.factor < 1.0))
         throw value_error(in.where("factor") + ": should be < 1.0, got " +
                           detail::py_float(o.factor));
-    if (o.patience < 0 || o.cooldown < 0 || cooldown_counter < 0 || num_bad_epochs < 0)
-        throw value_error(prefix() + "load_state_dict: patience, cooldown, cooldown_counter and "
-                                     "num_bad_epochs must be >= 0");
+    if (num_bad_epochs < 0) // PyTorch's count starts at 0 and only grows
+        throw value_error(in.where("num_bad_epochs") + ": must be >= 0, got " +
+                          std::to_string(num_bad_epochs));
 
     m_options = std::move(o);
     m_cooldown_counter = cooldown_counter;

@@ -78,6 +78,7 @@ std::vector<optim::optimizer_state> optimizer_states()
     g.options.insert("momentum", 0.9);
     g.options.insert("nesterov", false);
     g.options.insert("foreach", std::monostate{});
+    g.options.insert("name", std::string("backbone")); // a group's own key, as a string
     g.params = {0, 1};
     sgd.param_groups.push_back(g);
     all.push_back(sgd);

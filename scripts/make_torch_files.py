@@ -30,6 +30,14 @@ import subprocess
 import sys
 
 
+def dict_key(k):
+    """A key as ember reads it: an int, or a float that holds one (Python's 30.0 and 30 are
+    one key), as its decimal string."""
+    if isinstance(k, float) and k.is_integer():
+        k = int(k)
+    return str(k) if isinstance(k, int) and not isinstance(k, bool) else k
+
+
 def dump(x):
     import torch
 
@@ -59,7 +67,7 @@ def dump(x):
         return "[" + ",".join(dump(i) for i in items) + "]"
     if isinstance(x, dict):
         return "{" + ",".join(
-            dump(str(k) if isinstance(k, int) and not isinstance(k, bool) else k) + ":" + dump(v)
+            dump(dict_key(k)) + ":" + dump(v)
             for k, v in x.items()) + "}"
     raise TypeError("no dump for %r" % type(x))
 
@@ -157,6 +165,11 @@ def build_files():
     ], lr=0.1, momentum=0.9)
     train(named, named_sgd, 1, 3)
     files["sgd_named_groups.pth"] = (named_sgd.state_dict(), "optimizer")
+
+    # MultiStepLR given float milestones keeps them as its Counter's float keys.
+    sched = torch.optim.lr_scheduler.MultiStepLR(
+        torch.optim.SGD(named.parameters(), lr=0.1), milestones=[30.0, 60.0, 60.0], gamma=0.5)
+    files["multi_step_float_milestones.pt"] = (sched.state_dict(), "value")
     return files
 
 

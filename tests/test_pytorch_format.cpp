@@ -5,6 +5,7 @@
 #include <ember/core/generator.hpp>
 #include <ember/detail/crc32.hpp>
 #include <ember/nn/module.hpp>
+#include <ember/optim/lr_scheduler.hpp>
 #include <ember/optim/sgd.hpp>
 #include <ember/serialize/module.hpp>
 #include <ember/serialize/pytorch.hpp>
@@ -281,6 +282,20 @@ BOOST_AUTO_TEST_CASE(an_optimizer_takes_a_pytorch_groups_own_keys_and_saves_them
         [](const ember::value_error& e)
         { return std::string(e.what()).find("not valid UTF-8") != std::string::npos; });
     BOOST_TEST(!fs::exists(saved));
+}
+
+// MultiStepLR(milestones=[30.0, 60.0, 60.0]) in torch 1.13: a Counter with float keys, which
+// Python treats as the ints they hold; they load as those ints' decimal strings.
+BOOST_AUTO_TEST_CASE(a_counter_with_float_keys_holding_ints_loads_as_their_ints)
+{
+    const value state =
+        pt::load<value>(data_folder() / "pytorch/torch-1.13/multi_step_float_milestones.pt");
+    BOOST_TEST(torch_dump::dump(state.as<value::dict>().at("milestones")) == "{'30':1,'60':2}");
+    ember::nn::parameter<float, 1> w(ember::tensor<float, 1>::from_shape({1}));
+    ember::optim::sgd<float> opt({ember::nn::param_ref<float>(w)}, {.lr = 0.1});
+    ember::optim::multi_step_lr sched(opt, {.milestones = {1}});
+    sched.load_state_dict(state);
+    BOOST_TEST((sched.options().milestones == std::vector<std::int64_t>{30, 60, 60}));
 }
 
 BOOST_AUTO_TEST_CASE(the_lessons_checkpoint_from_pytorch_loads_as_a_checkpoint)

@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <sstream>
 #include <string>
 
@@ -572,6 +573,16 @@ BOOST_AUTO_TEST_CASE(bad_options_are_refused_with_their_name)
                           message_has("factor"));
     BOOST_CHECK_EXCEPTION(optim::reduce_lr_on_plateau(s.opt, {.min_lrs = {0.1}}), value_error,
                           message_has("expected 2 min_lrs"));
+    // Python's ints do not overflow; ember's counts stop at 2^53, before any step could.
+    constexpr std::int64_t huge = std::numeric_limits<std::int64_t>::max();
+    BOOST_CHECK_EXCEPTION(cosine_annealing_lr(s.opt, {.T_max = huge}), value_error,
+                          message_has("T_max: 9223372036854775807 is past the ±2^53"));
+    BOOST_CHECK_EXCEPTION(step_lr(s.opt, {.step_size = huge}), value_error,
+                          message_has("step_size"));
+    BOOST_CHECK_EXCEPTION(linear_lr(s.opt, {.total_iters = huge}), value_error,
+                          message_has("total_iters"));
+    BOOST_CHECK_EXCEPTION(step_lr(s.opt, {.step_size = 2, .last_epoch = huge}), value_error,
+                          message_has("last_epoch"));
     // Nothing was changed by the refused constructors.
     BOOST_TEST(s.lrs()[0] == gold::lrs[0]);
 }
@@ -645,6 +656,12 @@ BOOST_AUTO_TEST_CASE(a_bad_state_dict_is_refused_and_changes_nothing)
     BOOST_CHECK_EXCEPTION(fresh.load_state_dict(with("step_size", 0)), value_error,
                           names("step_size"));
     BOOST_CHECK_EXCEPTION(fresh.load_state_dict(value()), value_error, names("got None"));
+    BOOST_CHECK_EXCEPTION(fresh.load_state_dict(with("last_epoch", std::int64_t{1} << 62)),
+                          value_error, names("['last_epoch']: 4611686018427387904 is past"));
+    BOOST_CHECK_EXCEPTION(fresh.load_state_dict(with("step_size", 2.5)), value_error,
+                          names("['step_size']: expected an int, got the float 2.5"));
+    BOOST_CHECK_EXCEPTION(fresh.step(std::numeric_limits<std::int64_t>::min()), value_error,
+                          names("step(epoch)"));
     // Another scheduler's state: cosine's keys are not step_lr's.
     cosine_annealing_lr cosine(s.opt, {.T_max = 4});
     BOOST_CHECK_EXCEPTION(fresh.load_state_dict(cosine.state_dict()), key_error,
@@ -667,6 +684,23 @@ BOOST_AUTO_TEST_CASE(a_bad_state_dict_is_refused_and_changes_nothing)
     BOOST_TEST((fresh.state_dict() == good));
 }
 
+BOOST_AUTO_TEST_CASE(a_state_with_integral_floats_loads_as_pytorch_runs_it)
+{
+    // CosineAnnealingLR(T_max=10.0) runs in PyTorch as T_max=10, and its state keeps the float.
+    setup s;
+    cosine_annealing_lr sched(s.opt, {.T_max = 10, .eta_min = 0.001});
+    for (int i = 0; i < 3; ++i)
+        sched.step();
+    const value::dict ints = sched.state_dict();
+    value::dict floats = ints;
+    floats.insert_or_assign("T_max", 10.0);
+    floats.insert_or_assign("last_epoch", 3.0);
+    cosine_annealing_lr resumed(s.opt, {.T_max = 4});
+    resumed.load_state_dict(floats);
+    BOOST_TEST((resumed.state_dict() == ints));
+    BOOST_TEST(resumed.options().T_max == 10);
+}
+
 BOOST_AUTO_TEST_CASE(multi_step_milestones_load_from_a_list_or_a_counter_dict)
 {
     setup s;
@@ -677,6 +711,15 @@ BOOST_AUTO_TEST_CASE(multi_step_milestones_load_from_a_list_or_a_counter_dict)
     sched.load_state_dict(sd);
     BOOST_TEST((sched.options().milestones == std::vector<std::int64_t>{9, 4, 9}));
     BOOST_TEST(py_repr(sched.state_dict().at("milestones")) == "{'9': 2, '4': 1}");
+    sd.insert_or_assign("milestones", value::list{std::int64_t{9}, 4.0, 9.0});
+    sched.load_state_dict(sd); // [9, 4.0, 9.0]: PyTorch compares 4 == 4.0
+    BOOST_TEST((sched.options().milestones == std::vector<std::int64_t>{9, 4, 9}));
+    sd.insert_or_assign("milestones", value::list{std::int64_t{9}, 4.5});
+    BOOST_CHECK_THROW(sched.load_state_dict(sd), value_error);
+    value::dict far;
+    far.insert("9007199254740993", 1); // 2^53 + 1
+    sd.insert_or_assign("milestones", far);
+    BOOST_CHECK_THROW(sched.load_state_dict(sd), value_error);
     value::dict counter;
     counter.insert("x", 1);
     sd.insert_or_assign("milestones", counter);

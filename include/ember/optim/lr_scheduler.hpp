@@ -30,6 +30,11 @@
 /// dict whose keys are the epochs' decimal strings, as ember's PyTorch loader reads int keys;
 /// a `.pth` file gets them back as a Counter of int epochs (serialize/pytorch.hpp).
 ///
+/// Epochs, periods and counts are int64 where Python's ints are unbounded: ember's schedulers
+/// take them up to ±2^53 (`detail::max_epoch`), from options, step(epoch) or a file, so that
+/// no step's arithmetic overflows. A file's integral float (`T_max=10.0`, which PyTorch runs
+/// as 10) reads as the int.
+///
 /// The scheduler keeps a pointer to the optimizer, which must outlive it.
 
 #include "ember/core/error.hpp"
@@ -70,6 +75,14 @@ namespace detail
 
 /// @brief A double as Python's repr() writes it, for messages.
 std::string py_float(double v);
+
+/// @brief The largest epoch, period or count a scheduler takes (and its negative the least):
+/// 2^53, where a double stops counting exactly. Steps add 1 at a time, and the cosine's
+/// 2 × T_max and last_epoch - 1 - T_max stay far from int64's limits.
+inline constexpr std::int64_t max_epoch = std::int64_t{1} << 53;
+
+/// @brief Throws value_error naming `what` where |v| > max_epoch.
+void check_epoch(std::int64_t v, const std::string& what);
 
 /// @brief Reads a scheduler's state dict: typed getters that name the key and what was
 /// expected, and finish() rejecting any key nothing read.
@@ -461,12 +474,32 @@ inline double state_reader::number(std::string_view key)
     return v.to_double();
 }
 
+inline void check_epoch(std::int64_t v, const std::string& what)
+{
+    if (v > max_epoch || v < -max_epoch)
+        throw value_error(what + ": " + std::to_string(v) +
+                          " is past the ±2^53 epochs ember's schedulers count");
+}
+
+/// @brief An int, or a float holding one (PyTorch runs `T_max=10.0` as 10), within ±max_epoch.
+inline std::int64_t integral(const value& v, const std::string& where)
+{
+    if (v.is_double())
+    {
+        const double d = v.as<double>();
+        if (!(std::trunc(d) == d && std::abs(d) <= static_cast<double>(max_epoch)))
+            throw value_error(where + ": expected an int, got the float " + py_float(d));
+        return static_cast<std::int64_t>(d);
+    }
+    if (!v.is_int())
+        throw value_error(where + ": expected an int, got " + v.type_name());
+    check_epoch(v.as<std::int64_t>(), where);
+    return v.as<std::int64_t>();
+}
+
 inline std::int64_t state_reader::integer(std::string_view key)
 {
-    const value& v = required(key);
-    if (!v.is_int())
-        throw value_error(where(key) + ": expected an int, got " + v.type_name());
-    return v.as<std::int64_t>();
+    return integral(required(key), where(key));
 }
 
 inline bool state_reader::boolean(std::string_view key)
@@ -513,13 +546,9 @@ inline std::vector<std::int64_t> state_reader::milestones(std::string_view key)
     std::vector<std::int64_t> out;
     if (v.is_list())
     {
-        for (const value& e : v.as<value::list>())
-        {
-            if (!e.is_int())
-                throw value_error(where(key) + ": expected a list of int epochs, got a " +
-                                  e.type_name() + " in it");
-            out.push_back(e.as<std::int64_t>());
-        }
+        const auto& list = v.as<value::list>();
+        for (std::size_t i = 0; i < list.size(); ++i)
+            out.push_back(integral(list[i], where(key) + "[" + std::to_string(i) + "]"));
         return out;
     }
     if (!v.is_dict())
@@ -531,6 +560,7 @@ inline std::vector<std::int64_t> state_reader::milestones(std::string_view key)
         auto [ptr, ec] = std::from_chars(epoch_text.data(), end, epoch);
         if (ec != std::errc{} || ptr != end)
             throw value_error(where(key) + ": key '" + epoch_text + "' is not an int epoch");
+        check_epoch(epoch, where(key) + "['" + epoch_text + "']");
         if (!count.is_int() || count.as<std::int64_t>() < 0)
             throw value_error(where(key) + "['" + epoch_text +
                               "']: expected a non-negative int count, got " +
@@ -587,6 +617,7 @@ lr_scheduler<Derived, Optimizer, Options>::lr_scheduler(Optimizer& optimizer,
                           "last_epoch must be -1 (a new run) or the index of the last "
                           "epoch done, got " +
                           std::to_string(options.last_epoch));
+    detail::check_epoch(options.last_epoch, prefix() + "last_epoch");
     if (options.last_epoch != -1)
         for (std::size_t g = 0; g < groups.size(); ++g)
             if (!groups[g].initial_lr)
@@ -638,6 +669,7 @@ template <class Derived, class Optimizer, class Options>
 void lr_scheduler<Derived, Optimizer, Options>::step(std::int64_t epoch)
 {
     check_groups();
+    detail::check_epoch(epoch, prefix() + "step(epoch)");
     ++m_step_count;
     m_last_epoch = epoch;
     auto groups = m_optimizer->param_groups();
@@ -731,6 +763,7 @@ void step_lr<Optimizer>::check(const step_lr_options& o)
     if (o.step_size <= 0)
         throw value_error("step_lr: step_size must be a positive number of epochs, got " +
                           std::to_string(o.step_size));
+    detail::check_epoch(o.step_size, "step_lr: step_size");
 }
 
 template <class Optimizer>
@@ -887,6 +920,7 @@ void cosine_annealing_lr<Optimizer>::check(const cosine_annealing_lr_options& o)
     if (o.T_max <= 0)
         throw value_error("cosine_annealing_lr: T_max must be a positive number of epochs, got " +
                           std::to_string(o.T_max));
+    detail::check_epoch(o.T_max, "cosine_annealing_lr: T_max");
 }
 
 template <class Optimizer>
@@ -958,6 +992,7 @@ void linear_lr<Optimizer>::check(const linear_lr_options& o)
     if (o.total_iters <= 0)
         throw value_error("linear_lr: total_iters must be a positive number of epochs, got " +
                           std::to_string(o.total_iters));
+    detail::check_epoch(o.total_iters, "linear_lr: total_iters");
 }
 
 template <class Optimizer>

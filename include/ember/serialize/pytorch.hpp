@@ -127,6 +127,7 @@ std::string folder_for(const std::filesystem::path& path);
 #include "ember/serialize/pytorch/pickle.hpp"
 #include "ember/serialize/pytorch/zip.hpp"
 
+#include <cmath>
 #include <cstring>
 #include <deque>
 #include <unordered_map>
@@ -306,8 +307,17 @@ inline std::string archive_reader::dict_key(const pickle_node& key, const std::s
         return key.as_string();
     if (key.kind == pickle_kind::integer)
         return std::to_string(key.as_int());
+    // Python's 30.0 and 30 are one key (equal, with one hash), so a float key holding an int
+    // reads as the int does: MultiStepLR(milestones=[30.0, 60.0]) keeps them in its Counter.
+    if (key.kind == pickle_kind::floating)
+    {
+        const double d = key.as_double();
+        if (std::trunc(d) == d && d >= -0x1p63 && d < 0x1p63)
+            return std::to_string(static_cast<std::int64_t>(d));
+    }
     fail(path, std::string("has a key of type ") + kind_name(key) +
-                   " (ember's dicts have str keys; int keys become decimal strings)");
+                   " (ember's dicts have str keys; int keys, and float keys holding an int, "
+                   "become decimal strings)");
 }
 
 /// Whether a tensor's elements lie in its storage in row-major order without gaps.

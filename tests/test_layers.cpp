@@ -690,6 +690,18 @@ BOOST_AUTO_TEST_CASE(dropout_p1_zeroes_everything_and_p0_keeps_everything_withou
     const tensor<double, 2> dx =
         test::host(all.backward(test::dev(tensor<double, 2>{{1., 1.}, {1., 1.}})));
     BOOST_TEST(std::all_of(dx.begin(), dx.end(), [](double v) { return v == 0; }));
+    // PyTorch's p == 1 multiplies by 0, both ways: infinity and NaN give NaN (torch 1.13).
+    const double inf = std::numeric_limits<double>::infinity();
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    const tensor<double, 2> y2 = test::host(all(test::dev(tensor<double, 2>{{inf, nan, -0.5}})));
+    BOOST_TEST(std::isnan(y2(0, 0)));
+    BOOST_TEST(std::isnan(y2(0, 1)));
+    BOOST_TEST((y2(0, 2) == 0 && std::signbit(y2(0, 2))));
+    const tensor<double, 2> dx2 =
+        test::host(all.backward(test::dev(tensor<double, 2>{{inf, 1., nan}})));
+    BOOST_TEST(std::isnan(dx2(0, 0)));
+    BOOST_TEST(dx2(0, 1) == 0);
+    BOOST_TEST(std::isnan(dx2(0, 2)));
     dnn::dropout<double> none(0.0);
     BOOST_TEST((test::host(none(xd)) == x));
     BOOST_TEST((default_generator().state() == before));
@@ -774,6 +786,27 @@ BOOST_AUTO_TEST_CASE(batch_norm_rejects_a_single_sample_in_training_but_not_in_e
     BOOST_TEST(tracked(bn) == 0);
     bn.eval();
     BOOST_CHECK_NO_THROW(bn(one));
+}
+
+BOOST_AUTO_TEST_CASE(batch_norm_takes_an_empty_batch_as_pytorch_does)
+{
+    // torch 1.13: an empty output, num_batches_tracked counts the batch, the running
+    // statistics stay, and backward gives an empty input gradient and zero weight gradients.
+    dnn::batch_norm1d<float> bn(3);
+    bn(test::dev(tensor<float, 2>{{1.f, 2.f, 3.f}, {3.f, 5.f, 9.f}}));
+    const tensor<float, 1> mean = test::host(bn.running_mean.value);
+    const tensor<float, 1> var = test::host(bn.running_var.value);
+    const auto empty = dtensor<float, 2>::from_shape({0, 3});
+    const auto& y = bn(empty);
+    BOOST_TEST(y.shape()[0] == 0u);
+    BOOST_TEST(y.shape()[1] == 3u);
+    BOOST_TEST(tracked(bn) == 2);
+    BOOST_TEST((test::host(bn.running_mean.value) == mean));
+    BOOST_TEST((test::host(bn.running_var.value) == var));
+    bn.zero_grad();
+    BOOST_TEST(bn.backward(empty).size() == 0u);
+    BOOST_TEST((test::host(bn.weight.grad()) == xt::zeros<float>({3})));
+    BOOST_TEST((test::host(bn.bias.grad()) == xt::zeros<float>({3})));
 }
 
 BOOST_AUTO_TEST_CASE(batch_norm_wrong_channel_count_names_both_shapes)
@@ -1255,16 +1288,20 @@ BOOST_AUTO_TEST_CASE(nested_sequential_passes_the_setting_to_its_first_modules)
 BOOST_AUTO_TEST_CASE(relu_backward_is_exactly_zero_where_the_output_is_not_positive)
 {
     // torch.relu's backward (threshold_backward) selects: an infinite gradient where the
-    // output is 0 gives 0, not inf * 0 = NaN; a NaN gradient where it is positive stays NaN.
+    // output is 0 gives 0, not inf * 0 = NaN; a NaN gradient where it is positive stays NaN;
+    // a NaN input gives a NaN output, which lets the gradient through (y <= 0 is false).
     dnn::relu<double> relu;
-    relu(test::dev(tensor<double, 2>{{-1.0, 2.0, 0.0}}));
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    const tensor<double, 2> y =
+        test::host(relu(test::dev(tensor<double, 2>{{-1.0, 2.0, 0.0, nan}})));
+    BOOST_TEST(std::isnan(y(0, 3)));
     const double inf = std::numeric_limits<double>::infinity();
-    const auto dy =
-        test::dev(tensor<double, 2>{{inf, std::numeric_limits<double>::quiet_NaN(), inf}});
+    const auto dy = test::dev(tensor<double, 2>{{inf, nan, inf, 3.0}});
     const tensor<double, 2> dx = test::host(relu.backward(dy));
     BOOST_TEST(dx(0, 0) == 0.0);
     BOOST_TEST(std::isnan(dx(0, 1)));
     BOOST_TEST(dx(0, 2) == 0.0);
+    BOOST_TEST(dx(0, 3) == 3.0);
 }
 
 /* ------------------------------------------------------------------ own output */

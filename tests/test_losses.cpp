@@ -763,6 +763,32 @@ BOOST_AUTO_TEST_CASE(backward_with_grad_output_needs_reduction_none_and_the_loss
                       shape_error);
 }
 
+BOOST_AUTO_TEST_CASE(an_ignored_samples_row_stays_zero_whatever_its_upstream_gradient)
+{
+    // PyTorch never writes an ignored target's row: an infinite or NaN upstream gradient there
+    // leaves it 0, where upstream * 0 would be NaN (torch 1.13, smoothed or not, and nll).
+    const double inf = std::numeric_limits<double>::infinity();
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    const auto x = dev(tensor<double, 2>{{.1, .2, .3}, {1., 2., 3.}});
+    for (double smoothing : {0.0, 0.1})
+    {
+        nn::cross_entropy_loss<double, D> ce(nn::reduction::none, {.label_smoothing = smoothing});
+        ce(x, dev(tensor<std::int64_t, 1>{-100, 1}));
+        const auto local = host(ce.backward());
+        const auto g = host(ce.backward(dev(tensor<double, 1>{inf, 2.0})));
+        for (std::size_t c = 0; c < 3; ++c)
+        {
+            BOOST_TEST(g(0, c) == 0.0, smoothing << " class " << c);
+            BOOST_TEST(g(1, c) == 2.0 * local(1, c), smoothing << " class " << c);
+        }
+    }
+    nn::nll_loss<double, D> nll(nn::reduction::none);
+    nll(x, dev(tensor<std::int64_t, 1>{2, -100}));
+    const auto g = host(nll.backward(dev(tensor<double, 1>{-3.0, nan})));
+    BOOST_TEST((g(0, 0) == 0 && g(0, 1) == 0 && g(0, 2) == 3.0));
+    BOOST_TEST((g(1, 0) == 0 && g(1, 1) == 0 && g(1, 2) == 0));
+}
+
 BOOST_AUTO_TEST_CASE(invalid_options_and_inputs_throw_value_error)
 {
     BOOST_CHECK_THROW((nn::huber_loss<float, 2, D>({.delta = 0.0})), value_error);

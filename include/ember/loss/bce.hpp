@@ -62,7 +62,8 @@ struct bce_options
 /// by the number of elements, whatever the weights); the loss keeps its own copy of the weights
 /// on `Device`.
 /// @throws value_error from forward() for an input or target outside [0, 1], naming it;
-/// shape_error for weights that do not fit the input.
+/// shape_error for weights that do not fit the input. PyTorch 1.13 refuses such an input too,
+/// but not such a target (a target of 2 or NaN gives a loss there); ember refuses both.
 template <class T = float, std::size_t N = 2, class Device = cpu>
 class bce_loss : public detail::elementwise_loss<bce_loss<T, N, Device>, T, N, Device>
 {

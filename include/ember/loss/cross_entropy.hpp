@@ -250,17 +250,23 @@ T class_index_loss<Derived, T, Device>::forward(const input_type& input, const t
         throw_bad_target(target, classes);
     resize_if_needed(this->m_losses, target.shape());
     if (caching)
+    {
         resize_if_needed(this->m_local, input.shape());
+        resize_if_needed(this->m_kept, target.shape());
+    }
     // The mean divides by the targets' total weight (their number without weights).
     const T scale = this->gradient_scale(counted.weight, counted.valid);
     const typename Derived::params_type p = static_cast<const Derived&>(*this).params();
     const T* x = input.data();
     T* l = this->m_losses.data();
     T* g = caching ? this->m_local.data() : nullptr;
+    T* kept = caching ? this->m_kept.data() : nullptr;
     // One sample per kernel call, its C classes in order.
     const acc_type sum = Device::template sum<acc_type>(
         batch, EMBER_KERNEL(std::size_t i)->acc_type {
             T* dx = g ? g + i * classes : nullptr;
+            if (kept)
+                kept[i] = t[i] == ignore ? T(0) : T(1);
             if (t[i] == ignore)
             {
                 l[i] = 0;

@@ -108,6 +108,11 @@ protected:
     loss_type m_losses;
     input_type m_local; // d(forward's result)/d(input), filled by forward() when recording
     input_type m_grad;  // backward(grad_output)'s result
+    // Per loss element, 0 where backward(grad_output) must leave the input's gradient exactly 0
+    // whatever the upstream gradient (PyTorch never writes an ignored target's row, so an
+    // infinite or NaN upstream gradient does not become NaN there), else 1. Empty for the
+    // losses that ignore nothing.
+    loss_type m_kept;
     bool m_cached = false;
 };
 
@@ -214,10 +219,12 @@ auto loss_base<Derived, T, I, L, Device>::backward(const loss_type& grad_output)
     // one for elementwise losses, a row of class scores for the class-index ones.
     const std::size_t n = m_losses.size();
     const std::size_t per = n == 0 ? 0 : m_local.size() / n;
+    const T* kept = m_kept.size() == n ? m_kept.data() : nullptr;
     Device::for_each(
         n, EMBER_KERNEL(std::size_t i) {
+            const T gi = kept && kept[i] == T(0) ? T(0) : g[i];
             for (std::size_t k = i * per; k < (i + 1) * per; ++k)
-                out[k] = g[i] * local[k];
+                out[k] = gi * local[k];
         });
     return m_grad;
 }

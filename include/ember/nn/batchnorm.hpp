@@ -174,7 +174,10 @@ auto batch_norm1d<T, Device>::forward(const tensor_type& x) -> const tensor_type
         throw shape_error("batch_norm1d: input of shape " + shape_string(x.shape()) +
                           ", expected [N, " + std::to_string(c) + "]");
     const bool batch_stats = this->is_training() || !m_track;
-    if (batch_stats && n < 2)
+    // An empty batch is an empty output, as in PyTorch (which still counts it in
+    // num_batches_tracked, and leaves the running statistics as they are); one row has no
+    // variance.
+    if (batch_stats && n == 1)
         throw value_error("batch_norm1d: expected more than 1 value per channel when training, "
                           "got input of shape " +
                           shape_string(x.shape()));
@@ -199,7 +202,7 @@ auto batch_norm1d<T, Device>::forward(const tensor_type& x) -> const tensor_type
         const bool cumulative = !m_momentum;
         const double momentum = m_momentum ? *m_momentum : 0.0;
         Device::for_each(
-            detail::channel_groups<Device>(c), EMBER_KERNEL(std::size_t q) {
+            n == 0 ? 0 : detail::channel_groups<Device>(c), EMBER_KERNEL(std::size_t q) {
                 constexpr std::size_t group = detail::channel_group<Device>;
                 const std::size_t j0 = q * group;
                 const std::size_t width = c - j0 < group ? c - j0 : group;

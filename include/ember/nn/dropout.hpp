@@ -144,8 +144,9 @@ auto dropout<T, N, Device>::backward(const tensor_type& dy) -> const tensor_type
     T* dx = m_input_grad.data();
     if (m_applied == applied::identity)
         Device::copy(g, n, dx);
-    else if (m_applied == applied::zeros)
-        Device::fill(dx, n, T(0));
+    else if (m_applied == applied::zeros) // PyTorch's p == 1 is input * 0, and so its backward
+        Device::for_each(
+            n, EMBER_KERNEL(std::size_t i) { dx[i] = g[i] * T(0); });
     else
     {
         const T* mask = m_mask.data();

@@ -703,6 +703,39 @@ BOOST_AUTO_TEST_CASE(sgd_with_zero_momentum_saves_none_as_pytorch_does)
     BOOST_TEST(buf.shape() == (std::vector<std::int64_t>{2, 3}), boost::test_tools::per_element());
 }
 
+BOOST_AUTO_TEST_CASE(sgds_first_momentum_buffer_is_the_gradient_bit_for_bit_signed_zeros_too)
+{
+    // torch 1.13, two steps of grad [-0, -0, 0] from param [-0, 0, -0], lr 0.1, momentum 0.9:
+    // PyTorch's first buffer is a clone of d, so its -0 stays; maximize flips every sign.
+    struct expected
+    {
+        optim::sgd_options options;
+        std::array<float, 3> param, buffer;
+    };
+    const float z = 0.f, n = -0.f;
+    for (const expected& e :
+         {expected{{.lr = 0.1, .momentum = 0.9}, {z, z, n}, {n, n, z}},
+          expected{{.lr = 0.1, .momentum = 0.9, .nesterov = true}, {z, z, n}, {n, n, z}},
+          expected{{.lr = 0.1, .momentum = 0.9, .dampening = 0.5}, {z, z, n}, {n, n, z}},
+          expected{{.lr = 0.1, .momentum = 0.9, .maximize = true}, {n, z, z}, {z, z, n}}})
+    {
+        nn::parameter<float, 1> p(tensor<float, 1>{n, z, n});
+        optim::sgd<float> opt({nn::param_ref<float>(p)}, e.options);
+        for (int step = 0; step < 2; ++step)
+        {
+            p.grad() = tensor<float, 1>{n, n, z};
+            opt.step();
+        }
+        const auto sd = opt.state_dict();
+        const host_tensor& buf = std::get<host_tensor>(sd.state.at(0).at("momentum_buffer"));
+        for (std::size_t i = 0; i < 3; ++i)
+        {
+            BOOST_TEST(std::signbit(p.value(i)) == std::signbit(e.param[i]), i);
+            BOOST_TEST(std::signbit(buf.data<float>()[i]) == std::signbit(e.buffer[i]), i);
+        }
+    }
+}
+
 // --- load_state_dict failures: a typed error naming the place, and nothing changed ---
 
 namespace

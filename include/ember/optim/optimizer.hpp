@@ -203,7 +203,8 @@ void update_in_parts(std::size_t n, const Update& update)
 
 /// @brief `a + alpha * b`: PyTorch's `add(b, alpha=...)`, an FMA in its AVX2 kernels; ours is
 /// one where the target has FMA (and on GPUs) and otherwise differs from PyTorch by at most
-/// an ulp.
+/// an ulp. PyTorch's AVX2 `addcmul` is an FMA too, which ember's kernels do not repeat
+/// (docs/formats.md, on bit-for-bit agreement).
 template <class T>
 EMBER_HOST_DEVICE T add_scaled(T a, T alpha, T b) noexcept;
 

@@ -222,7 +222,9 @@ void sgd<T, Device>::update(const sgd_options& o, std::span<T> value, std::span<
     {
         if (!s.has_momentum_buffer)
         {
-            s.momentum_buffer.assign(n, T(0));
+            // PyTorch's first buffer is a clone of d; -0 * 0 + d is d bit for bit, a -0 in d
+            // included, where +0 would turn it into +0.
+            s.momentum_buffer.assign(n, T(-0.0));
             s.has_momentum_buffer = true;
             first = true;
         }

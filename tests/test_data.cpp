@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <new>
 #include <set>
 #include <span>
@@ -132,6 +133,49 @@ BOOST_AUTO_TEST_CASE(randperm_equals_torch_randperm)
     check(42, 10, GOLDEN(randperm_seed42_n10));
     check(7, 50, GOLDEN(randperm_seed7_n50));
     check(123, 1000, GOLDEN(randperm_seed123_n1000));
+}
+
+// Where randperm changes its shuffle, n = 2^32 / 20: one below, PyTorch 1.13's (n - 1 draws of
+// 32 bits); at it, PyTorch 2's inside-out shuffle (n draws of 64 bits; 1.13 has no such
+// switch). The expected values are torch 1.13's and torch 2.15's, seed 42: the first and last
+// elements, sum(i * p[i]) mod 2^64, and the generator's next randint(0, 2^31), which is
+// random() % 2^31 in 1.13 and random64() % 2^31 in 2.15 (the n - 1 draws below the switch are
+// 1.13's in 2.15 too: its randint there gives 1.13's value one 32-bit draw later). int32
+// elements keep each permutation at 860 MB.
+BOOST_AUTO_TEST_CASE(randperm_at_its_largest_sizes_shuffles_as_pytorch)
+{
+    struct expected
+    {
+        std::vector<std::int32_t> first, last;
+        std::uint64_t weighted_sum;
+        std::uint32_t next_draw;
+        bool next_draw_is_64_bits;
+    };
+    auto check = [](std::size_t n, const expected& e)
+    {
+        generator g(42);
+        std::vector<std::int32_t> p(n);
+        randperm(std::span<std::int32_t>(p), g);
+        BOOST_TEST(std::vector<std::int32_t>(p.begin(), p.begin() + 4) == e.first, "n " << n);
+        BOOST_TEST(std::vector<std::int32_t>(p.end() - 2, p.end()) == e.last, "n " << n);
+        std::uint64_t sum = 0;
+        for (std::size_t i = 0; i < n; ++i)
+            sum += i * static_cast<std::uint64_t>(p[i]);
+        BOOST_TEST(sum == e.weighted_sum, "n " << n);
+        const std::uint64_t next = e.next_draw_is_64_bits ? g.random64() : g.random();
+        BOOST_TEST(next % (1u << 31) == e.next_draw, "n " << n);
+    };
+    BOOST_REQUIRE(detail::randperm_is_small(214748363) && !detail::randperm_is_small(214748364));
+    check(214748363, {{105399001, 199900638, 3068019, 143601337},
+                      {213603358, 104620125},
+                      6924935676876048778u,
+                      769403575,
+                      false}); // torch 1.13
+    check(214748364, {{85514504, 93417259, 199404010, 60269803},
+                      {57301355, 144026194},
+                      16756998223248140711u,
+                      547463796,
+                      true}); // torch 2.15
 }
 
 BOOST_AUTO_TEST_CASE(randperm_of_nothing_draws_nothing)
@@ -706,6 +750,24 @@ BOOST_AUTO_TEST_CASE(batch_size_zero_is_a_value_error)
     data::data_loader none(empty, {.batch_size = 2});
     BOOST_TEST(none.size() == 0u);
     BOOST_TEST(none.next() == nullptr);
+}
+
+BOOST_AUTO_TEST_CASE(a_batch_size_past_the_dataset_is_one_batch_of_it_all)
+{
+    auto ds = numbered(5);
+    for (const std::size_t b : {std::size_t{6}, std::numeric_limits<std::size_t>::max() - 1,
+                                std::numeric_limits<std::size_t>::max()})
+    {
+        data::data_loader loader(ds, {.batch_size = b});
+        BOOST_TEST(loader.size() == 1u, "batch_size " << b); // (n + b - 1) / b wrapped to 0
+        const auto* batch = loader.next();
+        BOOST_REQUIRE(batch != nullptr);
+        BOOST_TEST(ids(*batch) == (std::vector<std::int64_t>{0, 1, 2, 3, 4}));
+        BOOST_TEST(loader.next() == nullptr);
+        data::data_loader dropping(ds, {.batch_size = b, .drop_last = true});
+        BOOST_TEST(dropping.size() == 0u);
+        BOOST_TEST(dropping.next() == nullptr);
+    }
 }
 
 BOOST_AUTO_TEST_CASE(float_targets_batch_like_features)

@@ -432,6 +432,55 @@ BOOST_AUTO_TEST_CASE(read_csv_errors_quote_a_bad_field_short_and_printable)
                           });
 }
 
+BOOST_AUTO_TEST_CASE(read_csv_errors_quote_header_names_printable_and_list_at_most_twenty)
+{
+    // A NUL in a header name (a UTF-16 file has one a character) cut the message short.
+    temp_dir dir;
+    const auto nul = dir.write("nul_header.csv", std::string("a\0b,c\n1,x\n", 10));
+    BOOST_CHECK_EXCEPTION(data::read_csv<float>(nul), format_error,
+                          has("nul_header.csv:2: column 'c' (index 1): cannot read \"x\""));
+    const auto bad = dir.write("bad.csv", std::string("a\0b,c\nx,1\n", 10));
+    BOOST_CHECK_EXCEPTION(data::read_csv<float>(bad), format_error,
+                          has("column 'a\\x00b' (index 0): cannot read \"x\" as a number"));
+    std::string wide, row;
+    for (int i = 0; i < 30; ++i)
+    {
+        wide += (i ? ",c" : "c") + std::to_string(i);
+        row += i ? ",0" : "0";
+    }
+    const auto many = dir.write("many.csv", wide + "\n" + row + "\n");
+    BOOST_CHECK_EXCEPTION(data::read_csv<float>(many, {.columns = {"z"}}), key_error,
+                          has("no column 'z' (the columns are 'c0', 'c1', 'c2', 'c3', 'c4', 'c5', "
+                              "'c6', 'c7', 'c8', 'c9', 'c10', 'c11', 'c12', 'c13', 'c14', 'c15', "
+                              "'c16', 'c17', 'c18', 'c19', ... (30 in all))"));
+}
+
+BOOST_AUTO_TEST_CASE(read_csv_calls_a_number_with_text_after_it_unreadable_not_out_of_range)
+{
+    temp_dir dir;
+    BOOST_CHECK_EXCEPTION(data::read_csv<float>(dir.write("x.csv", "x\n1e999x\n")), format_error,
+                          has("x.csv:2: column 'x' (index 0): cannot read \"1e999x\" as a number"));
+    BOOST_CHECK_EXCEPTION(
+        data::read_csv<std::int64_t>(dir.write("i.csv", "x\n99999999999999999999x\n")),
+        format_error, has("cannot read \"99999999999999999999x\" as int64"));
+    BOOST_CHECK_EXCEPTION(
+        data::read_csv<std::int64_t>(dir.write("j.csv", "x\n99999999999999999999\n")), format_error,
+        has("\"99999999999999999999\" is out of range for int64"));
+}
+
+BOOST_AUTO_TEST_CASE(read_csv_with_tabs_for_delimiter_reads_a_line_of_tabs_as_empty_fields)
+{
+    // A line holding only the delimiter is fields, not a blank line to pass over.
+    temp_dir dir;
+    BOOST_CHECK_EXCEPTION(
+        data::read_csv<float>(dir.write("t.tsv", "a\tb\n1\t2\n\t\n"), {.delimiter = '\t'}),
+        format_error, has("t.tsv:3: column 'a' (index 0): the field is empty"));
+    // Spaces alone are still a blank line, with tabs or commas between fields.
+    const auto spaced =
+        data::read_csv<float>(dir.write("s.tsv", "a\tb\n1\t2\n   \n3\t4\n"), {.delimiter = '\t'});
+    BOOST_TEST((spaced == tensor<float, 2>{{1, 2}, {3, 4}}));
+}
+
 BOOST_AUTO_TEST_CASE(split_columns_gives_features_and_targets_for_a_tensor_dataset)
 {
     temp_dir dir;

@@ -31,6 +31,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <filesystem>
 #include <limits>
 #include <string>
@@ -123,11 +124,18 @@ inline csv_column::csv_column(int index)
 namespace detail
 {
 
+/// @brief A column's name as messages quote it: control bytes escaped (a NUL in a header
+/// would cut the message short), at most 64 bytes.
+inline std::string quoted_column(std::string_view name)
+{
+    return ember::detail::quoted(name, '\'', 64);
+}
+
 /// @brief "'name' (index 2)" or "index 2", for messages.
 inline std::string describe_column(const std::vector<std::string>& names, std::size_t index)
 {
     if (index < names.size())
-        return "'" + names[index] + "' (index " + std::to_string(index) + ")";
+        return quoted_column(names[index]) + " (index " + std::to_string(index) + ")";
     return "index " + std::to_string(index);
 }
 
@@ -159,7 +167,10 @@ public:
 
 private:
     std::vector<std::string_view> m_fields;
-    std::vector<std::string> m_unquoted; // storage for quoted fields holding ""
+    // Storage for quoted fields holding "": a deque, whose push_back moves no element, so the
+    // views of the earlier ones stay valid (a vector reserved to the line's length would
+    // reserve 32 bytes a byte of the line).
+    std::deque<std::string> m_unquoted;
 };
 
 inline bool is_blank(char c, char delimiter) noexcept
@@ -171,7 +182,6 @@ inline bool csv_splitter::split(std::string_view line, char delimiter, std::stri
 {
     m_fields.clear();
     m_unquoted.clear();
-    m_unquoted.reserve(line.size()); // views into it must not move
     std::size_t i = 0;
     const std::size_t n = line.size();
     while (true)
@@ -291,10 +301,10 @@ std::string parse_number(std::string_view text, T& out)
             out = digits.front() == '-' ? -T(0) : T(0);
             return {};
         }
+        if (ptr != last || (ec != std::errc{} && ec != std::errc::result_out_of_range))
+            return "cannot read " + quoted_field(text) + " as a number"; // 1e999x: not a number
         if (ec == std::errc::result_out_of_range)
             return quoted_field(text) + " is out of range for " + std::string(csv_type_name<T>());
-        if (ec != std::errc{} || ptr != last)
-            return "cannot read " + quoted_field(text) + " as a number";
         // Out of T's range is what rounds to infinity in T: float32's largest value, which numpy
         // prints 3.4028235e+38, is above it as a double but rounds to it.
         if (std::isfinite(v) && std::isinf(static_cast<T>(v)))
@@ -304,10 +314,10 @@ std::string parse_number(std::string_view text, T& out)
     else
     {
         auto [ptr, ec] = std::from_chars(first, last, out);
+        if (ptr != last || (ec != std::errc{} && ec != std::errc::result_out_of_range))
+            return "cannot read " + quoted_field(text) + " as " + std::string(csv_type_name<T>());
         if (ec == std::errc::result_out_of_range)
             return quoted_field(text) + " is out of range for " + std::string(csv_type_name<T>());
-        if (ec != std::errc{} || ptr != last)
-            return "cannot read " + quoted_field(text) + " as " + std::string(csv_type_name<T>());
     }
     return {};
 }
@@ -323,24 +333,27 @@ inline std::size_t find_column(const std::vector<std::string>& names, std::size_
                               " is out of range for " + std::to_string(count) + " columns");
         return wanted.index();
     }
+    const std::string name = quoted_column(wanted.name());
     if (names.empty())
-        throw value_error(where + ": column '" + wanted.name() +
-                          "' chosen by name, but there is no header row (select by index)");
+        throw value_error(where + ": column " + name +
+                          " chosen by name, but there is no header row (select by index)");
     auto it = std::find(names.begin(), names.end(), wanted.name());
     if (it == names.end())
     {
+        constexpr std::size_t listed = 20; // a file of a million columns lists the first few
         std::string known;
-        for (const auto& n : names)
-            known += (known.empty() ? "'" : ", '") + n + "'";
-        throw key_error(where + ": no column '" + wanted.name() + "' (the columns are " + known +
-                        ")");
+        for (std::size_t i = 0; i < names.size() && i < listed; ++i)
+            known += (i == 0 ? "" : ", ") + quoted_column(names[i]);
+        if (names.size() > listed)
+            known += ", ... (" + std::to_string(names.size()) + " in all)";
+        throw key_error(where + ": no column " + name + " (the columns are " + known + ")");
     }
     const auto first = static_cast<std::size_t>(it - names.begin());
     auto again = std::find(it + 1, names.end(), wanted.name());
     if (again != names.end())
-        throw value_error(where + ": column name '" + wanted.name() +
-                          "' appears more than once (indices " + std::to_string(first) + " and " +
-                          std::to_string(again - names.begin()) + "): select by index");
+        throw value_error(where + ": column name " + name + " appears more than once (indices " +
+                          std::to_string(first) + " and " + std::to_string(again - names.begin()) +
+                          "): select by index");
     return first;
 }
 
@@ -406,8 +419,9 @@ csv_table<T> read_csv_table(const std::filesystem::path& path, const csv_options
         std::string_view line = text.substr(pos, end - pos);
         pos = end + (text.substr(end).starts_with("\r\n") ? 2 : 1);
         ++line_no;
-        if (line.find_first_not_of(" \t") == std::string_view::npos)
-            continue;
+        if (std::all_of(line.begin(), line.end(),
+                        [&](char c) { return detail::is_blank(c, options.delimiter); }))
+            continue; // a blank line; with '\t' the delimiter, a line of tabs is empty fields
         const std::string where = "read_csv: " + file + ":" + std::to_string(line_no);
         if (!splitter.split(line, options.delimiter, error))
             throw format_error(where + ": " + error);

@@ -253,7 +253,7 @@ template <dataset D>
 std::size_t data_loader<D>::size() const noexcept
 {
     const std::size_t n = m_data->size(), b = m_options.batch_size;
-    return m_options.drop_last ? n / b : (n + b - 1) / b;
+    return n / b + (!m_options.drop_last && n % b != 0); // not (n + b - 1) / b: b may be huge
 }
 
 template <dataset D>

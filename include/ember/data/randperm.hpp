@@ -18,8 +18,10 @@ namespace ember
 
 /// @brief Fills `out` with a random permutation of 0..out.size()-1, as
 /// `torch.randperm(n, generator=g)` does: for i in [0, n-1), swap out[i] with
-/// out[i + random() % (n - i)]. From n = 2^32 / 20 on it draws 64-bit numbers instead, as
-/// PyTorch 2 does (1.13's 32-bit draws are skewed there).
+/// out[i + random() % (n - i)]. From n = 2^32 / 20 on it shuffles as PyTorch 2 does, where
+/// 1.13's 32-bit draws would be skewed: the "inside-out" Fisher-Yates, for i in [0, n) out[i]
+/// takes out[z] and out[z] takes i, z = random64() % (i + 1); n draws of 64 bits. (1.13 goes
+/// on with its 32-bit draws there, so the two differ from that n on.)
 template <class I>
 void randperm(std::span<I> out, generator& g = default_generator()) noexcept;
 
@@ -40,9 +42,12 @@ inline bool randperm_is_small(std::size_t n) noexcept
 // Draws what randperm(n, g) draws and throws the permutation away.
 inline void discard_randperm(std::size_t n, generator& g) noexcept
 {
-    const bool small = randperm_is_small(n);
-    for (std::size_t i = 0; i + 1 < n; ++i)
-        small ? static_cast<void>(g.random()) : static_cast<void>(g.random64());
+    if (randperm_is_small(n))
+        for (std::size_t i = 0; i + 1 < n; ++i)
+            static_cast<void>(g.random());
+    else
+        for (std::size_t i = 0; i < n; ++i)
+            static_cast<void>(g.random64());
 }
 } // namespace detail
 
@@ -50,13 +55,21 @@ template <class I>
 void randperm(std::span<I> out, generator& g) noexcept
 {
     const std::size_t n = out.size();
-    std::iota(out.begin(), out.end(), I{0});
-    const bool small = detail::randperm_is_small(n);
-    for (std::size_t i = 0; i + 1 < n; ++i)
+    if (detail::randperm_is_small(n))
     {
-        const std::uint64_t r = small ? g.random() : g.random64();
-        const std::size_t z = static_cast<std::size_t>(r % (n - i));
-        std::swap(out[i], out[i + z]);
+        std::iota(out.begin(), out.end(), I{0});
+        for (std::size_t i = 0; i + 1 < n; ++i)
+        {
+            const std::size_t z = g.random() % (n - i);
+            std::swap(out[i], out[i + z]);
+        }
+        return;
+    }
+    for (std::size_t i = 0; i < n; ++i)
+    {
+        const auto z = static_cast<std::size_t>(g.random64() % (i + 1));
+        out[i] = z == i ? static_cast<I>(i) : out[z]; // out[i] is not written yet
+        out[z] = static_cast<I>(i);
     }
 }
 

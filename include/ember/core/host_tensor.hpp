@@ -18,6 +18,8 @@
 #include <limits>
 #include <span>
 #include <string>
+#include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace ember
@@ -50,7 +52,8 @@ public:
     std::span<const std::byte> bytes() const noexcept { return m_bytes; }
     std::span<std::byte> bytes() noexcept { return m_bytes; }
 
-    /// @brief The elements as T; throws dtype_error unless T is this tensor's dtype.
+    /// @brief The elements as T; throws dtype_error unless T is this tensor's dtype (and
+    /// value_error for a bool tensor holding a byte other than 0 or 1).
     template <class T>
     std::span<const T> data() const;
     template <class T>
@@ -66,7 +69,8 @@ public:
     void copy_to(tensor<T, N>& out, std::string_view what = "tensor") const;
 
     /// @brief Throws dtype_error or shape_error naming `what` unless this tensor has dtype T and
-    /// `shape` (what every copy into an existing tensor, on any device, checks first).
+    /// `shape` (what every copy into an existing tensor, on any device, checks first); for
+    /// bool, value_error unless every byte is 0 or 1.
     template <class T, class S>
     void check_matches(const S& shape, std::string_view what) const;
 
@@ -168,6 +172,30 @@ void check_tensor_dtype(dtype type)
         throw_tensor_dtype(type, dtype_of<T>());
 }
 
+[[noreturn]] void throw_bool_byte(std::string_view what, std::size_t index, std::byte b);
+
+#if EMBER_SHARED_DEFINITIONS
+EMBER_PRECOMPILED_INLINE void throw_bool_byte(std::string_view what, std::size_t index, std::byte b)
+{
+    constexpr char hex[] = "0123456789abcdef";
+    const auto u = std::to_integer<unsigned>(b);
+    throw value_error(std::string(what) + ": a bool tensor holds the byte 0x" + hex[u >> 4] +
+                      hex[u & 15] + " at element " + std::to_string(index) + ", expected 0 or 1");
+}
+#endif
+
+/// Where a bool tensor's bytes become C++ bools (data<bool>(), a copy into a bool tensor): a
+/// file's byte other than 0 or 1 read as a bool is undefined behaviour (true and !true at
+/// once), so it is refused there. The files load as bytes, as PyTorch's and safetensors' do.
+template <class T>
+void check_bool_bytes(std::span<const std::byte> bytes, std::string_view what)
+{
+    if constexpr (std::is_same_v<T, bool>)
+        for (std::size_t i = 0; i < bytes.size(); ++i)
+            if (std::to_integer<unsigned>(bytes[i]) > 1)
+                throw_bool_byte(what, i, bytes[i]);
+}
+
 template <class T, class S>
 void check_tensor_matches(dtype type, const std::vector<std::int64_t>& shape, const S& expected,
                           std::string_view what)
@@ -230,6 +258,7 @@ template <class T>
 std::span<const T> host_tensor::data() const
 {
     check_dtype<T>();
+    detail::check_bool_bytes<T>(m_bytes, "tensor");
     return {reinterpret_cast<const T*>(m_bytes.data()), numel()};
 }
 
@@ -237,6 +266,7 @@ template <class T>
 std::span<T> host_tensor::data()
 {
     check_dtype<T>();
+    detail::check_bool_bytes<T>(m_bytes, "tensor");
     return {reinterpret_cast<T*>(m_bytes.data()), numel()};
 }
 
@@ -254,6 +284,7 @@ template <class T, class S>
 void host_tensor::check_matches(const S& shape, std::string_view what) const
 {
     detail::check_tensor_matches<T>(m_dtype, m_shape, shape, what);
+    detail::check_bool_bytes<T>(m_bytes, what);
 }
 
 template <class T, std::size_t N>
@@ -292,6 +323,7 @@ template <class T>
 std::span<const T> host_tensor_view::data() const
 {
     detail::check_tensor_dtype<T>(m_dtype);
+    detail::check_bool_bytes<T>(m_bytes, "tensor");
     return {reinterpret_cast<const T*>(m_bytes.data()), numel()};
 }
 
@@ -299,6 +331,7 @@ template <class T, class S>
 void host_tensor_view::check_matches(const S& shape, std::string_view what) const
 {
     detail::check_tensor_matches<T>(m_dtype, m_shape, shape, what);
+    detail::check_bool_bytes<T>(m_bytes, what);
 }
 
 template <class T, std::size_t N>

@@ -28,15 +28,18 @@ using tensor = xt::xtensor<T, N, xt::layout_type::row_major, detail::tensor_allo
 template <class S>
 std::string shape_string(const S& shape)
 {
+    // A hostile file's shape can have millions of dimensions; a message shows the first 32.
+    constexpr std::size_t shown = 32;
     std::string s = "[";
-    bool first = true;
+    std::size_t rank = 0;
     for (auto d : shape)
     {
-        if (!first)
-            s += ", ";
-        s += std::to_string(d);
-        first = false;
+        if (rank < shown)
+            s += (rank == 0 ? "" : ", ") + std::to_string(d);
+        ++rank;
     }
+    if (rank > shown)
+        s += ", ... (" + std::to_string(rank) + " dimensions)";
     return s + "]";
 }
 

@@ -16,7 +16,12 @@
 /// that tile the data section exactly — no gaps, no overlaps, nothing after the last tensor.
 /// Unknown fields inside a tensor's entry are ignored, as the reference ignores them; a tensor
 /// name given twice is refused (the reference silently keeps the last). Tensors of dtypes
-/// ember has no type for (U16, U32, U64, F8_*, C64, ...) are refused by name.
+/// ember has no type for (U16, U32, U64, F8_*, C64, ...) are refused by name. As in the
+/// reference, whitespace may come before the header's `{`, `"__metadata__": null` is no
+/// metadata, and values nest at most 128 deep. A BOOL tensor loads as its bytes, as the
+/// reference's does; a byte other than 0 or 1 in it is refused where it would become a C++
+/// bool (host_tensor::data<bool>(), a copy into a bool tensor). Names, metadata keys and
+/// values that are not UTF-8 are refused by the writer (the header is JSON).
 ///
 /// ```cpp
 /// ember::safetensors::save(model.state_dict(), "model.safetensors");
@@ -39,6 +44,7 @@
 #include "ember/detail/file_io.hpp"
 #include "ember/detail/mapped_file.hpp"
 #include "ember/detail/memory_stream.hpp"
+#include "ember/detail/utf8.hpp"
 
 #include <algorithm>
 #include <bit>
@@ -308,6 +314,15 @@ public:
             fail(std::string("expected '") + c + "'");
         ++m_pos;
     }
+    /// True (and consumes it) if the next token is the literal null.
+    bool consume_null()
+    {
+        skip_ws();
+        if (m_text.substr(m_pos, 4) != "null")
+            return false;
+        m_pos += 4;
+        return true;
+    }
     bool at_end()
     {
         skip_ws();
@@ -479,8 +494,8 @@ inline std::uint64_t json_cursor::unsigned_integer()
 
 inline void json_cursor::skip_value(std::size_t depth)
 {
-    if (depth > 64)
-        fail("values nested deeper than 64");
+    if (depth > 128) // serde_json's recursion limit, which the reference keeps
+        fail("values nested deeper than 128");
     const char c = peek();
     if (c == '"')
     {
@@ -547,42 +562,11 @@ inline void json_cursor::skip_value(std::size_t depth)
     }
 }
 
-inline bool valid_utf8(std::string_view s) noexcept
+/// A tensor's name or a metadata key as messages quote it: control bytes escaped (an escaped
+/// NUL in the JSON would cut the message short), at most 64 bytes of a name of megabytes.
+inline std::string quoted_key(std::string_view key)
 {
-    const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-    const std::size_t n = s.size();
-    for (std::size_t i = 0; i < n;)
-    {
-        const unsigned char c = p[i];
-        if (c < 0x80)
-        {
-            ++i;
-            continue;
-        }
-        std::size_t len = 0;
-        std::uint32_t cp = 0;
-        if ((c & 0xe0) == 0xc0)
-            len = 2, cp = c & 0x1f;
-        else if ((c & 0xf0) == 0xe0)
-            len = 3, cp = c & 0x0f;
-        else if ((c & 0xf8) == 0xf0)
-            len = 4, cp = c & 0x07;
-        else
-            return false;
-        if (n - i < len)
-            return false;
-        for (std::size_t k = 1; k < len; ++k)
-        {
-            if ((p[i + k] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (p[i + k] & 0x3f);
-        }
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += len;
-    }
-    return true;
+    return ember::detail::quoted(key, '\'', 64);
 }
 
 inline std::optional<ember::dtype> parse_dtype_code(std::string_view code)
@@ -659,9 +643,11 @@ inline header parse_header(std::span<const std::byte> bytes, std::string_view wh
              std::to_string(bytes.size()) + "-byte file");
     const std::string_view text(reinterpret_cast<const char*>(bytes.data()) + 8,
                                 static_cast<std::size_t>(n));
-    if (text.empty() || text[0] != '{')
+    // JSON's whitespace may come first: the reference's check for a leading '{' is not on.
+    const auto start = text.find_first_not_of(" \t\n\r");
+    if (start == std::string_view::npos || text[start] != '{')
         fail("header does not start with '{'");
-    if (!detail::valid_utf8(text))
+    if (!ember::detail::valid_utf8(text))
         fail("header is not valid UTF-8");
 
     header h;
@@ -681,6 +667,8 @@ inline header parse_header(std::span<const std::byte> bytes, std::string_view wh
                 if (seen_metadata)
                     json.fail("duplicate key '__metadata__'");
                 seen_metadata = true;
+                if (json.consume_null()) // the reference's metadata is optional: null is none
+                    continue;
                 json.expect('{');
                 if (!json.consume('}'))
                 {
@@ -689,10 +677,11 @@ inline header parse_header(std::span<const std::byte> bytes, std::string_view wh
                         std::string mk = json.string();
                         json.expect(':');
                         if (json.peek() != '"')
-                            json.fail("__metadata__ value of '" + mk + "' is not a string");
+                            json.fail("__metadata__ value of " + detail::quoted_key(mk) +
+                                      " is not a string");
                         std::string mv = json.string();
                         if (h.metadata.contains(mk))
-                            json.fail("duplicate __metadata__ key '" + mk + "'");
+                            json.fail("duplicate __metadata__ key " + detail::quoted_key(mk));
                         h.metadata.insert(std::move(mk), std::move(mv));
                     } while (json.consume(','));
                     json.expect('}');
@@ -700,7 +689,7 @@ inline header parse_header(std::span<const std::byte> bytes, std::string_view wh
                 continue;
             }
             if (seen.contains(key))
-                json.fail("duplicate tensor name '" + key + "'");
+                json.fail("duplicate tensor name " + detail::quoted_key(key));
             tensor_info info;
             info.name = key;
             bool has_dtype = false, has_shape = false, has_offsets = false;
@@ -714,7 +703,8 @@ inline header parse_header(std::span<const std::byte> bytes, std::string_view wh
                     auto once = [&](bool& flag)
                     {
                         if (flag)
-                            json.fail("tensor '" + key + "' has the field '" + field + "' twice");
+                            json.fail("tensor " + detail::quoted_key(key) + " has the field " +
+                                      detail::quoted_key(field) + " twice");
                         flag = true;
                     };
                     if (field == "dtype")
@@ -723,7 +713,8 @@ inline header parse_header(std::span<const std::byte> bytes, std::string_view wh
                         const std::string code = json.string();
                         auto d = detail::parse_dtype_code(code);
                         if (!d)
-                            fail("tensor '" + key + "' has dtype '" + code +
+                            fail("tensor " + detail::quoted_key(key) + " has dtype " +
+                                 detail::quoted_key(code) +
                                  "', which ember does not support (it reads F64, F32, F16, "
                                  "BF16, I64, I32, I16, I8, U8, BOOL)");
                         info.dtype = *d;
@@ -738,7 +729,8 @@ inline header parse_header(std::span<const std::byte> bytes, std::string_view wh
                             {
                                 const auto d = json.unsigned_integer();
                                 if (d > static_cast<std::uint64_t>(INT64_MAX))
-                                    json.fail("tensor '" + key + "' has an extent too large");
+                                    json.fail("tensor " + detail::quoted_key(key) +
+                                              " has an extent too large");
                                 info.shape.push_back(static_cast<std::int64_t>(d));
                             } while (json.consume(','));
                             json.expect(']');
@@ -759,7 +751,7 @@ inline header parse_header(std::span<const std::byte> bytes, std::string_view wh
                 json.expect('}');
             }
             if (!has_dtype || !has_shape || !has_offsets)
-                fail("tensor '" + key + "' lacks '" +
+                fail("tensor " + detail::quoted_key(key) + " lacks '" +
                      (!has_dtype   ? "dtype"
                       : !has_shape ? "shape"
                                    : "data_offsets") +
@@ -780,8 +772,9 @@ inline header parse_header(std::span<const std::byte> bytes, std::string_view wh
     for (const auto& t : h.tensors)
     {
         if (t.begin != expected || t.end < t.begin)
-            fail("tensor '" + t.name + "' has data_offsets [" + std::to_string(t.begin) + ", " +
-                 std::to_string(t.end) + "], expected to start at " + std::to_string(expected) +
+            fail("tensor " + detail::quoted_key(t.name) + " has data_offsets [" +
+                 std::to_string(t.begin) + ", " + std::to_string(t.end) +
+                 "], expected to start at " + std::to_string(expected) +
                  (t.begin < expected ? " (overlap)"
                   : t.end < t.begin  ? " (reversed)"
                                      : " (gap)"));
@@ -792,13 +785,15 @@ inline header parse_header(std::span<const std::byte> bytes, std::string_view wh
         }
         catch (const value_error&)
         {
-            fail("tensor '" + t.name + "' of shape " + shape_string(t.shape) + " is too large");
+            fail("tensor " + detail::quoted_key(t.name) + " of shape " + shape_string(t.shape) +
+                 " is too large");
         }
         const std::uint64_t nbytes = std::uint64_t{numel} * dtype_size(t.dtype);
         if (t.end - t.begin != nbytes)
-            fail("tensor '" + t.name + "' of dtype " + std::string(dtype_code(t.dtype)) +
-                 " and shape " + shape_string(t.shape) + " needs " + std::to_string(nbytes) +
-                 " bytes, its data_offsets give " + std::to_string(t.end - t.begin));
+            fail("tensor " + detail::quoted_key(t.name) + " of dtype " +
+                 std::string(dtype_code(t.dtype)) + " and shape " + shape_string(t.shape) +
+                 " needs " + std::to_string(nbytes) + " bytes, its data_offsets give " +
+                 std::to_string(t.end - t.begin));
         expected = t.end;
     }
     const std::uint64_t data_size = bytes.size() - h.data_start;
@@ -843,7 +838,7 @@ inline tensor_view reader::get_view(std::string_view name) const
 {
     auto it = m_index.find(std::string(name));
     if (it == m_index.end())
-        throw key_error(m_what + ": no tensor '" + std::string(name) + "'");
+        throw key_error(m_what + ": no tensor " + detail::quoted_key(name));
     return view_at(it->second);
 }
 
@@ -898,12 +893,27 @@ template <class Tensor>
 encoded_layout encode_layout(const ordered_dict<Tensor>& tensors,
                              const ordered_dict<std::string>& metadata)
 {
+    // The header is JSON, whose text is UTF-8: a name of other bytes would make a file that
+    // loads nowhere, so it is refused before anything is written.
+    auto check_text = [](std::string_view text, const char* what)
+    {
+        if (!ember::detail::valid_utf8(text))
+            throw value_error(std::string("safetensors: the ") + what + " " +
+                              ember::detail::quoted(text, '\'', 64, true) +
+                              " is not valid UTF-8, which the format's JSON header must be");
+    };
+    for (const auto& [k, v] : metadata)
+    {
+        check_text(k, "metadata key");
+        check_text(v, "metadata value");
+    }
     std::vector<const std::pair<std::string, Tensor>*> order;
     order.reserve(tensors.size());
     for (const auto& kv : tensors)
     {
         if (kv.first == "__metadata__")
             throw value_error("safetensors: the tensor name '__metadata__' is reserved");
+        check_text(kv.first, "tensor name");
         order.push_back(&kv);
     }
     std::stable_sort(order.begin(), order.end(),

@@ -28,6 +28,7 @@
 #include "ember/core/dtype.hpp"
 #include "ember/core/error.hpp"
 #include "ember/core/host_tensor.hpp"
+#include "ember/detail/utf8.hpp"
 
 #include <bit>
 #include <cstddef>
@@ -544,45 +545,6 @@ inline std::optional<pickle_global_ref> allowed_global(std::string_view module,
     return std::nullopt;
 }
 
-/// True if `s` is UTF-8 as Python's "surrogatepass" decoder accepts it.
-inline bool valid_utf8(std::string_view s) noexcept
-{
-    const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-    const std::size_t n = s.size();
-    for (std::size_t i = 0; i < n;)
-    {
-        const unsigned char c = p[i];
-        std::size_t len = 0;
-        std::uint32_t cp = 0;
-        if (c < 0x80)
-        {
-            ++i;
-            continue;
-        }
-        if ((c & 0xe0) == 0xc0)
-            len = 2, cp = c & 0x1f;
-        else if ((c & 0xf0) == 0xe0)
-            len = 3, cp = c & 0x0f;
-        else if ((c & 0xf8) == 0xf0)
-            len = 4, cp = c & 0x07;
-        else
-            return false;
-        if (n - i < len)
-            return false;
-        for (std::size_t k = 1; k < len; ++k)
-        {
-            if ((p[i + k] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (p[i + k] & 0x3f);
-        }
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-            cp > 0x10ffff)
-            return false;
-        i += len;
-    }
-    return true;
-}
-
 } // namespace detail
 
 /// The machine behind unpickle(); one per document.
@@ -863,7 +825,7 @@ inline pickle_document unpickler::run()
             else
                 n = read_le<std::uint8_t>();
             std::string s = read_string(n);
-            if (!detail::valid_utf8(s))
+            if (!ember::detail::valid_utf8(s, true))
                 fail_at("string is not valid UTF-8");
             push(make_string(pickle_kind::string, std::move(s)));
             break;
@@ -1368,7 +1330,7 @@ inline void pickler::string(std::string_view s)
         throw value_error("pickler: string of " + std::to_string(s.size()) + " bytes");
     // PyTorch (and ember's reader) decode a pickle's strings as UTF-8: a file with any other
     // bytes would load in neither, so it is refused before it is written.
-    if (!detail::valid_utf8(s))
+    if (!ember::detail::valid_utf8(s, true))
         throw value_error("cannot save the string " + ember::detail::quoted(s, '\'', 64, true) +
                           " in PyTorch's format: it is not valid UTF-8, which pickle strings "
                           "must be");

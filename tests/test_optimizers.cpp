@@ -473,7 +473,7 @@ BOOST_AUTO_TEST_CASE(a_group_added_with_params_alone_or_an_edit_takes_the_optimi
     // An edit that takes the options by value would change a copy: it does not compile.
     auto by_reference = [](optim::sgd_options& o) { o.lr = 0.01; };
     auto generic = [](auto& o) { o.lr = 0.01; };
-    auto by_value = [](optim::sgd_options o) { [[maybe_unused]] const auto lr = o.lr = 0.01; };
+    auto by_value = [](optim::sgd_options o) { o.lr = 0.01, static_cast<void>(o); };
     auto by_const = [](const optim::sgd_options&) {};
     using sgd_t = optim::sgd<double, test_device>;
     static_assert(can_add_group_with<sgd_t, decltype(by_reference)>);

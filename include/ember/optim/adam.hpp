@@ -259,10 +259,16 @@ struct adam_kernel : adam_arrays<T>
                 root[j] = v[i];
         }
         sqrt_inplace<Isa>(root, len);
+        // (sqrt / bias_correction2_sqrt).add_(eps), then addcdiv_(value=-step_size). Once
+        // bias_correction2_sqrt rounds to 1 (step 16,600 on with β2 = 0.999), the division
+        // changes nothing, bit for bit, and is left out: one of the step's three divisions and
+        // square roots, which bound it.
+        if (k.bias_correction2_sqrt != T(1))
+            for (std::size_t j = 0; j < len; ++j)
+                root[j] = root[j] / k.bias_correction2_sqrt;
         for (std::size_t j = 0, i = begin; j < len; ++j, ++i)
         {
-            // (sqrt / bias_correction2_sqrt).add_(eps), then addcdiv_(value=-step_size)
-            const T denom = root[j] / k.bias_correction2_sqrt + k.eps;
+            const T denom = root[j] + k.eps;
             x[i] = x[i] + k.neg_step_size * m[i] / denom;
         }
     }

@@ -674,6 +674,34 @@ BOOST_AUTO_TEST_CASE(saving_through_a_symbolic_link_replaces_the_link_not_the_fi
     BOOST_TEST((load<state_dict>(real) == crash_test::version_state(1, words)));
 }
 
+BOOST_AUTO_TEST_CASE(saving_over_a_fifo_or_a_link_to_a_device_is_an_io_error_and_leaves_it)
+{
+    // The rename put a regular file where the FIFO was (its reader got nothing), and over a
+    // link to a device (/dev/stdout -> /proc/self/fd/1) replaced the link.
+    temp_dir dir;
+    const fs::path fifo = dir.path / "pipe";
+    BOOST_REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    const fs::path device = dir.path / "null";
+    fs::create_symlink("/dev/null", device);
+    const state_dict sd = crash_test::version_state(1, 16);
+    for (const fs::path& target : {fifo, device})
+        for (const file_format f : {file_format::ember, file_format::pytorch,
+                                    file_format::safetensors, file_format::json})
+        {
+            BOOST_CHECK_EXCEPTION(save(sd, target, f), io_error,
+                                  [&](const io_error& e)
+                                  {
+                                      const std::string msg = e.what();
+                                      return contains(msg, target.string()) &&
+                                             contains(msg, "it is not a regular file");
+                                  });
+        }
+    BOOST_TEST(fs::is_fifo(fifo));
+    BOOST_TEST(fs::is_symlink(device));
+    BOOST_TEST(fs::is_character_file("/dev/null"));
+    BOOST_TEST(std::distance(fs::directory_iterator(dir.path), fs::directory_iterator{}) == 2);
+}
+
 BOOST_AUTO_TEST_CASE(a_file_saved_again_keeps_its_permissions)
 {
     // A save replaces the file by rename, yet leaves what rewriting it in place (torch.save)

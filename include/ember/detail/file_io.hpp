@@ -799,6 +799,16 @@ void atomic_write_with(const std::filesystem::path& path, std::size_t total, Pro
     const fs::path folder = path.has_parent_path() ? path.parent_path() : fs::path(".");
     const std::string target = path.string();
 
+    // A save renames a new file over the path: over a device, a FIFO or a socket (or a link to
+    // one: /dev/stdout) that would put a file where the device was, and write nothing to it.
+    struct stat named
+    {
+    };
+    if (::stat(path.c_str(), &named) == 0 && !S_ISREG(named.st_mode) && !S_ISDIR(named.st_mode))
+        throw io_error("cannot save '" + target +
+                       "': it is not a regular file (a device, FIFO or socket, or a link to "
+                       "one); a save writes a new file and renames it over the path");
+
     // The new file gets the permissions of the one it replaces (of the file a symbolic link at
     // the path names), as rewriting it in place (torch.save) would leave them: a checkpoint
     // made private must not become readable by all at its next save. A new one: 0644 less the

@@ -715,7 +715,7 @@ inline header parse_header(std::span<const std::byte> bytes, std::string_view wh
                         if (!d)
                             fail("tensor " + detail::quoted_key(key) + " has dtype " +
                                  detail::quoted_key(code) +
-                                 "', which ember does not support (it reads F64, F32, F16, "
+                                 ", which ember does not support (it reads F64, F32, F16, "
                                  "BF16, I64, I32, I16, I8, U8, BOOL)");
                         info.dtype = *d;
                     }

@@ -1069,6 +1069,29 @@ BOOST_AUTO_TEST_CASE(sequential_passes_gradcheck)
     BOOST_TEST(r.ok, r.message);
 }
 
+BOOST_AUTO_TEST_CASE(gradcheck_skips_what_needs_no_gradient_and_leaves_the_gradients_as_they_were)
+{
+    // With requires_input_grad(false) backward returns an empty tensor, which gradcheck read
+    // past; a frozen parameter's gradient (none) was compared with finite differences; and the
+    // model's gradients were left overwritten. torch.autograd.gradcheck does none of these.
+    manual_seed(4);
+    dnn::linear<double> m(3, 2);
+    m.requires_input_grad(false);
+    m.weight.requires_grad = false;
+    m.bias.grad().fill(7.0);
+    auto r = nn::gradcheck(m, randn<double>({4, 3}));
+    BOOST_TEST(r.ok, r.message);
+    BOOST_TEST(!m.weight.has_grad());
+    BOOST_TEST((test::host(m.bias.grad()) == tensor<double, 1>{7.0, 7.0}));
+
+    m.requires_input_grad(true);
+    m.weight.requires_grad = true;
+    auto all = nn::gradcheck(m, randn<double>({4, 3}));
+    BOOST_TEST(all.ok, all.message);
+    BOOST_TEST(!m.weight.has_grad()); // None before, None after
+    BOOST_TEST((test::host(m.bias.grad()) == tensor<double, 1>{7.0, 7.0}));
+}
+
 BOOST_AUTO_TEST_CASE(sequential_with_flatten_takes_image_batches)
 {
     manual_seed(1);

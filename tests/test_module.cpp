@@ -103,6 +103,34 @@ struct outer : nn::module<outer, test_device>
         v("scale", scale);
     }
 };
+// A module that keeps its inner module in eval whatever train() asks, as a frozen batch norm
+// is kept in PyTorch by overriding train().
+struct frozen_inner : nn::module<frozen_inner, test_device>
+{
+    inner body;
+    template <class V>
+    void visit(V&& v)
+    {
+        v("body", body);
+    }
+    void train(bool mode = true)
+    {
+        nn::module<frozen_inner, test_device>::train(mode);
+        body.eval();
+    }
+};
+
+struct holds_frozen : nn::module<holds_frozen, test_device>
+{
+    frozen_inner part;
+    inner other;
+    template <class V>
+    void visit(V&& v)
+    {
+        v("part", part);
+        v("other", other);
+    }
+};
 } // namespace
 
 BOOST_AUTO_TEST_CASE(custom_model_starts_at_torch_weights_under_seed_42)
@@ -141,6 +169,21 @@ BOOST_AUTO_TEST_CASE(train_and_eval_reach_submodules)
     BOOST_TEST(!m.fc1.is_training());
     m.train();
     BOOST_TEST(m.fc1.is_training());
+}
+
+BOOST_AUTO_TEST_CASE(train_calls_each_submodules_own_train)
+{
+    // The parent's train() set the flags itself, so a submodule's own train() was never asked.
+    holds_frozen m;
+    m.train();
+    BOOST_TEST(m.part.is_training());
+    BOOST_TEST(!m.part.body.is_training());
+    BOOST_TEST(m.other.is_training());
+    m.eval();
+    BOOST_TEST(!m.part.is_training());
+    BOOST_TEST(!m.other.is_training());
+    m.train();
+    BOOST_TEST(!m.part.body.is_training());
 }
 
 BOOST_AUTO_TEST_CASE(backward_accumulates_and_zero_grad_clears)

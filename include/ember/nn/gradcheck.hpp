@@ -46,8 +46,9 @@ struct gradcheck_result
 };
 
 /// @brief Checks `m.backward` against finite differences of `m.forward` at `input`, for the
-/// gradient with respect to the input and to every parameter. The module must use double; it
-/// may run on any device (`input` is moved there).
+/// gradient with respect to the input (unless `m.requires_input_grad()` is off) and to every
+/// parameter that requires grad. The module must use double; it may run on any device (`input`
+/// is moved there). The module's gradients are as they were afterwards.
 template <class Module, std::size_t N>
 gradcheck_result gradcheck(Module& m, const tensor<double, N>& input,
                            const gradcheck_options& opt = {});
@@ -155,20 +156,42 @@ gradcheck_result gradcheck(Module& m, const tensor<double, N>& input, const grad
         return s;
     };
 
+    // The gradients the model held: put back at the end, as torch.autograd.gradcheck leaves
+    // every .grad as it was (None included).
+    auto params = m.template named_parameters<double>();
+    std::vector<std::vector<double>> held(params.size());
+    std::vector<char> had(params.size());
+    for (std::size_t k = 0; k < params.size(); ++k)
+        if ((had[k] = params[k].second.has_grad()))
+        {
+            auto& p = params[k].second;
+            held[k].resize(p.size());
+            device::download(p.grad().data(), p.size(), held[k].data());
+        }
+
     m.zero_grad();
     g.set_state(replay);
     m.forward(xd);
     const tensor<double, N> dx = ember::to_host(m.backward(upstream_d));
-    auto params = m.template named_parameters<double>();
-    std::vector<std::vector<double>> analytic;
-    for (auto& [name, p] : params)
-    {
-        std::vector<double> grad(p.size());
-        device::download(p.grad().data(), p.size(), grad.data());
-        analytic.push_back(std::move(grad));
-    }
+    // A frozen parameter has no gradient to check, as gradcheck checks only what requires grad.
+    std::vector<std::vector<double>> analytic(params.size());
+    for (std::size_t k = 0; k < params.size(); ++k)
+        if (auto& p = params[k].second; p.requires_grad())
+        {
+            analytic[k].resize(p.size());
+            device::download(p.grad().data(), p.size(), analytic[k].data());
+        }
 
-    for (std::size_t i = 0; i < x.size(); ++i)
+    // With requires_input_grad(false) backward returns an empty tensor: only the parameters
+    // are checked then, as for an input that does not require grad.
+    if (m.requires_input_grad() && dx.size() != x.size())
+    {
+        r.ok = false;
+        r.message = "gradcheck: backward returned " + std::to_string(dx.size()) +
+                    " elements for an input of " + std::to_string(x.size());
+    }
+    const bool check_input = m.requires_input_grad() && dx.size() == x.size();
+    for (std::size_t i = 0; check_input && i < x.size(); ++i)
     {
         double saved = x.data()[i];
         x.data()[i] = saved + opt.eps;
@@ -180,6 +203,8 @@ gradcheck_result gradcheck(Module& m, const tensor<double, N>& input, const grad
     }
     for (std::size_t k = 0; k < params.size(); ++k)
     {
+        if (!params[k].second.requires_grad())
+            continue;
         double* value = params[k].second.value().data();
         for (std::size_t i = 0; i < params[k].second.size(); ++i)
         {
@@ -192,6 +217,14 @@ gradcheck_result gradcheck(Module& m, const tensor<double, N>& input, const grad
             detail::compare(r, analytic[k][i], (plus - minus) / (2 * opt.eps),
                             "parameter '" + params[k].first + "'", i, opt);
         }
+    }
+    for (std::size_t k = 0; k < params.size(); ++k)
+    {
+        auto& p = params[k].second;
+        if (had[k])
+            device::upload(held[k].data(), p.size(), p.grad().data());
+        else
+            p.zero_grad(true);
     }
     g.set_state(replay);
     return r;

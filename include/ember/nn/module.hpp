@@ -184,7 +184,8 @@ class module : public module_tag
 public:
     using device_type = Device;
 
-    /// @brief Training mode on (or off) for this module and every submodule.
+    /// @brief Training mode on (or off) for this module, then each submodule's train(mode) (a
+    /// module may define its own, as in PyTorch, and pass it on).
     void train(bool mode = true);
     /// @brief Evaluation mode: Dropout passes through, BatchNorm uses its running statistics.
     void eval() { train(false); }
@@ -271,12 +272,15 @@ template <class Derived, class Device>
 void module<Derived, Device>::train(bool mode)
 {
     m_training = mode;
-    auto f = [mode](std::string_view, auto& member)
-    {
-        if constexpr (is_module_v<decltype(member)>)
-            member.m_training = mode;
-    };
-    detail::walk<false>(derived(), std::string(), f);
+    // Each submodule's own train(), as PyTorch calls child.train(mode): a module that defines
+    // train() (one keeping its batch norm in eval, say) is asked, not overruled; each passes
+    // it on to its own submodules.
+    derived().visit(
+        [mode](std::string_view, auto& member)
+        {
+            if constexpr (is_module_v<decltype(member)>)
+                member.train(mode);
+        });
 }
 
 template <class Derived, class Device>

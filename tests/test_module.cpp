@@ -269,12 +269,35 @@ BOOST_AUTO_TEST_CASE(shape_mismatch_names_key_and_both_shapes_and_changes_nothin
     BOOST_TEST(m.weight.item() == before);
 }
 
-BOOST_AUTO_TEST_CASE(dtype_mismatch_is_a_dtype_error)
+BOOST_AUTO_TEST_CASE(float64_loads_into_float32_rounded_and_other_dtypes_are_refused)
 {
+    // PyTorch's load_state_dict copies with a cast: a double run's weights load into a float
+    // model, rounded to nearest (0.1 as a double becomes 0.1f).
     model m;
     auto sd = m.state_dict();
-    sd.insert_or_assign("weight", host_tensor(dtype::float64, {1}));
-    BOOST_CHECK_THROW(m.load_state_dict(sd), dtype_error);
+    host_tensor w(dtype::float64, {1});
+    w.data<double>()[0] = 0.1;
+    sd.insert_or_assign("weight", w);
+    m.load_state_dict(sd);
+    BOOST_TEST(m.weight.item() == 0.1f);
+
+    const float before = m.weight.item();
+    for (const dtype other : {dtype::int64, dtype::float16, dtype::boolean})
+    {
+        sd.insert_or_assign("weight", host_tensor(other, {1}));
+        BOOST_CHECK_EXCEPTION(m.load_state_dict(sd), dtype_error,
+                              [](const dtype_error& e) {
+                                  return std::string(e.what()).find(
+                                             "dtype mismatch for 'weight'") != std::string::npos;
+                              });
+    }
+    BOOST_TEST(m.weight.item() == before);
+
+    // An int64 buffer takes no float, and a float entry converts only into a float member.
+    outer o;
+    auto osd = o.state_dict();
+    osd.insert_or_assign("fc1.count", host_tensor(dtype::float64, {}));
+    BOOST_CHECK_THROW(o.load_state_dict(osd), dtype_error);
 }
 
 BOOST_AUTO_TEST_CASE(missing_and_unexpected_keys_strict_and_not)

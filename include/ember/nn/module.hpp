@@ -21,6 +21,7 @@
 #include "ember/nn/parameter.hpp"
 
 #include <algorithm>
+#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -134,6 +135,31 @@ void check_load_entry(std::string_view name, dtype have,
 /// key in `result`.
 void check_load_keys(const load_result& result, bool strict);
 
+/// @brief Whether an entry of dtype `have` loads into a T by conversion, as PyTorch's
+/// load_state_dict copies with a cast: float32 and float64 into a floating parameter or buffer
+/// (a double run's weights into a float model, rounded to nearest; the other way, exactly).
+template <class T>
+bool load_converts(dtype have) noexcept
+{
+    return std::is_floating_point_v<T> && have != dtype_of<T>() &&
+           (have == dtype::float32 || have == dtype::float64);
+}
+
+/// @brief `src` (float32 or float64) converted to T, element by element.
+template <class T, class Source>
+host_tensor converted_to(const Source& src)
+{
+    host_tensor out = host_tensor::empty(dtype_of<T>(), src.shape());
+    const std::span<T> to = out.template data<T>();
+    if (src.dtype() == dtype::float32)
+        std::transform(src.template data<float>().begin(), src.template data<float>().end(),
+                       to.begin(), [](float x) { return static_cast<T>(x); });
+    else
+        std::transform(src.template data<double>().begin(), src.template data<double>().end(),
+                       to.begin(), [](double x) { return static_cast<T>(x); });
+    return out;
+}
+
 // Out of line where ember is precompiled (src/ember_precompiled.cpp).
 #if EMBER_SHARED_DEFINITIONS
 EMBER_PRECOMPILED_INLINE void check_load_entry(std::string_view name, dtype have,
@@ -144,7 +170,8 @@ EMBER_PRECOMPILED_INLINE void check_load_entry(std::string_view name, dtype have
     if (have != want)
         throw dtype_error("load_state_dict: dtype mismatch for '" + std::string(name) +
                           "': the state_dict holds " + std::string(dtype_name(have)) +
-                          ", the model expects " + std::string(dtype_name(want)));
+                          ", the model expects " + std::string(dtype_name(want)) +
+                          " (float32 and float64 convert to a float32 or float64 parameter)");
     if (have_shape != want_shape)
         throw shape_error("load_state_dict: size mismatch for '" + std::string(name) +
                           "': copying a tensor of shape " + shape_string(have_shape) +
@@ -210,6 +237,8 @@ public:
     /// @brief Copies `sd` into the parameters and buffers. Nothing changes unless everything
     /// fits: a shape or dtype mismatch throws, naming the key and both shapes; with `strict`,
     /// missing or unexpected keys throw key_error listing them; without, they are returned.
+    /// float32 and float64 entries convert to float32 or float64 parameters and buffers, as
+    /// PyTorch casts on loading; other dtypes must match.
     load_result load_state_dict(const ember::state_dict& sd, bool strict = true)
     {
         return load_state_dict_from(sd, strict);
@@ -353,7 +382,9 @@ load_result module<Derived, Device>::load_state_dict_from(const ordered_dict<V>&
             }
             using T = typename X::value_type;
             const auto& shape = member.value.shape();
-            detail::check_load_entry(name, src->dtype(), src->shape(), dtype_of<T>(),
+            const dtype have =
+                detail::load_converts<T>(src->dtype()) ? dtype_of<T>() : src->dtype();
+            detail::check_load_entry(name, have, src->shape(), dtype_of<T>(),
                                      std::vector<std::int64_t>(shape.begin(), shape.end()));
             matched.emplace_back(name);
         }
@@ -369,7 +400,10 @@ load_result module<Derived, Device>::load_state_dict_from(const ordered_dict<V>&
         using X = std::remove_cvref_t<decltype(member)>;
         if constexpr (is_parameter_v<X> || is_buffer_v<X>)
         {
-            if (const V* src = sd.find(name))
+            using T = typename X::value_type;
+            if (const V* src = sd.find(name); src && detail::load_converts<T>(src->dtype()))
+                X::device_type::copy_from_host(detail::converted_to<T>(*src), member.value, name);
+            else if (src)
                 X::device_type::copy_from_host(*src, member.value, name);
         }
     };

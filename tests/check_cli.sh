@@ -3,7 +3,9 @@
 # checkpoint's fields, verify accepts whole files and rejects corrupt and truncated ones with a
 # non-zero exit and the error on stderr, and convert moves the same content between every
 # format (PyTorch -> JSON -> PyTorch and ember -> XML -> ember are byte for byte the original;
-# PyTorch -> safetensors -> PyTorch gives the same tensors bit for bit).
+# PyTorch -> safetensors -> PyTorch gives the same tensors bit for bit). inspect escapes what a
+# file says and shortens long lists and strings, safetensors' __metadata__ is shown and carried,
+# usage errors say what was wrong (exit 2), and a failed write to stdout is an error (exit 1).
 #   tests/check_cli.sh build/tools/ember build/examples/linear_regression
 set -euo pipefail
 ember=$(realpath "$1")
@@ -111,6 +113,112 @@ status=0; "$ember" inspect 2> /dev/null || status=$?
 status=0; "$ember" verify missing.ember 2> err.txt || status=$?
 [ "$status" = 1 ] && grep -q "missing.ember" err.txt || fail "verify of a missing file: $status $(cat err.txt)"
 "$ember" inspect --format json c.json > /dev/null || fail "--format json"
+
+# Usage errors: the reason first, then the usage, exit 2.
+usage_case() { # usage_case REASON ARGS...: `ember ARGS` exits 2 with "ember: REASON", then usage
+  local reason=$1 status=0; shift
+  "$ember" "$@" > out.txt 2> err.txt || status=$?
+  [ "$status" = 2 ] && [ "$(head -1 err.txt)" = "ember: $reason" ] && grep -q "^usage: " err.txt \
+    && [ ! -s out.txt ] || fail "ember $*: exit $status, $(cat err.txt)"
+}
+usage_case "unknown command 'frobnicate'" frobnicate c.json
+usage_case "no command given"
+usage_case "inspect takes one FILE, got 2" inspect c.json c.xml
+usage_case "inspect takes one FILE, got 0" inspect
+usage_case "convert takes IN and OUT, got 1 file" convert c.json
+usage_case "inspect does not take --to (it takes --format)" inspect c.json --to json
+usage_case "convert does not take --format (it takes --from and --to)" convert c.json x.xml --format json
+usage_case "unknown format 'bad' (one of ember, binary, portable, json, xml, pytorch, safetensors)" \
+  inspect c.json --format bad
+usage_case "--format needs a format, one of ember, binary, portable, json, xml, pytorch, safetensors" \
+  inspect c.json --format
+usage_case "--format given twice" inspect c.json --format json --format xml
+usage_case "unknown option '--bogus'" inspect c.json --bogus
+"$ember" --help | grep -q "2 a usage error" || fail "the usage does not give the exit status of a usage error"
+# `--` ends the options: a file named like one.
+cp c.json ./-c.json
+"$ember" inspect -- -c.json | head -1 | grep -qF -- "-c.json: checkpoint, JSON archive" \
+  || fail "inspect -- -c.json does not read the file -c.json"
+
+# A write error on standard output is an error, not a success with the output cut short.
+if [ -w /dev/full ]; then
+  status=0; "$ember" inspect checkpoint.tar > /dev/full 2> err.txt || status=$?
+  [ "$status" = 1 ] && grep -q "standard output" err.txt \
+    || fail "inspect > /dev/full: exit $status, $(cat err.txt)"
+fi
+
+# A format given that the bytes contradict: the error says what the file is, in the tool's
+# words (--format, not the C++ API's ember::file_format).
+status=0; "$ember" verify c.ember --format json 2> err.txt || status=$?
+[ "$status" = 1 ] && grep -qF "'c.ember' is an ember container, not a JSON archive" err.txt \
+  || fail "verify c.ember --format json: exit $status, $(cat err.txt)"
+grep -qF "is a PyTorch zip, not a safetensors file" <("$ember" verify checkpoint.tar --format safetensors 2>&1) \
+  || fail "verify checkpoint.tar --format safetensors does not say it is a PyTorch zip"
+grep -q -- "pass --to F" <("$ember" convert checkpoint.tar out.weights 2>&1) \
+  || fail "convert to an unknown extension does not point to --to"
+cp c.json c.weights
+grep -q -- "pass --format F" <("$ember" inspect c.weights 2>&1) \
+  || fail "inspect of an unknown extension does not point to --format"
+cat <("$ember" convert checkpoint.tar out.weights 2>&1) <("$ember" inspect c.weights 2>&1) \
+  | grep -q "ember::file_format" \
+  && fail "a message of the tool points to the C++ API"
+
+# What a file says reaches the terminal escaped as Python's repr escapes it: a key cannot
+# recolour the screen, move the cursor, split its line, hide behind a NUL or print bytes that
+# are not UTF-8; 'é' stays as it is. A safetensors file written here, header as given:
+mkst() { # mkst FILE HEADER-JSON DATA-BYTES
+  local n=${#2}
+  { printf "\\x$(printf %02x $((n & 255)))\\x$(printf %02x $((n >> 8)))\\0\\0\\0\\0\\0\\0"
+    printf '%s' "$2"; head -c "$3" /dev/zero; } > "$1"
+}
+long=$(printf 'x%.0s' $(seq 300))
+f32() { echo "{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[$1,$(($1 + 4))]}"; }
+mkst keys.safetensors '{"__metadata__":{"format":"pt","note":"bell\u0007 clear\u001b[2J","long":"'"$long"'"},'\
+'"esc\u001b[31mred":'"$(f32 0)"',"new\nline":'"$(f32 4)"',"nul\u0000byte":'"$(f32 8)"','\
+'"cr\rdel\u007f":'"$(f32 12)"',"caf\u00e9":'"$(f32 16)"',"back\\slash":'"$(f32 20)"','\
+'"rlo\u202egnp.exe":'"$(f32 24)"'}' 28
+"$ember" inspect keys.safetensors > keys.txt || fail "inspect keys.safetensors: $(cat keys.txt)"
+for line in 'esc\x1b[31mred' 'new\nline' 'nul\x00byte' 'cr\rdel\x7f' 'café' 'back\\slash' \
+            'rlo\u202egnp.exe'; do
+  grep -qxF -- "$line: tensor float32 [1] = [0.0]" keys.txt \
+    || fail "inspect keys.safetensors lacks '$line': $(cat -A keys.txt)"
+done
+grep -qxF -- "  note: 'bell\\x07 clear\\x1b[2J'" keys.txt \
+  || fail "inspect keys.safetensors does not escape a string: $(cat -A keys.txt)"
+LC_ALL=C grep -q $'[\x01-\x08\x0b-\x1f\x7f]' keys.txt && fail "inspect printed a control byte: $(cat -A keys.txt)"
+[ "$(wc -l < keys.txt)" = 12 ] || fail "inspect keys.safetensors: a key split its line: $(cat -A keys.txt)"
+# In a text archive (its checksum removed, as to edit it by hand): a key that is not UTF-8, a
+# string with control bytes, and a list of 150 values, of which the first 100 are shown.
+items=$(seq 0 149 | sed 's/.*/{"kind": "int", "value": &}/' | paste -sd,)
+sed -e '/"ember_crc32"/d' \
+    -e '/"key": "learning_rate"/,/}/{s/"kind": "float"/"kind": "list"/;s/"value": 0.01/"value": ['"$items"']/}' \
+    -e 's/"key": "weight"/"key": "bad\xffkey"/' \
+    -e 's/"timestamp": "[^"]*"/"timestamp": "\\u001b]0;title\\u0007\\r"/' c.json > h.json
+"$ember" inspect h.json > h.txt || fail "inspect h.json: $(cat h.txt)"
+for line in "  bad\\xffkey: 0.7" "timestamp: '\\x1b]0;title\\x07\\r'" "    [99]: 99" "    ... (50 more items)"; do
+  grep -qxF -- "$line" h.txt || fail "inspect h.json lacks '$line': $(cat -A h.txt | head -40)"
+done
+grep -qF "[100]:" h.txt && fail "inspect h.json shows more than the first 100 items of a list"
+# A dict of 150 plain values (here safetensors' __metadata__): its first 100 keys.
+mkst many.safetensors '{"__metadata__":{'"$(seq 0 149 | sed 's/.*/"k&":"v"/' | paste -sd,)"'},"w":'"$(f32 0)"'}' 4
+"$ember" inspect many.safetensors > many.txt || fail "inspect many.safetensors: $(cat many.txt)"
+grep -qxF "  k99: 'v'" many.txt && grep -qxF "  ... (50 more keys)" many.txt && ! grep -q "k100" many.txt \
+  || fail "inspect does not shorten a dict of 150 values: $(tail -3 many.txt)"
+# A long string: its first 200 characters, then its length.
+grep -qxF "  long: '${long:0:200}'... (300 bytes)" keys.txt || fail "inspect does not shorten a long string"
+
+# safetensors' __metadata__: shown first, carried to safetensors, and said to stay behind when
+# the target has no place for it.
+sed -n 2,3p keys.txt | grep -qxF "  format: 'pt'" && [ "$(sed -n 2p keys.txt)" = "__metadata__:" ] \
+  || fail "inspect keys.safetensors does not show __metadata__ first: $(head -5 keys.txt)"
+"$ember" convert keys.safetensors keys2.safetensors > /dev/null || fail "convert keys.safetensors"
+grep -qaF '"__metadata__":{"format":"pt","note":"bell\u0007 clear\u001b[2J","long":"xxx' keys2.safetensors \
+  || fail "safetensors -> safetensors lost the __metadata__: $(head -c 300 keys2.safetensors)"
+diff -q <(tail -n +2 keys.txt | sort) <("$ember" inspect keys2.safetensors | tail -n +2 | sort) > /dev/null \
+  || fail "inspect keys.safetensors and keys2.safetensors differ"
+"$ember" convert keys.safetensors keys.pth 2> err.txt > /dev/null || fail "convert keys.safetensors keys.pth"
+grep -q "__metadata__ of 'keys.safetensors' (3 keys) is left out" err.txt \
+  || fail "convert to .pth drops __metadata__ without a word: $(cat err.txt)"
 
 if [ "$failures" -ne 0 ]; then
   echo "$failures check(s) failed"

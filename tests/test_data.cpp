@@ -722,7 +722,7 @@ BOOST_AUTO_TEST_CASE(load_state_rejects_states_that_do_not_fit_and_changes_nothi
         }
         BOOST_TEST((target.state() == before));
     };
-    rejects(value(3), "the state is a int");
+    rejects(value(3), "the state is an int");
     rejects(with("version", 3), "version 3");
     rejects(with("size", 9), "dataset of 9 samples, this loader's has 8");
     rejects(with("position", 9), "position 9");

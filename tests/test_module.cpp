@@ -153,7 +153,13 @@ BOOST_AUTO_TEST_CASE(nested_names_are_dotted_and_buffers_are_saved)
 {
     outer m;
     auto sd = m.state_dict();
-    BOOST_TEST(sd.keys() == (std::vector<std::string>{"fc1.weight", "fc1.count", "scale"}));
+    // PyTorch's order, not visit()'s: a module's parameters, its buffers, then its submodules
+    // (outer visits fc1 before scale; torch.nn.Module puts scale first all the same).
+    BOOST_TEST(sd.keys() == (std::vector<std::string>{"scale", "fc1.weight", "fc1.count"}));
+    const auto named = m.named_parameters();
+    BOOST_TEST(named.size() == 2u);
+    BOOST_TEST(named[0].first == "scale");
+    BOOST_TEST(named[1].first == "fc1.weight");
     BOOST_TEST(sd.at("fc1.count").item<std::int64_t>() == 7);
     BOOST_TEST(sd.at("fc1.count").dim() == 0u);
     BOOST_TEST(m.parameters().size() == 2u);

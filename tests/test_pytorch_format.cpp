@@ -719,7 +719,7 @@ BOOST_AUTO_TEST_CASE(malformed_opcode_streams_fail_with_offsets)
     CHECK_FORMAT_ERROR(pt::unpickle(raw("\x80\x06N.")), "protocol 6");
     CHECK_FORMAT_ERROR(pt::unpickle(raw("\x80\x02X\x02\x00\x00\x00\xc3\x28.")), "UTF-8");
     CHECK_FORMAT_ERROR(pt::unpickle(raw("\x80\x02]]b.")), "BUILD on a list");
-    CHECK_FORMAT_ERROR(pt::unpickle(raw("\x80\x02K\x01Q.")), "persistent id is a int");
+    CHECK_FORMAT_ERROR(pt::unpickle(raw("\x80\x02K\x01Q.")), "persistent id is an int");
 }
 
 BOOST_AUTO_TEST_CASE(deep_nesting_is_capped)

@@ -287,8 +287,9 @@ EMBER_PRECOMPILED_INLINE history history::from_value(const value& v)
     for (const auto& [name, column] : v.as<value::dict>())
     {
         if (!column.is_list())
-            throw value_error("history::from_value: column '" + name + "' is a " +
-                              column.type_name() + ", expected a list of numbers");
+            throw value_error("history::from_value: column '" + name + "' is " +
+                              ember::detail::a_or_an(column.type_name()) +
+                              ", expected a list of numbers");
         // The names append accepts, or save_csv could write a header load_csv refuses.
         check_name(name);
         const auto& list = column.as<value::list>();
@@ -301,8 +302,8 @@ EMBER_PRECOMPILED_INLINE history history::from_value(const value& v)
         for (const value& x : list)
         {
             if (!x.is_int() && !x.is_double())
-                throw value_error("history::from_value: column '" + name + "' holds a " +
-                                  x.type_name() + ", expected numbers");
+                throw value_error("history::from_value: column '" + name + "' holds " +
+                                  ember::detail::a_or_an(x.type_name()) + ", expected numbers");
             values.push_back(x.to_double());
         }
         h.m_rows = list.size();

@@ -68,6 +68,14 @@ public:
 
 namespace detail
 {
+/// @brief "a float", "an int": a noun with its article, for messages naming a type or kind.
+inline std::string a_or_an(std::string_view noun)
+{
+    const bool vowel =
+        !noun.empty() && std::string_view("aeiouAEIOU").find(noun[0]) != std::string_view::npos;
+    return (vowel ? "an " : "a ") + std::string(noun);
+}
+
 /// @brief `text` as an error message quotes it: between two `quote`s, a control byte as \xNN
 /// (a NUL would cut the message short where it is printed as a C string), and past `shown`
 /// bytes cut off with the text's length (a bad field of megabytes must not become the message).

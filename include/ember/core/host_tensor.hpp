@@ -314,7 +314,7 @@ inline host_tensor_view::host_tensor_view(ember::dtype type, std::vector<std::in
     const std::size_t expected =
         host_tensor::checked_numel(m_shape, dtype_size(type)) * dtype_size(type);
     if (bytes.size() != expected)
-        throw value_error("a " + std::string(dtype_name(type)) + " tensor of shape " +
+        throw value_error(ember::detail::a_or_an(dtype_name(type)) + " tensor of shape " +
                           shape_string(m_shape) + " is " + std::to_string(expected) +
                           " bytes, the view has " + std::to_string(bytes.size()));
 }

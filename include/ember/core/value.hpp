@@ -114,7 +114,8 @@ const T& value::as() const
 {
     if (const T* p = std::get_if<T>(&m_data))
         return *p;
-    throw value_error(std::string("value is a ") + type_name() + ", not the type asked for");
+    throw value_error(std::string("value is ") + ember::detail::a_or_an(type_name()) +
+                      ", not the type asked for");
 }
 
 template <class T>
@@ -122,7 +123,8 @@ T& value::as()
 {
     if (T* p = std::get_if<T>(&m_data))
         return *p;
-    throw value_error(std::string("value is a ") + type_name() + ", not the type asked for");
+    throw value_error(std::string("value is ") + ember::detail::a_or_an(type_name()) +
+                      ", not the type asked for");
 }
 
 inline double value::to_double() const
@@ -131,7 +133,8 @@ inline double value::to_double() const
         return *d;
     if (const auto* i = std::get_if<std::int64_t>(&m_data))
         return static_cast<double>(*i);
-    throw value_error(std::string("value is a ") + type_name() + ", not a number");
+    throw value_error(std::string("value is ") + ember::detail::a_or_an(type_name()) +
+                      ", not a number");
 }
 
 EMBER_PRECOMPILED_EXTERN_CLASS(ordered_dict<value>) // value::dict

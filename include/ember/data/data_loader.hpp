@@ -194,8 +194,8 @@ const T& state_entry(const value::dict& d, const char* key, const char* what)
         throw key_error(std::string("data_loader: load_state: ") + what + " has no key '" + key +
                         "'");
     if (!std::holds_alternative<T>(v->data()))
-        throw value_error(std::string("data_loader: load_state: ") + what + "'s '" + key +
-                          "' is a " + v->type_name());
+        throw value_error(std::string("data_loader: load_state: ") + what + "'s '" + key + "' is " +
+                          ember::detail::a_or_an(v->type_name()));
     return std::get<T>(v->data());
 }
 
@@ -203,8 +203,8 @@ inline generator_state generator_state_from_value(const value& v)
 {
     const char* what = "state['generator']";
     if (!v.is_dict())
-        throw value_error(std::string("data_loader: load_state: ") + what + " is a " +
-                          v.type_name() + ", expected a dict");
+        throw value_error(std::string("data_loader: load_state: ") + what + " is " +
+                          ember::detail::a_or_an(v.type_name()) + ", expected a dict");
     const auto& d = v.as<value::dict>();
     generator_state s;
     s.seed = static_cast<std::uint64_t>(state_entry<std::int64_t>(d, "seed", what));
@@ -348,8 +348,9 @@ void data_loader<D>::load_state(const value& state)
 {
     const char* what = "state";
     if (!state.is_dict())
-        throw value_error(std::string("data_loader: load_state: the state is a ") +
-                          state.type_name() + ", expected the dict that state() returns");
+        throw value_error("data_loader: load_state: the state is " +
+                          ember::detail::a_or_an(state.type_name()) +
+                          ", expected the dict that state() returns");
     const auto& d = state.as<value::dict>();
     using detail::state_entry;
     const std::int64_t version = state_entry<std::int64_t>(d, "version", what);

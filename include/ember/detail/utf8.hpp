@@ -1,53 +1,53 @@
 #pragma once
 /// @file
-/// valid_utf8: whether bytes are UTF-8, for the formats whose text must be (safetensors' JSON
-/// header, the strings of PyTorch's pickles).
+/// UTF-8 decoding for the formats whose text must be UTF-8 (safetensors' JSON header, the
+/// strings of PyTorch's pickles) and for printing a file's text escaped (the command line).
 
 #include <cstddef>
-#include <cstdint>
 #include <string_view>
 
 namespace ember::detail
 {
 
-/// @brief True if `s` is UTF-8: no overlong form, nothing past U+10FFFF, and no surrogate
-/// (U+D800..U+DFFF) unless `surrogates` (Python's "surrogatepass" decoder, which pickles use,
-/// takes them).
+/// @brief The length of the UTF-8 sequence `s` starts with (`s` not empty), its code point in
+/// `cp`; 0 if it is not one: a stray continuation byte, an overlong form, past U+10FFFF, cut
+/// short, or a surrogate (U+D800..U+DFFF) unless `surrogates` (Python's "surrogatepass"
+/// decoder, which pickles use, takes them).
+inline std::size_t utf8_sequence(std::string_view s, char32_t& cp, bool surrogates = false) noexcept
+{
+    const auto lead = static_cast<unsigned char>(s[0]);
+    std::size_t n = 0;
+    unsigned char lo = 0x80, hi = 0xbf; // the second byte's range, narrower after some leads
+    if (lead < 0x80)
+        return cp = lead, 1;
+    if (lead >= 0xc2 && lead <= 0xdf)
+        n = 2, cp = lead & 0x1fu;
+    else if (lead >= 0xe0 && lead <= 0xef)
+        n = 3, cp = lead & 0x0fu, lo = lead == 0xe0 ? 0xa0 : 0x80,
+        hi = lead == 0xed && !surrogates ? 0x9f : 0xbf;
+    else if (lead >= 0xf0 && lead <= 0xf4)
+        n = 4, cp = lead & 0x07u, lo = lead == 0xf0 ? 0x90 : 0x80, hi = lead == 0xf4 ? 0x8f : 0xbf;
+    else
+        return 0;
+    if (s.size() < n)
+        return 0;
+    for (std::size_t i = 1; i < n; ++i)
+    {
+        const auto c = static_cast<unsigned char>(s[i]);
+        if (c < (i == 1 ? lo : 0x80) || c > (i == 1 ? hi : 0xbf))
+            return 0;
+        cp = cp << 6 | (c & 0x3fu);
+    }
+    return n;
+}
+
+/// @brief True if `s` is UTF-8 throughout (see utf8_sequence).
 inline bool valid_utf8(std::string_view s, bool surrogates = false) noexcept
 {
-    const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-    const std::size_t n = s.size();
-    for (std::size_t i = 0; i < n;)
-    {
-        const unsigned char c = p[i];
-        if (c < 0x80)
-        {
-            ++i;
-            continue;
-        }
-        std::size_t len = 0;
-        std::uint32_t cp = 0;
-        if ((c & 0xe0) == 0xc0)
-            len = 2, cp = c & 0x1f;
-        else if ((c & 0xf0) == 0xe0)
-            len = 3, cp = c & 0x0f;
-        else if ((c & 0xf8) == 0xf0)
-            len = 4, cp = c & 0x07;
-        else
+    char32_t cp = 0;
+    for (std::size_t i = 0, n = 0; i < s.size(); i += n)
+        if ((n = utf8_sequence(s.substr(i), cp, surrogates)) == 0)
             return false;
-        if (n - i < len)
-            return false;
-        for (std::size_t k = 1; k < len; ++k)
-        {
-            if ((p[i + k] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (p[i + k] & 0x3f);
-        }
-        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-            cp > 0x10ffff || (!surrogates && cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += len;
-    }
     return true;
 }
 

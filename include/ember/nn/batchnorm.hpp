@@ -210,7 +210,7 @@ auto batch_norm1d<T, Device>::forward(const tensor_type& x) -> const tensor_type
                 // adds its column in batch order.
                 double sum[group];
                 double sum2[group];
-                T m[group];
+                T m[group] = {}; // only [0, width) is used; zeroed for GCC's maybe-uninitialized
                 for (std::size_t k = 0; k < width; ++k)
                     sum[k] = 0.0;
                 for (std::size_t i = 0; i < n; ++i)

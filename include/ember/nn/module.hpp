@@ -59,32 +59,47 @@ struct module_value<M>
 template <class X>
 inline constexpr bool always_false = false;
 
-// Walks a module tree. With Named, `f(full_name, member)` gets PyTorch's dotted names; without,
-// it gets an empty name and no string is built, so per-step walks (zero_grad) allocate nothing.
+// Walks a module tree in PyTorch's order, whatever order visit() names things in: a module's
+// parameters, then its buffers, then each submodule with its own (state_dict(),
+// parameters(), and so an optimizer's parameter indices, agree with PyTorch's). With Named,
+// `f(full_name, member)` gets PyTorch's dotted names; without, it gets an empty name and no
+// string is built, so per-step walks (zero_grad) allocate nothing.
 template <bool Named, class M, class F>
 void walk(M& m, const std::string& prefix, F& f)
 {
-    m.visit(
-        [&](std::string_view name, auto& member)
-        {
-            using X = std::remove_cvref_t<decltype(member)>;
-            static_assert(is_parameter_v<X> || is_buffer_v<X> || is_module_v<X>,
-                          "ember: visit() may only name parameters, buffers and modules");
-            if constexpr (Named)
+    enum pass
+    {
+        parameters,
+        buffers,
+        submodules
+    };
+    for (const pass p : {parameters, buffers, submodules})
+        m.visit(
+            [&](std::string_view name, auto& member)
             {
-                std::string full = prefix;
-                full += name;
-                f(std::string_view(full), member);
-                if constexpr (is_module_v<X>)
-                    walk<true>(member, full + ".", f);
-            }
-            else
-            {
-                f(std::string_view{}, member);
-                if constexpr (is_module_v<X>)
-                    walk<false>(member, prefix, f);
-            }
-        });
+                using X = std::remove_cvref_t<decltype(member)>;
+                static_assert(is_parameter_v<X> || is_buffer_v<X> || is_module_v<X>,
+                              "ember: visit() may only name parameters, buffers and modules");
+                const pass kind = is_parameter_v<X> ? parameters
+                                  : is_buffer_v<X>  ? buffers
+                                                    : submodules;
+                if (kind != p)
+                    return;
+                if constexpr (Named)
+                {
+                    std::string full = prefix;
+                    full += name;
+                    f(std::string_view(full), member);
+                    if constexpr (is_module_v<X>)
+                        walk<true>(member, full + ".", f);
+                }
+                else
+                {
+                    f(std::string_view{}, member);
+                    if constexpr (is_module_v<X>)
+                        walk<false>(member, prefix, f);
+                }
+            });
 }
 } // namespace detail
 

@@ -570,8 +570,8 @@ T decode_container(std::span<const std::byte> bytes, std::string_view name)
     // parse finds wrong, a payload whose checksum does not match is reported as that.
     const container_header header = read_container_header(bytes, name, /*check_payload=*/false);
     if (header.content != static_cast<std::uint32_t>(file_content_of<T>::value))
-        throw file_error(name, "holds " + describe_content(header.content) + ", not a " +
-                                   std::string(content_name(file_content_of<T>::value)));
+        throw file_error(name, "holds " + describe_content(header.content) + ", not " +
+                                   ember::detail::a_or_an(content_name(file_content_of<T>::value)));
     const auto stored_crc = get_le<std::uint32_t>(bytes.data() + 32);
     auto check_crc = [&](std::uint32_t actual)
     {
@@ -880,7 +880,7 @@ T decode_raw(std::span<const std::byte> bytes, std::string_view name)
             if (env.content != expected)
                 throw format_error("holds " +
                                    describe_content(static_cast<std::uint32_t>(env.content)) +
-                                   ", not a " + std::string(content_name(expected)));
+                                   ", not " + ember::detail::a_or_an(content_name(expected)));
             const std::string key(content_key(expected));
             ar(cereal::make_nvp(key.c_str(), obj));
             if (!env.crc)
@@ -918,8 +918,8 @@ file_info probe_raw(std::span<const std::byte> bytes, std::string_view name, fil
 template <class T>
 value_error not_for_safetensors(std::string_view doing)
 {
-    return value_error("cannot " + std::string(doing) + " a " +
-                       std::string(content_name(file_content_of<T>::value)) +
+    return value_error("cannot " + std::string(doing) + " " +
+                       ember::detail::a_or_an(content_name(file_content_of<T>::value)) +
                        " as safetensors: the safetensors format holds only named tensors (a "
                        "state_dict); use PyTorch's format (.pth, .pt, .tar) or ember's (.ember)");
 }

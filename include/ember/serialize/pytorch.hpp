@@ -282,7 +282,7 @@ inline std::int64_t archive_reader::to_int(const pickle_node& n, const std::stri
     if (n.kind == pickle_kind::big_integer)
         fail(path,
              "int of " + std::to_string(n.as_string().size()) + " bytes does not fit in int64");
-    fail(path, std::string("is a ") + kind_name(n) + ", expected an int");
+    fail(path, std::string("is ") + ember::detail::a_or_an(kind_name(n)) + ", expected an int");
 }
 
 inline double archive_reader::to_double(const pickle_node& n, const std::string& path)
@@ -291,14 +291,14 @@ inline double archive_reader::to_double(const pickle_node& n, const std::string&
         return n.as_double();
     if (n.kind == pickle_kind::integer)
         return static_cast<double>(n.as_int());
-    fail(path, std::string("is a ") + kind_name(n) + ", expected a float");
+    fail(path, std::string("is ") + ember::detail::a_or_an(kind_name(n)) + ", expected a float");
 }
 
 inline std::string archive_reader::to_string(const pickle_node& n, const std::string& path)
 {
     if (n.kind == pickle_kind::string)
         return n.as_string();
-    fail(path, std::string("is a ") + kind_name(n) + ", expected a str");
+    fail(path, std::string("is ") + ember::detail::a_or_an(kind_name(n)) + ", expected a str");
 }
 
 inline std::string archive_reader::dict_key(const pickle_node& key, const std::string& path)
@@ -336,7 +336,8 @@ inline bool is_contiguous(const pickle_tensor& t)
 inline host_tensor archive_reader::to_tensor(const pickle_node& n, const std::string& path)
 {
     if (n.kind != pickle_kind::tensor)
-        fail(path, std::string("is a ") + kind_name(n) + ", expected a tensor");
+        fail(path,
+             std::string("is ") + ember::detail::a_or_an(kind_name(n)) + ", expected a tensor");
     const pickle_tensor& t = n.tensor();
     const pickle_storage& st = t.storage->storage();
     const std::size_t es = dtype_size(st.dtype);
@@ -450,15 +451,16 @@ inline value archive_reader::to_value(const pickle_node& n, const std::string& p
     case pickle_kind::storage:
         break;
     }
-    fail(path, std::string("is a ") + kind_name(n) + ", which has no ember value");
+    fail(path,
+         std::string("is ") + ember::detail::a_or_an(kind_name(n)) + ", which has no ember value");
 }
 
 template <class Dict, class Make>
 Dict archive_reader::tensor_dict(const pickle_node& n, const std::string& path, Make&& make)
 {
     if (n.kind != pickle_kind::dict)
-        fail(path,
-             std::string("is a ") + kind_name(n) + ", not a state_dict (a dict of str to tensor)");
+        fail(path, std::string("is ") + ember::detail::a_or_an(kind_name(n)) +
+                       ", not a state_dict (a dict of str to tensor)");
     Dict out;
     for (const auto& [k, v] : n.entries())
     {
@@ -473,8 +475,8 @@ Dict archive_reader::tensor_dict(const pickle_node& n, const std::string& path, 
                 hint = " (it looks like a checkpoint: load it as ember::checkpoint)";
             else if (path.empty() && find(n, "param_groups") != nullptr)
                 hint = " (it looks like an optimizer state: load it as optim::optimizer_state)";
-            fail(path, "is not a state_dict: key '" + key + "' holds a " + kind_name(*v) +
-                           ", not a tensor" + hint);
+            fail(path, "is not a state_dict: key '" + key + "' holds " +
+                           ember::detail::a_or_an(kind_name(*v)) + ", not a tensor" + hint);
         }
         if (out.contains(key))
             fail(path, "has the key '" + key + "' twice");
@@ -539,7 +541,7 @@ inline optim::state_value archive_reader::to_state_value(const pickle_node& n,
         return out;
     }
     default:
-        fail(path, std::string("is a ") + kind_name(n) +
+        fail(path, std::string("is ") + ember::detail::a_or_an(kind_name(n)) +
                        "; optimizer state holds None, bool, int, float, str, tuples of floats "
                        "and tensors");
     }
@@ -549,7 +551,8 @@ inline optim::optimizer_state archive_reader::to_optimizer_state(const pickle_no
                                                                  const std::string& path)
 {
     if (n.kind != pickle_kind::dict)
-        fail(path, std::string("is a ") + kind_name(n) + ", not an optimizer state_dict");
+        fail(path, std::string("is ") + ember::detail::a_or_an(kind_name(n)) +
+                       ", not an optimizer state_dict");
     optim::optimizer_state out;
     const pickle_node* state = nullptr;
     const pickle_node* groups = nullptr;
@@ -573,7 +576,8 @@ inline optim::optimizer_state archive_reader::to_optimizer_state(const pickle_no
 
     const std::string spath = path + "['state']";
     if (state->kind != pickle_kind::dict)
-        fail(spath, std::string("is a ") + kind_name(*state) + ", expected a dict");
+        fail(spath,
+             std::string("is ") + ember::detail::a_or_an(kind_name(*state)) + ", expected a dict");
     for (const auto& [k, v] : state->entries())
     {
         const std::int64_t index = to_int(*k, spath + " key");
@@ -581,7 +585,8 @@ inline optim::optimizer_state archive_reader::to_optimizer_state(const pickle_no
         if (out.state.contains(index))
             fail(spath, "has the parameter " + std::to_string(index) + " twice");
         if (v->kind != pickle_kind::dict)
-            fail(ipath, std::string("is a ") + kind_name(*v) + ", expected a dict");
+            fail(ipath,
+                 std::string("is ") + ember::detail::a_or_an(kind_name(*v)) + ", expected a dict");
         ordered_dict<optim::state_value> entry;
         for (const auto& [name, x] : v->entries())
         {
@@ -595,13 +600,15 @@ inline optim::optimizer_state archive_reader::to_optimizer_state(const pickle_no
 
     const std::string gpath = path + "['param_groups']";
     if (groups->kind != pickle_kind::list && groups->kind != pickle_kind::tuple)
-        fail(gpath, std::string("is a ") + kind_name(*groups) + ", expected a list");
+        fail(gpath,
+             std::string("is ") + ember::detail::a_or_an(kind_name(*groups)) + ", expected a list");
     for (std::size_t g = 0; g < groups->items().size(); ++g)
     {
         const pickle_node& group = *groups->items()[g];
         const std::string ppath = gpath + "[" + std::to_string(g) + "]";
         if (group.kind != pickle_kind::dict)
-            fail(ppath, std::string("is a ") + kind_name(group) + ", expected a dict");
+            fail(ppath, std::string("is ") + ember::detail::a_or_an(kind_name(group)) +
+                            ", expected a dict");
         optim::param_group_state pg;
         bool has_params = false;
         for (const auto& [name, x] : group.entries())
@@ -613,8 +620,9 @@ inline optim::optimizer_state archive_reader::to_optimizer_state(const pickle_no
                     fail(ppath, "has 'params' twice");
                 has_params = true;
                 if (x->kind != pickle_kind::list && x->kind != pickle_kind::tuple)
-                    fail(ppath + "['params']",
-                         std::string("is a ") + kind_name(*x) + ", expected a list of ints");
+                    fail(ppath + "['params']", std::string("is ") +
+                                                   ember::detail::a_or_an(kind_name(*x)) +
+                                                   ", expected a list of ints");
                 for (std::size_t i = 0; i < x->items().size(); ++i)
                     pg.params.push_back(
                         to_int(*x->items()[i], ppath + "['params'][" + std::to_string(i) + "]"));
@@ -634,7 +642,8 @@ inline optim::optimizer_state archive_reader::to_optimizer_state(const pickle_no
 inline checkpoint archive_reader::to_checkpoint(const pickle_node& n)
 {
     if (n.kind != pickle_kind::dict)
-        fail("", std::string("holds a ") + kind_name(n) + ", not a checkpoint dict");
+        fail("", std::string("holds ") + ember::detail::a_or_an(kind_name(n)) +
+                     ", not a checkpoint dict");
     checkpoint out;
     out.ember_version.clear();
     bool has_model = false;
@@ -677,7 +686,8 @@ inline checkpoint archive_reader::to_checkpoint(const pickle_node& n)
         else if (key == "ember")
         {
             if (v->kind != pickle_kind::dict)
-                fail(path, std::string("is a ") + kind_name(*v) + ", expected a dict");
+                fail(path, std::string("is ") + ember::detail::a_or_an(kind_name(*v)) +
+                               ", expected a dict");
             for (const auto& [ek, ev] : v->entries())
             {
                 const std::string name = to_string(*ek, "ember key");
@@ -687,7 +697,8 @@ inline checkpoint archive_reader::to_checkpoint(const pickle_node& n)
                 else if (name == "generators")
                 {
                     if (ev->kind != pickle_kind::dict)
-                        fail(epath, std::string("is a ") + kind_name(*ev) + ", expected a dict");
+                        fail(epath, std::string("is ") + ember::detail::a_or_an(kind_name(*ev)) +
+                                        ", expected a dict");
                     for (const auto& [gk, gv] : ev->entries())
                     {
                         const std::string gname = to_string(*gk, epath + " key");

@@ -662,7 +662,8 @@ private:
     {
         const node* t = top();
         if (t->kind != kind)
-            fail_at(std::string(what) + " on a " + kind_name(*t) + ", expected a " +
+            fail_at(std::string(what) + " on " + ember::detail::a_or_an(kind_name(*t)) +
+                    ", expected a " +
                     (kind == pickle_kind::dict   ? "dict"
                      : kind == pickle_kind::list ? "list"
                                                  : "set"));
@@ -994,7 +995,7 @@ inline pickle_document unpickler::run()
             if (inst->kind == pickle_kind::dict && inst->ordered)
                 break;
             (void)state;
-            fail_at(std::string("BUILD on a ") + kind_name(*inst) +
+            fail_at(std::string("BUILD on ") + ember::detail::a_or_an(kind_name(*inst)) +
                     " (only an OrderedDict's attributes can be set)");
         }
         case 0x51: // BINPERSID
@@ -1068,9 +1069,11 @@ inline void unpickler::do_reduce()
     const node* args = pop();
     const node* fn = pop();
     if (fn->kind != pickle_kind::global)
-        fail_at(std::string("REDUCE calls a ") + kind_name(*fn) + ", not an allowed function");
+        fail_at(std::string("REDUCE calls ") + ember::detail::a_or_an(kind_name(*fn)) +
+                ", not an allowed function");
     if (args->kind != pickle_kind::tuple)
-        fail_at(std::string("REDUCE arguments are a ") + kind_name(*args) + ", not a tuple");
+        fail_at(std::string("REDUCE arguments are ") + ember::detail::a_or_an(kind_name(*args)) +
+                ", not a tuple");
     push(call(fn->global(), *args));
 }
 
@@ -1119,7 +1122,8 @@ inline const pickle_node* unpickler::call(const pickle_global_ref& fn, const nod
         else
             arity(4, 4);
         if (a[0]->kind != pickle_kind::tensor)
-            fail_at(fn.name + ": data is a " + kind_name(*a[0]) + ", not a tensor");
+            fail_at(fn.name + ": data is " + ember::detail::a_or_an(kind_name(*a[0])) +
+                    ", not a tensor");
         return a[0];
     }
     case pickle_global::rebuild_from_type_v2:
@@ -1177,20 +1181,22 @@ inline const pickle_node* unpickler::rebuild_tensor(const node& args, bool v2)
     const auto& a = args.items();
     const char* fn = v2 ? "_rebuild_tensor_v2" : "_rebuild_tensor";
     if (a[0]->kind != pickle_kind::storage)
-        fail_at(std::string(fn) + ": first argument is a " + kind_name(*a[0]) + ", not a storage");
+        fail_at(std::string(fn) + ": first argument is " +
+                ember::detail::a_or_an(kind_name(*a[0])) + ", not a storage");
     if (a[1]->kind != pickle_kind::integer || a[1]->as_int() < 0)
         fail_at(std::string(fn) + ": storage offset is not a non-negative int");
     auto ints = [&](const node* t, const char* what)
     {
         if (t->kind != pickle_kind::tuple)
-            fail_at(std::string(fn) + ": " + what + " is a " + kind_name(*t) + ", not a tuple");
+            fail_at(std::string(fn) + ": " + what + " is " + ember::detail::a_or_an(kind_name(*t)) +
+                    ", not a tuple");
         std::vector<std::int64_t> out;
         out.reserve(t->items().size());
         for (const node* x : t->items())
         {
             if (x->kind != pickle_kind::integer)
-                fail_at(std::string(fn) + ": " + what + " holds a " + kind_name(*x) +
-                        ", not an int");
+                fail_at(std::string(fn) + ": " + what + " holds " +
+                        ember::detail::a_or_an(kind_name(*x)) + ", not an int");
             out.push_back(x->as_int());
         }
         return out;
@@ -1237,7 +1243,7 @@ inline void unpickler::do_persistent_id()
 {
     const node* pid = pop();
     if (pid->kind != pickle_kind::tuple || pid->items().size() != 5)
-        fail_at(std::string("persistent id is a ") + kind_name(*pid) +
+        fail_at(std::string("persistent id is ") + ember::detail::a_or_an(kind_name(*pid)) +
                 ", not ('storage', type, key, location, numel)");
     const auto& p = pid->items();
     if (p[0]->kind != pickle_kind::string || p[0]->as_string() != "storage")

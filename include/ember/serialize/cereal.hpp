@@ -52,6 +52,7 @@
 namespace cereal
 {
 class JSONOutputArchive;
+class XMLOutputArchive;
 class JSONInputArchive;
 } // namespace cereal
 
@@ -197,20 +198,38 @@ void load_bool(Archive& ar, const char* name, bool& b)
 }
 
 /// Saves a string. Binary archives store its bytes; JSON and XML hold text only: cereal's JSON
-/// archive reads a string back only up to a NUL byte, and XML cannot hold one at all, so a
-/// string with a NUL is refused here, before anything is written, rather than saved short.
+/// archive reads a string back only up to a NUL byte, and XML 1.0 cannot hold one at all, nor
+/// the other control characters but tab, newline and carriage return (xmllint refuses the
+/// file; ember's reader took it, no other would), so such a string is refused here, before
+/// anything is written, rather than saved short or unreadable.
 template <class Archive>
 void save_string(Archive& ar, const char* name, const std::string& s)
 {
     if constexpr (is_text_archive_v<Archive>)
     {
-        if (const std::size_t nul = s.find('\0'); nul != std::string::npos)
-            throw value_error(std::string("cannot save ") + (name ? name : "string") + " '" +
-                              s.substr(0, nul) + "\\0...' (" + std::to_string(s.size()) +
-                              " bytes) in a JSON or XML archive: it holds a NUL byte at offset " +
-                              std::to_string(nul) +
-                              ", which text archives cannot carry; save it as .ember, .pth or a "
-                              "binary archive (.bin, .cereal)");
+        constexpr bool xml = std::is_same_v<Archive, cereal::XMLOutputArchive>;
+        static constexpr char xml_forbidden[] = "\x00\x01\x02\x03\x04\x05\x06\x07\x08\x0b\x0c\x0e"
+                                                "\x0f\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a"
+                                                "\x1b\x1c\x1d\x1e\x1f";
+        const std::size_t bad =
+            xml ? s.find_first_of(std::string_view(xml_forbidden, sizeof xml_forbidden - 1))
+                : s.find('\0');
+        if (bad != std::string::npos)
+        {
+            constexpr char hex[] = "0123456789abcdef";
+            const auto byte = static_cast<unsigned char>(s[bad]);
+            throw value_error(
+                std::string("cannot save ") + (name ? name : "string") + " " + quoted(s, '\'', 64) +
+                " (" + std::to_string(s.size()) + " bytes) in " +
+                (xml ? "an XML" : "a JSON or XML") + " archive: it holds " +
+                (byte == 0 ? std::string("a NUL byte")
+                           : std::string("the control byte 0x") + hex[byte >> 4] + hex[byte & 15]) +
+                " at offset " + std::to_string(bad) + ", which " +
+                (xml ? "XML 1.0 cannot" : "text archives cannot") +
+                " carry; save it as .ember, .pth or a binary archive (.bin, "
+                ".cereal)" +
+                (xml ? " or JSON" : ""));
+        }
         named(ar, name, s);
     }
     else

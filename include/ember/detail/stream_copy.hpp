@@ -48,9 +48,19 @@ inline void stream_copy_serial(void* dst, const void* src, std::size_t n) noexce
         d += head;
         s += head;
         n -= head;
+        // A cache line at a time: four loads, then four stores; the source line 4 KiB ahead
+        // asked for into L2 first while there is one, since one core's hardware prefetcher
+        // keeps too few reads in flight. Measured on a 2-vCPU Intel Xeon (KVM), one thread,
+        // a mapped 400 MB container copied into 25 parameters: 32.0-32.5 ms without, 30.7-31.0
+        // with; its whole ember::load 56.0-57.0 ms, 53.4-53.8 with. (The same for the CRC-32
+        // pass, 1 KiB pieces, made no difference there.)
+        constexpr std::size_t ahead = 4096;
+        const std::size_t prefetch_end = n >= ahead + 64 ? n - ahead - 63 : 0; // in bounds
         std::size_t i = 0;
-        for (; i + 64 <= n; i += 64) // a cache line at a time: four loads, then four stores
+        for (; i + 64 <= n; i += 64)
         {
+            if (i < prefetch_end)
+                _mm_prefetch(reinterpret_cast<const char*>(s + i + ahead), _MM_HINT_T1);
             const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
             const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 16));
             const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 32));

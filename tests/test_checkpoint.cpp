@@ -402,6 +402,20 @@ BOOST_AUTO_TEST_CASE(a_value_nested_too_deep_is_refused_on_save_and_on_load)
         cereal::PortableBinaryOutputArchive ar(ss);
         BOOST_CHECK_THROW(ar(v), value_error);
     }
+    // Saved to a file, the message names the file, its format and the key that holds it, and
+    // nothing is written.
+    temp_dir dir;
+    checkpoint c = sample_checkpoint();
+    c.hyperparameters.insert("schedule", v);
+    for (const char* name : {"c.json", "c.xml", "c.bin"})
+    {
+        const fs::path p = dir.path / name;
+        BOOST_CHECK_THROW(save(c, p), value_error);
+        const std::string msg = what_of([&] { save(c, p); });
+        BOOST_TEST(contains(msg, "'" + p.string() + "' ("), msg);
+        BOOST_TEST(contains(msg, "key 'schedule': values nested deeper than 64 levels"), msg);
+        BOOST_TEST(!fs::exists(p));
+    }
     // A hand-written JSON one level deeper than allowed.
     std::string json = "{\"value\": {\"cereal_class_version\": 1, ";
     for (std::size_t i = 0; i < max_value_depth; ++i)
@@ -623,6 +637,11 @@ BOOST_AUTO_TEST_CASE(raw_archive_errors_say_where)
     std::string msg = what_of([&] { load<checkpoint>(p); });
     BOOST_TEST(contains(msg, "not valid JSON at offset " + std::to_string(text.size())), msg);
 
+    // rapidjson stops at a NUL byte: what follows one must not pass unread.
+    write_text(p, text + std::string(1, '\0') + "garbage");
+    msg = what_of([&] { load<checkpoint>(p); });
+    BOOST_TEST(contains(msg, "a NUL byte at offset " + std::to_string(text.size())), msg);
+
     write_text(p, std::string(600, '[') + std::string(600, ']'));
     msg = what_of([&] { load<checkpoint>(p); });
     BOOST_TEST(contains(msg, "nested deeper than 512 levels"), msg);
@@ -635,6 +654,26 @@ BOOST_AUTO_TEST_CASE(raw_archive_errors_say_where)
     write_text(x, "<?xml version=\"1.0\"?><cereal><a x=1></a></cereal>");
     msg = what_of([&] { load<checkpoint>(x); });
     BOOST_TEST(contains(msg, "not well-formed XML at offset"), msg);
+
+    // cereal's XML parser does not match closing tags to their elements: ember does.
+    const std::string prologue = "<?xml version=\"1.0\"?>";
+    write_text(x, prologue + "<cereal><a>1</b></cereal>");
+    msg = what_of([&] { load<checkpoint>(x); });
+    BOOST_TEST(contains(msg, "not well-formed XML at offset 33: the closing tag of 'b' does not "
+                             "match the element 'a' opened at offset 29"),
+               msg);
+    write_text(x, prologue + "<cereal></cereal></x>");
+    msg = what_of([&] { load<checkpoint>(x); });
+    BOOST_TEST(contains(msg, "the closing tag of 'x' closes no open element"), msg);
+    save(sample_checkpoint(), x);
+    std::string xml = read_text(x);
+    const std::size_t close = xml.rfind("</value0>");
+    BOOST_REQUIRE(close != std::string::npos);
+    xml.replace(close, 9, "</value7>");
+    write_text(x, xml);
+    msg = what_of([&] { load<checkpoint>(x); });
+    BOOST_TEST(contains(msg, "the closing tag of 'value7' does not match the element 'value0'"),
+               msg);
 
     std::string deep;
     for (int i = 0; i < 600; ++i)

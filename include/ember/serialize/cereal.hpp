@@ -854,7 +854,16 @@ void save(Archive& ar, const ordered_dict<V>& d, std::uint32_t /*version*/)
                                             [&]
                                             {
                                                 detail::save_string(ar, "key", key);
-                                                ar(cereal::make_nvp("value", value));
+                                                try
+                                                {
+                                                    ar(cereal::make_nvp("value", value));
+                                                }
+                                                catch (const value_error& e)
+                                                {
+                                                    throw value_error(
+                                                        "key " + detail::quoted(key, '\'', 64) +
+                                                        ": " + e.what());
+                                                }
                                             });
                         }
                     });

@@ -637,6 +637,13 @@ inline void validate_json(std::span<const std::byte> text, std::string_view name
             return true;
         }
     } h;
+    // rapidjson takes a NUL byte for the end of its input, so a file that went on past one
+    // ("{...}\0garbage") would pass; JSON text holds none (a string escapes it as \u0000).
+    if (const void* nul = std::memchr(text.data(), 0, text.size()))
+        throw file_error(name,
+                         "not valid JSON: a NUL byte at offset " +
+                             std::to_string(static_cast<const std::byte*>(nul) - text.data()) +
+                             " (JSON text holds none)");
     // MemoryStream stops at the end of the span: no terminating zero needed.
     EMBER_RAPIDJSON::MemoryStream stream(reinterpret_cast<const char*>(text.data()), text.size());
     EMBER_RAPIDJSON::Reader reader;
@@ -651,13 +658,21 @@ inline void validate_json(std::span<const std::byte> text, std::string_view name
                                    ": " + EMBER_RAPIDJSON::GetParseError_En(result.Code()));
 }
 
-/// Checks XML element nesting against max_text_depth (cereal's XML parser recurses per level).
-/// Counts conservatively: comments, declarations and CDATA are skipped, quoted attribute values
-/// are not taken for tags.
-inline void check_xml_depth(std::span<const std::byte> bytes, std::string_view name)
+/// Checks XML element nesting against max_text_depth (cereal's XML parser recurses per level)
+/// and that each closing tag names the element it closes, which cereal's parser does not check
+/// (`<value0>1</value1>` would load). Comments, declarations and CDATA are skipped, quoted
+/// attribute values are not taken for tags.
+inline void check_xml_structure(std::span<const std::byte> bytes, std::string_view name)
 {
     const std::string_view s(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-    std::size_t depth = 0;
+    auto name_at = [&](std::size_t from)
+    { return s.substr(from, s.find_first_of(" \t\r\n/>", from) - from); };
+    struct open_element
+    {
+        std::string_view name;
+        std::size_t offset;
+    };
+    std::vector<open_element> open; // at most max_text_depth
     std::size_t i = 0;
     auto skip_past = [&](std::string_view end)
     {
@@ -675,7 +690,20 @@ inline void check_xml_depth(std::span<const std::byte> bytes, std::string_view n
             skip_past(">");
         else if (i + 1 < s.size() && s[i + 1] == '/')
         {
-            depth -= depth > 0 ? 1 : 0;
+            const std::string_view closing = name_at(i + 2);
+            auto shown = [](std::string_view tag)
+            { return ember::detail::quoted(tag, '\'', 64, /*ascii_only=*/true); };
+            if (open.empty())
+                throw file_error(name, "not well-formed XML at offset " + std::to_string(start) +
+                                           ": the closing tag of " + shown(closing) +
+                                           " closes no open element");
+            if (closing != open.back().name)
+                throw file_error(name, "not well-formed XML at offset " + std::to_string(start) +
+                                           ": the closing tag of " + shown(closing) +
+                                           " does not match the element " +
+                                           shown(open.back().name) + " opened at offset " +
+                                           std::to_string(open.back().offset));
+            open.pop_back();
             skip_past(">");
         }
         else
@@ -694,9 +722,14 @@ inline void check_xml_depth(std::span<const std::byte> bytes, std::string_view n
             }
             if (j >= s.size())
                 break; // unterminated: the parser reports it
-            if (s[j - 1] != '/' && ++depth > max_text_depth)
-                throw file_error(name, "XML nested deeper than " + std::to_string(max_text_depth) +
-                                           " levels at offset " + std::to_string(start));
+            if (s[j - 1] != '/')
+            {
+                if (open.size() == max_text_depth)
+                    throw file_error(name, "XML nested deeper than " +
+                                               std::to_string(max_text_depth) +
+                                               " levels at offset " + std::to_string(start));
+                open.push_back({name_at(i + 1), start});
+            }
             i = j + 1;
         }
     }
@@ -814,7 +847,7 @@ void read_raw(std::span<const std::byte> bytes, std::string_view name, F&& body,
     if constexpr (is_json_archive_v<Archive>)
         validate_json(bytes, name);
     else if constexpr (text)
-        check_xml_depth(bytes, name);
+        check_xml_structure(bytes, name);
     span_source source(bytes);
     std::istream is(&source);
     auto where = [&]
@@ -1093,22 +1126,36 @@ void save(const T& obj, const std::filesystem::path& path, file_format format)
 {
     // The container, PyTorch's zip and safetensors stream into the file, each tensor written
     // from where it lies; cereal's own archives are built in memory first.
-    switch (format)
+    auto write = [&]
     {
-    case file_format::ember:
-        return detail::save_container(obj, path);
-    case file_format::pytorch:
-        return pytorch::save(obj, path);
-    case file_format::safetensors:
-        if constexpr (std::is_same_v<T, state_dict> || std::is_same_v<T, state_dict_view>)
-            return safetensors::save(obj, path);
-        else
-            throw detail::not_for_safetensors<T>("save");
-    default:
-        break;
+        switch (format)
+        {
+        case file_format::ember:
+            return detail::save_container(obj, path);
+        case file_format::pytorch:
+            return pytorch::save(obj, path);
+        case file_format::safetensors:
+            if constexpr (std::is_same_v<T, state_dict> || std::is_same_v<T, state_dict_view>)
+                return safetensors::save(obj, path);
+            else
+                throw detail::not_for_safetensors<T>("save");
+        default:
+            break;
+        }
+        const std::vector<std::byte> bytes = detail::encode(obj, format, pytorch::folder_for(path));
+        detail::atomic_write(path, bytes);
+    };
+    try
+    {
+        write();
     }
-    const std::vector<std::byte> bytes = detail::encode(obj, format, pytorch::folder_for(path));
-    detail::atomic_write(path, bytes);
+    catch (const value_error& e)
+    {
+        // What the format cannot hold (a value nested too deep, a string XML cannot carry),
+        // found before the file was touched: the message names the file too.
+        throw value_error(detail::quoted(path.string(), '\'') + " (" +
+                          std::string(format_name(format)) + "): " + e.what());
+    }
 }
 
 template <class T>

@@ -322,6 +322,21 @@ BOOST_AUTO_TEST_CASE(read_csv_handles_delimiters_quotes_crlf_bom_and_no_header)
     BOOST_TEST(nothing.size() == 0u);
 }
 
+BOOST_AUTO_TEST_CASE(read_csv_reads_a_file_that_reports_no_size_to_its_end)
+{
+    // /proc's files report a size of 0; this one holds one number and a newline.
+    const std::filesystem::path proc = "/proc/self/oom_score_adj";
+    if (!std::filesystem::exists(proc))
+        return; // not Linux
+    BOOST_REQUIRE(std::filesystem::file_size(proc) == 0u);
+    std::ifstream in(proc);
+    double expected = 0;
+    BOOST_REQUIRE(in >> expected);
+    const auto t = data::read_csv<double>(proc, {.header = false});
+    BOOST_TEST((t.shape() == std::array<std::size_t, 2>{1, 1}));
+    BOOST_TEST(t(0, 0) == expected);
+}
+
 BOOST_AUTO_TEST_CASE(read_csv_errors_name_the_file_line_and_column)
 {
     temp_dir dir;

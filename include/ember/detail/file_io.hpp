@@ -1020,6 +1020,24 @@ inline void read_exactly(int fd, std::span<std::byte> out, const std::string& na
     }
 }
 
+/// Appends what `fd` has left to `out`, until the end of the file.
+inline void read_to_end(int fd, std::vector<std::byte>& out, const std::string& name)
+{
+    constexpr std::size_t chunk = std::size_t{64} << 10;
+    for (;;)
+    {
+        const std::size_t got = out.size();
+        out.resize(got + chunk);
+        const ssize_t n = active_file_ops().read(fd, out.data() + got, chunk);
+        const int err = errno;
+        out.resize(got + static_cast<std::size_t>(n > 0 ? n : 0));
+        if (n == 0)
+            return;
+        if (n < 0 && err != EINTR)
+            throw io_error("cannot read '" + name + "': " + errno_text(err));
+    }
+}
+
 inline file_part read_file_part(const std::filesystem::path& path, std::size_t length,
                                 bool from_end)
 {
@@ -1046,6 +1064,9 @@ inline file_part read_file_part(const std::filesystem::path& path, std::size_t l
                            " bytes do not fit in memory");
         }
         read_exactly(fd, part.bytes, name);
+        // A whole file that reports no size (/proc, /sys) is read to its end.
+        if (length == std::numeric_limits<std::size_t>::max() && part.file_size == 0)
+            read_to_end(fd, part.bytes, name);
     }
     catch (...)
     {

@@ -20,6 +20,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -102,20 +103,39 @@ BOOST_AUTO_TEST_CASE(the_thread_count_is_at_least_one_and_is_what_was_set)
 #if defined(EMBER_WITH_ONEDNN)
 BOOST_AUTO_TEST_CASE(onednns_products_run_on_as_many_threads_as_their_size_and_the_setting_allow)
 {
-    // detail::gemm runs a oneDNN product on a thread per onednn_macs_per_thread multiply-adds,
-    // at most get_num_threads(), and leaves the calling thread's OpenMP setting as it was.
+    // detail::gemm runs a oneDNN product on a thread per onednn_macs_per_thread() multiply-adds
+    // (8 Mi where OMP_WAIT_POLICY=PASSIVE has OpenMP's threads sleep, 2 Mi where they spin), at
+    // most get_num_threads(), and leaves the calling thread's OpenMP setting as it was.
     using detail::blas::gemm_threads;
+    constexpr double sleeping = detail::blas::onednn_macs_per_sleeping_thread;
+    constexpr double spinning = detail::blas::onednn_macs_per_spinning_thread;
     {
         threads_for_scope eight(8);
-        BOOST_TEST(gemm_threads(512, 512, 128) == 4); // 32 Mi multiply-adds
-        BOOST_TEST(gemm_threads(8, 8, 8) == 1);
-        BOOST_TEST(gemm_threads(64, 256, 784) == 1); // the MLP's first layer at batch 64
-        BOOST_TEST(gemm_threads(256, 256, 784) == 6);
+        BOOST_TEST(gemm_threads(512, 512, 128, sleeping) == 4); // 32 Mi multiply-adds
+        BOOST_TEST(gemm_threads(512, 512, 128, spinning) == 8);
+        BOOST_TEST(gemm_threads(8, 8, 8, spinning) == 1);
+        BOOST_TEST(gemm_threads(64, 256, 784, sleeping) == 1); // the MLP's first layer, batch 64
+        BOOST_TEST(gemm_threads(64, 256, 784, spinning) == 6);
+        BOOST_TEST(gemm_threads(256, 256, 784, sleeping) == 6);
+        BOOST_TEST(gemm_threads(512, 512, 128) ==
+                   gemm_threads(512, 512, 128, detail::blas::onednn_macs_per_thread()));
         set_num_threads(2);
-        BOOST_TEST(gemm_threads(512, 512, 128) == 2);
+        BOOST_TEST(gemm_threads(512, 512, 128, sleeping) == 2);
         set_num_threads(1);
-        BOOST_TEST(gemm_threads(512, 512, 128) == 1);
+        BOOST_TEST(gemm_threads(512, 512, 128, spinning) == 1);
     }
+    // OMP_WAIT_POLICY as OpenMP reads it: PASSIVE in any case; unset or anything else spins.
+    using detail::blas::passive_wait_policy;
+    BOOST_TEST(passive_wait_policy("PASSIVE"));
+    BOOST_TEST(passive_wait_policy("passive"));
+    BOOST_TEST(passive_wait_policy("Passive"));
+    BOOST_TEST(!passive_wait_policy(nullptr));
+    BOOST_TEST(!passive_wait_policy("ACTIVE"));
+    BOOST_TEST(!passive_wait_policy(""));
+    BOOST_TEST(!passive_wait_policy("PASSIVE2"));
+    BOOST_TEST(!passive_wait_policy("PASS"));
+    const bool env_passive = passive_wait_policy(std::getenv("OMP_WAIT_POLICY"));
+    BOOST_TEST(detail::blas::onednn_macs_per_thread() == (env_passive ? sleeping : spinning));
     const auto product = [](std::size_t m, std::size_t n, std::size_t k)
     {
         std::vector<float> a(m * k, 1.f), b(k * n, 0.5f), c(m * n, -1.f);

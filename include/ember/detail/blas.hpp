@@ -13,7 +13,8 @@
 /// malloc and frees it in every call of more than a few thousand multiply-adds (not from
 /// operator new), where OpenBLAS on one thread takes none. The double products stay OpenBLAS's.
 /// The products then run on up to get_num_threads() threads (OpenMP's, in the calling thread's
-/// setting; one per 8 million multiply-adds of the product), as torch.set_num_threads sets
+/// setting; one per 2 million multiply-adds of the product where they spin while they wait,
+/// 8 million where OMP_WAIT_POLICY=PASSIVE has them sleep), as torch.set_num_threads sets
 /// PyTorch's.
 
 #include "ember/core/error.hpp"
@@ -29,6 +30,7 @@
 #include <cctype>
 #include <climits>
 #include <cstddef>
+#include <cstdlib>
 #include <string>
 
 namespace ember::detail
@@ -94,19 +96,48 @@ void gemm(F cblas, bool trans_a, bool trans_b, std::size_t m, std::size_t n, std
 }
 
 #if defined(EMBER_WITH_ONEDNN)
-/// Multiply-adds a thread of a oneDNN product gets at least. Waking a sleeping OpenMP thread
-/// costs tens of microseconds (OMP_WAIT_POLICY=PASSIVE: the MLP benchmark's products at batch
-/// 64 took 502 µs on two threads against 389 µs on one, on the AMD EPYC of docs/benchmarks.md),
-/// about what one thread takes for 4-8 million; from 8 million a thread, two threads were never
-/// slower than one, waiting actively or not, and at batch 256 took 1083 µs against 1489 µs.
-inline constexpr double onednn_macs_per_thread = 8.0 * (1 << 20);
+/// Whether an OMP_WAIT_POLICY of `value` (null: unset) has libgomp's threads sleep as soon as
+/// they wait: PASSIVE, in any case, as OpenMP reads it. Unset (GOMP's default: spin a while,
+/// then sleep) or ACTIVE, they spin between products close together, as a step's are.
+inline bool passive_wait_policy(const char* value) noexcept
+{
+    if (value == nullptr)
+        return false;
+    const char* passive = "passive";
+    for (; *value != '\0' && *passive != '\0'; ++value, ++passive)
+        if (std::tolower(static_cast<unsigned char>(*value)) != *passive)
+            return false;
+    return *value == '\0' && *passive == '\0';
+}
 
-/// The OpenMP threads a oneDNN product of m x n x k is worth: one per onednn_macs_per_thread
+/// Multiply-adds a thread of a oneDNN product gets at least, by how libgomp's threads wait.
+/// Waking a sleeping OpenMP thread costs tens of microseconds (OMP_WAIT_POLICY=PASSIVE: the MLP
+/// benchmark's products at batch 64 took 502 µs on two threads against 389 µs on one, on the
+/// AMD EPYC of docs/benchmarks.md), about what one thread takes for 4-8 million; from 8 million
+/// a thread, two threads were never slower than one, waiting actively or not, and at batch 256
+/// took 1083 µs against 1489 µs. A spinning thread starts at once: on the Intel Xeon of
+/// docs/benchmarks.md (m3v), two threads, GOMP's default, the same products at batch 64 took
+/// 369-375 µs from 2 million a thread, 449-464 from 4 and 631-647 from 8 (the first layer's
+/// 12.8 million then on one thread), the SGD step 671-682 against 782-817 µs, Adam's 706-737
+/// against 802-857; with PASSIVE, 2 million made the products slower (781-825 against 644-648).
+inline constexpr double onednn_macs_per_sleeping_thread = 8.0 * (1 << 20);
+inline constexpr double onednn_macs_per_spinning_thread = 2.0 * (1 << 20);
+
+/// onednn_macs_per_sleeping_thread where OMP_WAIT_POLICY is PASSIVE, else the spinning one
+/// (the environment read once, as libgomp reads it once).
+inline double onednn_macs_per_thread() noexcept
+{
+    static const bool sleeping = passive_wait_policy(std::getenv("OMP_WAIT_POLICY"));
+    return sleeping ? onednn_macs_per_sleeping_thread : onednn_macs_per_spinning_thread;
+}
+
+/// The OpenMP threads a oneDNN product of m x n x k is worth: one per `macs_per_thread`
 /// multiply-adds, at least 1, at most get_num_threads().
-inline int gemm_threads(std::size_t m, std::size_t n, std::size_t k) noexcept
+inline int gemm_threads(std::size_t m, std::size_t n, std::size_t k,
+                        double macs_per_thread = onednn_macs_per_thread()) noexcept
 {
     const double macs = double(m) * double(n) * double(k);
-    const double worth = std::clamp(macs / onednn_macs_per_thread, 1.0, 4096.0);
+    const double worth = std::clamp(macs / macs_per_thread, 1.0, 4096.0);
     return std::min(static_cast<int>(worth), get_num_threads());
 }
 

@@ -32,6 +32,7 @@
 #include <cstddef>
 #include <cstdlib>
 #include <string>
+#include <string_view>
 
 namespace ember::detail
 {
@@ -72,6 +73,16 @@ bool transposed_product_faster(std::size_t batch, std::size_t out, std::size_t i
 
 namespace blas
 {
+/// `text` with ASCII letters in lower case: the names these products read from the environment
+/// and from OpenBLAS come in either case.
+inline std::string ascii_lowercase(std::string_view text)
+{
+    std::string lower(text);
+    for (char& c : lower)
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return lower;
+}
+
 // CBLAS takes int extents (blasint is 32-bit in Debian's OpenBLAS): refuse rather than wrap.
 inline int to_int(std::size_t v, const char* what)
 {
@@ -99,15 +110,9 @@ void gemm(F cblas, bool trans_a, bool trans_b, std::size_t m, std::size_t n, std
 /// Whether an OMP_WAIT_POLICY of `value` (null: unset) has libgomp's threads sleep as soon as
 /// they wait: PASSIVE, in any case, as OpenMP reads it. Unset (GOMP's default: spin a while,
 /// then sleep) or ACTIVE, they spin between products close together, as a step's are.
-inline bool passive_wait_policy(const char* value) noexcept
+inline bool passive_wait_policy(const char* value)
 {
-    if (value == nullptr)
-        return false;
-    const char* passive = "passive";
-    for (; *value != '\0' && *passive != '\0'; ++value, ++passive)
-        if (std::tolower(static_cast<unsigned char>(*value)) != *passive)
-            return false;
-    return *value == '\0' && *passive == '\0';
+    return value != nullptr && ascii_lowercase(value) == "passive";
 }
 
 /// Multiply-adds a thread of a oneDNN product gets at least, by how libgomp's threads wait.
@@ -125,7 +130,7 @@ inline constexpr double onednn_macs_per_spinning_thread = 2.0 * (1 << 20);
 
 /// onednn_macs_per_sleeping_thread where OMP_WAIT_POLICY is PASSIVE, else the spinning one
 /// (the environment read once, as libgomp reads it once).
-inline double onednn_macs_per_thread() noexcept
+inline double onednn_macs_per_thread()
 {
     static const bool sleeping = passive_wait_policy(std::getenv("OMP_WAIT_POLICY"));
     return sleeping ? onednn_macs_per_sleeping_thread : onednn_macs_per_spinning_thread;
@@ -134,7 +139,7 @@ inline double onednn_macs_per_thread() noexcept
 /// The OpenMP threads a oneDNN product of m x n x k is worth: one per `macs_per_thread`
 /// multiply-adds, at least 1, at most get_num_threads().
 inline int gemm_threads(std::size_t m, std::size_t n, std::size_t k,
-                        double macs_per_thread = onednn_macs_per_thread()) noexcept
+                        double macs_per_thread = onednn_macs_per_thread())
 {
     const double macs = double(m) * double(n) * double(k);
     const double worth = std::clamp(macs / macs_per_thread, 1.0, 4096.0);
@@ -210,9 +215,7 @@ inline bool openblas_avx512_kernels() noexcept
         const char* core = openblas_get_corename();
         if (core == nullptr)
             return false;
-        std::string name(core);
-        for (char& c : name)
-            c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        const std::string name = blas::ascii_lowercase(core);
         return name == "skylakex" || name == "cooperlake" || name == "sapphirerapids";
     }();
     return avx512;

@@ -667,6 +667,8 @@ inline void check_xml_structure(std::span<const std::byte> bytes, std::string_vi
     const std::string_view s(reinterpret_cast<const char*>(bytes.data()), bytes.size());
     auto name_at = [&](std::size_t from)
     { return s.substr(from, s.find_first_of(" \t\r\n/>", from) - from); };
+    auto shown = [](std::string_view tag)
+    { return ember::detail::quoted(tag, '\'', 64, /*ascii_only=*/true); };
     struct open_element
     {
         std::string_view name;
@@ -691,8 +693,6 @@ inline void check_xml_structure(std::span<const std::byte> bytes, std::string_vi
         else if (i + 1 < s.size() && s[i + 1] == '/')
         {
             const std::string_view closing = name_at(i + 2);
-            auto shown = [](std::string_view tag)
-            { return ember::detail::quoted(tag, '\'', 64, /*ascii_only=*/true); };
             if (open.empty())
                 throw file_error(name, "not well-formed XML at offset " + std::to_string(start) +
                                            ": the closing tag of " + shown(closing) +

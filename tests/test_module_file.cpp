@@ -2,6 +2,8 @@
 // route, written from the parameters and loaded into them without a state_dict in between,
 // and every way such a load can fail leaves the model as it was. On the test device.
 #include <ember/core/generator.hpp>
+#include <ember/detail/simd_dispatch.hpp>
+#include <ember/detail/stream_copy.hpp>
 #include <ember/nn/batchnorm.hpp>
 #include <ember/nn/linear.hpp>
 #include <ember/nn/sequential.hpp>
@@ -142,32 +144,41 @@ BOOST_AUTO_TEST_CASE(loading_into_a_model_reads_every_format_a_state_dict_does)
 
 BOOST_AUTO_TEST_CASE(stream_copy_copies_every_byte_at_every_alignment_and_size)
 {
-    // Sizes around the threshold and the 16-byte and 64-byte steps of the non-temporal loop,
-    // source and destination each at every offset within 16 bytes.
+    // Sizes around the threshold and the 64-byte lines of the non-temporal loops, the source
+    // and the destination each at offsets across a cache line, in every instruction set the
+    // CPU runs (detail/simd_dispatch.hpp: the loops' stores are 16, 32 or 64 bytes wide).
     const std::size_t t = detail::stream_copy_threshold;
     std::vector<std::byte> src(t + 256), dst(t + 256);
     for (std::size_t i = 0; i < src.size(); ++i)
         src[i] = static_cast<std::byte>((i * 131 + 7) % 251);
-    for (std::size_t n : {std::size_t(0), std::size_t(1), std::size_t(15), std::size_t(64),
-                          std::size_t(100), t - 1, t, t + 1, t + 63, t + 64, t + 200})
-        for (std::size_t s_off = 0; s_off < 16; s_off += 5)
-            for (std::size_t d_off = 0; d_off < 16; d_off += 3)
-            {
-                std::fill(dst.begin(), dst.end(), std::byte{0xAA});
-                detail::stream_copy(dst.data() + d_off, src.data() + s_off, n);
-                BOOST_TEST_CONTEXT("n " << n << ", source +" << s_off << ", destination +" << d_off)
+    const auto runnable = static_cast<int>(detail::runnable_simd_isa());
+    for (int isa = 0; isa <= runnable; ++isa)
+    {
+        detail::limit_simd_isa(static_cast<detail::simd_isa>(isa));
+        BOOST_TEST(static_cast<int>(detail::active_memory_simd_isa()) == isa);
+        for (std::size_t n : {std::size_t(0), std::size_t(1), std::size_t(15), std::size_t(64),
+                              std::size_t(100), t - 1, t, t + 1, t + 63, t + 64, t + 200})
+            for (std::size_t s_off = 0; s_off < 64; s_off += 21)
+                for (std::size_t d_off = 0; d_off < 64; d_off += 21)
                 {
-                    BOOST_TEST(std::memcmp(dst.data() + d_off, src.data() + s_off, n) == 0);
-                    // Nothing outside [d_off, d_off + n) is touched.
-                    const auto untouched = [&](std::size_t from, std::size_t to)
+                    std::fill(dst.begin(), dst.end(), std::byte{0xAA});
+                    detail::stream_copy(dst.data() + d_off, src.data() + s_off, n);
+                    BOOST_TEST_CONTEXT("instruction set " << isa << ", n " << n << ", source +"
+                                                          << s_off << ", destination +" << d_off)
                     {
-                        return std::all_of(dst.begin() + from, dst.begin() + to,
-                                           [](std::byte b) { return b == std::byte{0xAA}; });
-                    };
-                    BOOST_TEST(untouched(0, d_off));
-                    BOOST_TEST(untouched(d_off + n, dst.size()));
+                        BOOST_TEST(std::memcmp(dst.data() + d_off, src.data() + s_off, n) == 0);
+                        // Nothing outside [d_off, d_off + n) is touched.
+                        const auto untouched = [&](std::size_t from, std::size_t to)
+                        {
+                            return std::all_of(dst.begin() + from, dst.begin() + to,
+                                               [](std::byte b) { return b == std::byte{0xAA}; });
+                        };
+                        BOOST_TEST(untouched(0, d_off));
+                        BOOST_TEST(untouched(d_off + n, dst.size()));
+                    }
                 }
-            }
+    }
+    detail::reset_simd_isa();
 }
 
 BOOST_AUTO_TEST_CASE(a_large_host_tensor_is_zeroed_and_on_huge_page_boundaries)

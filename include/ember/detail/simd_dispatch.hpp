@@ -1,10 +1,11 @@
 #pragma once
 /// @file
 /// Run-time choice of an instruction set for ember's hottest host loops (the optimizers'
-/// updates). Meson's release build targets baseline x86-64 (SSE2), where those loops are 4
-/// floats wide; with GCC or Clang on x86-64 the same loops are also compiled for AVX2 and for
-/// AVX-512 (a `target` attribute on template functions, so the library stays header-only and
-/// every translation unit emits the same definitions), and one is picked once, at run time:
+/// updates, and stream_copy's copy of a loaded file into the parameters). Meson's release build
+/// targets baseline x86-64 (SSE2), where those loops are 4 floats wide; with GCC or Clang on x86-64
+/// the same loops are also compiled for AVX2 and for AVX-512 (a `target` attribute on template
+/// functions, so the library stays header-only and every translation unit emits the same
+/// definitions), and one is picked once, at run time:
 ///
 /// - AVX2 where `__builtin_cpu_supports` says the CPU has it: Adam's update over 270k
 ///   parameters takes half the baseline's time.
@@ -19,6 +20,8 @@
 ///   against 171.4-175.8 in AVX2 (0-6% less), SGD's 99.3-102.5 against 97.9-100.6 (1-5% more).
 ///   Too little either way to give up AVX2 on Intel CPUs, some of which lower their clock
 ///   under 512-bit work. Hence a rule by vendor and family rather than by feature bits alone.
+/// - Loops bound by memory alone (stream_copy) take the widest the CPU runs on any vendor
+///   (active_memory_simd_isa): one store per cache line, no arithmetic to slow down.
 ///
 /// Every variant gives the baseline build's results bit for bit: it is the same source in the
 /// same order of operations, IEEE division and square root are correctly rounded in every
@@ -111,6 +114,12 @@ void reset_simd_isa() noexcept;
 /// asked for.
 simd_isa active_simd_isa() noexcept;
 
+/// @brief The variant loops bound by memory rather than by arithmetic use now (stream_copy's
+/// non-temporal stores): the widest the CPU runs, Intel's AVX-512 included, since a store of a
+/// whole cache line at once neither lowers the clock in a way a memory-bound loop feels nor
+/// changes any result; or what limit_simd_isa() asked for.
+simd_isa active_memory_simd_isa() noexcept;
+
 /*******************
  * implementation  *
  *******************/
@@ -188,6 +197,14 @@ inline simd_isa active_simd_isa() noexcept
         return host_simd_isa();
     const simd_isa runnable = runnable_simd_isa();
     return static_cast<simd_isa>(limit) < runnable ? static_cast<simd_isa>(limit) : runnable;
+}
+
+inline simd_isa active_memory_simd_isa() noexcept
+{
+    const int limit = simd_isa_limit().load(std::memory_order_relaxed);
+    const simd_isa runnable = runnable_simd_isa();
+    return limit >= 0 && static_cast<simd_isa>(limit) < runnable ? static_cast<simd_isa>(limit)
+                                                                 : runnable;
 }
 
 } // namespace ember::detail

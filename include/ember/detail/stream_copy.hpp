@@ -16,6 +16,7 @@
 
 #include "ember/detail/parallel.hpp"
 #include "ember/detail/precompiled.hpp"
+#include "ember/detail/simd_dispatch.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -34,6 +35,91 @@ namespace ember::detail
 
 inline constexpr std::size_t stream_copy_threshold = std::size_t(1) << 20;
 
+#if EMBER_STREAM_COPY_SSE2
+/// Asks for the source line `ahead` bytes past offset `i` of the `n` to copy into L2, while
+/// it is in bounds: one core's hardware prefetcher keeps too few reads in flight. Measured on
+/// a 2-vCPU Intel Xeon (KVM), one thread, a mapped 400 MB container copied into 25
+/// parameters: 32.0-32.5 ms without, 30.7-31.0 with; its whole ember::load 56.0-57.0 ms,
+/// 53.4-53.8 with. (The same for the CRC-32 pass, 1 KiB pieces, made no difference there.)
+EMBER_SIMD_INLINE void stream_copy_prefetch(const unsigned char* s, std::size_t i,
+                                            std::size_t n) noexcept
+{
+    constexpr std::size_t ahead = 4096;
+    if (ahead < n - i)
+        _mm_prefetch(reinterpret_cast<const char*>(s + i + ahead), _MM_HINT_T1);
+}
+
+// The non-temporal loops: `n` a multiple of 64, `d` on a cache line; a line at a time, read
+// with plain loads and written whole with non-temporal stores. Each instruction set has its
+// own, the widest the CPU runs picked at run time (active_memory_simd_isa): the wider the
+// stores, the fewer pieces each line's write-combining buffer gathers. Measured on the Intel
+// Xeon above, a mapped 400 MB container copied into 25 parameters on 2 MiB pages, one thread,
+// best of nine: in a loop of each width taking turns, 16-byte stores 35.5-36.5 ms, 32-byte
+// 33.1-33.6, 64-byte 32.3-32.6 (three runs); stream_copy_serial built as Meson's release
+// build (x86-64 baseline, -O3), four runs taking turns, 37.2-38.4 ms before the 64-byte loop
+// and 32.8-33.6 with it.
+inline void stream_lines_sse2(unsigned char* d, const unsigned char* s, std::size_t n) noexcept
+{
+    for (std::size_t i = 0; i < n; i += 64)
+    {
+        stream_copy_prefetch(s, i, n);
+        const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
+        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 16));
+        const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 32));
+        const __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 48));
+        _mm_stream_si128(reinterpret_cast<__m128i*>(d + i), a);
+        _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 16), b);
+        _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 32), c);
+        _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 48), e);
+    }
+}
+
+#if EMBER_SIMD_DISPATCH
+// The wider loops in the compilers' own vector types and builtins rather than <immintrin.h>'s
+// intrinsics, which cost every translation unit that includes them about 0.45 s more to compile
+// (GCC 12, against 0.03 s for <emmintrin.h>): loads from anywhere (aligned(1), as
+// _mm256_loadu_si256 and _mm512_loadu_si512), and non-temporal stores to an address aligned to
+// the vector's width (as _mm256_stream_si256 and _mm512_stream_si512).
+using stream_vector32 = long long __attribute__((vector_size(32)));
+using stream_vector32_from = long long __attribute__((vector_size(32), aligned(1), may_alias));
+using stream_vector64 = long long __attribute__((vector_size(64)));
+using stream_vector64_from = long long __attribute__((vector_size(64), aligned(1), may_alias));
+#if defined(__clang__)
+#define EMBER_STREAM_STORE32(p, v) __builtin_nontemporal_store(v, p)
+#define EMBER_STREAM_STORE64(p, v) __builtin_nontemporal_store(v, p)
+#else
+#define EMBER_STREAM_STORE32(p, v) __builtin_ia32_movntdq256(p, v)
+#define EMBER_STREAM_STORE64(p, v) __builtin_ia32_movntdq512(p, v)
+#endif
+
+EMBER_TARGET_AVX2 inline void stream_lines_avx2(unsigned char* d, const unsigned char* s,
+                                                std::size_t n) noexcept
+{
+    for (std::size_t i = 0; i < n; i += 64)
+    {
+        stream_copy_prefetch(s, i, n);
+        const stream_vector32 a = *reinterpret_cast<const stream_vector32_from*>(s + i);
+        const stream_vector32 b = *reinterpret_cast<const stream_vector32_from*>(s + i + 32);
+        EMBER_STREAM_STORE32(reinterpret_cast<stream_vector32*>(d + i), a);
+        EMBER_STREAM_STORE32(reinterpret_cast<stream_vector32*>(d + i + 32), b);
+    }
+}
+
+EMBER_TARGET_AVX512 inline void stream_lines_avx512(unsigned char* d, const unsigned char* s,
+                                                    std::size_t n) noexcept
+{
+    for (std::size_t i = 0; i < n; i += 64)
+    {
+        stream_copy_prefetch(s, i, n);
+        const stream_vector64 a = *reinterpret_cast<const stream_vector64_from*>(s + i);
+        EMBER_STREAM_STORE64(reinterpret_cast<stream_vector64*>(d + i), a);
+    }
+}
+#undef EMBER_STREAM_STORE32
+#undef EMBER_STREAM_STORE64
+#endif
+#endif
+
 /// @brief stream_copy on the calling thread alone.
 inline void stream_copy_serial(void* dst, const void* src, std::size_t n) noexcept
 {
@@ -42,35 +128,32 @@ inline void stream_copy_serial(void* dst, const void* src, std::size_t n) noexce
     {
         auto* d = static_cast<unsigned char*>(dst);
         const auto* s = static_cast<const unsigned char*>(src);
-        // Non-temporal stores need a 16-byte aligned destination; the source may be anywhere.
-        const std::size_t head = (16 - (reinterpret_cast<std::uintptr_t>(d) & 15)) & 15;
+        // The destination from a cache line's start, so that each line is written whole (and
+        // each store aligned to its width, as non-temporal stores must be); the source may be
+        // anywhere.
+        const std::size_t head = (64 - (reinterpret_cast<std::uintptr_t>(d) & 63)) & 63;
         std::memcpy(d, s, head);
         d += head;
         s += head;
         n -= head;
-        // A cache line at a time: four loads, then four stores; the source line 4 KiB ahead
-        // asked for into L2 first while there is one, since one core's hardware prefetcher
-        // keeps too few reads in flight. Measured on a 2-vCPU Intel Xeon (KVM), one thread,
-        // a mapped 400 MB container copied into 25 parameters: 32.0-32.5 ms without, 30.7-31.0
-        // with; its whole ember::load 56.0-57.0 ms, 53.4-53.8 with. (The same for the CRC-32
-        // pass, 1 KiB pieces, made no difference there.)
-        constexpr std::size_t ahead = 4096;
-        const std::size_t prefetch_end = n >= ahead + 64 ? n - ahead - 63 : 0; // in bounds
-        std::size_t i = 0;
-        for (; i + 64 <= n; i += 64)
+        const std::size_t lines = n & ~std::size_t{63};
+#if EMBER_SIMD_DISPATCH
+        switch (active_memory_simd_isa())
         {
-            if (i < prefetch_end)
-                _mm_prefetch(reinterpret_cast<const char*>(s + i + ahead), _MM_HINT_T1);
-            const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
-            const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 16));
-            const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 32));
-            const __m128i e = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 48));
-            _mm_stream_si128(reinterpret_cast<__m128i*>(d + i), a);
-            _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 16), b);
-            _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 32), c);
-            _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 48), e);
+        case simd_isa::avx512:
+            stream_lines_avx512(d, s, lines);
+            break;
+        case simd_isa::avx2:
+            stream_lines_avx2(d, s, lines);
+            break;
+        case simd_isa::baseline:
+            stream_lines_sse2(d, s, lines);
+            break;
         }
-        std::memcpy(d + i, s + i, n - i);
+#else
+        stream_lines_sse2(d, s, lines);
+#endif
+        std::memcpy(d + lines, s + lines, n - lines);
         // Non-temporal stores are weakly ordered: make them visible before anything after the
         // copy (another thread told the load is done) can be.
         _mm_sfence();

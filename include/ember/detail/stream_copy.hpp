@@ -53,11 +53,13 @@ EMBER_SIMD_INLINE void stream_copy_prefetch(const unsigned char* s, std::size_t 
 // with plain loads and written whole with non-temporal stores. Each instruction set has its
 // own, the widest the CPU runs picked at run time (active_memory_simd_isa): the wider the
 // stores, the fewer pieces each line's write-combining buffer gathers. Measured on the Intel
-// Xeon above, a mapped 400 MB container copied into 25 parameters on 2 MiB pages, one thread,
-// best of nine: in a loop of each width taking turns, 16-byte stores 35.5-36.5 ms, 32-byte
-// 33.1-33.6, 64-byte 32.3-32.6 (three runs); stream_copy_serial built as Meson's release
-// build (x86-64 baseline, -O3), four runs taking turns, 37.2-38.4 ms before the 64-byte loop
-// and 32.8-33.6 with it.
+// Xeon above, one thread, 400 MB copied from a mapped file into 25 parameters on 2 MiB pages,
+// best of nine: from the file's start (every tensor's source on a line), a loop of each width
+// taking turns, 16-byte stores 35.5-36.5 ms, 32-byte 33.1-33.6, 64-byte 32.3-32.6 (three runs).
+// In ember::load, the 16- and 64-byte loops taking turns in one process (limit_simd_isa), best
+// of fifteen loads each: a .pth, whose tensors start on 64-byte boundaries, 65.0-71.9 ms →
+// 62.2-69.1 (three runs); the container and safetensors, whose tensors start off a line (so
+// that a wide load straddles two), unchanged (81.7 and 78.3 → 80.9 and 79.2; 36.6 → 37.0).
 inline void stream_lines_sse2(unsigned char* d, const unsigned char* s, std::size_t n) noexcept
 {
     for (std::size_t i = 0; i < n; i += 64)

@@ -201,10 +201,9 @@ inline simd_isa active_simd_isa() noexcept
 
 inline simd_isa active_memory_simd_isa() noexcept
 {
-    const int limit = simd_isa_limit().load(std::memory_order_relaxed);
-    const simd_isa runnable = runnable_simd_isa();
-    return limit >= 0 && static_cast<simd_isa>(limit) < runnable ? static_cast<simd_isa>(limit)
-                                                                 : runnable;
+    // Under a limit, the optimizers' variant (the limit, or what the CPU runs below it).
+    return simd_isa_limit().load(std::memory_order_relaxed) < 0 ? runnable_simd_isa()
+                                                                : active_simd_isa();
 }
 
 } // namespace ember::detail

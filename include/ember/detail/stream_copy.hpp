@@ -82,10 +82,13 @@ inline void stream_lines_sse2(unsigned char* d, const unsigned char* s, std::siz
 // (GCC 12, against 0.03 s for <emmintrin.h>): loads from anywhere (aligned(1), as
 // _mm256_loadu_si256 and _mm512_loadu_si512), and non-temporal stores to an address aligned to
 // the vector's width (as _mm256_stream_si256 and _mm512_stream_si512).
-using stream_vector32 = long long __attribute__((vector_size(32)));
-using stream_vector32_from = long long __attribute__((vector_size(32), aligned(1), may_alias));
-using stream_vector64 = long long __attribute__((vector_size(64)));
-using stream_vector64_from = long long __attribute__((vector_size(64), aligned(1), may_alias));
+// typedefs, not alias-declarations: Clang 16 drops aligned(1) from `using X = T
+// __attribute__((vector_size(64), aligned(1)))`, and loads from off a line through it with an
+// aligned load, which faults.
+typedef long long stream_vector32 __attribute__((vector_size(32)));
+typedef long long stream_vector32_from __attribute__((vector_size(32), aligned(1), may_alias));
+typedef long long stream_vector64 __attribute__((vector_size(64)));
+typedef long long stream_vector64_from __attribute__((vector_size(64), aligned(1), may_alias));
 #if defined(__clang__)
 #define EMBER_STREAM_STORE32(p, v) __builtin_nontemporal_store(v, p)
 #define EMBER_STREAM_STORE64(p, v) __builtin_nontemporal_store(v, p)

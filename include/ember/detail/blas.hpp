@@ -22,7 +22,15 @@
 
 #include <cblas.h>
 #if defined(EMBER_WITH_ONEDNN)
-#include <omp.h> // omp_set_num_threads: libdnnl's threads are libgomp's
+// omp_get_max_threads, omp_set_num_threads: libdnnl's threads are libgomp's (linked by ember's
+// build). Clang looks for <omp.h> among its own headers, where only libomp-dev puts one;
+// without it, the two are declared here as libgomp exports them.
+#if __has_include(<omp.h>)
+#include <omp.h>
+#else
+extern "C" int omp_get_max_threads();
+extern "C" void omp_set_num_threads(int);
+#endif
 #include <oneapi/dnnl/dnnl.h>
 #endif
 

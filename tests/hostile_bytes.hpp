@@ -25,9 +25,13 @@
 namespace hostile
 {
 
-/// The tensor record version this build writes.
-inline const std::uint32_t tensor_record_version =
-    cereal::detail::Version<ember::host_tensor>::version;
+/// The tensor record version this build writes. A function, not a variable: cereal sets
+/// Version<T>::version in dynamic initialization, which a variable initialized from it may
+/// precede (it read 0 built with Clang 16).
+inline std::uint32_t tensor_record_version()
+{
+    return cereal::detail::Version<ember::host_tensor>::version;
+}
 
 /// Appends little-endian fields: the payload of a portable binary archive.
 struct payload

@@ -134,7 +134,6 @@ EMBER_TARGET_AVX512 inline void stream_lines_avx512(unsigned char* d, const unsi
 // medians of 21 loads, a container 63.5, 65.6, 64.3 ms → 63.3, 64.7, 62.9 and safetensors 37.0,
 // 37.0, 37.2 → 36.7, 36.8, 36.7 (three runs).
 typedef char stream_bytes64 __attribute__((vector_size(64)));
-typedef long long stream_vector64_line __attribute__((vector_size(64), may_alias));
 #if defined(__clang__)
 #define EMBER_TWO_LINE_BYTES(a, index, b)                                                          \
     reinterpret_cast<stream_vector64>(__builtin_ia32_vpermi2varqi512(                              \
@@ -153,26 +152,25 @@ stream_lines_avx512_from_off_line(unsigned char* d, const unsigned char* s, std:
     stream_bytes64 index;                      // byte k of the output: byte r + k of (a, b)
     for (std::size_t k = 0; k < 64; ++k)
         index[k] = static_cast<char>(r + k);
-    // (No lambdas: they would not be compiled for this function's target.)
-    using from_line = const stream_vector64_line*;
-    using from_anywhere = const stream_vector64_from*;
-    EMBER_STREAM_STORE64(reinterpret_cast<stream_vector64*>(d),
-                         *reinterpret_cast<from_anywhere>(s));
-    stream_vector64 a = *reinterpret_cast<from_line>(lines);
+    // Every read through stream_vector64_from (an unaligned load costs the same as an aligned
+    // one when the address is on a line); no lambdas: they would not get this target.
+    using from = const stream_vector64_from*;
+    EMBER_STREAM_STORE64(reinterpret_cast<stream_vector64*>(d), *reinterpret_cast<from>(s));
+    stream_vector64 a = *reinterpret_cast<from>(lines);
     std::size_t i = 64;
     // Output line i is source bytes [i, i + 64): the end of the line at lines + i - 64 and
     // the start of the one at lines + i, which lies inside the source while i + 64 < n.
     for (; i + 64 < n; i += 64)
     {
         stream_copy_prefetch(s, i, n);
-        const stream_vector64 b = *reinterpret_cast<from_line>(lines + i);
+        const stream_vector64 b = *reinterpret_cast<from>(lines + i);
         EMBER_STREAM_STORE64(reinterpret_cast<stream_vector64*>(d + i),
                              EMBER_TWO_LINE_BYTES(a, index, b));
         a = b;
     }
     if (i < n)
         EMBER_STREAM_STORE64(reinterpret_cast<stream_vector64*>(d + i),
-                             *reinterpret_cast<from_anywhere>(s + i));
+                             *reinterpret_cast<from>(s + i));
 }
 
 // Whether the CPU runs stream_lines_avx512_from_off_line (asked once).

@@ -146,12 +146,15 @@ BOOST_AUTO_TEST_CASE(loading_into_a_model_reads_every_format_a_state_dict_does)
 
 BOOST_AUTO_TEST_CASE(stream_copy_copies_every_byte_at_every_alignment_and_size)
 {
-    // Sizes around the threshold and the 64-byte lines of the non-temporal loops, the source
-    // and the destination each at offsets from a cache line's start across a line, in every
-    // instruction set the CPU runs (detail/simd_dispatch.hpp: the loops' stores are 16, 32 or
-    // 64 bytes wide; with AVX-512 VBMI a source off a line is read a line at a time).
+    // Sizes around the threshold and the 64-byte lines of the non-temporal loops and around the
+    // streams' pieces they are read in (a row: a piece of each stream; what is left after the
+    // last whole row is copied as one stream), the source and the destination each at offsets
+    // from a cache line's start across a line, in every instruction set the CPU runs
+    // (detail/simd_dispatch.hpp: the loops' stores are 16, 32 or 64 bytes wide; with AVX-512
+    // VBMI a source off a line is read a line at a time).
     const std::size_t t = detail::stream_copy_threshold;
-    const std::size_t size = 63 + t + 200; // the largest offset and size below
+    const std::size_t row = detail::stream_copy_streams * detail::stream_copy_piece;
+    const std::size_t size = 63 + t + 3 * row; // the largest offset and size below
     std::vector<std::byte> src_buffer(size + 63), dst_buffer(size + 63);
     const auto on_line = [](std::vector<std::byte>& v)
     { return v.data() + ((64 - (reinterpret_cast<std::uintptr_t>(v.data()) & 63)) & 63); };
@@ -165,7 +168,8 @@ BOOST_AUTO_TEST_CASE(stream_copy_copies_every_byte_at_every_alignment_and_size)
         detail::limit_simd_isa(static_cast<detail::simd_isa>(isa));
         BOOST_TEST(static_cast<int>(detail::active_memory_simd_isa()) == isa);
         for (std::size_t n : {std::size_t(0), std::size_t(1), std::size_t(15), std::size_t(64),
-                              std::size_t(100), t - 1, t, t + 1, t + 63, t + 64, t + 200})
+                              std::size_t(100), t - 1, t, t + 1, t + 63, t + 64, t + 200,
+                              t + row + 64, t + 3 * row - 64, t + 3 * row})
             for (std::size_t s_off = 0; s_off < 64; s_off += 21)
                 for (std::size_t d_off = 0; d_off < 64; d_off += 21)
                 {

@@ -43,10 +43,8 @@ inline constexpr std::size_t stream_copy_piece = 512;
 /// stream, stream_lines_interleaved): one core's hardware prefetcher keeps too few reads in
 /// flight. Measured on a 2-vCPU Intel Xeon (KVM), one thread, a mapped 400 MB container copied
 /// into 25 parameters (one stream then, 4 KiB ahead): 32.0-32.5 ms without, 30.7-31.0 with; its
-/// whole ember::load 56.0-57.0 ms, 53.4-53.8 with. (Asking ahead into L1 in the CRC-32 pass
-/// took a 400 MB mapping's checksum alone from 31.7 to 28.5 ms, but a load's, tensor by tensor,
-/// not at all, so it does not.) At the source's end this asks for up to a piece past it: a
-/// prefetch never faults.
+/// whole ember::load 56.0-57.0 ms, 53.4-53.8 with. At the source's end this asks for up to a
+/// piece past it: a prefetch never faults.
 EMBER_SIMD_INLINE void stream_copy_prefetch(const unsigned char* s, std::size_t i) noexcept
 {
     _mm_prefetch(reinterpret_cast<const char*>(s + i + stream_copy_piece), _MM_HINT_T1);
@@ -204,7 +202,7 @@ using lines_loop = void (*)(unsigned char* d, const unsigned char* s, std::size_
 /// side: the lines are cut into that many runs, and a piece of each run is copied in turn.
 /// One stream read from the start to the end leaves one core fewer reads in flight than the
 /// memory can serve; several, each followed by the hardware prefetcher on its own page, keep
-/// more. Measured on the Intel Xeon below, one thread, 400 MB from a mapped file into 25
+/// more. Measured on the Intel Xeon above, one thread, 400 MB from a mapped file into 25
 /// parameters, medians of 21 taking turns: one stream 36.3 and 37.1 ms, 4 streams of 1 KiB
 /// pieces 35.0, 8 of 512 B 34.0 and 35.0 (16 streams, or 2 KiB pieces, slower). In ember::load
 /// at one thread, this and one stream taking turns in one process, medians of 21 (25) loads,

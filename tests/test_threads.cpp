@@ -32,8 +32,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
-// omp_set_num_threads and omp_get_max_threads (with oneDNN) come with ember/detail/blas.hpp,
-// which declares them where the compiler has no <omp.h> (Clang without libomp-dev).
+// omp_set_num_threads, omp_get_max_threads and GOMP_parallel (with oneDNN) come with
+// ember/detail/openmp.hpp, which declares them where the compiler has no <omp.h> (Clang without
+// libomp-dev).
 
 using namespace ember;
 using test::contains;
@@ -103,7 +104,7 @@ BOOST_AUTO_TEST_CASE(the_thread_count_is_at_least_one_and_is_what_was_set)
 BOOST_AUTO_TEST_CASE(onednns_products_run_on_as_many_threads_as_their_size_and_the_setting_allow)
 {
     // detail::gemm runs a oneDNN product on a thread per onednn_macs_per_thread() multiply-adds
-    // (8 Mi where OMP_WAIT_POLICY=PASSIVE has OpenMP's threads sleep, 2 Mi where they spin), at
+    // (8 Mi where OMP_WAIT_POLICY=PASSIVE has OpenMP's threads sleep, 0.5 Mi where they spin), at
     // most get_num_threads(), and leaves the calling thread's OpenMP setting as it was.
     using detail::blas::gemm_threads;
     constexpr double sleeping = detail::blas::onednn_macs_per_sleeping_thread;
@@ -114,7 +115,8 @@ BOOST_AUTO_TEST_CASE(onednns_products_run_on_as_many_threads_as_their_size_and_t
         BOOST_TEST(gemm_threads(512, 512, 128, spinning) == 8);
         BOOST_TEST(gemm_threads(8, 8, 8, spinning) == 1);
         BOOST_TEST(gemm_threads(64, 256, 784, sleeping) == 1); // the MLP's first layer, batch 64
-        BOOST_TEST(gemm_threads(64, 256, 784, spinning) == 6);
+        BOOST_TEST(gemm_threads(64, 256, 784, spinning) == 8);
+        BOOST_TEST(gemm_threads(16, 256, 784, spinning) == 6); // batch 16: 3.1 Mi
         BOOST_TEST(gemm_threads(256, 256, 784, sleeping) == 6);
         BOOST_TEST(gemm_threads(512, 512, 128) ==
                    gemm_threads(512, 512, 128, detail::blas::onednn_macs_per_thread()));
@@ -124,7 +126,7 @@ BOOST_AUTO_TEST_CASE(onednns_products_run_on_as_many_threads_as_their_size_and_t
         BOOST_TEST(gemm_threads(512, 512, 128, spinning) == 1);
     }
     // OMP_WAIT_POLICY as OpenMP reads it: PASSIVE in any case; unset or anything else spins.
-    using detail::blas::passive_wait_policy;
+    using detail::passive_wait_policy;
     BOOST_TEST(passive_wait_policy("PASSIVE"));
     BOOST_TEST(passive_wait_policy("passive"));
     BOOST_TEST(passive_wait_policy("Passive"));
@@ -135,6 +137,8 @@ BOOST_AUTO_TEST_CASE(onednns_products_run_on_as_many_threads_as_their_size_and_t
     BOOST_TEST(!passive_wait_policy("PASS"));
     const bool env_passive = passive_wait_policy(std::getenv("OMP_WAIT_POLICY"));
     BOOST_TEST(detail::blas::onednn_macs_per_thread() == (env_passive ? sleeping : spinning));
+    // the optimizers' updates run on the products' threads where those spin
+    BOOST_TEST(detail::elementwise_parts_on_openmp() == !env_passive);
     const auto product = [](std::size_t m, std::size_t n, std::size_t k)
     {
         std::vector<float> a(m * k, 1.f), b(k * n, 0.5f), c(m * n, -1.f);
@@ -338,6 +342,43 @@ BOOST_AUTO_TEST_CASE(a_pass_on_embers_threads_runs_in_the_flush_mode_of_the_thre
     BOOST_TEST(flush_modes_of_parts(parts, pool) == std::vector<int>(parts, 0));
     BOOST_TEST(flush_modes_of_parts(parts, new_threads) == std::vector<int>(parts, 0));
 }
+
+#if defined(EMBER_WITH_ONEDNN)
+BOOST_AUTO_TEST_CASE(a_pass_on_openmps_threads_runs_in_the_starters_flush_mode_and_leaves_theirs)
+{
+    threads_for_scope threads(4);
+    constexpr std::size_t parts = 4;
+    auto openmp = [](std::size_t n, const auto& part) { detail::run_parts_on_openmp(n, part); };
+    // The team's own modes, read in a parallel region of its own: oneDNN's products run there.
+    auto team_modes = []
+    {
+        std::atomic<int> flushing{0}, seen{0};
+        struct counts
+        {
+            std::atomic<int>* flushing;
+            std::atomic<int>* seen;
+        } c{&flushing, &seen};
+        GOMP_parallel(
+            [](void* p)
+            {
+                const auto& c = *static_cast<const counts*>(p);
+                *c.flushing += flush_denormal() ? 1 : 0;
+                ++*c.seen;
+            },
+            &c, parts, 0);
+        return std::pair{flushing.load(), seen.load()};
+    };
+    BOOST_TEST(flush_modes_of_parts(parts, openmp) == std::vector<int>(parts, 0));
+    {
+        flush_for_scope scope(true);
+        BOOST_TEST(flush_modes_of_parts(parts, openmp) == std::vector<int>(parts, 1));
+    }
+    const auto [flushing, seen] = team_modes();
+    BOOST_TEST(seen == int(parts));
+    BOOST_TEST(flushing == 0); // each thread's mode given back after its parts
+    BOOST_TEST(flush_modes_of_parts(parts, openmp) == std::vector<int>(parts, 0));
+}
+#endif
 #else
 BOOST_AUTO_TEST_CASE(flushing_denormals_is_refused_where_the_cpu_has_no_known_way_to_do_it)
 {
@@ -385,27 +426,46 @@ BOOST_AUTO_TEST_CASE(
         }
 }
 
-BOOST_AUTO_TEST_CASE(an_elementwise_loop_that_finds_the_pool_busy_runs_on_the_calling_thread)
+BOOST_AUTO_TEST_CASE(an_elementwise_loop_that_finds_the_pool_busy_runs_every_part_off_the_pool)
 {
+    // Inside a pass of the pool: on the pool's path, every part on the calling thread; on
+    // OpenMP's (with oneDNN, its threads spinning), on the caller's team, which the pool's other
+    // thread is not part of. Either way no part waits for the busy pool.
     threads_for_scope scope(4);
     const std::size_t n = 8 * detail::parallel_min_elements;
-    std::atomic<int> elsewhere{0};
+    pthread_t outer[2];
+    std::atomic<int> outer_ready{0}, on_own_thread{0}, on_other_outer{0};
     std::atomic<std::size_t> covered{0};
-    detail::run_parts(2,
-                      [&](std::size_t)
-                      {
-                          const pthread_t self = ::pthread_self();
-                          detail::parallel_elements(
-                              n, 256,
-                              [&](std::size_t first, std::size_t last)
-                              {
-                                  covered += last - first;
-                                  if (!::pthread_equal(::pthread_self(), self))
-                                      ++elsewhere;
-                              });
-                      });
+    detail::run_parts(
+        2,
+        [&](std::size_t i)
+        {
+            const pthread_t self = ::pthread_self();
+            outer[i] = self;
+            ++outer_ready;
+            const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+            while (outer_ready.load() < 2 && std::chrono::steady_clock::now() < until)
+                std::this_thread::yield();
+            if (outer_ready.load() < 2)
+                return; // not on two threads at once: failed below
+            const pthread_t other = outer[1 - i];
+            detail::parallel_elements(n, 256,
+                                      [&](std::size_t first, std::size_t last)
+                                      {
+                                          covered += last - first;
+                                          if (::pthread_equal(::pthread_self(), self))
+                                              ++on_own_thread;
+                                          if (::pthread_equal(::pthread_self(), other))
+                                              ++on_other_outer;
+                                      });
+        });
+    BOOST_TEST_REQUIRE(outer_ready.load() == 2);
     BOOST_TEST(covered.load() == 2 * n);
-    BOOST_TEST(elsewhere.load() == 0);
+    BOOST_TEST(on_other_outer.load() == 0);
+    if (!detail::elementwise_parts_on_openmp())
+        BOOST_TEST(on_own_thread.load() == 2 * 4);
+    else
+        BOOST_TEST(on_own_thread.load() >= 2); // each caller runs at least its team's first part
 }
 
 BOOST_AUTO_TEST_CASE(checksums_from_several_threads_at_once_are_all_right)

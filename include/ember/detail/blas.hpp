@@ -13,7 +13,7 @@
 /// malloc and frees it in every call of more than a few thousand multiply-adds (not from
 /// operator new), where OpenBLAS on one thread takes none. The double products stay OpenBLAS's.
 /// The products then run on up to get_num_threads() threads (OpenMP's, in the calling thread's
-/// setting; one per 2 million multiply-adds of the product where they spin while they wait,
+/// setting; one per half a million multiply-adds of the product where they spin while they wait,
 /// 8 million where OMP_WAIT_POLICY=PASSIVE has them sleep), as torch.set_num_threads sets
 /// PyTorch's.
 
@@ -22,15 +22,7 @@
 
 #include <cblas.h>
 #if defined(EMBER_WITH_ONEDNN)
-// omp_get_max_threads, omp_set_num_threads: libdnnl's threads are libgomp's (linked by ember's
-// build). Clang looks for <omp.h> among its own headers, where only libomp-dev puts one;
-// without it, the two are declared here as libgomp exports them.
-#if __has_include(<omp.h>)
-#include <omp.h>
-#else
-extern "C" int omp_get_max_threads();
-extern "C" void omp_set_num_threads(int);
-#endif
+#include "ember/detail/openmp.hpp" // omp_get_max_threads, omp_set_num_threads
 #include <oneapi/dnnl/dnnl.h>
 #endif
 
@@ -38,7 +30,6 @@ extern "C" void omp_set_num_threads(int);
 #include <cctype>
 #include <climits>
 #include <cstddef>
-#include <cstdlib>
 #include <string>
 #include <string_view>
 
@@ -115,14 +106,6 @@ void gemm(F cblas, bool trans_a, bool trans_b, std::size_t m, std::size_t n, std
 }
 
 #if defined(EMBER_WITH_ONEDNN)
-/// Whether an OMP_WAIT_POLICY of `value` (null: unset) has libgomp's threads sleep as soon as
-/// they wait: PASSIVE, in any case, as OpenMP reads it. Unset (GOMP's default: spin a while,
-/// then sleep) or ACTIVE, they spin between products close together, as a step's are.
-inline bool passive_wait_policy(const char* value)
-{
-    return value != nullptr && ascii_lowercase(value) == "passive";
-}
-
 /// Multiply-adds a thread of a oneDNN product gets at least, by how libgomp's threads wait.
 /// Waking a sleeping OpenMP thread costs tens of microseconds (OMP_WAIT_POLICY=PASSIVE: the MLP
 /// benchmark's products at batch 64 took 502 µs on two threads against 389 µs on one, on the
@@ -133,15 +116,20 @@ inline bool passive_wait_policy(const char* value)
 /// 369-375 µs from 2 million a thread, 449-464 from 4 and 631-647 from 8 (the first layer's
 /// 12.8 million then on one thread), the SGD step 671-682 against 782-817 µs, Adam's 706-737
 /// against 802-857; with PASSIVE, 2 million made the products slower (781-825 against 644-648).
+/// Once the optimizer's updates ran on OpenMP's threads too (detail/openmp.hpp), no longer
+/// fighting ember's own for the cores, smaller parts paid: the same Xeon, two threads, the step
+/// at batch 16 with half a million a thread took 273-281 µs (SGD) and 329-339 (Adam), against
+/// 355-360 and 404-417 from 2 million (the first layer's 3.2 million on one thread); 1 million,
+/// 297-311 and 355-366; a quarter million, as half. Batch 64 and 256 stayed as they were.
 inline constexpr double onednn_macs_per_sleeping_thread = 8.0 * (1 << 20);
-inline constexpr double onednn_macs_per_spinning_thread = 2.0 * (1 << 20);
+inline constexpr double onednn_macs_per_spinning_thread = 0.5 * (1 << 20);
 
 /// onednn_macs_per_sleeping_thread where OMP_WAIT_POLICY is PASSIVE, else the spinning one
 /// (the environment read once, as libgomp reads it once).
 inline double onednn_macs_per_thread()
 {
-    static const bool sleeping = passive_wait_policy(std::getenv("OMP_WAIT_POLICY"));
-    return sleeping ? onednn_macs_per_sleeping_thread : onednn_macs_per_spinning_thread;
+    return openmp_threads_sleep() ? onednn_macs_per_sleeping_thread
+                                  : onednn_macs_per_spinning_thread;
 }
 
 /// The OpenMP threads a oneDNN product of m x n x k is worth: one per `macs_per_thread`

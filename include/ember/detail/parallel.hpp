@@ -2,7 +2,8 @@
 /// @file
 /// A pass over a large buffer (a checksum, a copy, touching a mapping's pages) cut into parts,
 /// one a thread, as many as get_num_threads() allows from parallel_min_part bytes a part up;
-/// likewise an elementwise loop (an optimizer's update) from parallel_min_elements up.
+/// likewise an elementwise loop (an optimizer's update) from parallel_min_elements up, which
+/// runs on OpenMP's threads where oneDNN's products do (detail/openmp.hpp).
 /// Such a pass is bound by the bandwidth one core gets from memory, so parts on two cores take
 /// about half the time: on the 2-vCPU Xeon of docs/benchmarks.md, the checksum of 400 MB of
 /// mapped file 25-30 ms on one thread, 13-17 ms on two; the copy 33 and 17 ms.
@@ -13,6 +14,9 @@
 
 #include "ember/core/flush_denormal.hpp"
 #include "ember/core/threads.hpp"
+#if defined(EMBER_WITH_ONEDNN)
+#include "ember/detail/openmp.hpp"
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -314,22 +318,38 @@ void parallel_pass(std::size_t n, const Pass& pass) noexcept
               });
 }
 
+/// Whether parallel_elements runs its parts on OpenMP's threads: built with oneDNN, whose
+/// products run on them, unless OMP_WAIT_POLICY=PASSIVE has them sleep between passes (waking
+/// one took longer than the part: Adam's update in the MLP step, two threads, 318-330 µs
+/// against 123-128 on ember's pool, docs/benchmarks.md's Xeon). See detail/openmp.hpp.
+inline bool elementwise_parts_on_openmp() noexcept
+{
+#if defined(EMBER_WITH_ONEDNN)
+    return !openmp_threads_sleep();
+#else
+    return false;
+#endif
+}
+
 /// Runs `pass(first, last)` over the parts of the elements [0, n): as many as
 /// get_num_threads() allows from parallel_min_elements a part up, every boundary a multiple of
-/// `grain` elements. While the pool is in use the parts run one after another here: a loop this
-/// short does not pay for starting threads.
+/// `grain` elements; on OpenMP's threads where elementwise_parts_on_openmp(), else on the pool,
+/// and while the pool is in use one after another here: a loop this short does not pay for
+/// starting threads.
 template <class Pass>
 void parallel_elements(std::size_t n, std::size_t grain, const Pass& pass) noexcept
 {
     const std::size_t parts = parallel_parts(n, parallel_min_elements);
-    run_parts(
-        parts,
-        [&](std::size_t i)
-        {
-            const auto [first, last] = part_range(n, parts, i, grain);
-            pass(first, last);
-        },
-        false);
+    const auto part = [&](std::size_t i)
+    {
+        const auto [first, last] = part_range(n, parts, i, grain);
+        pass(first, last);
+    };
+#if defined(EMBER_WITH_ONEDNN)
+    if (parts > 1 && elementwise_parts_on_openmp())
+        return run_parts_on_openmp(parts, part);
+#endif
+    run_parts(parts, part, false);
 }
 
 } // namespace ember::detail

@@ -186,9 +186,10 @@ P* shifted(P* p, std::size_t offset) noexcept
 }
 
 /// @brief Runs `update(first, last)` over the elements [0, n) of one parameter: on the cpu in
-/// parts on ember's threads (ember::detail::parallel_elements), on other devices in one call. An
-/// optimizer's update is bound by what a core's caches deliver: SGD with momentum reads three
-/// arrays and writes two, so two cores update a layer of 200k weights in about half the time.
+/// parts on several threads (ember::detail::parallel_elements: OpenMP's, where oneDNN's products
+/// run on them, else ember's own), on other devices in one call. An optimizer's update is bound
+/// by what a core's caches deliver: SGD with momentum reads three arrays and writes two, so two
+/// cores update a layer of 200k weights in about half the time.
 /// The parts start on multiples of block_size, so every element sees the same arithmetic as in
 /// one call.
 template <class Device, class Update>

@@ -61,9 +61,10 @@ bool openblas_avx512_kernels() noexcept;
 /// @brief True where a linear layer's forward product is faster computed as y^T = W x^T (then
 /// transposed) than as y = x W^T, for a batch of `batch` rows, `out` outputs and `in` inputs: at
 /// batch 8 to 32 with in and out both 256 or more, under openblas_avx512_kernels(), when the float
-/// products are OpenBLAS's (with oneDNN's, never: not measured). One rule for
-/// nn::linear and for the benchmarks' roofline (benchmarks/mlp_products.hpp), which must take
-/// the faster way wherever linear does.
+/// products are OpenBLAS's. With oneDNN's, never: faster at batch 16 to 48 on the Intel Xeon of
+/// docs/benchmarks.md, but oneDNN's two ways round are not the same sums, and linear's output is
+/// the direct product's to the bit. One rule for nn::linear and for the benchmarks' roofline
+/// (benchmarks/mlp_products.hpp), which must take the faster way wherever linear does.
 bool transposed_product_faster(std::size_t batch, std::size_t out, std::size_t in) noexcept;
 
 /*******************

@@ -514,6 +514,51 @@ BOOST_AUTO_TEST_CASE(a_child_of_fork_checksums_in_parts_without_its_parents_work
     BOOST_TEST(WEXITSTATUS(status) == 0);
 }
 
+#if defined(EMBER_WITH_ONEDNN)
+BOOST_AUTO_TEST_CASE(a_child_of_fork_updates_and_multiplies_without_its_parents_openmp_threads)
+{
+    // libgomp's team does not survive fork: a region of more than one thread in the child waits
+    // for threads that are not there. After the parent has run its updates and products on
+    // several OpenMP threads, a child runs its updates on ember's pool and its products on one
+    // thread, and finishes with the right results.
+    threads_for_scope scope(4);
+    const std::size_t n = 8 * detail::parallel_min_elements;
+    std::atomic<std::size_t> covered{0};
+    const auto update = [&]
+    {
+        covered = 0;
+        detail::parallel_elements(
+            n, 256, [&](std::size_t first, std::size_t last) { covered += last - first; });
+        return covered.load() == n;
+    };
+    const auto product = []
+    {
+        const std::size_t m = 512, k = 128;
+        std::vector<float> a(m * k, 1.f), b(k * m, 0.5f), c(m * m, -1.f);
+        detail::gemm(false, false, m, m, k, 1.f, a.data(), k, b.data(), m, 0.f, c.data(), m);
+        return std::all_of(c.begin(), c.end(), [](float v) { return v == 64.f; });
+    };
+    BOOST_REQUIRE(update());
+    BOOST_REQUIRE(product());
+    BOOST_TEST(!detail::openmp_team_lost().load());
+    const pid_t child = ::fork();
+    BOOST_REQUIRE(child >= 0);
+    if (child == 0)
+    {
+        ::alarm(20); // a child stuck waiting for its parent's threads ends, and the test fails
+        const bool lost =
+            detail::openmp_team_lost().load() || !detail::elementwise_parts_on_openmp();
+        const bool ok = update() && product() && update();
+        ::_exit(ok && lost ? 0 : 1);
+    }
+    int status = 0;
+    BOOST_REQUIRE(::waitpid(child, &status, 0) == child);
+    BOOST_TEST(WIFEXITED(status));
+    BOOST_TEST(WEXITSTATUS(status) == 0);
+    BOOST_TEST(update()); // the parent's threads are still there
+}
+#endif
+
 BOOST_AUTO_TEST_CASE(a_checksum_in_parts_is_zlibs_crc32_on_any_number_of_threads)
 {
     // odd length, odd start: the parts' boundaries are not the buffer's alignment

@@ -134,10 +134,13 @@ inline double onednn_macs_per_thread()
 }
 
 /// The OpenMP threads a oneDNN product of m x n x k is worth: one per `macs_per_thread`
-/// multiply-adds, at least 1, at most get_num_threads().
+/// multiply-adds, at least 1, at most get_num_threads(); 1 in a child of fork() that lost
+/// OpenMP's threads (openmp_team_lost(), detail/openmp.hpp).
 inline int gemm_threads(std::size_t m, std::size_t n, std::size_t k,
                         double macs_per_thread = onednn_macs_per_thread())
 {
+    if (openmp_team_lost().load(std::memory_order_relaxed))
+        return 1;
     const double macs = double(m) * double(n) * double(k);
     const double worth = std::clamp(macs / macs_per_thread, 1.0, 4096.0);
     return std::min(static_cast<int>(worth), get_num_threads());
@@ -159,6 +162,8 @@ inline void onednn_sgemm(bool trans_a, bool trans_b, std::size_t m, std::size_t 
     // oneDNN runs on the calling thread's OpenMP setting: set for this product, then given back,
     // so that the program's own OpenMP code keeps its setting
     const int threads = gemm_threads(m, n, k), setting = omp_get_max_threads();
+    if (threads > 1)
+        note_openmp_team();
     if (threads != setting)
         omp_set_num_threads(threads);
     const auto dim = [](std::size_t v) { return static_cast<dnnl_dim_t>(v); };

@@ -18,9 +18,12 @@
 
 #include "ember/core/flush_denormal.hpp"
 
+#include <atomic>
 #include <cctype>
 #include <cstddef>
 #include <cstdlib>
+
+#include <pthread.h>
 
 #if defined(EMBER_WITH_ONEDNN)
 // Clang looks for <omp.h> among its own headers, where only libomp-dev puts one; without it,
@@ -61,6 +64,30 @@ inline bool openmp_threads_sleep() noexcept
     return sleeping;
 }
 
+/// Whether OpenMP's threads are lost to this process: set in a child of fork() once ember has
+/// run a parallel region of more than one thread before it (note_openmp_team). libgomp's team
+/// does not survive fork, and a region of more than one thread in the child waits forever for
+/// threads that are not there; one thread alone still runs. So a child runs its products on one
+/// thread and its updates on ember's pool, which starts threads of its own after fork.
+inline std::atomic<bool>& openmp_team_lost() noexcept
+{
+    static std::atomic<bool> lost{false};
+    return lost;
+}
+
+/// Called before ember starts (or has oneDNN start) a parallel region of more than one thread:
+/// the first call registers the fork handler that sets openmp_team_lost() in a child.
+inline void note_openmp_team() noexcept
+{
+    static const bool registered = []
+    {
+        ::pthread_atfork(nullptr, nullptr,
+                         [] { openmp_team_lost().store(true, std::memory_order_relaxed); });
+        return true;
+    }();
+    (void)registered;
+}
+
 #if defined(EMBER_WITH_ONEDNN)
 /// Runs `part(i)` for every i in [0, parts) on an OpenMP team of up to `parts` threads (the
 /// calling thread's team: inside a parallel region of the program's own, the calling thread
@@ -77,6 +104,7 @@ void run_parts_on_openmp(std::size_t parts, const Part& part) noexcept
         unsigned fp_control;
     };
     team_pass pass{&part, parts, fp_control()};
+    note_openmp_team();
     GOMP_parallel(
         [](void* p)
         {

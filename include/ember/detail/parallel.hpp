@@ -321,11 +321,12 @@ void parallel_pass(std::size_t n, const Pass& pass) noexcept
 /// Whether parallel_elements runs its parts on OpenMP's threads: built with oneDNN, whose
 /// products run on them, unless OMP_WAIT_POLICY=PASSIVE has them sleep between passes (waking
 /// one took longer than the part: Adam's update in the MLP step, two threads, 318-330 µs
-/// against 123-128 on ember's pool, docs/benchmarks.md's Xeon). See detail/openmp.hpp.
+/// against 123-128 on ember's pool, docs/benchmarks.md's Xeon), or in a child of fork() that
+/// lost them (openmp_team_lost()). See detail/openmp.hpp.
 inline bool elementwise_parts_on_openmp() noexcept
 {
 #if defined(EMBER_WITH_ONEDNN)
-    return !openmp_threads_sleep();
+    return !openmp_threads_sleep() && !openmp_team_lost().load(std::memory_order_relaxed);
 #else
     return false;
 #endif

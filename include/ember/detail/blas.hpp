@@ -139,7 +139,7 @@ inline double onednn_macs_per_thread()
 inline int gemm_threads(std::size_t m, std::size_t n, std::size_t k,
                         double macs_per_thread = onednn_macs_per_thread())
 {
-    if (openmp_team_lost().load(std::memory_order_relaxed))
+    if (openmp_team_lost())
         return 1;
     const double macs = double(m) * double(n) * double(k);
     const double worth = std::clamp(macs / macs_per_thread, 1.0, 4096.0);

@@ -9,7 +9,7 @@
 /// other pool's needed the cores: on the 2-vCPU Xeon of docs/benchmarks.md, two threads, GOMP's
 /// default wait, Adam's update in the MLP step at batch 64 took 231 µs, as long as on one thread,
 /// and a product split over two threads made the next update twice as slow. On OpenMP's team the
-/// update took 130 µs there, and the step 600-620 µs instead of 715.
+/// update took 130 µs there, and the step 600-630 µs instead of 715.
 ///
 /// The runtime is called through its C entry points rather than `#pragma omp`, so that neither
 /// ember nor a program using it has to be compiled with -fopenmp: GOMP_parallel is what GCC
@@ -64,15 +64,21 @@ inline bool openmp_threads_sleep() noexcept
     return sleeping;
 }
 
-/// Whether OpenMP's threads are lost to this process: set in a child of fork() once ember has
+/// The flag behind openmp_team_lost(), set by note_openmp_team's fork handler.
+inline std::atomic<bool>& openmp_team_lost_flag() noexcept
+{
+    static std::atomic<bool> lost{false};
+    return lost;
+}
+
+/// Whether OpenMP's threads are lost to this process: true in a child of fork() once ember has
 /// run a parallel region of more than one thread before it (note_openmp_team). libgomp's team
 /// does not survive fork, and a region of more than one thread in the child waits forever for
 /// threads that are not there; one thread alone still runs. So a child runs its products on one
 /// thread and its updates on ember's pool, which starts threads of its own after fork.
-inline std::atomic<bool>& openmp_team_lost() noexcept
+inline bool openmp_team_lost() noexcept
 {
-    static std::atomic<bool> lost{false};
-    return lost;
+    return openmp_team_lost_flag().load(std::memory_order_relaxed);
 }
 
 /// Called before ember starts (or has oneDNN start) a parallel region of more than one thread:
@@ -82,7 +88,7 @@ inline void note_openmp_team() noexcept
     static const bool registered = []
     {
         ::pthread_atfork(nullptr, nullptr,
-                         [] { openmp_team_lost().store(true, std::memory_order_relaxed); });
+                         [] { openmp_team_lost_flag().store(true, std::memory_order_relaxed); });
         return true;
     }();
     (void)registered;

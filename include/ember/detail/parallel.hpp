@@ -326,7 +326,7 @@ void parallel_pass(std::size_t n, const Pass& pass) noexcept
 inline bool elementwise_parts_on_openmp() noexcept
 {
 #if defined(EMBER_WITH_ONEDNN)
-    return !openmp_threads_sleep() && !openmp_team_lost().load(std::memory_order_relaxed);
+    return !openmp_threads_sleep() && !openmp_team_lost();
 #else
     return false;
 #endif

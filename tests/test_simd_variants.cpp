@@ -12,7 +12,9 @@
 #include <boost/test/unit_test.hpp>
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <iomanip>
 #include <random>
 #include <sstream>
 #include <tuple>
@@ -325,4 +327,69 @@ BOOST_AUTO_TEST_CASE(updates_in_parts_on_several_threads_match_a_scalar_loop_bit
                 n, 4);
         }
     }
+}
+
+// Adam divides each square root by bias_correction2_sqrt with a double multiply, not a division
+// (optim::detail::divided_by_bias_correction, which argues it is exact). Whether a double
+// product rounds to the division's float depends only on the two significands (barring
+// overflow), so every float of one binade is checked against each divisor: the divisors of
+// the first steps for several β2, and divisors whose significands are extreme (all ones, one
+// bit past a power of two). Then roots of every exponent, and the top binade, where quotients
+// overflow to inf.
+BOOST_AUTO_TEST_CASE(adams_bias_correction_divide_without_a_division_gives_the_quotients_bits)
+{
+    std::vector<float> divisors{std::nextafter(1.0f, 0.0f), std::nextafter(0.5f, 1.0f), 0.75f,
+                                1e-8f};
+    for (double beta2 : {0.999, 0.3, 0.9, 0.99999})
+        for (int step = 1; step <= 24; ++step)
+        {
+            const auto c = static_cast<float>(std::sqrt(1 - std::pow(beta2, double(step))));
+            if (c != 1.0f)
+                divisors.push_back(c);
+        }
+    const auto bits = [](float f)
+    {
+        std::uint32_t u;
+        std::memcpy(&u, &f, sizeof u);
+        return u;
+    };
+    std::mt19937 rng(7);
+    std::uniform_int_distribution<std::uint32_t> any_finite(0, 0x7f7fffffu);
+    std::uniform_int_distribution<std::uint32_t> top_binade(0x7f000000u, 0x7f7fffffu);
+    std::size_t checked = 0;
+    for (std::size_t d = 0; d < divisors.size(); ++d)
+    {
+        optim::detail::adam_scalars<float> k{};
+        k.bias_correction2_sqrt = divisors[d];
+        k.inverse_bias_correction2_sqrt = 1.0 / static_cast<double>(divisors[d]);
+        std::size_t wrong = 0;
+        float first_wrong = 0;
+        const auto check = [&](float x)
+        {
+            const float expected = x / divisors[d];
+            if (bits(optim::detail::divided_by_bias_correction(x, k)) != bits(expected) &&
+                wrong++ == 0)
+                first_wrong = x;
+            ++checked;
+        };
+        // The whole binade [1, 2) for a dozen divisors; a sample of it for the rest.
+        const std::uint32_t stride = d < 12 ? 1 : 97;
+        for (std::uint32_t u = 0x3f800000u; u < 0x40000000u; u += stride)
+        {
+            float x;
+            std::memcpy(&x, &u, sizeof x);
+            check(x);
+        }
+        for (int i = 0; i < 100000; ++i)
+        {
+            std::uint32_t u = i % 2 ? any_finite(rng) : top_binade(rng);
+            float x;
+            std::memcpy(&x, &u, sizeof x);
+            check(x);
+        }
+        BOOST_TEST(wrong == 0u, std::setprecision(9)
+                                    << "divisor " << divisors[d] << ": " << wrong
+                                    << " quotients differ, the first of " << first_wrong);
+    }
+    BOOST_TEST_MESSAGE(checked << " quotients checked");
 }

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <type_traits>
 
 namespace ember::optim
 {
@@ -199,7 +200,28 @@ struct adam_scalars
 {
     T sign, weight_decay, shrink, beta1, beta2, one_minus_beta1, one_minus_beta2;
     T bias_correction2_sqrt, eps, neg_step_size;
+    double inverse_bias_correction2_sqrt; // 1 / double(bias_correction2_sqrt)
 };
+
+// x / bias_correction2_sqrt, rounded as that division rounds. For float on the host it is
+// float(double(x) * (1 / double(c))), with no division, and exact: the double product is within
+// 2^-52 (relative) of x / c, while a quotient of two floats is never a midpoint between two
+// floats nor within 2^-49 (relative) of one. (x / c = (X / C) 2^e with 24-bit integers X and C,
+// a midpoint is an odd 25-bit M times 2^e', so |X 2^s - M C| is a nonzero integer, C < 2^24.)
+// Both therefore round to the same float, overflow to inf included. This assumes
+// round-to-nearest, the default; x = sqrt(v) is 0 or normal, and c in (0, 1] is normal.
+// Why: on x86 the square root and the update's two divisions queue for one divider, which
+// bounds Adam's update; this takes one of the three off it (docs/benchmarks.md). Device code
+// keeps the division (many GPUs run doubles slowly), and so does double.
+template <class T>
+EMBER_SIMD_INLINE EMBER_HOST_DEVICE T divided_by_bias_correction(T x, const adam_scalars<T>& k)
+{
+#if !defined(__CUDA_ARCH__)
+    if constexpr (std::is_same_v<T, float>)
+        return static_cast<float>(static_cast<double>(x) * k.inverse_bias_correction2_sqrt);
+#endif
+    return x / k.bias_correction2_sqrt;
+}
 
 // An Adam or AdamW step's arrays (the parameter's, its gradient's, its state's) and scalars;
 // part_from(first) is the same from element `first` on (a part of the parameter).
@@ -259,18 +281,22 @@ struct adam_kernel : adam_arrays<T>
                 root[j] = v[i];
         }
         sqrt_inplace<Isa>(root, len);
-        // (sqrt / bias_correction2_sqrt).add_(eps), then addcdiv_(value=-step_size). Once
-        // bias_correction2_sqrt rounds to 1 (step 16,600 on with β2 = 0.999), the division
-        // changes nothing, bit for bit, and is left out: one of the update's three divisions
-        // and square roots (7-9% of its time on an Intel Xeon, docs/benchmarks.md).
+        // (sqrt / bias_correction2_sqrt).add_(eps), then addcdiv_(value=-step_size), in one
+        // loop: the division's replacement runs beside the other division (in a loop of its own
+        // it saved nothing). Once bias_correction2_sqrt rounds to 1 (step 16,600 on with
+        // β2 = 0.999), the division changes nothing, bit for bit, and is left out.
         if (k.bias_correction2_sqrt != T(1))
-            for (std::size_t j = 0; j < len; ++j)
-                root[j] = root[j] / k.bias_correction2_sqrt;
-        for (std::size_t j = 0, i = begin; j < len; ++j, ++i)
-        {
-            const T denom = root[j] + k.eps;
-            x[i] = x[i] + k.neg_step_size * m[i] / denom;
-        }
+            for (std::size_t j = 0, i = begin; j < len; ++j, ++i)
+            {
+                const T denom = divided_by_bias_correction(root[j], k) + k.eps;
+                x[i] = x[i] + k.neg_step_size * m[i] / denom;
+            }
+        else
+            for (std::size_t j = 0, i = begin; j < len; ++j, ++i)
+            {
+                const T denom = root[j] + k.eps;
+                x[i] = x[i] + k.neg_step_size * m[i] / denom;
+            }
     }
 };
 
@@ -402,6 +428,7 @@ void adam_impl<T, Device, Decoupled, Options>::update(std::string_view name, con
     k.one_minus_beta1 = static_cast<T>(1 - o.betas[0]);
     k.one_minus_beta2 = static_cast<T>(1 - o.betas[1]);
     k.bias_correction2_sqrt = static_cast<T>(std::sqrt(bias_correction2));
+    k.inverse_bias_correction2_sqrt = 1.0 / static_cast<double>(k.bias_correction2_sqrt);
     k.eps = static_cast<T>(o.eps);
     k.neg_step_size = static_cast<T>(-step_size);
     with_flags(

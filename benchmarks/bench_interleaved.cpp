@@ -5,8 +5,9 @@
 // times each contender in turn, a few hundred milliseconds apart, and the ratios are taken
 // block by block: the machine's drift between blocks cancels out of them.
 //
-// The four contenders: ember's step, LibTorch's step, the step's matrix products alone on
-// buffers of their own (the roofline), and the floor: the same products on ember's model's own
+// The five contenders: ember's step, LibTorch's step, the step's matrix products alone on
+// buffers of their own through ember's products (the roofline) and through OpenBLAS (the
+// roofline the target names), and the floor: the same products on ember's model's own
 // weights and gradients followed by its optimizer's update, the work no step with that
 // optimizer can leave out. The floor over the products says how close to them any such step
 // can come; ember's step over the floor, what the rest of ember's step costs (bias, ReLU,
@@ -17,9 +18,11 @@
 // bench_libtorch's rows does), runs one step untimed, then bench::mlp_step_iterations(batch)
 // steps timed; the order rotates from block to block. The reported time is ember's per step;
 // the counters hold the medians over the blocks: each contender's time per step (ember_s,
-// libtorch_s, products_s, floor_s), LibTorch's time over ember's (speedup), ember's over its
-// products' (ember_over_products) and over the floor (ember_over_floor), the floor's over the
-// products' (floor_over_products), and the least time per step of each.
+// libtorch_s, products_s, openblas_products_s, floor_s), LibTorch's time over ember's
+// (speedup), ember's over its products' (ember_over_products), over OpenBLAS's
+// (ember_over_openblas_products) and over the floor (ember_over_floor), the floor's over the
+// two products' (floor_over_products, floor_over_openblas_products), and the least time per
+// step of each.
 #include "common.hpp"
 #include "mlp_ember.hpp"
 #include "mlp_libtorch.hpp"
@@ -66,6 +69,7 @@ void interleaved_step(benchmark::State& state, std::size_t batch, EmberOptions e
         ember_step,
         libtorch_step,
         products_alone,
+        openblas_products_alone,
         step_floor,
         contenders
     };
@@ -92,9 +96,11 @@ void interleaved_step(benchmark::State& state, std::size_t batch, EmberOptions e
                 break;
             }
             case products_alone:
+            case openblas_products_alone:
             {
-                bench::mlp_products alone(batch);
-                t[products_alone] = seconds_per_step(
+                const auto which = static_cast<contender>((block + k) % contenders);
+                bench::mlp_products alone(batch, which == openblas_products_alone);
+                t[which] = seconds_per_step(
                     [&]
                     {
                         alone.run();
@@ -122,7 +128,7 @@ void interleaved_step(benchmark::State& state, std::size_t batch, EmberOptions e
             times[c].push_back(t[c]);
         ++block;
     }
-    const char* names[contenders] = {"ember", "libtorch", "products", "floor"};
+    const char* names[contenders] = {"ember", "libtorch", "products", "openblas_products", "floor"};
     for (std::size_t c = 0; c < contenders; ++c)
     {
         state.counters[std::string(names[c]) + "_s"] = median(times[c]);
@@ -141,6 +147,10 @@ void interleaved_step(benchmark::State& state, std::size_t batch, EmberOptions e
     state.counters["ember_over_products"] = median_ratio(ember_step, products_alone);
     state.counters["ember_over_floor"] = median_ratio(ember_step, step_floor);
     state.counters["floor_over_products"] = median_ratio(step_floor, products_alone);
+    state.counters["ember_over_openblas_products"] =
+        median_ratio(ember_step, openblas_products_alone);
+    state.counters["floor_over_openblas_products"] =
+        median_ratio(step_floor, openblas_products_alone);
 }
 
 void register_all()

@@ -79,7 +79,7 @@ void interleaved_step(benchmark::State& state, std::size_t batch, EmberOptions e
     {
         double t[contenders] = {};
         for (std::size_t k = 0; k < contenders; ++k)
-            switch ((block + k) % contenders)
+            switch (const auto which = static_cast<contender>((block + k) % contenders); which)
             {
             case ember_step:
             {
@@ -98,7 +98,6 @@ void interleaved_step(benchmark::State& state, std::size_t batch, EmberOptions e
             case products_alone:
             case openblas_products_alone:
             {
-                const auto which = static_cast<contender>((block + k) % contenders);
                 bench::mlp_products alone(batch, which == openblas_products_alone);
                 t[which] = seconds_per_step(
                     [&]

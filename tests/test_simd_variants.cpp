@@ -360,8 +360,7 @@ BOOST_AUTO_TEST_CASE(adams_bias_correction_divide_without_a_division_gives_the_q
     for (std::size_t d = 0; d < divisors.size(); ++d)
     {
         optim::detail::adam_scalars<float> k{};
-        k.bias_correction2_sqrt = divisors[d];
-        k.inverse_bias_correction2_sqrt = 1.0 / static_cast<double>(divisors[d]);
+        k.set_bias_correction2_sqrt(divisors[d]);
         std::size_t wrong = 0;
         float first_wrong = 0;
         const auto check = [&](float x)

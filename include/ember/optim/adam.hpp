@@ -200,7 +200,14 @@ struct adam_scalars
 {
     T sign, weight_decay, shrink, beta1, beta2, one_minus_beta1, one_minus_beta2;
     T bias_correction2_sqrt, eps, neg_step_size;
-    double inverse_bias_correction2_sqrt; // 1 / double(bias_correction2_sqrt)
+    double inverse_bias_correction2_sqrt; // for divided_by_bias_correction
+
+    // bias_correction2_sqrt and what divided_by_bias_correction takes from it, set together.
+    void set_bias_correction2_sqrt(T c)
+    {
+        bias_correction2_sqrt = c;
+        inverse_bias_correction2_sqrt = 1.0 / static_cast<double>(c);
+    }
 };
 
 // x / bias_correction2_sqrt, rounded as that division rounds. For float on the host it is
@@ -427,8 +434,7 @@ void adam_impl<T, Device, Decoupled, Options>::update(std::string_view name, con
     k.beta2 = static_cast<T>(o.betas[1]);
     k.one_minus_beta1 = static_cast<T>(1 - o.betas[0]);
     k.one_minus_beta2 = static_cast<T>(1 - o.betas[1]);
-    k.bias_correction2_sqrt = static_cast<T>(std::sqrt(bias_correction2));
-    k.inverse_bias_correction2_sqrt = 1.0 / static_cast<double>(k.bias_correction2_sqrt);
+    k.set_bias_correction2_sqrt(static_cast<T>(std::sqrt(bias_correction2)));
     k.eps = static_cast<T>(o.eps);
     k.neg_step_size = static_cast<T>(-step_size);
     with_flags(

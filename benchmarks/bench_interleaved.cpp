@@ -9,9 +9,11 @@
 // buffers of their own through ember's products (the roofline) and through OpenBLAS (the
 // roofline the target names), and the floor: the same products on ember's model's own
 // weights and gradients followed by its optimizer's update, the work no step with that
-// optimizer can leave out. The floor over the products says how close to them any such step
-// can come; ember's step over the floor, what the rest of ember's step costs (bias, ReLU,
-// cross-entropy, zero_grad, the copies backward keeps).
+// optimizer can leave out. (At batch 1 the floor, like ember's step, keeps the weight
+// gradients as outer products of dy and x instead of multiplying them out: the optimizer
+// updates from those, nn::parameter::keep_grad_as_outer.) The floor over the products says how
+// close to them any such step can come; ember's step over the floor, what the rest of ember's step
+// costs (bias, ReLU, cross-entropy, zero_grad, the copies backward keeps).
 //
 // A benchmark iteration is one block. In it each contender starts fresh (a new model and
 // optimizer from common.hpp's weights, as every repetition of bench_ember's and

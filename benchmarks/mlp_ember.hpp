@@ -86,7 +86,8 @@ public:
     /// The optimizer's update alone, on the gradients that are there.
     void update() { m_optimizer.step(); }
 
-    /// The three layers' weights and gradients, for mlp_products to work on. The biases'
+    /// The three layers' weights and gradients, for mlp_products to work on, which at batch 1
+    /// keeps the weights' gradients as outer products, as the step's backward does. The biases'
     /// gradients are made too (zeros), so that update() steps every parameter, as a step does
     /// (a parameter with no gradient at all is skipped, as PyTorch skips a None grad).
     mlp_weights weights()
@@ -97,8 +98,18 @@ public:
         l0.bias.grad();
         l1.bias.grad();
         l2.bias.grad();
+        auto* w0 = &l0.weight; // the three are of one type
+        auto* w1 = &l1.weight;
+        auto* w2 = &l2.weight;
+        auto keep_outer = [w0, w1, w2](int layer, const float* dy, const float* x)
+        {
+            auto* w = layer == 0 ? w0 : layer == 1 ? w1 : w2;
+            w->zero_grad(); // as the step's zero_grad() before its backward
+            w->keep_grad_as_outer({dy, w->value.shape()[0]}, {x, w->value.shape()[1]});
+        };
         return {{l0.weight.value.data(), l1.weight.value.data(), l2.weight.value.data()},
-                {l0.weight.grad().data(), l1.weight.grad().data(), l2.weight.grad().data()}};
+                {l0.weight.grad().data(), l1.weight.grad().data(), l2.weight.grad().data()},
+                keep_outer};
     }
 
 private:

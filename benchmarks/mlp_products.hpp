@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <functional>
 #include <vector>
 
 namespace bench
@@ -26,6 +27,10 @@ struct mlp_weights
 {
     float* w[3];
     float* g[3];
+    /// Where set, at batch 1: keeps layer i's weight gradient as the outer product of its dy
+    /// and x in place of their product, as ember's linear does at batch 1
+    /// (parameter::keep_grad_as_outer), for the floor of bench_interleaved.
+    std::function<void(int layer, const float* dy, const float* x)> keep_outer;
 };
 
 class mlp_products
@@ -90,11 +95,11 @@ public:
         // backward: dW = dy^T x, dx = dy W. The weight gradients are written, not added to
         // (beta = 0): after zero_grad() that is all a step needs, and since 743eed5 it is what
         // ember's linear does (with beta = 1 they were also read: a slower roofline).
-        gemm(true, false, out, hid, b, m_o.data(), out, m_h1.data(), hid, 0.0f, g[2], hid);
+        weight_gradient(2, out, hid, m_o.data(), m_h1.data(), g[2]);
         gemm(false, false, b, hid, out, m_o.data(), out, w[2], hid, 0.0f, m_dh1.data(), hid);
-        gemm(true, false, hid, hid, b, m_dh1.data(), hid, m_h0.data(), hid, 0.0f, g[1], hid);
+        weight_gradient(1, hid, hid, m_dh1.data(), m_h0.data(), g[1]);
         gemm(false, false, b, hid, hid, m_dh1.data(), hid, w[1], hid, 0.0f, m_dh0.data(), hid);
-        gemm(true, false, hid, in, b, m_dh0.data(), hid, m_x.data(), in, 0.0f, g[0], in);
+        weight_gradient(0, hid, in, m_dh0.data(), m_x.data(), g[0]);
         // keep the forward outputs (beta = 1) finite across millions of iterations
         std::fill(m_h0.begin(), m_h0.end(), 0.5f);
         std::fill(m_h1.begin(), m_h1.end(), 0.5f);
@@ -109,6 +114,15 @@ public:
     }
 
 private:
+    // dW = dy^T x into g, [rows, cols]; or kept as dy and x (mlp_weights::keep_outer).
+    void weight_gradient(int layer, int rows, int cols, const float* dy, const float* x, float* g)
+    {
+        if (m_batch == 1 && m_model.keep_outer)
+            m_model.keep_outer(layer, dy, x);
+        else
+            gemm(true, false, rows, cols, m_batch, dy, rows, x, cols, 0.0f, g, cols);
+    }
+
     void gemm(bool ta, bool tb, int m, int n, int k, const float* a, int lda, const float* bb,
               int ldb, float beta, float* c, int ldc) const
     {

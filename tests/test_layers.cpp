@@ -313,6 +313,97 @@ BOOST_AUTO_TEST_CASE(linear_backward_after_zero_grad_gives_the_zero_filled_gradi
     }
 }
 
+// At batch 1, after zero_grad(), linear keeps its weight gradient as dy and x
+// (parameter::keep_grad_as_outer) instead of writing the product. What grad() then shows must be
+// the bits the product writes (detail::gemm over an inner dimension of one, beta 0): signed
+// zeros, infinities, overflow and underflow included, in float and double. A second backward
+// adds to it as to a written gradient, and zero_grad() drops it. Not on other devices, where
+// the product is written as before.
+template <class T>
+void check_kept_outer_product()
+{
+    const std::size_t in = 37, out = 9;
+    manual_seed(3);
+    nn::linear<T, cpu> m(in, out);
+    tensor<T, 2> x = randn<T>({1, in}), dy = randn<T>({1, out});
+    const T inf = std::numeric_limits<T>::infinity(), big = std::numeric_limits<T>::max() / 4;
+    x.data()[0] = T(-0.0);
+    x.data()[1] = T(0);
+    x.data()[2] = inf;
+    x.data()[3] = big;
+    x.data()[4] = std::numeric_limits<T>::min();
+    dy.data()[0] = T(-0.0);
+    dy.data()[1] = T(-3);
+    dy.data()[2] = std::numeric_limits<T>::denorm_min();
+    std::vector<T> want(in * out, std::numeric_limits<T>::quiet_NaN());
+    ember::detail::gemm(true, false, out, in, 1, T(1), dy.data(), out, x.data(), in, T(0),
+                        want.data(), in);
+    const auto same_bits = [](const T* a, const T* b, std::size_t n)
+    {
+        std::size_t differ = 0;
+        for (std::size_t i = 0; i < n; ++i)
+            differ += std::memcmp(a + i, b + i, sizeof(T)) != 0 && !(a[i] != a[i] && b[i] != b[i]);
+        return differ;
+    };
+
+    m.zero_grad();
+    m(x);
+    m.backward(dy);
+    BOOST_TEST(m.weight.view_grad().is_outer());
+    BOOST_TEST(m.weight.has_grad());
+    BOOST_TEST(same_bits(m.weight.grad().data(), want.data(), want.size()) == 0u);
+    BOOST_TEST(!m.weight.view_grad().is_outer()); // grad() wrote it out
+
+    // kept, then added to by a second backward: twice the product, as written gradients add
+    m.zero_grad();
+    m(x);
+    m.backward(dy);
+    m.backward(dy);
+    std::vector<T> twice = want; // the second product added by the product (beta 1)
+    ember::detail::gemm(true, false, out, in, 1, T(1), dy.data(), out, x.data(), in, T(1),
+                        twice.data(), in);
+    BOOST_TEST(same_bits(m.weight.grad().data(), twice.data(), twice.size()) == 0u);
+
+    // kept, then dropped: zeros; with set_to_none, no gradient at all
+    m(x);
+    m.zero_grad();
+    m.backward(dy);
+    m.zero_grad();
+    BOOST_TEST(!m.weight.view_grad().is_outer());
+    BOOST_TEST(std::all_of(m.weight.grad().begin(), m.weight.grad().end(),
+                           [](T v) { return v == T(0) && !std::signbit(v); }));
+    m.backward(dy);
+    m.zero_grad(true);
+    BOOST_TEST(!m.weight.has_grad());
+
+    // A larger batch writes the product out, as before.
+    const tensor<T, 2> x2 = randn<T>({2, in}), dy2 = randn<T>({2, out});
+    m(x2);
+    m.backward(dy2);
+    BOOST_TEST(!m.weight.view_grad().is_outer());
+}
+
+BOOST_AUTO_TEST_CASE(linear_at_batch_1_keeps_its_weight_gradient_as_an_outer_product_of_the_same_bits)
+{
+    check_kept_outer_product<float>();
+    check_kept_outer_product<double>();
+}
+
+BOOST_AUTO_TEST_CASE(a_kept_outer_product_of_the_wrong_length_is_a_shape_error)
+{
+    nn::parameter<float, 2> w(tensor<float, 2>::from_shape({3, 4}));
+    w.zero_grad();
+    const std::vector<float> three(3, 1.f), four(4, 1.f), five(5, 1.f);
+    BOOST_CHECK_EXCEPTION(w.keep_grad_as_outer(three, five), shape_error,
+                          [](const shape_error& e)
+                          { return contains(e.what(), "3 and 5") && contains(e.what(), "[3, 4]"); });
+    BOOST_TEST(!w.view_grad().is_outer()); // which wrote the zeros out
+    BOOST_TEST(!w.keep_grad_as_outer(three, four));
+    w.zero_grad();
+    BOOST_TEST(w.keep_grad_as_outer(three, four));
+    BOOST_TEST(!w.keep_grad_as_outer(three, four)); // holds numbers now: add to them instead
+}
+
 BOOST_AUTO_TEST_CASE(linear_frozen_parameters_get_no_gradient)
 {
     dnn::linear<double> m(3, 2);

@@ -5,7 +5,9 @@
 #include "test_device.hpp"
 #include "test_files.hpp"
 
+#include <ember/core/threads.hpp>
 #include <ember/nn/clip_grad.hpp>
+#include <ember/nn/linear.hpp>
 #include <ember/nn/module.hpp>
 #include <ember/optim/optimizers.hpp>
 
@@ -615,6 +617,88 @@ BOOST_AUTO_TEST_CASE(step_allocates_nothing_once_state_exists)
         r.step();
     }
     BOOST_TEST(allocations.load() - before == 0u);
+}
+
+// At batch 1 a linear layer keeps its weight gradient as the outer product of dy and x, and the
+// optimizers write it out a piece at a time into a buffer on the stack (grad_pieces). Each must
+// step as from the gradient the matrix product writes: two layers from one seed, in one of which
+// grad() writes the zeros before the backward (so that its product adds to them and nothing is
+// kept), stay equal to the bit, and so do their gradients after the step and their optimizers'
+// state. 300 -> 70 is 21,000 weights: pieces of 1,024 that start mid-row
+// and a short last one; at one thread and at two, which split the update in parts.
+template <class Optimizer, class Options>
+void check_steps_from_a_kept_outer_product(const Options& options, const std::string& what)
+{
+    for (int threads : {1, 2})
+    {
+        ember::set_num_threads(threads);
+        manual_seed(5);
+        nn::linear<float, cpu> kept(300, 70);
+        manual_seed(5);
+        nn::linear<float, cpu> written(300, 70);
+        Optimizer a(kept.parameters(), options), b(written.parameters(), options);
+        manual_seed(6);
+        std::size_t differ = 0, kept_outer = 0;
+        for (int step = 0; step < 4; ++step)
+        {
+            tensor<float, 2> x = randn<float>({1, 300});
+            x.data()[3] = -0.f;
+            x.data()[4] = 0.f;
+            const tensor<float, 2> dy = randn<float>({1, 70});
+            a.zero_grad();
+            b.zero_grad();
+            kept(x);
+            kept.backward(dy);
+            written(x);
+            written.weight.grad(); // zeros written: the backward adds its product to them
+            written.backward(dy);
+            kept_outer += kept.weight.view_grad().is_outer();
+            kept_outer += written.weight.view_grad().is_outer() ? 100 : 0;
+            a.step();
+            b.step();
+            kept_outer += kept.weight.view_grad().is_outer(); // the step left it kept
+            const auto bits = [&](const auto& p, const auto& q)
+            { return std::memcmp(p.data(), q.data(), p.size() * sizeof(float)) != 0; };
+            differ += bits(kept.weight.value, written.weight.value);
+            differ += bits(kept.bias.value, written.bias.value);
+            differ += bits(kept.weight.grad(), written.weight.grad());
+        }
+        BOOST_TEST(kept_outer == 8u, what << ", " << threads << " threads");
+        BOOST_TEST(differ == 0u, what << ", " << threads << " threads");
+        const optim::optimizer_state sa = a.state_dict(), sb = b.state_dict();
+        for (const auto& [index, state] : sa.state)
+            for (const auto& [key, value] : state)
+                if (const auto* t = std::get_if<host_tensor>(&value))
+                {
+                    const auto& u = std::get<host_tensor>(sb.state.at(index).at(key));
+                    BOOST_TEST(std::memcmp(t->bytes().data(), u.bytes().data(),
+                                           t->bytes().size()) == 0,
+                               what << ": state[" << index << "]['" << key << "']");
+                }
+    }
+    ember::set_num_threads(1);
+}
+
+BOOST_AUTO_TEST_CASE(every_optimizer_steps_from_a_kept_outer_product_as_from_the_written_gradient)
+{
+    check_steps_from_a_kept_outer_product<optim::sgd<float>>(optim::sgd_options{.lr = 0.1},
+                                                             "sgd");
+    check_steps_from_a_kept_outer_product<optim::sgd<float>>(
+        optim::sgd_options{.lr = 0.1, .momentum = 0.9, .weight_decay = 0.01, .nesterov = true},
+        "sgd nesterov, weight decay");
+    check_steps_from_a_kept_outer_product<optim::sgd<float>>(
+        optim::sgd_options{.lr = 0.1, .momentum = 0.9, .dampening = 0.1, .maximize = true},
+        "sgd dampening, maximize");
+    check_steps_from_a_kept_outer_product<optim::adam<float>>(optim::adam_options{}, "adam");
+    check_steps_from_a_kept_outer_product<optim::adam<float>>(
+        optim::adam_options{.weight_decay = 0.01, .amsgrad = true, .maximize = true},
+        "adam amsgrad, weight decay, maximize");
+    check_steps_from_a_kept_outer_product<optim::adamw<float>>(optim::adamw_options{}, "adamw");
+    check_steps_from_a_kept_outer_product<optim::rmsprop<float>>(optim::rmsprop_options{},
+                                                                 "rmsprop");
+    check_steps_from_a_kept_outer_product<optim::rmsprop<float>>(
+        optim::rmsprop_options{.weight_decay = 0.01, .momentum = 0.9, .centered = true},
+        "rmsprop centered, momentum, weight decay");
 }
 
 BOOST_AUTO_TEST_CASE(class_template_argument_deduction_reads_like_pytorch)

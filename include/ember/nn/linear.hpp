@@ -61,8 +61,9 @@ public:
 
     /// @brief x W^T + b; throws shape_error unless x is [N, in_features].
     const tensor_type& forward(const tensor_type& x);
-    /// @brief Adds dy^T x to weight.grad() and the batch sum of dy to bias.grad(); returns dy W,
-    /// or an empty tensor when requires_input_grad() is off.
+    /// @brief Adds dy^T x to weight.grad() (at batch 1 after zero_grad(), kept as dy and x:
+    /// parameter::keep_grad_as_outer) and the batch sum of dy to bias.grad(); returns dy W, or
+    /// an empty tensor when requires_input_grad() is off.
     const tensor_type& backward(const tensor_type& dy);
 
 private:
@@ -203,7 +204,10 @@ auto linear<T, Device>::backward(const tensor_type& dy) -> const tensor_type&
     check_shape(dy.shape(), m_output.shape(), "linear: backward gradient");
     const std::size_t batch = m_input.shape()[0];
     const T* g = dy.data();
-    if (weight.requires_grad)
+    // At batch 1 the weight's gradient is the outer product of dy and x, which the weight keeps
+    // as the two vectors after zero_grad() instead of writing it out (parameter's comment).
+    if (weight.requires_grad &&
+        !(batch == 1 && weight.keep_grad_as_outer({g, m_out}, {m_input.data(), m_in})))
     {
         // After zero_grad() the product overwrites the gradient (beta = 0), never reading it.
         auto [gw, add] = weight.grad_to_write();

@@ -69,7 +69,7 @@ struct adam_impl
     static void write_options(const Options& o, ordered_dict<state_value>& out);
     static Options read_options(dict_reader& in);
     static void update(std::string_view name, const Options& o, std::span<T> value,
-                       std::span<const T> grad, state_type& s, std::size_t index);
+                       const nn::grad_view<T>& grad, state_type& s, std::size_t index);
     static void write_state(const state_type& s, const std::vector<std::int64_t>& shape,
                             ordered_dict<state_value>& out);
     static state_type read_state(dict_reader& in, const Options& o,
@@ -109,7 +109,7 @@ private:
         impl::write_options(o, out);
     }
     static adam_options read_options(detail::dict_reader& in) { return impl::read_options(in); }
-    static void update(const adam_options& o, std::span<T> value, std::span<const T> grad,
+    static void update(const adam_options& o, std::span<T> value, const nn::grad_view<T>& grad,
                        state_type& s, std::size_t index)
     {
         impl::update(name, o, value, grad, s, index);
@@ -158,7 +158,7 @@ private:
         impl::write_options(o, out);
     }
     static adamw_options read_options(detail::dict_reader& in) { return impl::read_options(in); }
-    static void update(const adamw_options& o, std::span<T> value, std::span<const T> grad,
+    static void update(const adamw_options& o, std::span<T> value, const nn::grad_view<T>& grad,
                        state_type& s, std::size_t index)
     {
         impl::update(name, o, value, grad, s, index);
@@ -244,8 +244,8 @@ struct adam_arrays
 
     adam_arrays part_from(std::size_t first) const
     {
-        return {x + first, g + first, shifted(m, first), shifted(v, first), shifted(vmax, first),
-                k};
+        return {x + first,         shifted(g, first),    shifted(m, first),
+                shifted(v, first), shifted(vmax, first), k};
     }
 };
 
@@ -313,16 +313,15 @@ struct adam_launch
 {
     std::size_t n;
     adam_arrays<T> arrays;
+    nn::grad_view<T> grad; // arrays.g is grad.dense
 
     template <bool Decay, bool Amsgrad>
     void operator()() const
     {
         update_in_parts<Device>(n,
-                                [&](std::size_t first, std::size_t last)
-                                {
-                                    blockwise_step<Device>(
-                                        last - first, adam_kernel<T, Decoupled, Decay, Amsgrad>{
-                                                          arrays.part_from(first)});
+                                [&](std::size_t first, std::size_t last) {
+                                    grad_pieces<Device, adam_kernel<T, Decoupled, Decay, Amsgrad>>(
+                                        grad, arrays, first, last);
                                 });
     }
 };
@@ -398,8 +397,9 @@ Options adam_impl<T, Device, Decoupled, Options>::read_options(dict_reader& in)
 
 template <class T, class Device, bool Decoupled, class Options>
 void adam_impl<T, Device, Decoupled, Options>::update(std::string_view name, const Options& o,
-                                                      std::span<T> value, std::span<const T> grad,
-                                                      state_type& s, std::size_t index)
+                                                      std::span<T> value,
+                                                      const nn::grad_view<T>& grad, state_type& s,
+                                                      std::size_t index)
 {
     const std::size_t n = value.size();
     if (!s.initialized)
@@ -439,8 +439,9 @@ void adam_impl<T, Device, Decoupled, Options>::update(std::string_view name, con
     k.neg_step_size = static_cast<T>(-step_size);
     with_flags(
         adam_launch<Device, T, Decoupled>{n,
-                                          {value.data(), grad.data(), data_of(s.exp_avg),
-                                           data_of(s.exp_avg_sq), data_of(s.max_exp_avg_sq), k}},
+                                          {value.data(), grad.dense, data_of(s.exp_avg),
+                                           data_of(s.exp_avg_sq), data_of(s.max_exp_avg_sq), k},
+                                          grad},
         o.weight_decay != 0, o.amsgrad);
 }
 

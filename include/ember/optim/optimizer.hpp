@@ -23,8 +23,8 @@
 /// - `check_options(const Options&, std::string_view where)`: throws value_error on bad values;
 /// - `write_options(const Options&, ordered_dict<state_value>&)`: PyTorch's keys, in order;
 /// - `read_options(detail::dict_reader&) -> Options`;
-/// - `update(const Options&, std::span<T> value, std::span<const T> grad, State&, index)`
-///   (spans of device memory);
+/// - `update(const Options&, std::span<T> value, const nn::grad_view<T>& grad, State&, index)`
+///   (device memory; the gradient an array or an outer product, see grad_pieces);
 /// - `write_state(const State&, const std::vector<std::int64_t>& shape, ordered_dict<..>&)`;
 /// - `read_state(detail::dict_reader&, const Options&, const std::vector<std::int64_t>& shape)
 ///    -> State`.
@@ -230,6 +230,21 @@ EMBER_HOST_DEVICE void sqrt_inplace(T* t, std::size_t n) noexcept;
 /// same bits. Elsewhere it goes through `Device::for_each`, a block per call.
 template <class Device, class Kernel>
 void blockwise_step(std::size_t n, const Kernel& kernel);
+
+/// @brief Elements of a gradient kept as an outer product (nn::grad_view) that an update writes
+/// out at a time, into a buffer on the stack: 4 KiB of floats, in L1 with the state it updates.
+inline constexpr std::size_t grad_piece = 1024;
+
+/// @brief blockwise_step over the elements [first, last) of one parameter with `Kernel` (built
+/// from `arrays.part_from(first)`) where the gradient is an array. Where it is an outer product
+/// (on the `cpu` only), piece by piece of grad_piece elements, each piece of the gradient written
+/// first into a buffer on the stack that the part's `g` points at, in the same dispatched variant
+/// as the kernel: the update reads the gradient from L1, and the whole gradient is never
+/// written. The pieces start on multiples of block_size from `first`, so every element sees the
+/// same arithmetic as in one call.
+template <class Device, class Kernel, class T, class Arrays>
+void grad_pieces(const nn::grad_view<T>& grad, const Arrays& arrays, std::size_t first,
+                 std::size_t last);
 
 /// @brief Throws shape_error unless a state buffer still has one element per parameter
 /// element (a parameter resized after its state was created).
@@ -704,6 +719,69 @@ void blockwise_step(std::size_t n, const Kernel& kernel)
         });
 }
 
+// grad_pieces' loop over a part of a parameter whose gradient is an outer product, in the
+// instruction set Isa: each piece written into `piece`, then the kernel over it.
+template <simd_isa Isa, class Kernel, class T, class Arrays>
+EMBER_SIMD_INLINE void outer_pieces(const nn::grad_view<T>& grad, const Arrays& arrays,
+                                    std::size_t first, std::size_t last)
+{
+    alignas(64) T piece[grad_piece];
+    for (std::size_t begin = first; begin < last; begin += grad_piece)
+    {
+        const std::size_t count = std::min(grad_piece, last - begin);
+        grad.write(begin, count, piece);
+        Arrays part = arrays.part_from(begin);
+        part.g = piece;
+#if EMBER_SIMD_DISPATCH
+        if constexpr (Isa != simd_isa::baseline)
+        {
+            blockwise_cpu<Isa>(count, Kernel{part});
+            continue;
+        }
+#endif
+        blockwise_step<cpu>(count, Kernel{part});
+    }
+}
+
+#if EMBER_SIMD_DISPATCH
+template <class Kernel, class T, class Arrays>
+EMBER_TARGET_AVX2 void outer_pieces_avx2(const nn::grad_view<T>& grad, const Arrays& arrays,
+                                         std::size_t first, std::size_t last)
+{
+    outer_pieces<simd_isa::avx2, Kernel>(grad, arrays, first, last);
+}
+
+template <class Kernel, class T, class Arrays>
+EMBER_TARGET_AVX512 void outer_pieces_avx512(const nn::grad_view<T>& grad, const Arrays& arrays,
+                                             std::size_t first, std::size_t last)
+{
+    outer_pieces<simd_isa::avx512, Kernel>(grad, arrays, first, last);
+}
+#endif
+
+template <class Device, class Kernel, class T, class Arrays>
+void grad_pieces(const nn::grad_view<T>& grad, const Arrays& arrays, std::size_t first,
+                 std::size_t last)
+{
+    if constexpr (std::is_same_v<Device, cpu>)
+        if (grad.is_outer())
+        {
+#if EMBER_SIMD_DISPATCH
+            switch (active_simd_isa())
+            {
+            case simd_isa::avx512:
+                return outer_pieces_avx512<Kernel>(grad, arrays, first, last);
+            case simd_isa::avx2:
+                return outer_pieces_avx2<Kernel>(grad, arrays, first, last);
+            case simd_isa::baseline:
+                break;
+            }
+#endif
+            return outer_pieces<simd_isa::baseline, Kernel>(grad, arrays, first, last);
+        }
+    blockwise_step<Device>(last - first, Kernel{arrays.part_from(first)});
+}
+
 inline void check_state_size(std::string_view name, std::size_t index, std::string_view key,
                              std::size_t state_size, std::size_t param_size)
 {
@@ -950,11 +1028,11 @@ void optimizer<Derived, T, Options, State, Device>::step()
             if (!p.requires_grad() || !p.has_grad()) // PyTorch skips a grad that is None
                 continue;
             std::span<T> value = p.value();
-            std::span<const T> grad = p.grad();
-            if (grad.size() != value.size())
+            const nn::grad_view<T> grad = p.view_grad();
+            if (grad.size != value.size())
                 throw shape_error(prefix() + "parameter " + std::to_string(index) + " has " +
                                   std::to_string(value.size()) + " elements but its grad has " +
-                                  std::to_string(grad.size()));
+                                  std::to_string(grad.size));
             derived().update(group.options, value, grad, states[j], index);
         }
     }

@@ -72,7 +72,7 @@ private:
     static void check_options(const rmsprop_options& o, std::string_view where);
     static void write_options(const rmsprop_options& o, ordered_dict<state_value>& out);
     static rmsprop_options read_options(detail::dict_reader& in);
-    static void update(const rmsprop_options& o, std::span<T> value, std::span<const T> grad,
+    static void update(const rmsprop_options& o, std::span<T> value, const nn::grad_view<T>& grad,
                        state_type& s, std::size_t index);
     static void write_state(const state_type& s, const std::vector<std::int64_t>& shape,
                             ordered_dict<state_value>& out);
@@ -114,7 +114,7 @@ struct rmsprop_arrays
 
     rmsprop_arrays part_from(std::size_t first) const
     {
-        return {x + first,           g + first,          shifted(sq, first),
+        return {x + first,           shifted(g, first),  shifted(sq, first),
                 shifted(buf, first), shifted(ga, first), k};
     }
 };
@@ -177,17 +177,17 @@ struct rmsprop_launch
 {
     std::size_t n;
     rmsprop_arrays<T> arrays;
+    nn::grad_view<T> grad; // arrays.g is grad.dense
 
     template <bool Decay, bool Centered, bool Momentum>
     void operator()() const
     {
-        update_in_parts<Device>(n,
-                                [&](std::size_t first, std::size_t last)
-                                {
-                                    blockwise_step<Device>(
-                                        last - first, rmsprop_kernel<T, Decay, Centered, Momentum>{
-                                                          arrays.part_from(first)});
-                                });
+        update_in_parts<Device>(
+            n,
+            [&](std::size_t first, std::size_t last) {
+                grad_pieces<Device, rmsprop_kernel<T, Decay, Centered, Momentum>>(grad, arrays,
+                                                                                  first, last);
+            });
     }
 };
 
@@ -243,7 +243,7 @@ rmsprop_options rmsprop<T, Device>::read_options(detail::dict_reader& in)
 
 template <class T, class Device>
 void rmsprop<T, Device>::update(const rmsprop_options& o, std::span<T> value,
-                                std::span<const T> grad, state_type& s, std::size_t index)
+                                const nn::grad_view<T>& grad, state_type& s, std::size_t index)
 {
     const std::size_t n = value.size();
     const bool use_momentum = o.momentum > 0;
@@ -282,9 +282,10 @@ void rmsprop<T, Device>::update(const rmsprop_options& o, std::span<T> value,
     k.neg_lr = static_cast<T>(-o.lr);
     detail::with_flags(
         detail::rmsprop_launch<Device, T>{n,
-                                          {value.data(), grad.data(), detail::data_of(s.square_avg),
+                                          {value.data(), grad.dense, detail::data_of(s.square_avg),
                                            detail::data_of(s.momentum_buffer),
-                                           detail::data_of(s.grad_avg), k}},
+                                           detail::data_of(s.grad_avg), k},
+                                          grad},
         o.weight_decay != 0, centered, use_momentum);
 }
 

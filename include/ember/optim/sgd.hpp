@@ -62,7 +62,7 @@ private:
     static void check_options(const sgd_options& o, std::string_view where);
     static void write_options(const sgd_options& o, ordered_dict<state_value>& out);
     static sgd_options read_options(detail::dict_reader& in);
-    static void update(const sgd_options& o, std::span<T> value, std::span<const T> grad,
+    static void update(const sgd_options& o, std::span<T> value, const nn::grad_view<T>& grad,
                        state_type& s, std::size_t index);
     static void write_state(const state_type& s, const std::vector<std::int64_t>& shape,
                             ordered_dict<state_value>& out);
@@ -146,7 +146,7 @@ struct sgd_arrays
 
     sgd_arrays part_from(std::size_t first) const
     {
-        return {x + first, g + first, shifted(buf, first), k};
+        return {x + first, shifted(g, first), shifted(buf, first), k};
     }
 };
 
@@ -194,16 +194,15 @@ struct sgd_launch
 {
     std::size_t n;
     sgd_arrays<T> arrays;
+    nn::grad_view<T> grad; // arrays.g is grad.dense
 
     template <bool Decay, bool Momentum, bool Nesterov>
     void operator()() const
     {
         update_in_parts<Device>(n,
-                                [&](std::size_t first, std::size_t last)
-                                {
-                                    blockwise_step<Device>(last - first,
-                                                           sgd_kernel<T, Decay, Momentum, Nesterov>{
-                                                               arrays.part_from(first)});
+                                [&](std::size_t first, std::size_t last) {
+                                    grad_pieces<Device, sgd_kernel<T, Decay, Momentum, Nesterov>>(
+                                        grad, arrays, first, last);
                                 });
     }
 };
@@ -211,7 +210,7 @@ struct sgd_launch
 } // namespace detail
 
 template <class T, class Device>
-void sgd<T, Device>::update(const sgd_options& o, std::span<T> value, std::span<const T> grad,
+void sgd<T, Device>::update(const sgd_options& o, std::span<T> value, const nn::grad_view<T>& grad,
                             state_type& s, std::size_t index)
 {
     const std::size_t n = value.size();
@@ -240,7 +239,7 @@ void sgd<T, Device>::update(const sgd_options& o, std::span<T> value, std::span<
     k.neg_lr = static_cast<T>(-o.lr);
     detail::with_flags(
         detail::sgd_launch<Device, T>{
-            n, {value.data(), grad.data(), detail::data_of(s.momentum_buffer), k}},
+            n, {value.data(), grad.dense, detail::data_of(s.momentum_buffer), k}, grad},
         o.weight_decay != 0, use_momentum, o.nesterov);
 }
 

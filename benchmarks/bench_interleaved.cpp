@@ -5,26 +5,30 @@
 // times each contender in turn, a few hundred milliseconds apart, and the ratios are taken
 // block by block: the machine's drift between blocks cancels out of them.
 //
-// The five contenders: ember's step, LibTorch's step, the step's matrix products alone on
-// buffers of their own through ember's products (the roofline) and through OpenBLAS (the
-// roofline the target names), and the floor: the same products on ember's model's own
-// weights and gradients followed by its optimizer's update, the work no step with that
-// optimizer can leave out. (At batch 1 the floor, like ember's step, keeps the weight
-// gradients as outer products of dy and x instead of multiplying them out: the optimizer
-// updates from those, nn::parameter::keep_grad_as_outer.) The floor over the products says how
-// close to them any such step can come; ember's step over the floor, what the rest of ember's step
-// costs (bias, ReLU, cross-entropy, zero_grad, the copies backward keeps).
+// The contenders: ember's step, LibTorch's step, the step's matrix products alone on buffers
+// of their own through ember's products (the roofline) and through OpenBLAS (the roofline the
+// issue's target names), and the floor: the same products on ember's model's own weights and
+// gradients followed by its optimizer's update, the work no step with that optimizer can leave
+// out. (At batch 1 the floor, like ember's step, keeps the weight gradients as outer products
+// of dy and x instead of multiplying them out, and the optimizer updates from those:
+// nn::parameter::keep_grad_as_outer.) The floor over the products says how close to them any
+// such step can come; ember's step over the floor, what the rest of ember's step costs (bias,
+// ReLU, cross-entropy, zero_grad, the copies backward keeps). With Adam at one thread a sixth,
+// the bound:
+// OpenBLAS's forward products, then the square roots and divisions of Adam's update alone
+// (adam_divider.hpp), the least any Adam step that gives PyTorch's bits can take.
 //
 // A benchmark iteration is one block. In it each contender starts fresh (a new model and
 // optimizer from common.hpp's weights, as every repetition of bench_ember's and
 // bench_libtorch's rows does), runs one step untimed, then bench::mlp_step_iterations(batch)
 // steps timed; the order rotates from block to block. The reported time is ember's per step;
 // the counters hold the medians over the blocks: each contender's time per step (ember_s,
-// libtorch_s, products_s, openblas_products_s, floor_s), LibTorch's time over ember's
-// (speedup), ember's over its products' (ember_over_products), over OpenBLAS's
+// libtorch_s, products_s, openblas_products_s, floor_s, bound_s), LibTorch's time over
+// ember's (speedup), ember's over its products' (ember_over_products), over OpenBLAS's
 // (ember_over_openblas_products) and over the floor (ember_over_floor), the floor's over the
-// two products' (floor_over_products, floor_over_openblas_products), and the least time per
-// step of each.
+// two products' (floor_over_products, floor_over_openblas_products), the bound's over
+// OpenBLAS's products (bound_over_openblas_products), and the least time per step of each.
+#include "adam_divider.hpp"
 #include "common.hpp"
 #include "mlp_ember.hpp"
 #include "mlp_libtorch.hpp"
@@ -37,6 +41,7 @@
 #include <algorithm>
 #include <chrono>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace
@@ -73,15 +78,20 @@ void interleaved_step(benchmark::State& state, std::size_t batch, EmberOptions e
         products_alone,
         openblas_products_alone,
         step_floor,
+        adam_bound,
         contenders
     };
+    // The bound at one thread only: its square roots and divisions run on one core.
+    const bool with_bound =
+        std::is_same_v<EmberOptimizer, ember::optim::adam<float>> && bench::threads() == 1;
+    const std::size_t taking_turns = with_bound ? contenders : adam_bound;
     std::vector<double> times[contenders]; // per block
     std::size_t block = 0;
     for (auto _ : state)
     {
         double t[contenders] = {};
-        for (std::size_t k = 0; k < contenders; ++k)
-            switch (const auto which = static_cast<contender>((block + k) % contenders); which)
+        for (std::size_t k = 0; k < taking_turns; ++k)
+            switch (const auto which = static_cast<contender>((block + k) % taking_turns); which)
             {
             case ember_step:
             {
@@ -110,6 +120,19 @@ void interleaved_step(benchmark::State& state, std::size_t batch, EmberOptions e
                     steps);
                 break;
             }
+            case adam_bound:
+            {
+                bench::mlp_products forward(batch, true);
+                bench::adam_divider divider(bench::mlp_parameters);
+                t[adam_bound] = seconds_per_step(
+                    [&]
+                    {
+                        forward.run_forward();
+                        divider.run();
+                    },
+                    steps);
+                break;
+            }
             default:
             {
                 bench::ember_mlp_trainer<EmberOptimizer> trainer(batch, ember_options);
@@ -125,12 +148,13 @@ void interleaved_step(benchmark::State& state, std::size_t batch, EmberOptions e
             }
             }
         state.SetIterationTime(t[ember_step]);
-        for (std::size_t c = 0; c < contenders; ++c)
+        for (std::size_t c = 0; c < taking_turns; ++c)
             times[c].push_back(t[c]);
         ++block;
     }
-    const char* names[contenders] = {"ember", "libtorch", "products", "openblas_products", "floor"};
-    for (std::size_t c = 0; c < contenders; ++c)
+    const char* names[contenders] = {"ember", "libtorch", "products", "openblas_products",
+                                     "floor", "bound"};
+    for (std::size_t c = 0; c < taking_turns; ++c)
     {
         state.counters[std::string(names[c]) + "_s"] = median(times[c]);
         state.counters[std::string(names[c]) + "_min_s"] =
@@ -152,6 +176,9 @@ void interleaved_step(benchmark::State& state, std::size_t batch, EmberOptions e
         median_ratio(ember_step, openblas_products_alone);
     state.counters["floor_over_openblas_products"] =
         median_ratio(step_floor, openblas_products_alone);
+    if (with_bound)
+        state.counters["bound_over_openblas_products"] =
+            median_ratio(adam_bound, openblas_products_alone);
 }
 
 void register_all()

@@ -119,6 +119,10 @@ inline constexpr std::size_t mlp_in = 784;
 inline constexpr std::size_t mlp_hidden = 256;
 inline constexpr std::size_t mlp_classes = 10;
 inline constexpr int mlp_batches[] = {1, 16, 64, 256};
+/// The MLP's weights and biases: 269,322.
+inline constexpr std::size_t mlp_parameters = mlp_in * mlp_hidden + mlp_hidden +
+                                              mlp_hidden * mlp_hidden + mlp_hidden +
+                                              mlp_hidden * mlp_classes + mlp_classes;
 
 /// Weight and bias of layer `i` (0, 1, 2) of the MLP, drawn as torch.nn.Linear draws them
 /// (uniform in +-1/sqrt(fan_in)), from a fixed seed per layer.

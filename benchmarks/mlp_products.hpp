@@ -64,7 +64,21 @@ public:
     mlp_products& operator=(const mlp_products&) = delete;
 
     /// The eight products of one step.
-    void run()
+    void run() { run(true); }
+
+    /// The three forward products alone: what a step must finish before it has a gradient to
+    /// update from (adam_divider.hpp).
+    void run_forward() { run(false); }
+
+    /// Multiply-adds of one run().
+    double macs() const
+    {
+        const double in = mlp_in, hid = mlp_hidden, out = mlp_classes;
+        return m_batch * (2.0 * (in * hid + hid * hid + hid * out) + hid * hid + hid * out);
+    }
+
+private:
+    void run(bool with_backward)
     {
         const int b = m_batch;
         float* const* w = m_model.w;
@@ -95,25 +109,20 @@ public:
         // backward: dW = dy^T x, dx = dy W. The weight gradients are written, not added to
         // (beta = 0): after zero_grad() that is all a step needs, and since 743eed5 it is what
         // ember's linear does (with beta = 1 they were also read: a slower roofline).
-        weight_gradient(2, out, hid, m_o.data(), m_h1.data(), g[2]);
-        gemm(false, false, b, hid, out, m_o.data(), out, w[2], hid, 0.0f, m_dh1.data(), hid);
-        weight_gradient(1, hid, hid, m_dh1.data(), m_h0.data(), g[1]);
-        gemm(false, false, b, hid, hid, m_dh1.data(), hid, w[1], hid, 0.0f, m_dh0.data(), hid);
-        weight_gradient(0, hid, in, m_dh0.data(), m_x.data(), g[0]);
+        if (with_backward)
+        {
+            weight_gradient(2, out, hid, m_o.data(), m_h1.data(), g[2]);
+            gemm(false, false, b, hid, out, m_o.data(), out, w[2], hid, 0.0f, m_dh1.data(), hid);
+            weight_gradient(1, hid, hid, m_dh1.data(), m_h0.data(), g[1]);
+            gemm(false, false, b, hid, hid, m_dh1.data(), hid, w[1], hid, 0.0f, m_dh0.data(), hid);
+            weight_gradient(0, hid, in, m_dh0.data(), m_x.data(), g[0]);
+        }
         // keep the forward outputs (beta = 1) finite across millions of iterations
         std::fill(m_h0.begin(), m_h0.end(), 0.5f);
         std::fill(m_h1.begin(), m_h1.end(), 0.5f);
         std::fill(m_o.begin(), m_o.end(), 0.5f);
     }
 
-    /// Multiply-adds of one run().
-    double macs() const
-    {
-        const double in = mlp_in, hid = mlp_hidden, out = mlp_classes;
-        return m_batch * (2.0 * (in * hid + hid * hid + hid * out) + hid * hid + hid * out);
-    }
-
-private:
     // dW = dy^T x into g, [rows, cols]; or kept as dy and x (mlp_weights::keep_outer).
     void weight_gradient(int layer, int rows, int cols, const float* dy, const float* x, float* g)
     {

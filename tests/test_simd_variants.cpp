@@ -7,6 +7,7 @@
 
 #include <ember/detail/parallel.hpp>
 #include <ember/detail/simd_dispatch.hpp>
+#include <ember/nn/parameter.hpp>
 #include <ember/optim/optimizers.hpp>
 
 #include <boost/test/unit_test.hpp>
@@ -262,6 +263,74 @@ void check_variants_against_reference(const Options& options, Reference referenc
 
 using float_types = std::tuple<float, double>;
 
+// At batch 1 a linear layer keeps its weight gradient as the outer product of two vectors, and
+// the optimizers write it out a piece at a time inside their own variant
+// (optim::detail::grad_pieces). Every variant must step as the scalar loop does from the
+// product's gradient, computed here as std::fma(u_i, v_j, +0): 37 x 61 = 2,257 weights, so that
+// pieces and blocks start mid-row, and zeros of both signs among the vectors.
+template <class T, class Optimizer, class Options, class Reference>
+void check_outer_product_variants(const Options& options, Reference reference, const char* what)
+{
+    using ember::detail::simd_isa;
+    const std::size_t rows = 37, cols = 61, n = rows * cols;
+    const int steps = 20;
+    std::mt19937 rng(20261205);
+    std::uniform_real_distribution<T> unit(T(-1), T(1));
+    std::vector<T> x0(n);
+    for (T& v : x0)
+        v = unit(rng);
+    std::vector<std::vector<T>> left(steps, std::vector<T>(rows)),
+        right(steps, std::vector<T>(cols));
+    for (int s = 0; s < steps; ++s)
+    {
+        for (T& v : left[s])
+            v = unit(rng);
+        for (T& v : right[s])
+            v = unit(rng);
+        left[s][s % rows] = T(-0.0);
+        right[s][(3 * s) % cols] = T(-0.0);
+        right[s][(3 * s + 1) % cols] = T(0);
+    }
+    simd_limit_guard guard;
+#if defined(__FMA__)
+    const simd_isa first = simd_isa::avx2;
+#else
+    const simd_isa first = simd_isa::baseline;
+#endif
+    const auto runnable = ember::detail::runnable_simd_isa();
+    for (auto isa = first; isa <= runnable; isa = simd_isa(int(isa) + 1))
+    {
+        ember::detail::limit_simd_isa(isa);
+        nn::parameter<T, 2, cpu> p{tensor<T, 2>::from_shape({rows, cols})};
+        std::copy(x0.begin(), x0.end(), p.value.data());
+        Optimizer opt({nn::param_ref<T, cpu>(p)}, options);
+        Reference ref = reference;
+        std::vector<T> x = x0, g(n);
+        for (int s = 0; s < steps; ++s)
+        {
+            p.zero_grad();
+            BOOST_REQUIRE(p.keep_grad_as_outer(left[s], right[s]));
+            opt.step();
+            for (std::size_t i = 0; i < rows; ++i)
+                for (std::size_t j = 0; j < cols; ++j)
+                    g[i * cols + j] = std::fma(left[s][i], right[s][j], T(0));
+            ref.update(x, g);
+            const std::size_t differ = [&]
+            {
+                std::size_t d = 0;
+                for (std::size_t k = 0; k < n; ++k)
+                    d += std::memcmp(p.value.data() + k, x.data() + k, sizeof(T)) != 0;
+                return d;
+            }();
+            BOOST_TEST(differ == 0u, what << " (" << isa_name(isa) << "), step " << s + 1);
+            if (differ != 0)
+                break;
+        }
+        BOOST_TEST(std::memcmp(p.grad().data(), g.data(), n * sizeof(T)) == 0,
+                   what << " (" << isa_name(isa) << "): grad() writes the last product out");
+    }
+}
+
 } // namespace
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(every_cpu_simd_variant_matches_a_scalar_loop_bit_for_bit, T,
@@ -299,6 +368,24 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(every_cpu_simd_variant_matches_a_scalar_loop_bit_f
     const optim::rmsprop_options rmsprop_plain{};
     check_variants_against_reference<T, optim::rmsprop<T, cpu>>(
         rmsprop_plain, rmsprop_reference<T>{rmsprop_plain}, "rmsprop");
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(every_cpu_simd_variant_steps_from_a_kept_outer_product_bit_for_bit, T,
+                              float_types)
+{
+    const optim::sgd_options sgd_nesterov{
+        .lr = 0.05, .momentum = 0.9, .weight_decay = 1e-3, .nesterov = true};
+    check_outer_product_variants<T, optim::sgd<T, cpu>>(
+        sgd_nesterov, sgd_reference<T>{sgd_nesterov}, "sgd, nesterov, weight decay");
+    const optim::adam_options adam_all{
+        .lr = 3e-3, .weight_decay = 0.1, .amsgrad = true, .maximize = true};
+    check_outer_product_variants<T, optim::adam<T, cpu>>(
+        adam_all, adam_reference<T, optim::adam_options, false>{adam_all},
+        "adam, weight decay, amsgrad");
+    const optim::rmsprop_options rmsprop_all{
+        .lr = 1e-3, .weight_decay = 1e-2, .momentum = 0.5, .centered = true};
+    check_outer_product_variants<T, optim::rmsprop<T, cpu>>(
+        rmsprop_all, rmsprop_reference<T>{rmsprop_all}, "rmsprop, centered, momentum");
 }
 
 // A large parameter's update runs in parts on ember's threads (optim::detail::update_in_parts):

@@ -166,7 +166,7 @@ public:
     }
 
 private:
-    void settle_grad() const noexcept
+    void settle_grad() const
     {
         if (m_grad_outer)
         {

@@ -624,8 +624,8 @@ BOOST_AUTO_TEST_CASE(step_allocates_nothing_once_state_exists)
 // step as from the gradient the matrix product writes: two layers from one seed, in one of which
 // grad() writes the zeros before the backward (so that its product adds to them and nothing is
 // kept), stay equal to the bit, and so do their gradients after the step and their optimizers'
-// state. 300 -> 70 is 21,000 weights: pieces of 1,024 that start mid-row
-// and a short last one; at one thread and at two, which split the update in parts.
+// state. 300 -> 70 is 21,000 weights: pieces of 1,024 that start mid-row and a short last one;
+// at one thread and at two, which split the update in parts.
 template <class Optimizer, class Options>
 void check_steps_from_a_kept_outer_product(const Options& options, const std::string& what)
 {
@@ -671,9 +671,9 @@ void check_steps_from_a_kept_outer_product(const Options& options, const std::st
                 if (const auto* t = std::get_if<host_tensor>(&value))
                 {
                     const auto& u = std::get<host_tensor>(sb.state.at(index).at(key));
-                    BOOST_TEST(std::memcmp(t->bytes().data(), u.bytes().data(),
-                                           t->bytes().size()) == 0,
-                               what << ": state[" << index << "]['" << key << "']");
+                    BOOST_TEST(
+                        std::memcmp(t->bytes().data(), u.bytes().data(), t->bytes().size()) == 0,
+                        what << ": state[" << index << "]['" << key << "']");
                 }
     }
     ember::set_num_threads(1);
@@ -681,8 +681,7 @@ void check_steps_from_a_kept_outer_product(const Options& options, const std::st
 
 BOOST_AUTO_TEST_CASE(every_optimizer_steps_from_a_kept_outer_product_as_from_the_written_gradient)
 {
-    check_steps_from_a_kept_outer_product<optim::sgd<float>>(optim::sgd_options{.lr = 0.1},
-                                                             "sgd");
+    check_steps_from_a_kept_outer_product<optim::sgd<float>>(optim::sgd_options{.lr = 0.1}, "sgd");
     check_steps_from_a_kept_outer_product<optim::sgd<float>>(
         optim::sgd_options{.lr = 0.1, .momentum = 0.9, .weight_decay = 0.01, .nesterov = true},
         "sgd nesterov, weight decay");

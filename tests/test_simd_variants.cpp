@@ -199,6 +199,24 @@ const char* isa_name(ember::detail::simd_isa isa)
     return "baseline";
 }
 
+// The variants to check: every one the CPU runs, also those host_simd_isa() does not pick on it
+// (AVX-512 on Zen 4 and Intel). A build whose own target has FMA (-march=native) contracts the
+// baseline loop as the compiler likes; the dispatched variants never contract, so there the
+// baseline is left out.
+std::vector<ember::detail::simd_isa> variants_to_check()
+{
+    using ember::detail::simd_isa;
+#if defined(__FMA__)
+    const simd_isa first = simd_isa::avx2;
+#else
+    const simd_isa first = simd_isa::baseline;
+#endif
+    std::vector<simd_isa> out;
+    for (auto isa = first; isa <= ember::detail::runnable_simd_isa(); isa = simd_isa(int(isa) + 1))
+        out.push_back(isa);
+    return out;
+}
+
 // `steps` steps of Optimizer(options) on one parameter of n elements (by default several
 // 256-element blocks and a ragged tail), random values and gradients of mixed magnitudes, in
 // every variant this CPU runs; after each step the parameter must equal the reference's bit for
@@ -220,17 +238,7 @@ void check_variants_against_reference(const Options& options, Reference referenc
             v = std::ldexp(unit(rng), exponent(rng));
 
     simd_limit_guard guard;
-    // A build whose own target has FMA (-march=native) contracts the baseline loop as the
-    // compiler likes; the dispatched variants never contract.
-#if defined(__FMA__)
-    const simd_isa first = simd_isa::avx2;
-#else
-    const simd_isa first = simd_isa::baseline;
-#endif
-    // Every variant the CPU runs, also those host_simd_isa() does not pick on it (AVX-512 on
-    // Zen 4 and Intel).
-    const auto runnable = ember::detail::runnable_simd_isa();
-    for (auto isa = first; isa <= runnable; isa = simd_isa(int(isa) + 1))
+    for (const simd_isa isa : variants_to_check())
     {
         ember::detail::limit_simd_isa(isa);
         BOOST_TEST(isa_name(ember::detail::active_simd_isa()) == isa_name(isa));
@@ -292,13 +300,7 @@ void check_outer_product_variants(const Options& options, Reference reference, c
         right[s][(3 * s + 1) % cols] = T(0);
     }
     simd_limit_guard guard;
-#if defined(__FMA__)
-    const simd_isa first = simd_isa::avx2;
-#else
-    const simd_isa first = simd_isa::baseline;
-#endif
-    const auto runnable = ember::detail::runnable_simd_isa();
-    for (auto isa = first; isa <= runnable; isa = simd_isa(int(isa) + 1))
+    for (const simd_isa isa : variants_to_check())
     {
         ember::detail::limit_simd_isa(isa);
         nn::parameter<T, 2, cpu> p{tensor<T, 2>::from_shape({rows, cols})};

@@ -4,6 +4,7 @@
 /// was never written out (parameter::keep_grad_as_outer).
 
 #include "ember/detail/simd_dispatch.hpp"
+#include "ember/device/kernel.hpp"
 
 #include <cstddef>
 
@@ -33,7 +34,8 @@ struct grad_view
     /// where a factor is zero: 0 * -1 gives +0 there, while a product that rounds to -0 stays
     /// -0. tests/test_layers.cpp checks them against detail::gemm's. Inlined into the
     /// optimizers' dispatched loops (optim::detail::grad_pieces), to vectorize as wide as they.
-    EMBER_SIMD_INLINE void write(std::size_t first, std::size_t count, T* out) const noexcept
+    EMBER_SIMD_INLINE EMBER_HOST_DEVICE void write(std::size_t first, std::size_t count,
+                                                   T* out) const noexcept
     {
         if (count == 0)
             return;

@@ -14,9 +14,8 @@
 // nn::parameter::keep_grad_as_outer.) The floor over the products says how close to them any
 // such step can come; ember's step over the floor, what the rest of ember's step costs (bias,
 // ReLU, cross-entropy, zero_grad, the copies backward keeps). With Adam at one thread a sixth,
-// the bound:
-// OpenBLAS's forward products, then the square roots and divisions of Adam's update alone
-// (adam_divider.hpp), the least any Adam step that gives PyTorch's bits can take.
+// the bound: OpenBLAS's forward products, then the square roots and divisions of Adam's update
+// alone (adam_divider.hpp), the least any Adam step that gives PyTorch's bits can take.
 //
 // A benchmark iteration is one block. In it each contender starts fresh (a new model and
 // optimizer from common.hpp's weights, as every repetition of bench_ember's and

@@ -14,6 +14,7 @@
 #include <ember/nn/sequential.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -98,12 +99,10 @@ public:
         l0.bias.grad();
         l1.bias.grad();
         l2.bias.grad();
-        auto* w0 = &l0.weight; // the three are of one type
-        auto* w1 = &l1.weight;
-        auto* w2 = &l2.weight;
-        auto keep_outer = [w0, w1, w2](int layer, const float* dy, const float* x)
+        const std::array layers{&l0.weight, &l1.weight, &l2.weight};
+        auto keep_outer = [layers](int layer, const float* dy, const float* x)
         {
-            auto* w = layer == 0 ? w0 : layer == 1 ? w1 : w2;
+            auto* w = layers[static_cast<std::size_t>(layer)];
             w->zero_grad(); // as the step's zero_grad() before its backward
             w->keep_grad_as_outer({dy, w->value.shape()[0]}, {x, w->value.shape()[1]});
         };
